@@ -1,0 +1,96 @@
+import { z } from 'zod';
+
+/**
+ * Event contracts: one zod schema per event type and version.
+ * A new incompatible shape is a new version (`v2`) next to this one, never an edit of `v1`.
+ */
+
+const id = z.string().min(1).max(128);
+const isoTime = z.iso.datetime({ offset: true });
+
+export const documentUploadedV1 = z.object({
+  documentId: id,
+  jobId: id,
+  title: z.string().min(1),
+  /** The text to analyse, markup already stripped (event-carried state transfer). */
+  text: z.string().min(1),
+  contentType: z.enum(['text/plain', 'text/markdown', 'text/html']),
+  uploadedBy: z.string().min(1).optional(),
+  uploadedAt: isoTime,
+});
+
+export const analysisStartedV1 = z.object({
+  documentId: id,
+  jobId: id,
+  attempt: z.number().int().min(1),
+  startedAt: isoTime,
+});
+
+export const themeScoreV1 = z.object({ name: z.string().min(1), score: z.number().min(0).max(1) });
+
+export const analysisCompletedV1 = z.object({
+  documentId: id,
+  jobId: id,
+  summary: z.string(),
+  themes: z.array(themeScoreV1),
+  keywords: z.array(z.string()),
+  sentiment: z.object({ label: z.enum(['POSITIVE', 'NEUTRAL', 'NEGATIVE']), score: z.number().min(-1).max(1) }),
+  provider: z.string().min(1),
+  model: z.string().min(1),
+  tokens: z.object({ prompt: z.number().int().min(0), completion: z.number().int().min(0) }),
+  completedAt: isoTime,
+});
+
+export const errorInfoV1 = z.object({ code: z.string().min(1), message: z.string() });
+
+export const analysisFailedV1 = z.object({
+  documentId: id,
+  jobId: id,
+  error: errorInfoV1,
+  attempts: z.number().int().min(1),
+  failedAt: isoTime,
+});
+
+export const jobStatusV1 = z.enum(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED']);
+
+export const jobUpdatedV1 = z.object({
+  jobId: id,
+  documentId: id,
+  status: jobStatusV1,
+  attempts: z.number().int().min(0),
+  error: errorInfoV1.nullable(),
+  createdAt: isoTime,
+  updatedAt: isoTime,
+  completedAt: isoTime.nullable(),
+});
+
+/**
+ * Registry of every contract, keyed by `dataschema` (`<type>/v<n>`).
+ * Producers pick the version they write; consumers accept every registered version of a type.
+ */
+export const contracts = {
+  'document.uploaded/v1': documentUploadedV1,
+  'analysis.started/v1': analysisStartedV1,
+  'analysis.completed/v1': analysisCompletedV1,
+  'analysis.failed/v1': analysisFailedV1,
+  'job.updated/v1': jobUpdatedV1,
+} as const;
+
+export type DataSchema = keyof typeof contracts;
+export type EventType = DataSchema extends `${infer T}/v${string}` ? T : never;
+export type EventData<S extends DataSchema> = z.infer<(typeof contracts)[S]>;
+
+/** The version each producer writes today. */
+export const currentVersion = {
+  'document.uploaded': 'document.uploaded/v1',
+  'analysis.started': 'analysis.started/v1',
+  'analysis.completed': 'analysis.completed/v1',
+  'analysis.failed': 'analysis.failed/v1',
+  'job.updated': 'job.updated/v1',
+} as const satisfies Record<EventType, DataSchema>;
+
+export type DocumentUploaded = EventData<'document.uploaded/v1'>;
+export type AnalysisStarted = EventData<'analysis.started/v1'>;
+export type AnalysisCompleted = EventData<'analysis.completed/v1'>;
+export type AnalysisFailed = EventData<'analysis.failed/v1'>;
+export type JobUpdated = EventData<'job.updated/v1'>;

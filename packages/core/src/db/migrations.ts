@@ -1,0 +1,47 @@
+import { Migration } from '@mikro-orm/migrations';
+import type { MigrationObject } from '@mikro-orm/core';
+import { OUTBOX_CHANNEL } from './entities.ts';
+
+class CoreOutboxInbox extends Migration {
+  override up(): void {
+    this.addSql(`create table if not exists tributary_outbox (
+      id bigserial primary key,
+      event_id uuid not null unique,
+      type text not null,
+      tenant_id text not null,
+      payload text not null,
+      created_at timestamptz not null default now(),
+      sent_at timestamptz null
+    )`);
+    // The relay only ever scans unsent rows; keep that scan small whatever the history.
+    this.addSql('create index if not exists tributary_outbox_unsent on tributary_outbox (id) where sent_at is null');
+    this.addSql('create index if not exists tributary_outbox_sent_at on tributary_outbox (sent_at) where sent_at is not null');
+    // NOTIFY is transactional: delivered at commit, dropped on rollback, de-duplicated per
+    // transaction. One per statement is enough to wake the relays.
+    this.addSql(`create or replace function tributary_outbox_notify() returns trigger language plpgsql as $$
+      begin perform pg_notify('${OUTBOX_CHANNEL}', ''); return null; end $$`);
+    this.addSql('drop trigger if exists tributary_outbox_notify on tributary_outbox');
+    this.addSql(
+      'create trigger tributary_outbox_notify after insert on tributary_outbox for each statement execute function tributary_outbox_notify()',
+    );
+    this.addSql(`create table if not exists tributary_inbox (
+      consumer text not null,
+      event_id uuid not null,
+      type text not null,
+      processed_at timestamptz not null default now(),
+      primary key (consumer, event_id)
+    )`);
+  }
+
+  override down(): void {
+    this.addSql('drop table if exists tributary_inbox');
+    this.addSql('drop trigger if exists tributary_outbox_notify on tributary_outbox');
+    this.addSql('drop function if exists tributary_outbox_notify()');
+    this.addSql('drop table if exists tributary_outbox');
+  }
+}
+
+/** Migrations of the tables every service has (outbox, inbox). Run before the service's own. */
+export const coreMigrations: MigrationObject[] = [{ name: '0000-core-outbox-inbox', class: CoreOutboxInbox }];
+
+export { Migration };

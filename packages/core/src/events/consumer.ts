@@ -1,0 +1,215 @@
+import { parse, type EventType, type ParsedEvent } from '@tributary/contracts';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { Logger } from 'pino';
+import { contextFromTraceparent, runInContext } from '../context.ts';
+import type { Database } from '../db/index.ts';
+import { errorCode, errorMessage, isUnrecoverable } from '../errors.ts';
+import { publish, type NewEvent } from './publish.ts';
+import { queueName, type ConsumerHandle, type Delivery, type Transport } from './transport.ts';
+
+/** What a handler gets besides the event: the transaction's EntityManager and a publish bound to it. */
+export interface HandlerContext {
+  /** The EntityManager of the transaction that also records the event in the inbox. */
+  em: EntityManager;
+  /** Publish follow-up events through the outbox, in the same transaction. */
+  publish(events: readonly NewEvent[]): Promise<void>;
+  log: Logger;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** Whether this is the last attempt before the event is dead-lettered. */
+  lastAttempt: boolean;
+}
+
+export type EventHandler = (event: ParsedEvent, context: HandlerContext) => Promise<void>;
+
+export interface EventConsumerOptions {
+  /** The owning service (queue `<ns>.<service>.<name>`, event `source`). */
+  service: string;
+  /** The consumer's name within the service. */
+  name: string;
+  /** Event types this consumer receives. */
+  types: readonly EventType[];
+  handler: EventHandler;
+  db: Database;
+  transport: Transport;
+  logger: Logger;
+  /** Unacked deliveries held at once. Default 200. */
+  prefetch?: number;
+  /** Events applied in one transaction when several are waiting. Default 50. */
+  maxBatch?: number;
+  /** Transactions in flight at once. Default 4. */
+  concurrency?: number;
+  /** Attempts before dead-lettering (the first delivery counts). Default 5. */
+  maxAttempts?: number;
+  /** Retry tier delays; attempt n waits tier n-1 (the last tier repeats). Default 1 s, 5 s, 30 s, 2 min. */
+  retryDelaysMs?: readonly number[];
+  /** One consumer only, queue removed with the connection (gateway instances). */
+  exclusive?: boolean;
+  /** Called after each batch commits, with how many events took effect (metrics, tests). */
+  onApplied?: (count: number) => void;
+}
+
+interface Item {
+  delivery: Delivery;
+  event: ParsedEvent;
+}
+
+/**
+ * The consumer base: every delivery is parsed by its contract (a violation goes to the DLQ at
+ * once), then applied in a transaction that also inserts (consumer, event id) into the inbox;
+ * only after the commit is it acked. A duplicate, whether redelivered or delivered concurrently
+ * to a second consumer, hits the inbox's unique key and is acked without a second effect.
+ * Failures go through the retry tiers with growing delays, up to `maxAttempts`, then to the DLQ
+ * with the error in its headers; an {@link UnrecoverableError} goes there at once.
+ *
+ * Deliveries waiting together are applied in one transaction (up to `maxBatch`). If that
+ * transaction fails, each event is applied again on its own, so one poison event never
+ * holds back the others.
+ */
+export class EventConsumer {
+  readonly queue: string;
+  readonly retryDelaysMs: readonly number[];
+  private readonly prefetch: number;
+  private readonly maxBatch: number;
+  private readonly concurrency: number;
+  private readonly maxAttempts: number;
+  private readonly log: Logger;
+  private readonly consumerKey: string;
+  private handle: ConsumerHandle | undefined;
+  private readonly waiting: Delivery[] = [];
+  private active = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private stopping = false;
+
+  constructor(private readonly options: EventConsumerOptions) {
+    this.queue = queueName(options.transport.namespace, options.service, options.name);
+    this.consumerKey = `${options.service}.${options.name}`;
+    this.prefetch = options.prefetch ?? 200;
+    this.maxBatch = options.maxBatch ?? 50;
+    this.concurrency = options.concurrency ?? 4;
+    this.maxAttempts = options.maxAttempts ?? 5;
+    this.retryDelaysMs = options.retryDelaysMs ?? [1_000, 5_000, 30_000, 120_000];
+    this.log = options.logger.child({ component: 'consumer', queue: this.queue });
+  }
+
+  async start(): Promise<void> {
+    this.stopping = false;
+    const spec = {
+      queue: this.queue,
+      bindings: this.options.types,
+      prefetch: this.prefetch,
+      retryDelaysMs: this.retryDelaysMs,
+      ...(this.options.exclusive ? { exclusive: true } : {}),
+    };
+    this.handle = await this.options.transport.consume(spec, (delivery) => {
+      this.waiting.push(delivery);
+      this.pump();
+    });
+  }
+
+  /**
+   * Graceful stop: no new deliveries, finish the transactions in flight, and hand back what was
+   * received but not started (the broker redelivers it to another consumer).
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.handle?.cancel();
+    while (this.inFlight.size > 0) await Promise.all(this.inFlight);
+    this.waiting.length = 0;
+    await this.handle?.close();
+    this.handle = undefined;
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.active < this.concurrency && this.waiting.length > 0) {
+      const batch = this.waiting.splice(0, this.maxBatch);
+      this.active++;
+      const work = this.processBatch(batch)
+        .catch((error) => this.log.error({ err: errorMessage(error) }, 'batch settlement failed; the broker will redeliver'))
+        .finally(() => {
+          this.active--;
+          this.inFlight.delete(work);
+          this.pump();
+        });
+      this.inFlight.add(work);
+    }
+  }
+
+  private async processBatch(deliveries: Delivery[]): Promise<void> {
+    const items: Item[] = [];
+    for (const delivery of deliveries) {
+      try {
+        items.push({ delivery, event: parse(delivery.body) });
+      } catch (error) {
+        // The same bytes will never parse: no retry.
+        this.log.warn({ messageId: delivery.messageId, code: errorCode(error), err: errorMessage(error) }, 'event violates its contract; dead-lettered');
+        await delivery.deadLetter({ code: errorCode(error), message: errorMessage(error) });
+      }
+    }
+    if (items.length === 0) return;
+    if (items.length === 1) return this.processOne(items[0]!);
+    try {
+      await this.apply(items);
+    } catch {
+      // Find the culprit: each event alone, in its own transaction.
+      for (const item of items) await this.processOne(item);
+      return;
+    }
+    await Promise.all(items.map((item) => item.delivery.ack()));
+  }
+
+  private async processOne(item: Item): Promise<void> {
+    const { delivery, event } = item;
+    try {
+      await this.apply([item]);
+    } catch (error) {
+      const failure = { code: errorCode(error), message: errorMessage(error) };
+      const context = contextFromTraceparent(event.traceparent, event.tenantid);
+      runInContext(context, () => {
+        if (isUnrecoverable(error) || delivery.attempt >= this.maxAttempts) {
+          this.log.error({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; dead-lettered');
+        } else {
+          this.log.warn({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; will retry');
+        }
+      });
+      if (isUnrecoverable(error) || delivery.attempt >= this.maxAttempts) await delivery.deadLetter(failure);
+      else await delivery.retry(delivery.attempt - 1, failure);
+      return;
+    }
+    await delivery.ack();
+  }
+
+  /** One transaction: inbox rows for all, then the handler for those not seen before. */
+  private async apply(items: Item[]): Promise<void> {
+    const em = this.options.db.fork();
+    let applied = 0;
+    await em.transactional(async (tx) => {
+      const placeholders = items.map(() => '(?, ?, ?)').join(', ');
+      const params = items.flatMap((i) => [this.consumerKey, i.event.id, i.event.type]);
+      const inserted = await tx.execute<{ event_id: string }[]>(
+        `insert into tributary_inbox (consumer, event_id, type) values ${placeholders} on conflict do nothing returning event_id`,
+        params,
+      );
+      const fresh = new Set(inserted.map((r) => r.event_id));
+      // The same event twice in one batch: the first copy wins, the second is a duplicate.
+      for (const item of items) {
+        if (!fresh.delete(item.event.id)) continue;
+        const context = contextFromTraceparent(item.event.traceparent, item.event.tenantid);
+        await runInContext(context, () =>
+          this.options.handler(item.event, {
+            em: tx,
+            publish: async (events) => {
+              await publish(tx, this.options.service, events);
+            },
+            log: this.log,
+            attempt: item.delivery.attempt,
+            lastAttempt: item.delivery.attempt >= this.maxAttempts,
+          }),
+        );
+        applied++;
+      }
+      await tx.flush();
+    });
+    if (applied > 0) this.options.onApplied?.(applied);
+  }
+}

@@ -1,0 +1,59 @@
+import { currentVersion, validateData, type Envelope, type EventData, type EventType } from '@tributary/contracts';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { randomUUID } from 'node:crypto';
+import { contextFromTraceparent, currentContext, traceparentOf } from '../context.ts';
+import { CoreErrorCode, TributaryError } from '../errors.ts';
+
+type DataOf<T extends EventType> = EventData<(typeof currentVersion)[T]>;
+
+/** One event to publish: its type, the aggregate it is about, and its data (validated here). */
+export interface NewEvent<T extends EventType = EventType> {
+  type: T;
+  subject: string;
+  data: DataOf<T>;
+  /** Defaults to the tenant of the current request or message. */
+  tenantId?: string;
+  /** Defaults to a random UUID. */
+  id?: string;
+}
+
+/**
+ * Write events to the outbox inside the caller's transaction: they are published if and only if
+ * the transaction commits. Data is validated against the contract the producer writes today;
+ * `traceparent` continues the current trace so consumers join it.
+ * @throws TributaryError `OUTBOX_NO_TRANSACTION` outside a transaction: a publish that could
+ *   commit apart from the change it announces is exactly the bug the outbox exists to prevent.
+ */
+export async function publish(em: EntityManager, source: string, events: readonly NewEvent[]): Promise<Envelope[]> {
+  if (!em.isInTransaction()) {
+    throw new TributaryError(CoreErrorCode.OUTBOX_NO_TRANSACTION, 'publish() must run inside a transaction (em.transactional)');
+  }
+  if (events.length === 0) return [];
+  const context = currentContext() ?? contextFromTraceparent(undefined);
+  const time = new Date().toISOString();
+  const envelopes = events.map((event) => {
+    const tenantid = event.tenantId ?? context.tenantId;
+    if (!tenantid) throw new TributaryError('TENANT_REQUIRED', `event ${event.type} has no tenant`);
+    const dataschema = currentVersion[event.type];
+    const envelope: Envelope = {
+      id: event.id ?? randomUUID(),
+      type: event.type,
+      source,
+      specversion: '1.0',
+      time,
+      dataschema,
+      subject: event.subject,
+      traceparent: traceparentOf(context),
+      tenantid,
+      data: validateData(dataschema, event.data),
+    };
+    return envelope;
+  });
+  // One multi-row insert in the caller's transaction; the table's trigger NOTIFYs relays on commit.
+  await em.execute(
+    `insert into tributary_outbox (event_id, type, tenant_id, payload) values ${envelopes.map(() => '(?, ?, ?, ?)').join(', ')}`,
+    envelopes.flatMap((e) => [e.id, e.type, e.tenantid, JSON.stringify(e)]),
+    'run',
+  );
+  return envelopes;
+}

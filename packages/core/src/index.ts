@@ -1,0 +1,4 @@
+export * from './errors.ts';
+export * from './config.ts';
+export * from './context.ts';
+export { createLogger, type Logger } from './log.ts';

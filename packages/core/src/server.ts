@@ -1,0 +1,182 @@
+import { ApolloServer, HeaderMap, type BaseContext, type ContextFunction } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import type { DocumentNode } from 'graphql';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { contextFromTraceparent, runInContext } from './context.ts';
+import type { Database } from './db/index.ts';
+import type { EventConsumer } from './events/consumer.ts';
+import type { OutboxRelay } from './events/relay.ts';
+import type { Transport } from './events/transport.ts';
+import { errorMessage } from './errors.ts';
+
+export interface SubgraphOptions<TContext extends BaseContext> {
+  name: string;
+  typeDefs: DocumentNode;
+  resolvers: GraphQLResolverMap<TContext>;
+  db: Database;
+  transport: Transport;
+  logger: Logger;
+  relay?: OutboxRelay;
+  consumers?: EventConsumer[];
+  /** Builds the per-request context; called with a fresh EntityManager fork. */
+  context: (args: { req: IncomingMessage; db: Database }) => Promise<TContext>;
+  /** Largest request body accepted, in bytes. Default 2 MiB. */
+  maxBodyBytes?: number;
+  /** Default: introspection on except in production. */
+  introspection?: boolean;
+}
+
+export interface Subgraph {
+  readonly name: string;
+  /** `http://host:port/graphql` once listening. */
+  readonly url: string;
+  listen(port?: number, host?: string): Promise<string>;
+  /** Graceful: stop consuming, finish in-flight work, flush the relay, close server, broker, database. */
+  stop(): Promise<void>;
+}
+
+class BodyTooLargeError extends Error {
+  override name = 'BodyTooLargeError';
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new BodyTooLargeError(`request body exceeds ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/**
+ * A federated subgraph service: Apollo Server 5 over `buildSubgraphSchema`, on a small node:http
+ * server that also answers `/health` (process alive) and `/ready` (database and broker reachable).
+ * It owns the lifecycle of the service's relay and consumers so shutdown happens in the right
+ * order.
+ */
+export async function createSubgraph<TContext extends BaseContext>(options: SubgraphOptions<TContext>): Promise<Subgraph> {
+  const { db, transport, logger } = options;
+  const maxBody = options.maxBodyBytes ?? 2 * 1024 * 1024;
+  const http: Server = createServer();
+  const apollo = new ApolloServer<TContext>({
+    schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
+    introspection: options.introspection ?? process.env.NODE_ENV !== 'production',
+    includeStacktraceInErrorResponses: process.env.NODE_ENV !== 'production',
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http })],
+    logger: {
+      debug: (m: unknown) => logger.debug(String(m)),
+      info: (m: unknown) => logger.info(String(m)),
+      warn: (m: unknown) => logger.warn(String(m)),
+      error: (m: unknown) => logger.error(String(m)),
+    },
+  });
+  await apollo.start();
+  await transport.start();
+  await options.relay?.start();
+  for (const consumer of options.consumers ?? []) await consumer.start();
+
+  const contextFn: ContextFunction<[{ req: IncomingMessage }], TContext> = ({ req }) => options.context({ req, db });
+
+  http.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
+    if (url.pathname === '/ready') {
+      void db.ping().then((database) => {
+        const broker = transport.isReady();
+        sendJson(res, database && broker ? 200 : 503, { status: database && broker ? 'ready' : 'unavailable', database, broker });
+      });
+      return;
+    }
+    if (url.pathname !== '/graphql') return sendJson(res, 404, { errors: [{ message: 'not found', extensions: { code: 'NOT_FOUND' } }] });
+    const traceparent = req.headers.traceparent;
+    const context = contextFromTraceparent(typeof traceparent === 'string' ? traceparent : undefined);
+    void runInContext(context, async () => {
+      try {
+        const body = req.method === 'POST' ? await readBody(req, maxBody) : '';
+        const headers = new HeaderMap();
+        for (const [key, value] of Object.entries(req.headers)) {
+          if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
+        }
+        let parsed: unknown = undefined;
+        if (body.length > 0) {
+          try {
+            parsed = JSON.parse(body);
+          } catch {
+            return sendJson(res, 400, { errors: [{ message: 'request body is not valid JSON', extensions: { code: 'BAD_REQUEST' } }] });
+          }
+        }
+        const result = await apollo.executeHTTPGraphQLRequest({
+          httpGraphQLRequest: { method: req.method ?? 'GET', headers, search: url.search, body: parsed },
+          context: () => contextFn({ req }),
+        });
+        for (const [key, value] of result.headers) res.setHeader(key, value);
+        res.statusCode = result.status ?? 200;
+        if (result.body.kind === 'complete') {
+          res.end(result.body.string);
+        } else {
+          for await (const chunk of result.body.asyncIterator) res.write(chunk);
+          res.end();
+        }
+      } catch (error) {
+        if (error instanceof BodyTooLargeError) {
+          return sendJson(res, 413, { errors: [{ message: error.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] });
+        }
+        logger.error({ err: errorMessage(error) }, 'request failed');
+        if (!res.headersSent) sendJson(res, 500, { errors: [{ message: 'internal error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
+        else res.end();
+      }
+    });
+  });
+
+  let url = '';
+  let stopped = false;
+  return {
+    name: options.name,
+    get url() {
+      return url;
+    },
+    listen: async (port = 0, host = '127.0.0.1') => {
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(port, host, () => resolve());
+      });
+      const address = http.address() as AddressInfo;
+      url = `http://${host}:${address.port}/graphql`;
+      logger.info({ url }, `${options.name} subgraph listening`);
+      return url;
+    },
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      // Order matters: no new events in, in-flight handlers finish (their events hit the
+      // outbox), the relay publishes what is committed, then connections close.
+      for (const consumer of options.consumers ?? []) await consumer.stop();
+      await apollo.stop();
+      if (options.relay) {
+        await options.relay.stop();
+        await options.relay.flush().catch((error) => logger.warn({ err: errorMessage(error) }, 'relay flush at shutdown failed; rows stay for the next start'));
+      }
+      await transport.close();
+      await db.close();
+    },
+  };
+}

@@ -1,0 +1,2 @@
+export * from './services.ts';
+export { describeTransportContract, type TransportFixture } from './transport-contract.ts';

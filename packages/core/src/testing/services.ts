@@ -1,0 +1,69 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createConnection } from 'node:net';
+import { promisify } from 'node:util';
+
+/** Where tests find PostgreSQL and RabbitMQ. */
+export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const TEST_AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+function reachable(url: string, defaultPort: number): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: u.hostname, port: Number(u.port || defaultPort) });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(2_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/**
+ * Whether PostgreSQL and RabbitMQ answer. With `CI=true` a missing service is a failure, not a
+ * skip: a CI run that silently skipped its integration tests would prove nothing.
+ * Use as `describe.skipIf(!(await servicesAvailable()))`.
+ */
+export async function servicesAvailable(): Promise<boolean> {
+  const [postgres, rabbit] = await Promise.all([reachable(TEST_DATABASE_URL, 5432), reachable(TEST_AMQP_URL, 5672)]);
+  if (postgres && rabbit) return true;
+  const missing = [!postgres && `PostgreSQL (${TEST_DATABASE_URL})`, !rabbit && `RabbitMQ (${TEST_AMQP_URL})`].filter(Boolean).join(' and ');
+  if (process.env.CI === 'true') throw new Error(`CI=true but ${missing} is not reachable: integration tests cannot run`);
+  console.warn(`skipping integration tests: ${missing} not reachable`);
+  return false;
+}
+
+/** A name prefix of our own for queues, exchanges and databases: tests never collide. */
+export function testNamespace(prefix = 't'): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+const run = promisify(execFile);
+
+/**
+ * Force-close, on the broker, every connection whose name starts with `prefix`
+ * (like `rabbitmqctl close_all_connections`, limited to this test's connections so test files
+ * running at the same time are not hit).
+ */
+export async function closeBrokerConnections(prefix: string): Promise<number> {
+  const { stdout } = await run('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties'], { timeout: 30_000 });
+  const pids: string[] = [];
+  for (const line of stdout.split('\n')) {
+    const pid = /^(<[^>]+>)/.exec(line)?.[1];
+    const name = /"connection_name","([^"]*)"/.exec(line)?.[1] ?? /\{<<"connection_name">>,longstr,<<"([^"]*)">>\}/.exec(line)?.[1];
+    if (pid && name?.startsWith(prefix)) pids.push(pid);
+  }
+  for (const pid of pids) await run('rabbitmqctl', ['-q', 'close_connection', pid, 'test: forced close'], { timeout: 30_000 });
+  return pids.length;
+}
+
+/** Resolve when `predicate` holds, polling; reject with `message` after `timeoutMs`. */
+export async function waitFor(predicate: () => boolean | Promise<boolean>, timeoutMs = 10_000, message = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${message}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
