@@ -1,2 +1,3 @@
 export * from './services.ts';
+export * from './database.ts';
 export { describeTransportContract, type TransportFixture } from './transport-contract.ts';

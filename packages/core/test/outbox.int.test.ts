@@ -1,0 +1,101 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { publish } from '../src/events/publish.ts';
+import { OutboxRelay } from '../src/events/relay.ts';
+import { servicesAvailable, waitFor } from '../src/testing/services.ts';
+import { unsentCount, uploadedEvent } from './fixtures/effects.ts';
+import { Harness, silent } from './fixtures/harness.ts';
+
+describe.skipIf(!(await servicesAvailable()))('transactional outbox', () => {
+  let h: Harness;
+  beforeEach(() => {
+    h = new Harness();
+  });
+  afterEach(async () => {
+    await h.cleanup();
+  });
+
+  it('leaves neither a row nor a message when the transaction throws after publish()', async () => {
+    const db = await h.db();
+    const transport = await h.transport();
+    const observer = await h.observe(transport, ['document.uploaded']);
+    const relay = new OutboxRelay({ db, transport, logger: silent, pollIntervalMs: 50 });
+    await relay.start();
+
+    await expect(
+      db.fork().transactional(async (em) => {
+        await publish(em, 'test', [uploadedEvent()]);
+        throw new Error('the write that goes with the event failed');
+      }),
+    ).rejects.toThrow('the write that goes with the event failed');
+    const committed = uploadedEvent();
+    await db.fork().transactional((em) => publish(em, 'test', [committed]));
+
+    await waitFor(() => observer.deliveries.length === 1, 10_000, 'the committed event');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(observer.deliveries).toHaveLength(1);
+    expect(JSON.parse(observer.deliveries[0]!.body.toString()).data.documentId).toBe(committed.data.documentId);
+    const [row] = await db.fork().execute<{ n: string }[]>('select count(*) as n from tributary_outbox');
+    expect(Number(row!.n)).toBe(1);
+    await relay.stop();
+  });
+
+  it('refuses to publish outside a transaction, with a code', async () => {
+    const db = await h.db();
+    await expect(publish(db.fork(), 'test', [uploadedEvent()])).rejects.toMatchObject({ code: 'OUTBOX_NO_TRANSACTION' });
+  });
+
+  it('refuses data that breaks the contract and writes nothing', async () => {
+    const db = await h.db();
+    const bad = uploadedEvent();
+    (bad.data as { text: string }).text = '';
+    await expect(db.fork().transactional((em) => publish(em, 'test', [bad]))).rejects.toMatchObject({ code: 'INVALID_DATA' });
+    expect(await unsentCount(db)).toBe(0);
+  });
+
+  it('publishes rows committed while no relay ran, once a relay starts', async () => {
+    const db = await h.db();
+    const transport = await h.transport();
+    const observer = await h.observe(transport, ['document.uploaded']);
+    const events = Array.from({ length: 20 }, () => uploadedEvent());
+    await db.fork().transactional((em) => publish(em, 'test', events));
+    expect(await unsentCount(db)).toBe(20);
+
+    await h.spawn('relay');
+    await waitFor(() => observer.deliveries.length === 20, 15_000, '20 events');
+    await waitFor(async () => (await unsentCount(db)) === 0, 5_000, 'rows marked sent');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(observer.deliveries).toHaveLength(20);
+  });
+
+  it('publishes again after a relay is killed between the broker confirm and marking rows sent', async () => {
+    const db = await h.db();
+    const transport = await h.transport();
+    const observer = await h.observe(transport, ['document.uploaded']);
+    const envelopes = await db.fork().transactional((em) => publish(em, 'test', Array.from({ length: 5 }, () => uploadedEvent())));
+
+    const doomed = await h.spawn('relay', { KILL_AT: 'after-publish' }).catch((e: Error) => e);
+    // It may die before or after saying ready; either way it died after the confirm.
+    if (!(doomed instanceof Error)) await new Promise<void>((resolve) => doomed.once('exit', () => resolve()));
+    await waitFor(() => observer.deliveries.length >= 5, 10_000, 'the first (unmarked) publication');
+    expect(await unsentCount(db)).toBe(5);
+
+    await h.spawn('relay');
+    await waitFor(async () => (await unsentCount(db)) === 0, 15_000, 'rows marked sent after restart');
+    await waitFor(() => observer.deliveries.length === 10, 5_000, 'the second publication');
+    // At least once: every event went out twice, and the consumers' inbox absorbs the copy.
+    const counts = new Map<string | undefined, number>();
+    for (const d of observer.deliveries) counts.set(d.messageId, (counts.get(d.messageId) ?? 0) + 1);
+    expect(new Map(envelopes.map((e) => [e.id, 2]))).toEqual(counts);
+  });
+
+  it('prunes rows sent longer ago than the retention', async () => {
+    const db = await h.db();
+    const transport = await h.transport();
+    await h.observe(transport, ['document.uploaded']);
+    const relay = new OutboxRelay({ db, transport, logger: silent, retainSentMs: 1 });
+    await db.fork().transactional((em) => publish(em, 'test', [uploadedEvent(), uploadedEvent()]));
+    expect(await relay.flush()).toBe(2);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await relay.prune()).toBe(2);
+  });
+});
