@@ -33,7 +33,7 @@ export function describeTransportContract(name: string, create: (namespace: stri
       specs.push(s);
       return s;
     };
-    const message = (routingKey: string, text = randomUUID()) => ({ routingKey, messageId: randomUUID(), body: Buffer.from(text) });
+    const message = (routingKey: string, text: string = randomUUID()) => ({ routingKey, messageId: randomUUID(), body: Buffer.from(text) });
 
     it('routes a message to every queue bound to its type and to no other', async () => {
       const a: Delivery[] = [];
