@@ -23,6 +23,19 @@ export function runInContext<T>(context: ExecutionContext, fn: () => T): T {
   return storage.run(context, fn);
 }
 
+// Span ids are made per message; one crypto call per 4 KiB instead of per id keeps that cheap.
+let pool = Buffer.alloc(0);
+let offset = 0;
+function randomHex(bytes: number): string {
+  if (offset + bytes > pool.length) {
+    pool = randomBytes(4096);
+    offset = 0;
+  }
+  const hex = pool.toString('hex', offset, offset + bytes);
+  offset += bytes;
+  return hex;
+}
+
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 /**
@@ -31,9 +44,9 @@ const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$
  */
 export function contextFromTraceparent(traceparent: string | undefined, tenantId?: string): ExecutionContext {
   const match = traceparent ? TRACEPARENT.exec(traceparent) : null;
-  const traceId = match && !/^0+$/.test(match[2]!) ? match[2]! : randomBytes(16).toString('hex');
+  const traceId = match && !/^0+$/.test(match[2]!) ? match[2]! : randomHex(16);
   const sampled = match ? (Number.parseInt(match[4]!, 16) & 1) === 1 : true;
-  const context: ExecutionContext = { traceId, spanId: randomBytes(8).toString('hex'), sampled };
+  const context: ExecutionContext = { traceId, spanId: randomHex(8), sampled };
   if (tenantId !== undefined) context.tenantId = tenantId;
   return context;
 }

@@ -21,6 +21,12 @@ export interface HandlerContext {
 }
 
 export type EventHandler = (event: ParsedEvent, context: HandlerContext) => Promise<void>;
+/**
+ * Applies several events at once (e.g. one multi-row statement for a view). Events are new to
+ * this consumer (duplicates already removed) and in delivery order; `attempt` in the context is
+ * the highest of theirs. If it throws, each event is retried alone through the same function.
+ */
+export type BatchEventHandler = (events: ParsedEvent[], context: HandlerContext) => Promise<void>;
 
 export interface EventConsumerOptions {
   /** The owning service (queue `<ns>.<service>.<name>`, event `source`). */
@@ -29,7 +35,10 @@ export interface EventConsumerOptions {
   name: string;
   /** Event types this consumer receives. */
   types: readonly EventType[];
-  handler: EventHandler;
+  /** Applies one event. Give this or `batchHandler`. */
+  handler?: EventHandler;
+  /** Applies a batch of events in one call. Give this or `handler`. */
+  batchHandler?: BatchEventHandler;
   db: Database;
   transport: Transport;
   logger: Logger;
@@ -90,6 +99,7 @@ export class EventConsumer {
     this.maxAttempts = options.maxAttempts ?? 5;
     this.retryDelaysMs = options.retryDelaysMs ?? [1_000, 5_000, 30_000, 120_000];
     this.log = options.logger.child({ component: 'consumer', queue: this.queue });
+    if (!options.handler === !options.batchHandler) throw new TypeError('EventConsumer needs exactly one of handler or batchHandler');
   }
 
   async start(): Promise<void> {
@@ -192,22 +202,34 @@ export class EventConsumer {
       );
       const fresh = new Set(inserted.map((r) => r.event_id));
       // The same event twice in one batch: the first copy wins, the second is a duplicate.
-      for (const item of items) {
-        if (!fresh.delete(item.event.id)) continue;
-        const context = contextFromTraceparent(item.event.traceparent, item.event.tenantid);
-        await runInContext(context, () =>
-          this.options.handler(item.event, {
-            em: tx,
-            publish: async (events) => {
-              await publish(tx, this.options.service, events);
-            },
-            log: this.log,
-            attempt: item.delivery.attempt,
-            lastAttempt: item.delivery.attempt >= this.maxAttempts,
-          }),
+      const todo = items.filter((item) => fresh.delete(item.event.id));
+      if (todo.length === 0) return;
+      const first = todo[0]!;
+      const attempt = Math.max(...todo.map((i) => i.delivery.attempt));
+      const handlerContext = {
+        em: tx,
+        publish: async (events: readonly NewEvent[]) => {
+          await publish(tx, this.options.service, events);
+        },
+        log: this.log,
+        attempt,
+        lastAttempt: attempt >= this.maxAttempts,
+      };
+      const { handler, batchHandler } = this.options;
+      if (batchHandler) {
+        // One trace context for the batch: the first event's (a batch has no single parent).
+        await runInContext(contextFromTraceparent(first.event.traceparent, first.event.tenantid), () =>
+          batchHandler(todo.map((i) => i.event), handlerContext),
         );
-        applied++;
+      } else {
+        for (const item of todo) {
+          const context = contextFromTraceparent(item.event.traceparent, item.event.tenantid);
+          await runInContext(context, () =>
+            handler!(item.event, { ...handlerContext, attempt: item.delivery.attempt, lastAttempt: item.delivery.attempt >= this.maxAttempts }),
+          );
+        }
       }
+      applied = todo.length;
       await tx.flush();
     });
     if (applied > 0) this.options.onApplied?.(applied);

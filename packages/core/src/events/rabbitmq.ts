@@ -38,6 +38,51 @@ export interface RabbitMqTransportOptions {
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number; jitter?: number; initialMaxRetries?: number };
 }
 
+/**
+ * Acks a channel's deliveries with one `basic.ack(multiple)` per contiguous run of settled
+ * delivery tags instead of one frame (and one socket write) per message. Tags grow
+ * monotonically per channel, so a delivery still being handled holds back only the acks
+ * of later ones, for as long as it takes.
+ */
+class AckCoalescer {
+  private readonly outstanding: ConsumeMessage[] = [];
+  private head = 0;
+  private readonly settled = new Set<number>();
+  private scheduled = false;
+
+  constructor(private readonly channel: Channel) {}
+
+  track(message: ConsumeMessage): void {
+    this.outstanding.push(message);
+  }
+
+  ack(message: ConsumeMessage): void {
+    this.settled.add(message.fields.deliveryTag);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    let last: ConsumeMessage | undefined;
+    while (this.head < this.outstanding.length && this.settled.delete(this.outstanding[this.head]!.fields.deliveryTag)) {
+      last = this.outstanding[this.head++];
+    }
+    if (this.head > 1024) {
+      this.outstanding.splice(0, this.head);
+      this.head = 0;
+    }
+    if (!last) return;
+    // If the channel died meanwhile the broker redelivers; the inbox makes that harmless.
+    try {
+      this.channel.ack(last, true);
+    } catch {
+      /* channel closed: redelivery follows */
+    }
+  }
+}
+
 interface RegisteredConsumer {
   spec: QueueSpec;
   onDelivery: (delivery: Delivery) => void;
@@ -176,6 +221,7 @@ export class RabbitMqTransport implements Transport {
     });
     await this.declareQueue(channel, consumer.spec);
     await channel.prefetch(consumer.spec.prefetch);
+    const acks = new AckCoalescer(channel);
     const { consumerTag } = await channel.consume(consumer.spec.queue, (message) => {
       // amqplib hands us null when the broker cancels the consumer (queue deleted, node lost).
       if (message === null) {
@@ -183,12 +229,13 @@ export class RabbitMqTransport implements Transport {
         channel.close().catch(() => {});
         return;
       }
-      consumer.onDelivery(this.toDelivery(channel, consumer.spec, message));
+      acks.track(message);
+      consumer.onDelivery(this.toDelivery(acks, consumer.spec, message));
     });
     consumer.consumerTag = consumerTag;
   }
 
-  private toDelivery(channel: Channel, spec: QueueSpec, message: ConsumeMessage): Delivery {
+  private toDelivery(acks: AckCoalescer, spec: QueueSpec, message: ConsumeMessage): Delivery {
     const headers = (message.properties.headers ?? {}) as Record<string, unknown>;
     const routingKey = typeof headers[Headers.routingKey] === 'string' ? (headers[Headers.routingKey] as string) : message.fields.routingKey;
     const attempt = attemptOf(headers);
@@ -196,12 +243,7 @@ export class RabbitMqTransport implements Transport {
     const ack = () => {
       if (settled) return;
       settled = true;
-      // If the channel died meanwhile the broker will redeliver; the inbox makes that harmless.
-      try {
-        channel.ack(message);
-      } catch {
-        /* channel closed: redelivery follows */
-      }
+      acks.ack(message);
     };
     const forward = async (queue: string, failure: FailureInfo) => {
       if (settled) return;
