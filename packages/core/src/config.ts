@@ -5,7 +5,7 @@ const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'si
 
 /** A URL with one of the given protocols. */
 export const urlWithProtocol = (...protocols: string[]) =>
-  z.url().refine((value) => protocols.includes(new URL(value).protocol), {
+  z.string().refine((value) => URL.canParse(value) && protocols.includes(new URL(value).protocol), {
     message: `must be a ${protocols.map((p) => p.replace(/:$/, '')).join(' or ')} URL`,
   });
 

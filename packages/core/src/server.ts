@@ -45,17 +45,27 @@ class BodyTooLargeError extends Error {
 
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      reject(new BodyTooLargeError(`request body exceeds ${limit} bytes`));
+      req.resume(); // discard, so the client can read our answer
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
+        // Stop buffering but keep draining: destroying the socket would hide the 413.
+        req.off('data', onData);
+        req.resume();
+        chunks.length = 0;
         reject(new BodyTooLargeError(`request body exceeds ${limit} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(chunk);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
@@ -138,6 +148,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
         }
       } catch (error) {
         if (error instanceof BodyTooLargeError) {
+          res.setHeader('connection', 'close');
           return sendJson(res, 413, { errors: [{ message: error.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] });
         }
         logger.error({ err: errorMessage(error) }, 'request failed');

@@ -1,0 +1,135 @@
+#!/usr/bin/env -S node --import tsx
+/**
+ * `pnpm dlq` — list, inspect and replay dead-lettered events (RabbitMQ).
+ *
+ *   pnpm dlq list    <queue> [--limit N] [--json]
+ *   pnpm dlq inspect <queue> <event-id> [--json]
+ *   pnpm dlq replay  <queue> (--id <event-id>... | --all) [--limit N]
+ *
+ * `<queue>` is `<service>.<consumer>` (prefixed with TRIBUTARY_NAMESPACE) or a full queue name.
+ * Needs AMQP_URL. Exit codes: 0 done, 1 nothing matched, 2 usage or connection error.
+ */
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { baseConfigSchema, ConfigError, loadConfig } from '../config.ts';
+import { errorMessage } from '../errors.ts';
+import { createLogger } from '../log.ts';
+import { RabbitMqTransport } from '../events/rabbitmq.ts';
+import { Headers, type DeadLetter } from '../events/transport.ts';
+
+const USAGE = `usage:
+  pnpm dlq list    <queue> [--limit N] [--json]
+  pnpm dlq inspect <queue> <event-id> [--json]
+  pnpm dlq replay  <queue> (--id <event-id>... | --all) [--limit N]
+<queue> is <service>.<consumer> (e.g. analysis.document-uploaded) or a full queue name.`;
+
+const configSchema = baseConfigSchema.extend({ AMQP_URL: baseConfigSchema.shape.AMQP_URL.unwrap() });
+
+function summarize(letter: DeadLetter) {
+  let event: { id?: unknown; type?: unknown; subject?: unknown; tenantid?: unknown } = {};
+  try {
+    event = JSON.parse(letter.body.toString('utf8'));
+  } catch {
+    /* a malformed event is a normal resident of a DLQ */
+  }
+  return {
+    messageId: letter.messageId ?? null,
+    type: letter.routingKey,
+    subject: typeof event.subject === 'string' ? event.subject : null,
+    tenant: typeof event.tenantid === 'string' ? event.tenantid : null,
+    attempts: letter.headers[Headers.attempt] ?? null,
+    errorCode: letter.headers[Headers.errorCode] ?? letter.headers['x-first-death-reason'] ?? null,
+    errorMessage: letter.headers[Headers.errorMessage] ?? null,
+    failedAt: letter.headers[Headers.failedAt] ?? null,
+  };
+}
+
+/** The CLI as a function, so tests run it in-process. Returns the exit code. */
+export async function runDlqCli(argv: string[], env: Record<string, string | undefined>, out: (line: string) => void): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { limit: { type: 'string' }, json: { type: 'boolean' }, id: { type: 'string', multiple: true }, all: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (error) {
+    out(`${errorMessage(error)}\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [command, queueArg, eventId] = positionals;
+  if (values.help || !command || !queueArg || !['list', 'inspect', 'replay'].includes(command)) {
+    out(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const limit = values.limit === undefined ? undefined : z.coerce.number().int().positive().safeParse(values.limit);
+  if (limit && !limit.success) {
+    out(`--limit must be a positive integer\n${USAGE}`);
+    return 2;
+  }
+  if (command === 'inspect' && !eventId) {
+    out(`inspect needs an event id\n${USAGE}`);
+    return 2;
+  }
+  if (command === 'replay' && !values.all && !values.id?.length) {
+    out(`replay needs --id <event-id> (repeatable) or --all\n${USAGE}`);
+    return 2;
+  }
+  let config;
+  try {
+    config = loadConfig(configSchema, env);
+  } catch (error) {
+    out(error instanceof ConfigError ? error.message : errorMessage(error));
+    return 2;
+  }
+  const namespace = config.TRIBUTARY_NAMESPACE;
+  const queue = queueArg.startsWith(`${namespace}.`) ? queueArg : `${namespace}.${queueArg}`;
+  const transport = new RabbitMqTransport({
+    url: config.AMQP_URL,
+    namespace,
+    logger: createLogger({ service: 'dlq-cli', level: 'silent' }),
+    connectionName: `${namespace}-dlq-cli`,
+    reconnect: { initialMaxRetries: 2 },
+  });
+  try {
+    await transport.start();
+    if (command === 'list' || command === 'inspect') {
+      const letters = await transport.listDeadLetters(queue, limit?.data ?? (command === 'inspect' ? 100_000 : 50));
+      if (command === 'list') {
+        const rows = letters.map(summarize);
+        if (values.json) out(JSON.stringify(rows, null, 2));
+        else if (rows.length === 0) out(`${queue}.dlq is empty`);
+        else for (const r of rows) out(`${r.messageId}  ${r.type}  attempts=${r.attempts}  ${r.errorCode}: ${r.errorMessage}  (${r.failedAt})`);
+        return 0;
+      }
+      const letter = letters.find((l) => l.messageId === eventId);
+      if (!letter) {
+        out(`no dead letter with id ${eventId} in ${queue}.dlq`);
+        return 1;
+      }
+      const body = letter.body.toString('utf8');
+      let event: unknown = body;
+      try {
+        event = JSON.parse(body);
+      } catch {
+        /* show raw */
+      }
+      out(JSON.stringify({ ...summarize(letter), headers: letter.headers, event }, null, 2));
+      return 0;
+    }
+    const options = { ...(values.id?.length ? { messageIds: values.id } : {}), ...(limit?.data ? { limit: limit.data } : {}) };
+    const moved = await transport.replayDeadLetters(queue, options);
+    out(`replayed ${moved} event${moved === 1 ? '' : 's'} from ${queue}.dlq to ${queue}`);
+    return moved > 0 ? 0 : 1;
+  } catch (error) {
+    out(`dlq: ${errorMessage(error)}`);
+    return 2;
+  } finally {
+    await transport.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  process.exitCode = await runDlqCli(process.argv.slice(2), process.env, (line) => process.stdout.write(`${line}\n`));
+}
