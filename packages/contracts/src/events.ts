@@ -38,6 +38,8 @@ export const analysisCompletedV1 = z.object({
   provider: z.string().min(1),
   model: z.string().min(1),
   tokens: z.object({ prompt: z.number().int().min(0), completion: z.number().int().min(0) }),
+  /** Attempts it took, the successful one included. */
+  attempts: z.number().int().min(1),
   completedAt: isoTime,
 });
 

@@ -2,3 +2,4 @@ export * from './errors.ts';
 export * from './config.ts';
 export * from './context.ts';
 export { createLogger, type Logger } from './log.ts';
+export * from './graphql.ts';

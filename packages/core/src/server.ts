@@ -28,6 +28,8 @@ export interface SubgraphOptions<TContext extends BaseContext> {
   maxBodyBytes?: number;
   /** Default: introspection on except in production. */
   introspection?: boolean;
+  /** Close the transport on stop (false when it is shared with other services). Default true. */
+  closeTransport?: boolean;
 }
 
 export interface Subgraph {
@@ -100,7 +102,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
     },
   });
   await apollo.start();
-  await transport.start();
+  if (options.closeTransport !== false) await transport.start();
   await options.relay?.start();
   for (const consumer of options.consumers ?? []) await consumer.start();
 
@@ -186,7 +188,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
         await options.relay.stop();
         await options.relay.flush().catch((error) => logger.warn({ err: errorMessage(error) }, 'relay flush at shutdown failed; rows stay for the next start'));
       }
-      await transport.close();
+      if (options.closeTransport !== false) await transport.close();
       await db.close();
     },
   };

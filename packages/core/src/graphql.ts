@@ -1,0 +1,44 @@
+import { GraphQLError } from 'graphql';
+
+/** Error codes on `extensions.code` of GraphQL errors: the public API's error contract. */
+export const ApiErrorCode = {
+  BAD_USER_INPUT: 'BAD_USER_INPUT',
+  NOT_FOUND: 'NOT_FOUND',
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  FORBIDDEN: 'FORBIDDEN',
+  BUDGET_EXCEEDED: 'BUDGET_EXCEEDED',
+  INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+} as const;
+export type ApiErrorCode = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
+
+/** Invalid input, naming the offending field (`extensions.field`) so a form can point at it. */
+export function badUserInput(message: string, field?: string): GraphQLError {
+  return new GraphQLError(message, { extensions: { code: ApiErrorCode.BAD_USER_INPUT, ...(field ? { field } : {}) } });
+}
+
+/** A missing (or, to the caller, invisible) object. Same shape whatever the reason, so ids cannot be probed. */
+export function notFound(type: string, id: string): GraphQLError {
+  return new GraphQLError(`${type} ${id} not found`, { extensions: { code: ApiErrorCode.NOT_FOUND, type, id } });
+}
+
+/** Opaque cursors for connections: base64url of a JSON tuple. */
+export function encodeCursor(values: readonly (string | number)[]): string {
+  return Buffer.from(JSON.stringify(values)).toString('base64url');
+}
+
+export function decodeCursor(cursor: string, arity: number): (string | number)[] {
+  try {
+    const values: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(values) && values.length === arity && values.every((v) => typeof v === 'string' || typeof v === 'number')) return values;
+  } catch {
+    /* fall through */
+  }
+  throw badUserInput('`after` is not a cursor this API returned', 'after');
+}
+
+/** Validate `first`: 1..max, default `fallback`. */
+export function pageSize(first: number | null | undefined, fallback = 20, max = 100): number {
+  if (first === null || first === undefined) return fallback;
+  if (!Number.isInteger(first) || first < 1 || first > max) throw badUserInput(`\`first\` must be between 1 and ${max}`, 'first');
+  return first;
+}

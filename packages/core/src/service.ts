@@ -1,0 +1,159 @@
+import type { BaseContext } from '@apollo/server';
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import type { EntitySchema, MigrationObject } from '@mikro-orm/core';
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { DocumentNode } from 'graphql';
+import type { IncomingMessage } from 'node:http';
+import type { z } from 'zod';
+import { baseConfigSchema, loadConfig, type BaseConfig } from './config.ts';
+import { currentContext } from './context.ts';
+import { databaseTarget, openDatabase, type Database } from './db/index.ts';
+import { EventConsumer, type EventConsumerOptions } from './events/consumer.ts';
+import { createTransport } from './events/create.ts';
+import { OutboxRelay } from './events/relay.ts';
+import type { Transport } from './events/transport.ts';
+import { createLogger, type Logger } from './log.ts';
+import { createSubgraph, type Subgraph } from './server.ts';
+
+/** Who is calling, as the gateway told the subgraph. */
+export interface Identity {
+  tenantId: string;
+  userId: string | null;
+}
+
+/** The context every subgraph resolver receives. */
+export interface SubgraphContext extends BaseContext, Identity {
+  /** A fresh EntityManager for this request. */
+  em: EntityManager;
+  db: Database;
+  log: Logger;
+}
+
+/** Identity headers the gateway sets on subgraph requests. */
+export const IdentityHeaders = { tenant: 'x-tributary-tenant', user: 'x-tributary-user' } as const;
+
+/** The tenant used when a request names none (single-tenant deployments, embedded mode). */
+export const DEFAULT_TENANT = 'default';
+
+/** Read the caller's identity from the gateway's headers. */
+export function identityFromRequest(req: IncomingMessage): Identity {
+  const tenant = req.headers[IdentityHeaders.tenant];
+  const user = req.headers[IdentityHeaders.user];
+  return {
+    tenantId: typeof tenant === 'string' && tenant.length > 0 ? tenant : DEFAULT_TENANT,
+    userId: typeof user === 'string' && user.length > 0 ? user : null,
+  };
+}
+
+/** What a service's consumers are built from. */
+export interface ServiceDeps<C extends BaseConfig = BaseConfig> {
+  db: Database;
+  transport: Transport;
+  logger: Logger;
+  config: C;
+}
+
+export type ConsumerDefinition = Omit<EventConsumerOptions, 'db' | 'transport' | 'logger' | 'service'>;
+
+/** Everything that makes one subgraph service; each subgraph package exports one. */
+export interface ServiceDefinition<C extends BaseConfig = BaseConfig> {
+  name: string;
+  typeDefs: DocumentNode;
+  resolvers: GraphQLResolverMap<SubgraphContext> | ((deps: ServiceDeps<C>) => GraphQLResolverMap<SubgraphContext>);
+  entities: EntitySchema<any, any>[];
+  migrations: MigrationObject[];
+  /** The service's config schema (extends `baseConfigSchema`). */
+  configSchema?: z.ZodType<C>;
+  consumers?: (deps: ServiceDeps<C>) => ConsumerDefinition[];
+  /** Port when neither the caller nor `PORT` says otherwise. */
+  defaultPort: number;
+}
+
+export interface StartOptions {
+  env?: Record<string, string | undefined>;
+  /** A transport shared by services in one process (embedded mode's in-memory bus). */
+  transport?: Transport;
+  port?: number;
+  host?: string;
+  logger?: Logger;
+}
+
+export interface RunningService {
+  name: string;
+  url: string;
+  db: Database;
+  transport: Transport;
+  stop(): Promise<void>;
+}
+
+/**
+ * Start a subgraph service: config, logger, database (migrated), transport, outbox relay,
+ * consumers and the HTTP server, wired in the right order and stopped in the reverse one.
+ */
+export async function startService<C extends BaseConfig>(definition: ServiceDefinition<C>, options: StartOptions = {}): Promise<RunningService> {
+  const env = options.env ?? process.env;
+  const config = loadConfig((definition.configSchema ?? baseConfigSchema) as z.ZodType<C>, env);
+  const logger = options.logger ?? createLogger({ service: definition.name, level: config.LOG_LEVEL });
+  const db = await openDatabase({
+    service: definition.name,
+    target: databaseTarget(definition.name, env),
+    entities: definition.entities,
+    migrations: definition.migrations,
+    logger,
+  });
+  const sharedTransport = options.transport;
+  const transport = sharedTransport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.${process.pid}`);
+  const deps: ServiceDeps<C> = { db, transport, logger, config };
+  const relay = new OutboxRelay({ db, transport, logger });
+  const consumers = (definition.consumers?.(deps) ?? []).map(
+    (consumer) => new EventConsumer({ ...consumer, service: definition.name, db, transport, logger }),
+  );
+  const resolvers = typeof definition.resolvers === 'function' ? definition.resolvers(deps) : definition.resolvers;
+  // A shared transport belongs to whoever created it; start() is idempotent for the in-memory bus.
+  const subgraph: Subgraph = await createSubgraph<SubgraphContext>({
+    name: definition.name,
+    typeDefs: definition.typeDefs,
+    resolvers,
+    db,
+    transport,
+    logger,
+    relay,
+    consumers,
+    closeTransport: !sharedTransport,
+    context: async ({ req }) => {
+      const identity = identityFromRequest(req);
+      const context = currentContext();
+      if (context) context.tenantId = identity.tenantId;
+      return { ...identity, em: db.fork(), db, log: logger };
+    },
+  });
+  const port = options.port ?? config.PORT ?? definition.defaultPort;
+  const url = await subgraph.listen(port, options.host ?? '127.0.0.1');
+  return { name: definition.name, url, db, transport, stop: () => subgraph.stop() };
+}
+
+/**
+ * A service's production entry point: start it alone from the environment, stop gracefully on
+ * SIGTERM/SIGINT, and on a configuration error print every problem and exit 1.
+ */
+export async function runServiceMain<C extends BaseConfig>(definition: ServiceDefinition<C>): Promise<void> {
+  let service: RunningService;
+  try {
+    service = await startService(definition);
+  } catch (error) {
+    process.stderr.write(`${definition.name}: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`${definition.name}: ${signal}, shutting down\n`);
+    service.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

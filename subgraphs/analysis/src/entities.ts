@@ -1,0 +1,63 @@
+import { defineEntity, type InferEntity } from '@mikro-orm/core';
+import { Migration } from '@tributary/core/db';
+
+export type AnalysisStatus = 'PENDING' | 'COMPLETED' | 'FAILED';
+
+export const Analysis = defineEntity({
+  name: 'Analysis',
+  tableName: 'analyses',
+  properties: (p) => ({
+    documentId: p.text().primary(),
+    jobId: p.text(),
+    tenantId: p.text(),
+    status: p.enum(['PENDING', 'COMPLETED', 'FAILED'] as AnalysisStatus[]),
+    title: p.text(),
+    /** The text to analyse, carried by `document.uploaded` (event-carried state transfer). */
+    text: p.text(),
+    summary: p.text().nullable(),
+    themes: p.json<{ name: string; score: number }[]>().nullable(),
+    keywords: p.json<string[]>().nullable(),
+    sentiment: p.json<{ label: 'POSITIVE' | 'NEUTRAL' | 'NEGATIVE'; score: number }>().nullable(),
+    provider: p.text().nullable(),
+    model: p.text().nullable(),
+    promptTokens: p.integer().nullable(),
+    completionTokens: p.integer().nullable(),
+    cached: p.boolean(),
+    errorCode: p.text().nullable(),
+    errorMessage: p.text().nullable(),
+    attempts: p.integer(),
+    createdAt: p.datetime(),
+    updatedAt: p.datetime(),
+  }),
+});
+export type Analysis = InferEntity<typeof Analysis>;
+
+class CreateAnalyses extends Migration {
+  override up(): void {
+    this.addSql(`create table analyses (
+      document_id text primary key,
+      job_id text not null,
+      tenant_id text not null,
+      status text not null check (status in ('PENDING', 'COMPLETED', 'FAILED')),
+      title text not null,
+      text text not null,
+      summary text null,
+      themes jsonb null,
+      keywords jsonb null,
+      sentiment jsonb null,
+      provider text null,
+      model text null,
+      prompt_tokens integer null,
+      completion_tokens integer null,
+      cached boolean not null default false,
+      error_code text null,
+      error_message text null,
+      attempts integer not null default 0,
+      created_at timestamptz not null,
+      updated_at timestamptz not null
+    )`);
+    this.addSql('create index analyses_tenant on analyses (tenant_id, document_id)');
+  }
+}
+
+export const migrations = [{ name: '0001-analyses', class: CreateAnalyses }];

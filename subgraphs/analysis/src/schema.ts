@@ -1,0 +1,45 @@
+import { gql } from 'graphql-tag';
+
+export const typeDefs = gql`
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key"])
+
+  type Document @key(fields: "id") {
+    id: ID!
+    "The AI analysis; null until the job has COMPLETED."
+    analysis: Analysis
+  }
+
+  type Analysis {
+    summary: String!
+    themes: [Theme!]!
+    keywords: [String!]!
+    sentiment: Sentiment!
+    "Who produced it: openai, offline, …"
+    provider: String!
+    model: String!
+    tokens: TokenUsage!
+  }
+
+  type Theme {
+    name: String!
+    "0..1, the strongest theme of the document scores highest."
+    score: Float!
+  }
+
+  type Sentiment {
+    label: SentimentLabel!
+    "-1 (negative) .. 1 (positive)."
+    score: Float!
+  }
+
+  enum SentimentLabel {
+    POSITIVE
+    NEUTRAL
+    NEGATIVE
+  }
+
+  type TokenUsage {
+    prompt: Int!
+    completion: Int!
+  }
+`;

@@ -1,0 +1,167 @@
+import { isAiError, OfflineAnalyzer, type Analyzer } from '@tributary/ai';
+import type { ParsedEvent } from '@tributary/contracts';
+import { baseConfigSchema } from '@tributary/core/config';
+import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
+import type { HandlerContext } from '@tributary/core/events';
+import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
+import { z } from 'zod';
+import { Analysis, migrations } from './entities.ts';
+import { typeDefs } from './schema.ts';
+
+const delays = z
+  .string()
+  .regex(/^\d+(,\d+)*$/, 'must be comma-separated milliseconds, e.g. 1000,5000,30000')
+  .transform((s) => s.split(',').map(Number));
+
+export const configSchema = baseConfigSchema.extend({
+  /** Attempts per document before its job FAILS (the first one counts). Default 5. */
+  ANALYSIS_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(5),
+  /** Delays between attempts, ms; the last repeats. Default 1000,5000,30000,120000. */
+  ANALYSIS_RETRY_DELAYS_MS: delays.default([1_000, 5_000, 30_000, 120_000]),
+  /** Documents analysed at once by one process. Default 4. */
+  ANALYSIS_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
+});
+export type AnalysisConfig = z.infer<typeof configSchema>;
+
+export interface AnalysisServiceOptions {
+  /** The analyzer to use; default: the offline analyzer (the LLM providers come with packages/ai). */
+  analyzer?: Analyzer;
+}
+
+/** Stage 1 (fast): remember the document's text and announce the analysis has started. */
+async function acceptDocument(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
+  if (event.dataschema !== 'document.uploaded/v1') return;
+  const { documentId, jobId, title, text } = event.data;
+  const existing = await em.findOne(Analysis, { documentId });
+  if (existing) return; // the same document announced twice (a replayed upload): one analysis
+  const now = new Date();
+  em.create(Analysis, {
+    documentId,
+    jobId,
+    tenantId: event.tenantid,
+    status: 'PENDING',
+    title,
+    text,
+    cached: false,
+    attempts: 0,
+    createdAt: now,
+    updatedAt: now,
+  });
+  await publish([{ type: 'analysis.started', subject: documentId, data: { documentId, jobId, attempt: 1, startedAt: now.toISOString() } }]);
+}
+
+/**
+ * Stage 2 (slow): run the analyzer and store the result with `analysis.completed`. A failure
+ * is retried through the consumer's tiers; on the last attempt, or when retrying cannot help,
+ * the analysis is stored as FAILED with `analysis.failed`, so the job ends instead of hanging.
+ * The AI call runs inside the transaction on purpose: the inbox row taken first means a
+ * duplicate delivery waits for this one instead of paying for a second call.
+ */
+function runAnalysis(analyzer: Analyzer) {
+  return async (event: ParsedEvent, { em, publish, attempt, lastAttempt, log }: HandlerContext): Promise<void> => {
+    if (event.dataschema !== 'analysis.started/v1') return;
+    const analysis = await em.findOne(Analysis, { documentId: event.data.documentId });
+    if (!analysis || analysis.status !== 'PENDING') return;
+    const { documentId, jobId } = analysis;
+    const now = new Date();
+    analysis.attempts = attempt;
+    analysis.updatedAt = now;
+    let result;
+    try {
+      result = await analyzer.analyze({ text: analysis.text, title: analysis.title }, { tenantId: analysis.tenantId });
+    } catch (error) {
+      const unrecoverable = isUnrecoverable(error) || (isAiError(error) && error.unrecoverable);
+      if (!unrecoverable && !lastAttempt) throw error;
+      const failure = { code: errorCode(error), message: errorMessage(error) };
+      log.warn({ documentId, jobId, attempt, ...failure }, 'analysis failed for good');
+      analysis.status = 'FAILED';
+      analysis.errorCode = failure.code;
+      analysis.errorMessage = failure.message;
+      await publish([{ type: 'analysis.failed', subject: documentId, data: { documentId, jobId, error: failure, attempts: attempt, failedAt: now.toISOString() } }]);
+      return;
+    }
+    analysis.status = 'COMPLETED';
+    analysis.summary = result.summary;
+    analysis.themes = result.themes;
+    analysis.keywords = result.keywords;
+    analysis.sentiment = result.sentiment;
+    analysis.provider = result.provider;
+    analysis.model = result.model;
+    analysis.promptTokens = result.tokens.prompt;
+    analysis.completionTokens = result.tokens.completion;
+    analysis.cached = result.cached;
+    const completedAt = new Date().toISOString();
+    await publish([
+      {
+        type: 'analysis.completed',
+        subject: documentId,
+        data: {
+          documentId,
+          jobId,
+          summary: result.summary,
+          themes: result.themes,
+          keywords: result.keywords,
+          sentiment: result.sentiment,
+          provider: result.provider,
+          model: result.model,
+          tokens: result.tokens,
+          attempts: attempt,
+          completedAt,
+        },
+      },
+    ]);
+  };
+}
+
+function toGraphQL(analysis: Analysis) {
+  return {
+    summary: analysis.summary ?? '',
+    themes: analysis.themes ?? [],
+    keywords: analysis.keywords ?? [],
+    sentiment: analysis.sentiment ?? { label: 'NEUTRAL', score: 0 },
+    provider: analysis.provider ?? 'unknown',
+    model: analysis.model ?? 'unknown',
+    tokens: { prompt: analysis.promptTokens ?? 0, completion: analysis.completionTokens ?? 0 },
+  };
+}
+
+/** The analysis service; pass an analyzer to replace the default (tests, other providers). */
+export function createAnalysisService(options: AnalysisServiceOptions = {}): ServiceDefinition<AnalysisConfig> {
+  return {
+    name: 'analysis',
+    typeDefs,
+    entities: [Analysis],
+    migrations,
+    configSchema,
+    defaultPort: 4003,
+    consumers: ({ config, logger }) => {
+      const analyzer = options.analyzer ?? new OfflineAnalyzer();
+      if (!options.analyzer) logger.info('no OPENAI_API_KEY: analysing with the offline analyzer');
+      return [
+        { name: 'document-uploaded', types: ['document.uploaded'], handler: acceptDocument },
+        {
+          name: 'analysis-started',
+          types: ['analysis.started'],
+          handler: runAnalysis(analyzer),
+          // One document per transaction: a batch would hold finished analyses hostage to slow ones.
+          maxBatch: 1,
+          concurrency: config.ANALYSIS_CONCURRENCY,
+          prefetch: config.ANALYSIS_CONCURRENCY * 2,
+          maxAttempts: config.ANALYSIS_MAX_ATTEMPTS,
+          retryDelaysMs: config.ANALYSIS_RETRY_DELAYS_MS,
+        },
+      ];
+    },
+    resolvers: {
+      Document: {
+        __resolveReference: (ref: { id: string }) => ({ id: ref.id }),
+        analysis: async (doc: { id: string }, _: unknown, ctx: SubgraphContext) => {
+          const analysis = await ctx.em.findOne(Analysis, { documentId: doc.id, tenantId: ctx.tenantId, status: 'COMPLETED' });
+          return analysis ? toGraphQL(analysis) : null;
+        },
+      },
+    },
+  };
+}
+
+export const analysisService = createAnalysisService();

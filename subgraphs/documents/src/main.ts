@@ -1,0 +1,4 @@
+import { runServiceMain } from '@tributary/core/service';
+import { documentsService } from './service.ts';
+
+await runServiceMain(documentsService);

@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto';
+import { baseConfigSchema } from '@tributary/core/config';
+import { badUserInput, decodeCursor, encodeCursor, notFound, pageSize } from '@tributary/core/graphql';
+import { publish } from '@tributary/core/events';
+import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
+import { z } from 'zod';
+import { Document, migrations } from './entities.ts';
+import { typeDefs } from './schema.ts';
+import { CONTENT_TYPES, extractText, normalizeContentType } from './text.ts';
+
+export const configSchema = baseConfigSchema.extend({
+  /** Largest accepted document content, in bytes (UTF-8). Default 1 MiB. */
+  DOCUMENT_MAX_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+  /** Longest accepted title, in characters. Default 500. */
+  DOCUMENT_MAX_TITLE_LENGTH: z.coerce.number().int().positive().default(500),
+});
+export type DocumentsConfig = z.infer<typeof configSchema>;
+
+interface UploadInput {
+  title: string;
+  content: string;
+  contentType?: string | null;
+}
+
+function toGraphQL(doc: Document) {
+  return {
+    id: doc.id,
+    title: doc.title,
+    content: doc.content,
+    contentType: doc.contentType,
+    size: doc.size,
+    createdAt: doc.createdAt.toISOString(),
+    jobId: doc.jobId,
+  };
+}
+
+export const documentsService: ServiceDefinition<DocumentsConfig> = {
+  name: 'documents',
+  typeDefs,
+  entities: [Document],
+  migrations,
+  configSchema,
+  defaultPort: 4001,
+  resolvers: ({ config }) => ({
+    Query: {
+      document: async (_: unknown, args: { id: string }, ctx: SubgraphContext) => {
+        const doc = await ctx.em.findOne(Document, { id: args.id, tenantId: ctx.tenantId });
+        return doc ? toGraphQL(doc) : null;
+      },
+      documents: async (_: unknown, args: { first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
+        const limit = pageSize(args.first);
+        const where: Record<string, unknown> = { tenantId: ctx.tenantId };
+        if (args.after) {
+          const [createdAt, id] = decodeCursor(args.after, 2) as [string, string];
+          where.$or = [{ createdAt: { $lt: new Date(createdAt) } }, { createdAt: new Date(createdAt), id: { $lt: id } }];
+        }
+        const rows = await ctx.em.find(Document, where, { orderBy: { createdAt: 'desc', id: 'desc' }, limit: limit + 1 });
+        const page = rows.slice(0, limit);
+        const edges = page.map((doc) => ({ cursor: encodeCursor([doc.createdAt.toISOString(), doc.id]), node: toGraphQL(doc) }));
+        return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
+      },
+    },
+    Mutation: {
+      uploadDocument: async (_: unknown, { input }: { input: UploadInput }, ctx: SubgraphContext) => {
+        const title = input.title.trim();
+        if (title.length === 0) throw badUserInput('title must not be empty', 'title');
+        if (title.length > config.DOCUMENT_MAX_TITLE_LENGTH) throw badUserInput(`title must be at most ${config.DOCUMENT_MAX_TITLE_LENGTH} characters`, 'title');
+        if (input.content.trim().length === 0) throw badUserInput('content must not be empty', 'content');
+        const size = Buffer.byteLength(input.content, 'utf8');
+        if (size > config.DOCUMENT_MAX_BYTES) throw badUserInput(`content is ${size} bytes; the limit is ${config.DOCUMENT_MAX_BYTES}`, 'content');
+        const contentType = normalizeContentType(input.contentType);
+        if (!contentType) throw badUserInput(`contentType must be one of ${CONTENT_TYPES.join(', ')}`, 'contentType');
+        const text = extractText(input.content, contentType);
+        if (text.length === 0) throw badUserInput('content has no text once its markup is removed', 'content');
+
+        const now = new Date();
+        const doc = ctx.em.create(Document, {
+          id: randomUUID(),
+          tenantId: ctx.tenantId,
+          title,
+          content: input.content,
+          text,
+          contentType,
+          size,
+          jobId: randomUUID(),
+          uploadedBy: ctx.userId,
+          createdAt: now,
+        });
+        // The document and its event commit together or not at all (transactional outbox).
+        await ctx.em.transactional(async (tx) => {
+          tx.persist(doc);
+          await publish(tx, 'documents', [
+            {
+              type: 'document.uploaded',
+              subject: doc.id,
+              tenantId: ctx.tenantId,
+              data: {
+                documentId: doc.id,
+                jobId: doc.jobId,
+                title,
+                text,
+                contentType,
+                ...(ctx.userId ? { uploadedBy: ctx.userId } : {}),
+                uploadedAt: now.toISOString(),
+              },
+            },
+          ]);
+        });
+        const createdAt = now.toISOString();
+        return {
+          document: toGraphQL(doc),
+          // The job as it is at this instant; the jobs view catches up from the event.
+          job: { id: doc.jobId, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, document: { id: doc.id } },
+        };
+      },
+    },
+    Document: {
+      __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
+        const doc = await ctx.em.findOne(Document, { id: ref.id, tenantId: ctx.tenantId });
+        return doc ? toGraphQL(doc) : null;
+      },
+      job: (doc: { jobId: string; id: string }) => ({ id: doc.jobId, document: { id: doc.id } }),
+    },
+    Job: {
+      __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
+        const doc = await ctx.em.findOne(Document, { jobId: ref.id, tenantId: ctx.tenantId });
+        if (!doc) throw notFound('Job', ref.id);
+        return { id: ref.id, document: { id: doc.id } };
+      },
+    },
+  }),
+};

@@ -1,0 +1,2 @@
+export { typeDefs } from './schema.ts';
+export { insightsService } from './service.ts';

@@ -1,0 +1,4 @@
+import { runServiceMain } from '@tributary/core/service';
+import { insightsService } from './service.ts';
+
+await runServiceMain(insightsService);

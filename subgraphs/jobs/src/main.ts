@@ -1,0 +1,4 @@
+import { runServiceMain } from '@tributary/core/service';
+import { jobsService } from './service.ts';
+
+await runServiceMain(jobsService);

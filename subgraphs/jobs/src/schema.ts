@@ -1,0 +1,70 @@
+import { gql } from 'graphql-tag';
+
+export const typeDefs = gql`
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable"])
+
+  "An ISO-8601 date-time with offset, e.g. 2026-11-28T08:00:00.000Z."
+  scalar DateTime
+
+  type Query {
+    "A job of the caller's tenant; null when there is none with this id."
+    job(id: ID!): Job
+    "The caller's jobs, newest first, optionally of one status."
+    jobs(status: JobStatus, first: Int = 20, after: String): JobConnection!
+  }
+
+  """
+  Served by the gateway over graphql-ws (same path as HTTP). The gateway resolves the whole
+  selection through federation when the job changes.
+  """
+  type Subscription {
+    "One message when the job is COMPLETED or FAILED (at once if it already is), then complete."
+    jobCompleted(jobId: ID!): Job!
+    "A message on every state change of the job."
+    jobUpdated(jobId: ID!): Job!
+  }
+
+  type Job @key(fields: "id") {
+    id: ID!
+    status: JobStatus! @shareable
+    "Analysis attempts made so far."
+    attempts: Int! @shareable
+    "Why the job failed (status FAILED)."
+    error: JobError @shareable
+    createdAt: DateTime! @shareable
+    updatedAt: DateTime! @shareable
+    completedAt: DateTime @shareable
+    document: Document! @shareable
+  }
+
+  enum JobStatus {
+    QUEUED
+    RUNNING
+    COMPLETED
+    FAILED
+  }
+
+  type JobError @shareable {
+    code: String!
+    message: String!
+  }
+
+  type JobConnection {
+    edges: [JobEdge!]!
+    pageInfo: PageInfo!
+  }
+
+  type JobEdge {
+    cursor: String!
+    node: Job!
+  }
+
+  type PageInfo @shareable {
+    hasNextPage: Boolean!
+    endCursor: String
+  }
+
+  type Document @key(fields: "id", resolvable: false) {
+    id: ID!
+  }
+`;

@@ -1,0 +1,115 @@
+import { LockMode } from '@mikro-orm/core';
+import type { ParsedEvent } from '@tributary/contracts';
+import { decodeCursor, encodeCursor, pageSize } from '@tributary/core/graphql';
+import type { HandlerContext } from '@tributary/core/events';
+import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
+import { Job, JOB_STATUSES, migrations, type JobStatus } from './entities.ts';
+import { typeDefs } from './schema.ts';
+import { applyEvent, type JobState } from './transitions.ts';
+
+export function toGraphQL(job: Job) {
+  return {
+    id: job.id,
+    status: job.status,
+    attempts: job.attempts,
+    error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,
+    createdAt: job.createdAt.toISOString(),
+    updatedAt: job.updatedAt.toISOString(),
+    completedAt: job.completedAt?.toISOString() ?? null,
+    document: { id: job.documentId },
+  };
+}
+
+function jobIdOf(event: ParsedEvent): { jobId: string; documentId: string } {
+  return { jobId: event.data.jobId, documentId: event.data.documentId };
+}
+
+/** Apply one event to the job view, and announce the change with `job.updated`. */
+async function updateView(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
+  if (event.dataschema === 'job.updated/v1') return;
+  const { jobId, documentId } = jobIdOf(event);
+  const now = new Date();
+  // Create the row if this is the first event we see for the job (whatever its type), then
+  // lock it: concurrent events for one job apply one after the other.
+  const inserted = await em.execute<{ id: string }[]>(
+    `insert into jobs (id, tenant_id, document_id, status, attempts, created_at, updated_at)
+     values (?, ?, ?, 'QUEUED', 0, ?, ?) on conflict (id) do nothing returning id`,
+    [jobId, event.tenantid, documentId, new Date(event.time), now],
+  );
+  const job = await em.findOneOrFail(Job, { id: jobId }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
+  if (job.tenantId !== event.tenantid) {
+    // A job id is a UUID minted by the documents service; another tenant's event for it is a bug
+    // or an attack, never a state change.
+    throw Object.assign(new Error(`event ${event.id} names job ${jobId} of another tenant`), { code: 'TENANT_MISMATCH', unrecoverable: true });
+  }
+  const state: JobState = {
+    status: job.status,
+    attempts: job.attempts,
+    error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,
+    createdAt: job.createdAt,
+    completedAt: job.completedAt ?? null,
+  };
+  const next = applyEvent(state, event);
+  if (!next && inserted.length === 0) return;
+  if (next) {
+    job.status = next.status;
+    job.attempts = next.attempts;
+    job.errorCode = next.error?.code ?? null;
+    job.errorMessage = next.error?.message ?? null;
+    job.createdAt = next.createdAt;
+    job.completedAt = next.completedAt;
+  }
+  job.updatedAt = now;
+  await em.flush();
+  const view = toGraphQL(job);
+  await publish([
+    {
+      type: 'job.updated',
+      subject: job.id,
+      tenantId: job.tenantId,
+      data: { jobId: job.id, documentId: job.documentId, status: view.status, attempts: view.attempts, error: view.error, createdAt: view.createdAt, updatedAt: view.updatedAt, completedAt: view.completedAt },
+    },
+  ]);
+}
+
+export const jobsService: ServiceDefinition = {
+  name: 'jobs',
+  typeDefs,
+  entities: [Job],
+  migrations,
+  defaultPort: 4002,
+  consumers: () => [
+    {
+      name: 'job-view',
+      types: ['document.uploaded', 'analysis.started', 'analysis.completed', 'analysis.failed'],
+      handler: updateView,
+    },
+  ],
+  resolvers: {
+    Query: {
+      job: async (_: unknown, args: { id: string }, ctx: SubgraphContext) => {
+        const job = await ctx.em.findOne(Job, { id: args.id, tenantId: ctx.tenantId });
+        return job ? toGraphQL(job) : null;
+      },
+      jobs: async (_: unknown, args: { status?: JobStatus | null; first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
+        const limit = pageSize(args.first);
+        const where: Record<string, unknown> = { tenantId: ctx.tenantId };
+        if (args.status && JOB_STATUSES.includes(args.status)) where.status = args.status;
+        if (args.after) {
+          const [createdAt, id] = decodeCursor(args.after, 2) as [string, string];
+          where.$or = [{ createdAt: { $lt: new Date(createdAt) } }, { createdAt: new Date(createdAt), id: { $lt: id } }];
+        }
+        const rows = await ctx.em.find(Job, where, { orderBy: { createdAt: 'desc', id: 'desc' }, limit: limit + 1 });
+        const page = rows.slice(0, limit);
+        const edges = page.map((job) => ({ cursor: encodeCursor([job.createdAt.toISOString(), job.id]), node: toGraphQL(job) }));
+        return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
+      },
+    },
+    Job: {
+      __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
+        const job = await ctx.em.findOne(Job, { id: ref.id, tenantId: ctx.tenantId });
+        return job ? toGraphQL(job) : null;
+      },
+    },
+  },
+};
