@@ -1,4 +1,4 @@
-import { ApolloServer, HeaderMap, type BaseContext, type ContextFunction } from '@apollo/server';
+import { ApolloServer, HeaderMap, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
@@ -73,10 +73,84 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+export interface HttpHandlerOptions<TContext extends BaseContext> {
+  apollo: ApolloServer<TContext>;
+  logger: Logger;
+  context: (req: IncomingMessage) => Promise<TContext>;
+  /** `/ready`: whether dependencies answer, with a detail per dependency. */
+  ready: () => Promise<{ ok: boolean; details: Record<string, boolean> }>;
+  maxBodyBytes: number;
+  /** Answers routes other than /graphql, /health and /ready (return false to 404). */
+  extraRoutes?: (req: IncomingMessage, res: ServerResponse, url: URL) => boolean;
+}
+
+/**
+ * The HTTP side of a GraphQL service (subgraph or gateway): `/graphql` through Apollo Server's
+ * `executeHTTPGraphQLRequest`, a body size limit, coded errors for malformed requests, a trace
+ * context per request, `/health` and `/ready`.
+ */
+export function createHttpHandler<TContext extends BaseContext>(options: HttpHandlerOptions<TContext>): (req: IncomingMessage, res: ServerResponse) => void {
+  const { apollo, logger } = options;
+  return (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
+    if (url.pathname === '/ready') {
+      void options.ready().then(
+        ({ ok, details }) => sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unavailable', ...details }),
+        () => sendJson(res, 503, { status: 'unavailable' }),
+      );
+      return;
+    }
+    if (url.pathname !== '/graphql') {
+      if (options.extraRoutes?.(req, res, url)) return;
+      return sendJson(res, 404, { errors: [{ message: 'not found', extensions: { code: 'NOT_FOUND' } }] });
+    }
+    const traceparent = req.headers.traceparent;
+    const context = contextFromTraceparent(typeof traceparent === 'string' ? traceparent : undefined);
+    void runInContext(context, async () => {
+      try {
+        const body = req.method === 'POST' ? await readBody(req, options.maxBodyBytes) : '';
+        const headers = new HeaderMap();
+        for (const [key, value] of Object.entries(req.headers)) {
+          if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
+        }
+        let parsed: unknown = undefined;
+        if (body.length > 0) {
+          try {
+            parsed = JSON.parse(body);
+          } catch {
+            return sendJson(res, 400, { errors: [{ message: 'request body is not valid JSON', extensions: { code: 'BAD_REQUEST' } }] });
+          }
+        }
+        const result = await apollo.executeHTTPGraphQLRequest({
+          httpGraphQLRequest: { method: req.method ?? 'GET', headers, search: url.search, body: parsed },
+          context: () => options.context(req),
+        });
+        for (const [key, value] of result.headers) res.setHeader(key, value);
+        res.statusCode = result.status ?? 200;
+        if (result.body.kind === 'complete') {
+          res.end(result.body.string);
+        } else {
+          for await (const chunk of result.body.asyncIterator) res.write(chunk);
+          res.end();
+        }
+      } catch (error) {
+        if (error instanceof BodyTooLargeError) {
+          res.setHeader('connection', 'close');
+          return sendJson(res, 413, { errors: [{ message: error.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] });
+        }
+        logger.error({ err: errorMessage(error) }, 'request failed');
+        if (!res.headersSent) sendJson(res, 500, { errors: [{ message: 'internal error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
+        else res.end();
+      }
+    });
+  };
 }
 
 /**
@@ -106,59 +180,20 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
   await options.relay?.start();
   for (const consumer of options.consumers ?? []) await consumer.start();
 
-  const contextFn: ContextFunction<[{ req: IncomingMessage }], TContext> = ({ req }) => options.context({ req, db });
-
-  http.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
-    if (url.pathname === '/ready') {
-      void db.ping().then((database) => {
+  http.on(
+    'request',
+    createHttpHandler({
+      apollo,
+      logger,
+      maxBodyBytes: maxBody,
+      context: (req) => options.context({ req, db }),
+      ready: async () => {
+        const database = await db.ping();
         const broker = transport.isReady();
-        sendJson(res, database && broker ? 200 : 503, { status: database && broker ? 'ready' : 'unavailable', database, broker });
-      });
-      return;
-    }
-    if (url.pathname !== '/graphql') return sendJson(res, 404, { errors: [{ message: 'not found', extensions: { code: 'NOT_FOUND' } }] });
-    const traceparent = req.headers.traceparent;
-    const context = contextFromTraceparent(typeof traceparent === 'string' ? traceparent : undefined);
-    void runInContext(context, async () => {
-      try {
-        const body = req.method === 'POST' ? await readBody(req, maxBody) : '';
-        const headers = new HeaderMap();
-        for (const [key, value] of Object.entries(req.headers)) {
-          if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
-        }
-        let parsed: unknown = undefined;
-        if (body.length > 0) {
-          try {
-            parsed = JSON.parse(body);
-          } catch {
-            return sendJson(res, 400, { errors: [{ message: 'request body is not valid JSON', extensions: { code: 'BAD_REQUEST' } }] });
-          }
-        }
-        const result = await apollo.executeHTTPGraphQLRequest({
-          httpGraphQLRequest: { method: req.method ?? 'GET', headers, search: url.search, body: parsed },
-          context: () => contextFn({ req }),
-        });
-        for (const [key, value] of result.headers) res.setHeader(key, value);
-        res.statusCode = result.status ?? 200;
-        if (result.body.kind === 'complete') {
-          res.end(result.body.string);
-        } else {
-          for await (const chunk of result.body.asyncIterator) res.write(chunk);
-          res.end();
-        }
-      } catch (error) {
-        if (error instanceof BodyTooLargeError) {
-          res.setHeader('connection', 'close');
-          return sendJson(res, 413, { errors: [{ message: error.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] });
-        }
-        logger.error({ err: errorMessage(error) }, 'request failed');
-        if (!res.headersSent) sendJson(res, 500, { errors: [{ message: 'internal error', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] });
-        else res.end();
-      }
-    });
-  });
+        return { ok: database && broker, details: { database, broker } };
+      },
+    }),
+  );
 
   let url = '';
   let stopped = false;

@@ -38,7 +38,7 @@ export function isContentWord(token: string): boolean {
  * the repeated longer phrases containing it)`, so `energy` is not credited with the times it only
  * appears inside `renewable energy`; salience is the mean `log2(1 + frequency)` of its words, so a
  * phrase seen once but made of recurring words beats a chance one. Phrases whose words appear in
- * the title weigh up to 50% more. Linear in the token count.
+ * the title weigh up to 50% more. Linear in the token count, plus sorting the distinct phrases.
  */
 export function rankPhrases(sentences: readonly Sentence[], titleWords: ReadonlySet<string>): PhraseStats {
   const counts = new Map<string, Count>();
@@ -66,8 +66,8 @@ export function rankPhrases(sentences: readonly Sentence[], titleWords: Readonly
 
   const nested = new Map<string, { sum: number; phrases: number }>();
   const frequency = new Map<string, number>();
-  for (const { words, count: occurrences } of counts.values()) {
-    if (words.length === 1) frequency.set(words[0] ?? '', occurrences);
+  for (const { phrase, words, count: occurrences } of counts.values()) {
+    if (words.length === 1) frequency.set(phrase, occurrences);
     // A longer phrase seen once is a chance neighbourhood, not a term: it takes nothing from its parts.
     if (occurrences < 2) continue;
     for (const sub of subPhrases(words)) {

@@ -15,11 +15,11 @@ const FINAL_STOP = /[.!?…]["'”’»)\]]*$/u;
 
 /**
  * Picks the most representative sentences, in document order, preferring complete sentences of
- * three words or more. A sentence scores the summed
- * relative frequency of its distinct content words over the square root of their number (between
- * favouring long and favouring short sentences), with a bonus for the first sentence and for the
- * title's words. Sentences are taken best first while they fit the limits; when even the best does
- * not fit alone, it is cut at a word boundary and ends with `…`.
+ * three words or more. A sentence scores the summed relative frequency of its distinct content
+ * words over the square root of their number (between favouring long and favouring short
+ * sentences), with a bonus for the first sentence and for the title's words. Sentences are taken
+ * best first while they fit the limits; when even the best does not fit alone, it is cut at a word
+ * boundary and ends with `…`.
  */
 export function summarize(
   sentences: readonly Sentence[],
