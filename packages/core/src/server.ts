@@ -1,5 +1,6 @@
 import { ApolloServer, HeaderMap, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { ApolloServerPluginInlineTraceDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { DocumentNode } from 'graphql';
@@ -167,7 +168,8 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
     schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
     introspection: options.introspection ?? process.env.NODE_ENV !== 'production',
     includeStacktraceInErrorResponses: process.env.NODE_ENV !== 'production',
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http })],
+    // Inline traces are for Apollo Studio; we trace with our own context and logs.
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled()],
     logger: {
       debug: (m: unknown) => logger.debug(String(m)),
       info: (m: unknown) => logger.info(String(m)),

@@ -114,6 +114,9 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     extensions: [Migrator],
     migrations: { migrationsList, tableName: 'tributary_migrations', transactional: true, allOrNothing: true, silent: true },
     discovery: { warnWhenNoEntities: false },
+    // Services sharing a process (embedded mode) must never see each other's transaction
+    // context, which MikroORM keeps in AsyncLocalStorage under this name.
+    contextName: `tributary-${options.service}`,
     // Every unit of work must fork explicitly; the global EntityManager is a bug magnet.
     allowGlobalContext: false,
     debug: false,

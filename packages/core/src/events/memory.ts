@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import {
   attemptOf,
   deadLetterQueueName,
@@ -76,8 +77,11 @@ export class InMemoryTransport implements Transport {
     }
   }
 
-  async consume(spec: QueueSpec, onDelivery: (delivery: Delivery) => void): Promise<ConsumerHandle> {
+  async consume(spec: QueueSpec, handler: (delivery: Delivery) => void): Promise<ConsumerHandle> {
     this.assertOpen();
+    // Deliver in the consumer's async context, not the publisher's: over a real broker nothing
+    // (trace, ORM transaction context) travels from publisher to consumer except the message.
+    const onDelivery = AsyncResource.bind(handler);
     const queue = this.declare(spec.queue);
     this.declare(deadLetterQueueName(spec.queue));
     for (const binding of spec.bindings) queue.bindings.add(binding);

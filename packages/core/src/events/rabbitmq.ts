@@ -484,3 +484,16 @@ export class RabbitMqTransport implements Transport {
     this.model = undefined;
   }
 }
+
+/** Delete every queue named `<namespace>.…` and the events exchange (test clean-up). */
+export async function deleteNamespace(url: string, namespace: string, queues: readonly string[]): Promise<void> {
+  const connection = await connect(url);
+  try {
+    const channel = await connection.createChannel();
+    channel.on('error', () => {});
+    for (const queue of queues) if (queue.startsWith(`${namespace}.`)) await channel.deleteQueue(queue);
+    await channel.deleteExchange(exchangeName(namespace));
+  } finally {
+    await connection.close().catch(() => {});
+  }
+}

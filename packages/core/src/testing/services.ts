@@ -67,3 +67,25 @@ export async function waitFor(predicate: () => boolean | Promise<boolean>, timeo
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** A TCP port that was free a moment ago (for child processes that need a fixed port). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Queue names on the broker that start with `prefix` (via rabbitmqctl). */
+export async function brokerQueues(prefix: string): Promise<string[]> {
+  const { stdout } = await run('rabbitmqctl', ['-q', 'list_queues', 'name'], { timeout: 30_000 });
+  return stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((name) => name.startsWith(prefix));
+}

@@ -1,0 +1,34 @@
+/**
+ * `pnpm dev`: the whole system in one process. Embedded defaults (PGlite, in-memory bus,
+ * offline analyzer) unless DATABASE_URL / AMQP_URL / OPENAI_API_KEY say otherwise.
+ */
+import { ConfigError } from '@tributary/core';
+import { startEmbedded } from './embedded.ts';
+
+try {
+  const system = await startEmbedded({ port: Number(process.env.PORT ?? 4000) });
+  const { url } = system.gateway;
+  process.stdout.write(`
+Tributary is running: ${url}  (graphql-ws on ${system.gateway.wsUrl})
+  ${system.services.map((s) => `${s.name} ${s.url}`).join('\n  ')}
+
+Try it:
+  curl -s ${url} -H 'content-type: application/json' \\
+    -d '{"query":"mutation { uploadDocument(input: { title: \\"Hello\\", content: \\"Tributary turns uploads into insights. It is fast and reliable.\\" }) { document { id } job { id status } } }"}'
+
+`);
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    system.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+} catch (error) {
+  process.stderr.write(`${error instanceof ConfigError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,148 @@
+import { ApolloGateway, RemoteGraphQLDataSource, type GraphQLDataSourceProcessOptions } from '@apollo/gateway';
+import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { createLogger, currentContext, loadConfig, traceparentOf, type Logger } from '@tributary/core';
+import { createTransport, type Transport } from '@tributary/core/events';
+import { createHttpHandler } from '@tributary/core/server';
+import { IdentityHeaders } from '@tributary/core/service';
+import type { ExecutionArgs, ExecutionResult, GraphQLSchema } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { WebSocketServer } from 'ws';
+import { configSchema, subgraphUrlOverrides, type GatewayConfig } from './config.ts';
+import { identityFromHeaders, type GatewayContext } from './context.ts';
+import { JobEventHub } from './job-events.ts';
+import { JobSubscriptions } from './subscriptions.ts';
+
+/** Forwards the caller's identity and trace to every subgraph request. */
+class IdentityDataSource extends RemoteGraphQLDataSource<GatewayContext> {
+  override willSendRequest({ request, context }: GraphQLDataSourceProcessOptions<GatewayContext>): void {
+    const headers = request.http?.headers;
+    if (!headers || !('tenantId' in context)) return;
+    headers.set(IdentityHeaders.tenant, context.tenantId);
+    if (context.userId) headers.set(IdentityHeaders.user, context.userId);
+    if (context.traceparent) headers.set('traceparent', context.traceparent);
+  }
+}
+
+export interface GatewayOptions {
+  env?: Record<string, string | undefined>;
+  /** A transport shared with the subgraphs of the same process (embedded mode). */
+  transport?: Transport;
+  logger?: Logger;
+  port?: number;
+  host?: string;
+}
+
+export interface RunningGateway {
+  url: string;
+  /** `ws://…/graphql` */
+  wsUrl: string;
+  hub: JobEventHub;
+  stop(): Promise<void>;
+}
+
+export const defaultSupergraphPath = fileURLToPath(new URL('../../schema/supergraph.graphql', import.meta.url));
+
+/**
+ * The gateway: Apollo Gateway over the committed supergraph for queries and mutations, and
+ * graphql-ws on the same path for subscriptions, fed by this instance's own `job.updated` queue.
+ */
+export async function startGateway(options: GatewayOptions = {}): Promise<RunningGateway> {
+  const config: GatewayConfig = loadConfig(configSchema, options.env ?? process.env);
+  const logger = options.logger ?? createLogger({ service: 'gateway', level: config.LOG_LEVEL });
+  const overrides = subgraphUrlOverrides(config);
+  const supergraphSdl = readFileSync(config.SUPERGRAPH_PATH ?? defaultSupergraphPath, 'utf8');
+  const gateway = new ApolloGateway({
+    supergraphSdl,
+    buildService: ({ name, url }) => new IdentityDataSource({ url: overrides[name] ?? url ?? '' }),
+    logger: { debug: () => {}, info: (m) => logger.info(String(m)), warn: (m) => logger.warn(String(m)), error: (m) => logger.error(String(m)) },
+  });
+  let apiSchema: GraphQLSchema | undefined;
+  gateway.onSchemaLoadOrUpdate(({ apiSchema: schema }) => {
+    apiSchema = schema;
+  });
+
+  const http = createServer();
+  const apollo = new ApolloServer<GatewayContext>({
+    gateway,
+    introspection: config.NODE_ENV !== 'production',
+    includeStacktraceInErrorResponses: config.NODE_ENV !== 'production',
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http })],
+  });
+  await apollo.start();
+
+  const ownTransport = !options.transport;
+  const transport = options.transport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.gateway.${process.pid}`);
+  if (ownTransport) await transport.start();
+  const hub = new JobEventHub(transport, logger);
+  await hub.start();
+
+  const contextFor = (headers: IncomingMessage['headers'] | Record<string, unknown>): GatewayContext => {
+    const trace = currentContext();
+    return { ...identityFromHeaders(headers), ...(trace ? { traceparent: traceparentOf(trace) } : {}) };
+  };
+  const execute = async (query: ExecutionArgs['document'], variables: Record<string, unknown> | undefined, contextValue: GatewayContext): Promise<ExecutionResult> => {
+    const response = await apollo.executeOperation({ query, ...(variables ? { variables } : {}) }, { contextValue });
+    if (response.body.kind !== 'single') throw new Error('incremental delivery is not supported over graphql-ws');
+    return response.body.singleResult as ExecutionResult;
+  };
+  const subscriptions = new JobSubscriptions({ hub, execute, logger, notFoundGraceMs: config.SUBSCRIPTION_NOT_FOUND_GRACE_MS });
+
+  http.on(
+    'request',
+    createHttpHandler({
+      apollo,
+      logger,
+      maxBodyBytes: config.GATEWAY_MAX_BODY_BYTES,
+      context: async (req) => contextFor(req.headers),
+      ready: async () => {
+        const broker = transport.isReady();
+        const schema = apiSchema !== undefined;
+        return { ok: broker && schema, details: { broker, schema } };
+      },
+    }),
+  );
+
+  const wss = new WebSocketServer({ server: http, path: '/graphql' });
+  const wsServer = useServer<Record<string, unknown> | undefined, { context?: GatewayContext }>(
+    {
+      schema: () => {
+        if (!apiSchema) throw new Error('the supergraph is not loaded');
+        return apiSchema;
+      },
+      context: (ctx) => contextFor({ ...(ctx.connectionParams ?? {}), ...ctx.extra.request.headers }),
+      subscribe: (args) => subscriptions.subscribe(args),
+      execute: (args) => execute(args.document, (args.variableValues ?? undefined) as Record<string, unknown> | undefined, args.contextValue as GatewayContext),
+    },
+    wss,
+  );
+
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(options.port ?? config.PORT, host, () => resolve());
+  });
+  const { port } = http.address() as AddressInfo;
+  const url = `http://${host}:${port}/graphql`;
+  logger.info({ url }, 'gateway listening');
+
+  let stopped = false;
+  return {
+    url,
+    wsUrl: url.replace(/^http/, 'ws'),
+    hub,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await hub.stop();
+      await wsServer.dispose();
+      wss.close();
+      await apollo.stop();
+      if (ownTransport) await transport.close();
+    },
+  };
+}
