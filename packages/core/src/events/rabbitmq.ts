@@ -118,6 +118,9 @@ export class RabbitMqTransport implements Transport {
   async start(): Promise<void> {
     const r = this.options.reconnect ?? {};
     const connection = await connect(this.options.url, {
+      // Nagle's algorithm holds small frames (acks, confirms) back for tens of milliseconds
+      // waiting for more; every hop of the pipeline would pay that.
+      noDelay: true,
       clientProperties: { connection_name: this.options.connectionName ?? `${this.namespace}.${process.pid}` },
       recovery: {
         initialDelay: r.initialDelayMs ?? 100,

@@ -1,0 +1,151 @@
+/**
+ * `pnpm bench:latency`: upload → jobCompleted latency (p50/p95/p99) and throughput at a fixed
+ * upload rate, through the gateway, with the whole system in this process:
+ *   - embedded: PGlite and the in-memory bus (`pnpm dev`'s mode)
+ *   - real: PostgreSQL and RabbitMQ (random databases and namespace, dropped afterwards)
+ * A benchmark, not a test: it prints figures and asserts nothing.
+ *
+ * Env: BENCH_RATE (uploads/s, default 10), BENCH_SECONDS (default 15), BENCH_MODES
+ * (default "embedded,real"), DATABASE_URL, AMQP_URL (defaults: the local services).
+ */
+import { deleteNamespace } from '@tributary/core/events';
+import { dropDatabase } from '@tributary/core/db';
+import { startEmbedded } from '@tributary/gateway/embedded';
+import { createClient } from 'graphql-ws';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import WebSocket from 'ws';
+
+const RATE = Number(process.env.BENCH_RATE ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
+const MODES = (process.env.BENCH_MODES ?? 'embedded,real').split(',');
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const SERVICES = ['documents', 'jobs', 'analysis', 'insights'];
+
+const TEXT =
+  'The quarterly report shows revenue growth across every region. Customers praised the new analytics ' +
+  'dashboard, while support tickets about onboarding fell sharply. The board approved further investment ' +
+  'in machine learning infrastructure and data quality. Risks remain in supply chain costs.';
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function run(mode: string) {
+  const id = randomBytes(4).toString('hex');
+  const namespace = `bench_${id}`;
+  const env: Record<string, string | undefined> = { ...process.env, LOG_LEVEL: 'warn', TRIBUTARY_NAMESPACE: namespace };
+  if (mode === 'embedded') {
+    env.TRIBUTARY_DATA_DIR = 'memory://';
+    delete env.DATABASE_URL;
+    delete env.AMQP_URL;
+  } else {
+    env.AMQP_URL = AMQP_URL;
+    for (const service of SERVICES) {
+      const url = new URL(DATABASE_URL);
+      url.pathname = `/tributary_${namespace}_${service}`;
+      env[`${service.toUpperCase()}_DATABASE_URL`] = url.toString();
+    }
+  }
+  const system = await startEmbedded({ env, port: 0 });
+  // Not lazy: a lazy client closes its socket whenever no subscription is active, and a
+  // subscription started during that close is completed unanswered.
+  const client = createClient({ url: system.gateway.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false });
+  const latencies: number[] = [];
+  let failures = 0;
+  let silent = 0;
+  const total = RATE * SECONDS;
+  const started = performance.now();
+  let lastDone = started;
+  const one = async (n: number) => {
+    const t0 = performance.now();
+    const response = await fetch(system.gateway.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        query: 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }',
+        variables: { input: { title: `Report ${n}`, content: `${TEXT} Reference ${n}.` } },
+      }),
+    });
+    const body = (await response.json()) as { data?: { uploadDocument: { job: { id: string } } } };
+    const jobId = body.data?.uploadDocument.job.id;
+    if (!jobId) {
+      failures++;
+      return;
+    }
+    let received = false;
+    await new Promise<void>((resolve) => {
+      const dispose = client.subscribe(
+        { query: 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary } } } }', variables: { id: jobId } },
+        {
+          next: (message) => {
+            received = true;
+            const status = (message.data as { jobCompleted?: { status: string } } | undefined)?.jobCompleted?.status;
+            if (status === 'COMPLETED') latencies.push(performance.now() - t0);
+            else failures++;
+            dispose();
+            resolve();
+          },
+          error: () => {
+            failures++;
+            resolve();
+          },
+          complete: () => {
+            if (!received) silent++;
+            resolve();
+          },
+        },
+      );
+    });
+    lastDone = performance.now();
+  };
+  // Open loop: uploads start on schedule whether or not earlier ones have finished.
+  const inFlight: Promise<void>[] = [];
+  for (let n = 0; n < total; n++) {
+    const due = started + (n * 1000) / RATE;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    inFlight.push(one(n));
+  }
+  await Promise.all(inFlight);
+  const elapsed = (lastDone - started) / 1000;
+  await client.dispose();
+  await system.stop();
+  if (mode !== 'embedded') {
+    const queues = execFileSync('rabbitmqctl', ['-q', 'list_queues', 'name'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((q) => q.startsWith(`${namespace}.`));
+    await deleteNamespace(AMQP_URL, namespace, queues);
+    for (const service of SERVICES) await dropDatabase(DATABASE_URL, `tributary_${namespace}_${service}`);
+  }
+  latencies.sort((a, b) => a - b);
+  return {
+    mode,
+    rate: RATE,
+    uploads: total,
+    completed: latencies.length,
+    failures,
+    silent,
+    throughput: latencies.length / elapsed,
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    max: latencies.at(-1) ?? Number.NaN,
+  };
+}
+
+console.log(`latency benchmark: ${RATE} uploads/s for ${SECONDS} s, upload → jobCompleted through the gateway (all services in this process)`);
+const results = [];
+for (const mode of MODES) {
+  const r = await run(mode);
+  results.push(r);
+  console.log(
+    `${mode.padEnd(9)} completed ${r.completed}/${r.uploads} (failures ${r.failures}, silent ${r.silent})  p50 ${r.p50.toFixed(1)} ms  p95 ${r.p95.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms  max ${r.max.toFixed(1)} ms  throughput ${r.throughput.toFixed(1)} jobs/s`,
+  );
+}
+mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+writeFileSync(new URL('./results/latency.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), results }, null, 2));

@@ -1,0 +1,56 @@
+import { randomUUID } from 'node:crypto';
+import type { ParsedEvent } from '@tributary/contracts';
+import { describe, expect, it } from 'vitest';
+import { applyEvent, type JobState } from '../src/transitions.ts';
+
+const base = { specversion: '1.0' as const, source: 'test', subject: 'doc', tenantid: 't', time: '2026-11-28T08:00:00.000Z' };
+const ids = { documentId: 'doc', jobId: 'job' };
+const uploaded = (at = '2026-11-28T08:00:00.000Z') =>
+  ({ ...base, id: randomUUID(), type: 'document.uploaded', dataschema: 'document.uploaded/v1', data: { ...ids, title: 'T', text: 'x', contentType: 'text/plain', uploadedAt: at } }) as ParsedEvent;
+const started = (attempt = 1) => ({ ...base, id: randomUUID(), type: 'analysis.started', dataschema: 'analysis.started/v1', data: { ...ids, attempt, startedAt: base.time } }) as ParsedEvent;
+const completed = (attempts = 1) =>
+  ({
+    ...base,
+    id: randomUUID(),
+    type: 'analysis.completed',
+    dataschema: 'analysis.completed/v1',
+    data: { ...ids, summary: 's', themes: [], keywords: [], sentiment: { label: 'NEUTRAL', score: 0 }, provider: 'offline', model: 'm', tokens: { prompt: 0, completion: 0 }, attempts, completedAt: '2026-11-28T08:00:05.000Z' },
+  }) as ParsedEvent;
+const failed = () =>
+  ({ ...base, id: randomUUID(), type: 'analysis.failed', dataschema: 'analysis.failed/v1', data: { ...ids, error: { code: 'X', message: 'm' }, attempts: 3, failedAt: '2026-11-28T08:00:09.000Z' } }) as ParsedEvent;
+
+const queued = (): JobState => ({ status: 'QUEUED', attempts: 0, error: null, createdAt: new Date('2026-11-28T08:00:00.000Z'), completedAt: null });
+
+function run(events: ParsedEvent[], state = queued()): JobState {
+  for (const event of events) state = applyEvent(state, event) ?? state;
+  return state;
+}
+
+describe('job transitions', () => {
+  it('moves QUEUED → RUNNING → COMPLETED in order', () => {
+    expect(run([uploaded(), started()]).status).toBe('RUNNING');
+    expect(run([uploaded(), started(), completed()])).toMatchObject({ status: 'COMPLETED', attempts: 1, completedAt: new Date('2026-11-28T08:00:05.000Z') });
+  });
+
+  it('never goes backwards when events arrive out of order', () => {
+    expect(run([completed(), started(), uploaded()]).status).toBe('COMPLETED');
+    expect(run([started(2), started(1)]).attempts).toBe(2);
+  });
+
+  it('keeps the first terminal state', () => {
+    expect(run([failed(), completed()])).toMatchObject({ status: 'FAILED', error: { code: 'X', message: 'm' }, attempts: 3 });
+    expect(run([completed(), failed()]).status).toBe('COMPLETED');
+  });
+
+  it('reports a duplicate as no change', () => {
+    const state = run([started()]);
+    expect(applyEvent(state, started())).toBeNull();
+    const done = run([completed()]);
+    expect(applyEvent(done, completed())).toBeNull();
+  });
+
+  it('takes the creation time from the upload whenever it arrives', () => {
+    const state = run([started()], { ...queued(), createdAt: new Date('2026-11-28T09:00:00.000Z') });
+    expect(run([uploaded('2026-11-28T07:59:00.000Z')], state).createdAt).toEqual(new Date('2026-11-28T07:59:00.000Z'));
+  });
+});
