@@ -122,6 +122,26 @@ describe.skipIf(!available).each(modes)('the pipeline, %s', (_name, start) => {
     expect(await system.count('documents', 'select count(*) as n from documents')).toBe(beforeDocs);
   });
 
+  it('pages through documents and jobs with cursors, newest first', async () => {
+    const uploads = [];
+    for (let i = 0; i < 4; i++) uploads.push(await upload(system, `Page ${i}`));
+    await Promise.all(uploads.map(({ job }) => collect(system.ws(), JOB_COMPLETED, { jobId: job.id })));
+    const page1 = await system.query('{ documents(first: 2) { edges { cursor node { id createdAt } } pageInfo { hasNextPage endCursor } } }');
+    expect(page1.data.documents.edges).toHaveLength(2);
+    expect(page1.data.documents.pageInfo.hasNextPage).toBe(true);
+    const page2 = await system.query('query($after: String) { documents(first: 2, after: $after) { edges { node { id createdAt } } } }', { after: page1.data.documents.pageInfo.endCursor });
+    const ids1 = page1.data.documents.edges.map((e: { node: { id: string } }) => e.node.id);
+    const ids2 = page2.data.documents.edges.map((e: { node: { id: string } }) => e.node.id);
+    expect(ids2).toHaveLength(2);
+    expect(ids1.filter((id: string) => ids2.includes(id))).toEqual([]);
+    expect(page2.data.documents.edges[0].node.createdAt <= page1.data.documents.edges[1].node.createdAt).toBe(true);
+    const jobs = await system.query('{ jobs(status: COMPLETED, first: 3) { edges { node { status } } } }');
+    expect(jobs.data.jobs.edges.map((e: { node: { status: string } }) => e.node.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED']);
+    for (const bad of ['{ documents(after: "garbage") { edges { cursor } } }', '{ jobs(first: 0) { edges { cursor } } }', '{ documents(first: 1000) { edges { cursor } } }']) {
+      expect((await system.query(bad)).errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    }
+  });
+
   it('strips markup from HTML and Markdown before analysis', async () => {
     const html = await system.query('mutation($i: UploadDocumentInput!) { uploadDocument(input: $i) { job { id } } }', {
       i: { title: 'HTML', contentType: 'text/html; charset=utf-8', content: '<h1>Solar power</h1><script>alert(1)</script><p>Wind <em>turbines</em> spin.</p><style>p{}</style>' },

@@ -42,3 +42,32 @@ export function pageSize(first: number | null | undefined, fallback = 20, max = 
   if (!Number.isInteger(first) || first < 1 || first > max) throw badUserInput(`\`first\` must be between 1 and ${max}`, 'first');
   return first;
 }
+
+/** A Relay-style page. */
+export interface Connection<N> {
+  edges: { cursor: string; node: N }[];
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+
+/**
+ * Keyset pagination, newest first, over rows ordered by (createdAt desc, id desc): stable under
+ * concurrent inserts, unlike offsets. `find` gets the extra filter for rows after the cursor and
+ * the number of rows to fetch (one more than the page, to learn whether another page follows).
+ */
+export async function newestFirstPage<R extends { createdAt: Date; id: string }, N>(
+  args: { first?: number | null; after?: string | null },
+  find: (after: Record<string, unknown> | undefined, limit: number) => Promise<R[]>,
+  toNode: (row: R) => N,
+): Promise<Connection<N>> {
+  const limit = pageSize(args.first);
+  let after: Record<string, unknown> | undefined;
+  if (args.after) {
+    const [createdAt, id] = decodeCursor(args.after, 2);
+    const at = new Date(String(createdAt));
+    if (Number.isNaN(at.getTime()) || typeof id !== 'string') throw badUserInput('`after` is not a cursor this API returned', 'after');
+    after = { $or: [{ createdAt: { $lt: at } }, { createdAt: at, id: { $lt: id } }] };
+  }
+  const rows = await find(after, limit + 1);
+  const edges = rows.slice(0, limit).map((row) => ({ cursor: encodeCursor([row.createdAt.toISOString(), row.id]), node: toNode(row) }));
+  return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
+}

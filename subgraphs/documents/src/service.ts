@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { baseConfigSchema } from '@tributary/core/config';
-import { badUserInput, decodeCursor, encodeCursor, notFound, pageSize } from '@tributary/core/graphql';
+import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { publish } from '@tributary/core/events';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
@@ -47,18 +47,12 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
         const doc = await ctx.em.findOne(Document, { id: args.id, tenantId: ctx.tenantId });
         return doc ? toGraphQL(doc) : null;
       },
-      documents: async (_: unknown, args: { first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
-        const limit = pageSize(args.first);
-        const where: Record<string, unknown> = { tenantId: ctx.tenantId };
-        if (args.after) {
-          const [createdAt, id] = decodeCursor(args.after, 2) as [string, string];
-          where.$or = [{ createdAt: { $lt: new Date(createdAt) } }, { createdAt: new Date(createdAt), id: { $lt: id } }];
-        }
-        const rows = await ctx.em.find(Document, where, { orderBy: { createdAt: 'desc', id: 'desc' }, limit: limit + 1 });
-        const page = rows.slice(0, limit);
-        const edges = page.map((doc) => ({ cursor: encodeCursor([doc.createdAt.toISOString(), doc.id]), node: toGraphQL(doc) }));
-        return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
-      },
+      documents: (_: unknown, args: { first?: number | null; after?: string | null }, ctx: SubgraphContext) =>
+        newestFirstPage(
+          args,
+          (after, limit) => ctx.em.find(Document, { tenantId: ctx.tenantId, ...after }, { orderBy: { createdAt: 'desc', id: 'desc' }, limit }),
+          toGraphQL,
+        ),
     },
     Mutation: {
       uploadDocument: async (_: unknown, { input }: { input: UploadInput }, ctx: SubgraphContext) => {

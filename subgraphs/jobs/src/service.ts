@@ -1,6 +1,6 @@
 import { LockMode } from '@mikro-orm/core';
 import type { ParsedEvent } from '@tributary/contracts';
-import { decodeCursor, encodeCursor, pageSize } from '@tributary/core/graphql';
+import { newestFirstPage } from '@tributary/core/graphql';
 import type { HandlerContext } from '@tributary/core/events';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
 import { Job, JOB_STATUSES, migrations, type JobStatus } from './entities.ts';
@@ -91,18 +91,13 @@ export const jobsService: ServiceDefinition = {
         const job = await ctx.em.findOne(Job, { id: args.id, tenantId: ctx.tenantId });
         return job ? toGraphQL(job) : null;
       },
-      jobs: async (_: unknown, args: { status?: JobStatus | null; first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
-        const limit = pageSize(args.first);
-        const where: Record<string, unknown> = { tenantId: ctx.tenantId };
-        if (args.status && JOB_STATUSES.includes(args.status)) where.status = args.status;
-        if (args.after) {
-          const [createdAt, id] = decodeCursor(args.after, 2) as [string, string];
-          where.$or = [{ createdAt: { $lt: new Date(createdAt) } }, { createdAt: new Date(createdAt), id: { $lt: id } }];
-        }
-        const rows = await ctx.em.find(Job, where, { orderBy: { createdAt: 'desc', id: 'desc' }, limit: limit + 1 });
-        const page = rows.slice(0, limit);
-        const edges = page.map((job) => ({ cursor: encodeCursor([job.createdAt.toISOString(), job.id]), node: toGraphQL(job) }));
-        return { edges, pageInfo: { hasNextPage: rows.length > limit, endCursor: edges.at(-1)?.cursor ?? null } };
+      jobs: (_: unknown, args: { status?: JobStatus | null; first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
+        const status = args.status && JOB_STATUSES.includes(args.status) ? { status: args.status } : {};
+        return newestFirstPage(
+          args,
+          (after, limit) => ctx.em.find(Job, { tenantId: ctx.tenantId, ...status, ...after }, { orderBy: { createdAt: 'desc', id: 'desc' }, limit }),
+          toGraphQL,
+        );
       },
     },
     Job: {
