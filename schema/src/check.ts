@@ -102,15 +102,21 @@ export async function runCheck(options: CheckOptions = {}): Promise<CheckReport>
       ] as const) {
         for (const f of listFiles(root, dir, '.json')) {
           const event = dataschemaOf(f);
-          if (event === undefined) notes.push(`ignored ${dir}/${f}: not named <type>.v<n>.json`);
-          else into[event] = readJson(root, `${dir}/${f}`) as JsonSchema;
+          if (event === undefined) {
+            notes.push(`ignored ${dir}/${f}: not named <type>.v<n>.json`);
+            continue;
+          }
+          const json = readJson(root, `${dir}/${f}`);
+          if (into === snapshots && (typeof json !== 'object' || json === null || Array.isArray(json)))
+            throw new SchemaCheckError('FILE_UNREADABLE', `${dir}/${f} is not a JSON Schema object`);
+          into[event] = json as JsonSchema;
         }
       }
       const versions = Object.keys(contracts).length;
       return outcome(
         checkEvents({ contracts, snapshots, samples }),
         `${versions} contract versions match their snapshots; ${Object.keys(samples).length} golden samples parse`,
-        'incompatible event contracts',
+        'event contracts break their snapshots or samples (an incompatible shape is a new version: see schema/README.md)',
         notes,
       );
     }),

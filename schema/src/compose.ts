@@ -41,6 +41,7 @@ export function subgraphSdl(typeDefs: DocumentNode): string {
   return `${printSubgraphSchema(buildSubgraphSchema({ typeDefs })).trim()}\n`;
 }
 
+/** The result of a composition, with the SDLs it was composed from. */
 export interface Composed {
   /** Each subgraph's SDL by name; composition error locations are offsets into these. */
   sdls: Record<string, string>;

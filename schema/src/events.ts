@@ -40,6 +40,7 @@ export interface Incompatibility {
   rule: IncompatibilityRule;
   /** JSON path into the event data, `$` being `data` itself. */
   path: string;
+  /** What changed at `path`, e.g. `no longer accepts "FAILED"`. */
   message: string;
 }
 
@@ -52,13 +53,15 @@ export interface Incompatibility {
  */
 export function compareEventSchemas(snapshot: JsonSchema, current: JsonSchema): Incompatibility[] {
   const out: Incompatibility[] = [];
-  compareNode(snapshot, current, '$', { before: snapshot, after: current }, out);
+  compareNode(snapshot, current, '$', { before: snapshot, after: current, seen: new Map() }, out);
   return out;
 }
 
 interface Roots {
   before: JsonSchema;
   after: JsonSchema;
+  /** Pairs reached through a `$ref`, so a recursive schema is compared once rather than forever. */
+  seen: Map<JsonSchema, Set<JsonSchema>>;
 }
 
 const isSchema = (v: unknown): v is JsonSchema => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -88,8 +91,13 @@ const typeOf = (s: JsonSchema): string | undefined => (typeof s['type'] === 'str
 const accepts = (after: string | undefined, before: string | undefined): boolean =>
   after === undefined || after === before || (after === 'number' && before === 'integer');
 
-function compareNode(before: JsonSchema, after: JsonSchema, path: string, roots: Roots, out: Incompatibility[], depth = 0): void {
-  if (depth > 64) return; // a recursive schema: the levels above already compared this shape
+function compareNode(before: JsonSchema, after: JsonSchema, path: string, roots: Roots, out: Incompatibility[]): void {
+  if (typeof before['$ref'] === 'string' || typeof after['$ref'] === 'string') {
+    [before, after] = [deref(before, roots.before), deref(after, roots.after)];
+    const seen = roots.seen.get(before) ?? new Set();
+    if (seen.has(after)) return;
+    roots.seen.set(before, seen.add(after));
+  }
   const afters = variants(after, roots.after);
   for (const b of variants(before, roots.before)) {
     const candidates = afters.filter((a) => accepts(typeOf(a), typeOf(b)));
@@ -97,17 +105,17 @@ function compareNode(before: JsonSchema, after: JsonSchema, path: string, roots:
       const now = afters.map((a) => typeOf(a) ?? 'any').join(' | ');
       const message =
         typeOf(b) === 'null'
-          ? `${path} is no longer nullable`
+          ? 'is no longer nullable'
           : typeOf(b) === 'number' && now.includes('integer')
-            ? `${path} narrowed from number to integer`
-            : `${path} no longer accepts ${typeOf(b) ?? 'any type'} (now ${now})`;
+            ? 'narrowed from number to integer'
+            : `no longer accepts ${typeOf(b) ?? 'any type'} (now ${now})`;
       out.push({ rule: 'narrowed-type', path, message });
       continue;
     }
     // The old alternative only needs one new alternative that takes it: report the closest one.
     const attempts = candidates.map((a) => {
       const found: Incompatibility[] = [];
-      compareVariant(b, a, path, roots, found, depth);
+      compareVariant(b, a, path, roots, found);
       return found;
     });
     out.push(...attempts.reduce((x, y) => (y.length < x.length ? y : x)));
@@ -117,29 +125,29 @@ function compareNode(before: JsonSchema, after: JsonSchema, path: string, roots:
 const lowerBounds = ['minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties'];
 const upperBounds = ['maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties'];
 
-function compareVariant(b: JsonSchema, a: JsonSchema, path: string, roots: Roots, out: Incompatibility[], depth: number): void {
+function compareVariant(b: JsonSchema, a: JsonSchema, path: string, roots: Roots, out: Incompatibility[]): void {
   const valuesOf = (s: JsonSchema): unknown[] | undefined => (Array.isArray(s['enum']) ? s['enum'] : 'const' in s ? [s['const']] : undefined);
   const bValues = valuesOf(b);
   const aValues = valuesOf(a);
   if (aValues) {
     const allowed = new Set(aValues.map((v) => JSON.stringify(v)));
-    if (!bValues) out.push({ rule: 'narrowed-type', path, message: `${path} narrowed from any ${typeOf(b) ?? 'value'} to ${JSON.stringify(aValues)}` });
+    if (!bValues) out.push({ rule: 'narrowed-type', path, message: `narrowed from any ${typeOf(b) ?? 'value'} to ${JSON.stringify(aValues)}` });
     else
       for (const v of bValues)
-        if (!allowed.has(JSON.stringify(v))) out.push({ rule: 'removed-enum-value', path, message: `${path} no longer accepts ${JSON.stringify(v)}` });
+        if (!allowed.has(JSON.stringify(v))) out.push({ rule: 'removed-enum-value', path, message: `no longer accepts ${JSON.stringify(v)}` });
   }
 
   for (const key of ['format', 'pattern'])
-    if (a[key] !== undefined && a[key] !== b[key]) out.push({ rule: 'narrowed-constraint', path, message: `${path} now requires ${key} ${String(a[key])}` });
+    if (a[key] !== undefined && a[key] !== b[key]) out.push({ rule: 'narrowed-constraint', path, message: `now requires ${key} ${String(a[key])}` });
   for (const key of lowerBounds) {
     const [was, now] = [b[key], a[key]];
     if (typeof now === 'number' && (typeof was !== 'number' || now > was))
-      out.push({ rule: 'narrowed-constraint', path, message: `${path} ${key} raised from ${String(was ?? 'none')} to ${now}` });
+      out.push({ rule: 'narrowed-constraint', path, message: `${key} raised from ${String(was ?? 'none')} to ${now}` });
   }
   for (const key of upperBounds) {
     const [was, now] = [b[key], a[key]];
     if (typeof now === 'number' && (typeof was !== 'number' || now < was))
-      out.push({ rule: 'narrowed-constraint', path, message: `${path} ${key} lowered from ${String(was ?? 'none')} to ${now}` });
+      out.push({ rule: 'narrowed-constraint', path, message: `${key} lowered from ${String(was ?? 'none')} to ${now}` });
   }
 
   const bProps = isSchema(b['properties']) ? b['properties'] : {};
@@ -149,31 +157,31 @@ function compareVariant(b: JsonSchema, a: JsonSchema, path: string, roots: Roots
   for (const [key, bProp] of Object.entries(bProps)) {
     const at = `${path}.${key}`;
     const aProp = aProps[key];
-    if (!isSchema(aProp)) out.push({ rule: 'removed-field', path: at, message: `${at} was removed` });
+    if (!isSchema(aProp)) out.push({ rule: 'removed-field', path: at, message: 'was removed' });
     else {
-      if (isSchema(bProp)) compareNode(bProp, aProp, at, roots, out, depth + 1);
+      if (isSchema(bProp)) compareNode(bProp, aProp, at, roots, out);
       if (bRequired.has(key) && !aRequired.has(key))
-        out.push({ rule: 'no-longer-required', path: at, message: `${at} is no longer required (consumers of the snapshot rely on it)` });
+        out.push({ rule: 'no-longer-required', path: at, message: 'is no longer required (consumers of the snapshot rely on it)' });
     }
   }
   for (const key of aRequired) {
     if (bRequired.has(key)) continue;
     const at = `${path}.${String(key)}`;
-    if (typeof key === 'string' && key in bProps) out.push({ rule: 'now-required', path: at, message: `${at} changed from optional to required` });
-    else out.push({ rule: 'new-required-field', path: at, message: `${at} is a new required field (payloads written before lack it)` });
+    if (typeof key === 'string' && key in bProps) out.push({ rule: 'now-required', path: at, message: 'changed from optional to required' });
+    else out.push({ rule: 'new-required-field', path: at, message: 'is a new required field (payloads written before lack it)' });
   }
 
   const bExtra = b['additionalProperties'] ?? true;
   const aExtra = a['additionalProperties'] ?? true;
-  if (isSchema(bExtra) && isSchema(aExtra)) compareNode(bExtra, aExtra, `${path}[*]`, roots, out, depth + 1);
+  if (isSchema(bExtra) && isSchema(aExtra)) compareNode(bExtra, aExtra, `${path}[*]`, roots, out);
   else if (aExtra !== true && bExtra !== false)
-    out.push({ rule: 'narrowed-constraint', path, message: `${path} no longer accepts the same additional properties` });
+    out.push({ rule: 'narrowed-constraint', path, message: 'no longer accepts the same additional properties' });
 
-  if (isSchema(b['items']) && isSchema(a['items'])) compareNode(b['items'], a['items'], `${path}[]`, roots, out, depth + 1);
+  if (isSchema(b['items']) && isSchema(a['items'])) compareNode(b['items'], a['items'], `${path}[]`, roots, out);
   if (Array.isArray(b['prefixItems']) && Array.isArray(a['prefixItems']))
     b['prefixItems'].forEach((item: unknown, i) => {
       const next: unknown = (a['prefixItems'] as unknown[])[i];
-      if (isSchema(item) && isSchema(next)) compareNode(item, next, `${path}[${i}]`, roots, out, depth + 1);
+      if (isSchema(item) && isSchema(next)) compareNode(item, next, `${path}[${i}]`, roots, out);
     });
 }
 
@@ -204,7 +212,7 @@ export function checkEvents({ contracts, snapshots, samples }: EventSources): Vi
       violations.push({ code: 'EVENT_SNAPSHOT_MISSING', event, message: `has no snapshot schema/events/${eventFileName(event)}`, fix: 'pnpm schema:compose' });
     else
       for (const issue of compareEventSchemas(snapshot, eventSnapshot(contract)))
-        violations.push({ code: 'EVENT_INCOMPATIBLE', event, detail: issue.rule, coordinate: issue.path, message: `${issue.message}; an incompatible shape is a new version` });
+        violations.push({ code: 'EVENT_INCOMPATIBLE', event, detail: issue.rule, coordinate: issue.path, message: issue.message });
 
     if (!(event in samples)) {
       violations.push({ code: 'EVENT_SAMPLE_MISSING', event, message: `has no golden sample schema/events/samples/${eventFileName(event)}` });

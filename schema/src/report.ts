@@ -36,6 +36,7 @@ export interface Violation {
 /** Why the check could not run (exit 2), as opposed to what it found (exit 1). */
 export type SchemaCheckErrorCode = 'APPROVED_CHANGES_INVALID' | 'GIT_FAILED' | 'BASE_INVALID' | 'FILE_UNREADABLE';
 
+/** Thrown inside a step that cannot run; the step is reported with status `error`. Match on `code`. */
 export class SchemaCheckError extends Error {
   override readonly name = 'SchemaCheckError';
   constructor(
@@ -47,8 +48,10 @@ export class SchemaCheckError extends Error {
   }
 }
 
+/** The steps, in the order they run. */
 export type StepName = 'composition' | 'drift' | 'breaking' | 'operations' | 'events';
 
+/** The outcome of one step, with its own heading in the terminal. */
 export interface StepResult {
   step: StepName;
   title: string;
@@ -61,6 +64,7 @@ export interface StepResult {
   error?: { code: string; message: string };
 }
 
+/** What `pnpm schema:check --json` prints. */
 export interface CheckReport {
   /** 0 clean, 1 violations, 2 could not run. */
   exitCode: 0 | 1 | 2;
