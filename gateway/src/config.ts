@@ -16,6 +16,43 @@ export const configSchema = baseConfigSchema.extend({
   SUBSCRIPTION_NOT_FOUND_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
   /** Largest request body, bytes. Default 2 MiB (uploads are up to 1 MiB of content). */
   GATEWAY_MAX_BODY_BYTES: z.coerce.number().int().positive().default(2 * 1024 * 1024),
+  /** HS256 secret for bearer tokens (or use AUTH_JWKS_URL / AUTH_PUBLIC_KEY). */
+  AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** A JWKS endpoint for asymmetric tokens (RS256, ES256, …). */
+  AUTH_JWKS_URL: urlWithProtocol('https:', 'http:').optional(),
+  /** A PEM public key (SPKI) for asymmetric tokens. */
+  AUTH_PUBLIC_KEY: z.string().includes('BEGIN PUBLIC KEY', { message: 'must be a PEM public key' }).optional(),
+  /** Accepted algorithms with AUTH_JWKS_URL / AUTH_PUBLIC_KEY. */
+  AUTH_ALGORITHMS: z
+    .string()
+    .default('RS256,ES256')
+    .transform((s) => s.split(',').map((a) => a.trim()).filter(Boolean)),
+  AUTH_ISSUER: z.string().min(1).optional(),
+  AUTH_AUDIENCE: z.string().min(1).optional(),
+  /** The claim naming the caller's tenant. */
+  AUTH_TENANT_CLAIM: z.string().min(1).default('tenant'),
+  /** Shared with the subgraphs: signs the caller's identity on every subgraph request. */
+  INTERNAL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 48`)'),
+  /** Browser origins allowed to call the API, comma-separated; `*` allows any origin without credentials. */
+  CORS_ORIGINS: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean)),
+  QUERY_MAX_DEPTH: z.coerce.number().int().min(1).default(10),
+  QUERY_MAX_ALIASES: z.coerce.number().int().min(0).default(15),
+  QUERY_MAX_COST: z.coerce.number().int().min(1).default(5000),
+  /** Uploads per user per minute, per gateway instance. */
+  UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
+}).superRefine((config, ctx) => {
+  const methods = [config.AUTH_JWT_SECRET, config.AUTH_JWKS_URL, config.AUTH_PUBLIC_KEY].filter(Boolean).length;
+  if (methods === 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['AUTH_JWT_SECRET'],
+      message: 'no authentication configured: set AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL or AUTH_PUBLIC_KEY; `pnpm dev` generates a development secret',
+    });
+  }
+  if (methods > 1) ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'set only one of AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_PUBLIC_KEY' });
 });
 export type GatewayConfig = z.infer<typeof configSchema>;
 

@@ -12,8 +12,12 @@ try {
 Tributary is running: ${url}  (graphql-ws on ${system.gateway.wsUrl})
   ${system.services.map((s) => `${s.name} ${s.url}`).join('\n  ')}
 
+A development token (tenant "dev", valid 12 h; a new secret is generated at every start
+unless AUTH_JWT_SECRET is set):
+  export TOKEN=${system.devToken ?? '(authentication is configured externally)'}
+
 Try it:
-  curl -s ${url} -H 'content-type: application/json' \\
+  curl -s ${url} -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \\
     -d '{"query":"mutation { uploadDocument(input: { title: \\"Hello\\", content: \\"Tributary turns uploads into insights. It is fast and reliable.\\" }) { document { id } job { id status } } }"}'
 
 `);

@@ -1,10 +1,9 @@
 import { ApolloGateway, RemoteGraphQLDataSource, type GraphQLDataSourceProcessOptions } from '@apollo/gateway';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { createLogger, currentContext, loadConfig, traceparentOf, type Logger } from '@tributary/core';
+import { createLogger, currentContext, loadConfig, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
 import { createHttpHandler } from '@tributary/core/server';
-import { IdentityHeaders } from '@tributary/core/service';
 import type { ExecutionArgs, ExecutionResult, GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { readFileSync } from 'node:fs';
@@ -13,18 +12,28 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
 import { configSchema, subgraphUrlOverrides, type GatewayConfig } from './config.ts';
-import { identityFromHeaders, type GatewayContext } from './context.ts';
+import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
+import type { GatewayContext } from './context.ts';
+import { formatError, limitRules, RateLimiter, uploadRateLimit } from './limits.ts';
 import { JobEventHub } from './job-events.ts';
 import { JobSubscriptions } from './subscriptions.ts';
 
-/** Forwards the caller's identity and trace to every subgraph request. */
+/** Forwards the caller's identity, signed, and the trace to every subgraph request. */
 class IdentityDataSource extends RemoteGraphQLDataSource<GatewayContext> {
+  constructor(
+    options: { url: string },
+    private readonly secret: string,
+  ) {
+    super(options);
+  }
+
   override willSendRequest({ request, context }: GraphQLDataSourceProcessOptions<GatewayContext>): void {
     const headers = request.http?.headers;
+    // Requests the gateway makes on its own (no caller) carry no identity: subgraphs refuse them.
     if (!headers || !('tenantId' in context)) return;
-    headers.set(IdentityHeaders.tenant, context.tenantId);
-    if (context.userId) headers.set(IdentityHeaders.user, context.userId);
-    if (context.traceparent) headers.set('traceparent', context.traceparent);
+    const identity = context as GatewayContext;
+    for (const [name, value] of Object.entries(signIdentity(this.secret, identity))) headers.set(name, value);
+    if (identity.traceparent) headers.set('traceparent', identity.traceparent);
   }
 }
 
@@ -58,7 +67,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const supergraphSdl = readFileSync(config.SUPERGRAPH_PATH ?? defaultSupergraphPath, 'utf8');
   const gateway = new ApolloGateway({
     supergraphSdl,
-    buildService: ({ name, url }) => new IdentityDataSource({ url: overrides[name] ?? url ?? '' }),
+    buildService: ({ name, url }) => new IdentityDataSource({ url: overrides[name] ?? url ?? '' }, config.INTERNAL_SIGNING_SECRET),
     logger: { debug: () => {}, info: (m) => logger.info(String(m)), warn: (m) => logger.warn(String(m)), error: (m) => logger.error(String(m)) },
   });
   let apiSchema: GraphQLSchema | undefined;
@@ -66,12 +75,16 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     apiSchema = schema;
   });
 
+  const authenticator = await createAuthenticator(config);
+  const production = config.NODE_ENV === 'production';
   const http = createServer();
   const apollo = new ApolloServer<GatewayContext>({
     gateway,
-    introspection: config.NODE_ENV !== 'production',
-    includeStacktraceInErrorResponses: config.NODE_ENV !== 'production',
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http })],
+    introspection: !production,
+    includeStacktraceInErrorResponses: !production,
+    validationRules: limitRules(config),
+    formatError: formatError(production),
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE))],
   });
   await apollo.start();
 
@@ -81,9 +94,10 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const hub = new JobEventHub(transport, logger);
   await hub.start();
 
-  const contextFor = (headers: IncomingMessage['headers'] | Record<string, unknown>): GatewayContext => {
+  const contextFor = (principal: Principal): GatewayContext => {
     const trace = currentContext();
-    return { ...identityFromHeaders(headers), ...(trace ? { traceparent: traceparentOf(trace) } : {}) };
+    if (trace) trace.tenantId = principal.tenantId;
+    return { tenantId: principal.tenantId, userId: principal.userId, ...(trace ? { traceparent: traceparentOf(trace) } : {}) };
   };
   const execute = async (query: ExecutionArgs['document'], variables: Record<string, unknown> | undefined, contextValue: GatewayContext): Promise<ExecutionResult> => {
     const response = await apollo.executeOperation({ query, ...(variables ? { variables } : {}) }, { contextValue });
@@ -98,7 +112,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       apollo,
       logger,
       maxBodyBytes: config.GATEWAY_MAX_BODY_BYTES,
-      context: async (req) => contextFor(req.headers),
+      context: async (req: IncomingMessage) => contextFor(await authenticator.verify(bearerToken(req.headers.authorization))),
+      cors: config.CORS_ORIGINS,
       ready: async () => {
         const broker = transport.isReady();
         const schema = apiSchema !== undefined;
@@ -108,13 +123,32 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   );
 
   const wss = new WebSocketServer({ server: http, path: '/graphql' });
-  const wsServer = useServer<Record<string, unknown> | undefined, { context?: GatewayContext }>(
+  const wsServer = useServer<Record<string, unknown> | undefined, { principal?: Principal; expiry?: NodeJS.Timeout }>(
     {
       schema: () => {
         if (!apiSchema) throw new Error('the supergraph is not loaded');
         return apiSchema;
       },
-      context: (ctx) => contextFor({ ...(ctx.connectionParams ?? {}), ...ctx.extra.request.headers }),
+      // Authenticate once, in connection_init: returning false closes with 4403 Forbidden.
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const token = bearerToken(params.authorization ?? params.Authorization) ?? (typeof params.token === 'string' ? params.token : null) ?? bearerToken(ctx.extra.request.headers.authorization);
+        try {
+          const principal = await authenticator.verify(token);
+          ctx.extra.principal = principal;
+          if (principal.expiresAt !== null) {
+            // An expired token ends the connection, and with it every subscription on it.
+            const socket = ctx.extra.socket;
+            ctx.extra.expiry = setTimeout(() => socket.close(4403, 'Forbidden: token expired'), Math.max(0, principal.expiresAt - Date.now()));
+            ctx.extra.expiry.unref();
+          }
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      onClose: (ctx) => clearTimeout(ctx.extra.expiry),
+      context: (ctx) => contextFor(ctx.extra.principal!),
       subscribe: (args) => subscriptions.subscribe(args),
       execute: (args) => execute(args.document, (args.variableValues ?? undefined) as Record<string, unknown> | undefined, args.contextValue as GatewayContext),
     },

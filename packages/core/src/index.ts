@@ -3,3 +3,4 @@ export * from './config.ts';
 export * from './context.ts';
 export { createLogger, type Logger } from './log.ts';
 export * from './graphql.ts';
+export * from './identity.ts';

@@ -89,6 +89,33 @@ export interface HttpHandlerOptions<TContext extends BaseContext> {
   maxBodyBytes: number;
   /** Answers routes other than /graphql, /health and /ready (return false to 404). */
   extraRoutes?: (req: IncomingMessage, res: ServerResponse, url: URL) => boolean;
+  /** Browser origins allowed (CORS); `*` allows any origin, never with credentials. Default none. */
+  cors?: readonly string[];
+}
+
+/**
+ * CORS headers for a request; answers preflights. Returns true when the request was a preflight.
+ * A listed origin is echoed with credentials allowed; `*` is sent literally and without
+ * credentials, since browsers must not send cookies or auth to a wildcard.
+ */
+function applyCors(req: IncomingMessage, res: ServerResponse, origins: readonly string[]): boolean {
+  const origin = req.headers.origin;
+  if (origins.length > 0 && typeof origin === 'string') {
+    if (origins.includes('*')) {
+      res.setHeader('access-control-allow-origin', '*');
+    } else if (origins.includes(origin)) {
+      res.setHeader('access-control-allow-origin', origin);
+      res.setHeader('access-control-allow-credentials', 'true');
+    }
+    res.setHeader('vary', 'origin');
+  }
+  if (req.method !== 'OPTIONS') return false;
+  res.setHeader('access-control-allow-methods', 'GET, POST, OPTIONS');
+  res.setHeader('access-control-allow-headers', 'content-type, authorization, apollo-require-preflight, traceparent');
+  res.setHeader('access-control-max-age', '600');
+  res.statusCode = 204;
+  res.end();
+  return true;
 }
 
 /**
@@ -99,7 +126,13 @@ export interface HttpHandlerOptions<TContext extends BaseContext> {
 export function createHttpHandler<TContext extends BaseContext>(options: HttpHandlerOptions<TContext>): (req: IncomingMessage, res: ServerResponse) => void {
   const { apollo, logger } = options;
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      return sendJson(res, 400, { errors: [{ message: 'malformed request URL', extensions: { code: 'BAD_REQUEST' } }] });
+    }
+    if (applyCors(req, res, options.cors ?? [])) return;
     if (url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
     if (url.pathname === '/ready') {
       void options.ready().then(

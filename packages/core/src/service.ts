@@ -3,9 +3,8 @@ import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/res
 import type { EntitySchema, MigrationObject } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { DocumentNode } from 'graphql';
-import type { IncomingMessage } from 'node:http';
-import type { z } from 'zod';
-import { baseConfigSchema, loadConfig, type BaseConfig } from './config.ts';
+import { z } from 'zod';
+import { baseConfigSchema, loadConfig } from './config.ts';
 import { currentContext } from './context.ts';
 import { databaseTarget, openDatabase, type Database } from './db/index.ts';
 import { EventConsumer, type EventConsumerOptions } from './events/consumer.ts';
@@ -14,12 +13,9 @@ import { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createSubgraph, type Subgraph } from './server.ts';
+import { verifyIdentity, type Identity } from './identity.ts';
 
-/** Who is calling, as the gateway told the subgraph. */
-export interface Identity {
-  tenantId: string;
-  userId: string | null;
-}
+export type { Identity } from './identity.ts';
 
 /** The context every subgraph resolver receives. */
 export interface SubgraphContext extends BaseContext, Identity {
@@ -28,25 +24,18 @@ export interface SubgraphContext extends BaseContext, Identity {
   db: Database;
   log: Logger;
 }
-
-/** Identity headers the gateway sets on subgraph requests. */
-export const IdentityHeaders = { tenant: 'x-tributary-tenant', user: 'x-tributary-user' } as const;
-
-/** The tenant used when a request names none (single-tenant deployments, embedded mode). */
-export const DEFAULT_TENANT = 'default';
-
-/** Read the caller's identity from the gateway's headers. */
-export function identityFromRequest(req: IncomingMessage): Identity {
-  const tenant = req.headers[IdentityHeaders.tenant];
-  const user = req.headers[IdentityHeaders.user];
-  return {
-    tenantId: typeof tenant === 'string' && tenant.length > 0 ? tenant : DEFAULT_TENANT,
-    userId: typeof user === 'string' && user.length > 0 ? user : null,
-  };
-}
+/** Settings every subgraph service has on top of `baseConfigSchema`. */
+export const subgraphConfigSchema = baseConfigSchema.extend({
+  /**
+   * Shared with the gateway: it signs the caller's identity on every subgraph request with it.
+   * No default: a guessable value would let anyone who reaches a subgraph pick a tenant.
+   */
+  INTERNAL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 48`)'),
+});
+export type SubgraphConfig = z.infer<typeof subgraphConfigSchema>;
 
 /** What a service's consumers are built from. */
-export interface ServiceDeps<C extends BaseConfig = BaseConfig> {
+export interface ServiceDeps<C extends SubgraphConfig = SubgraphConfig> {
   db: Database;
   transport: Transport;
   logger: Logger;
@@ -56,13 +45,13 @@ export interface ServiceDeps<C extends BaseConfig = BaseConfig> {
 export type ConsumerDefinition = Omit<EventConsumerOptions, 'db' | 'transport' | 'logger' | 'service'>;
 
 /** Everything that makes one subgraph service; each subgraph package exports one. */
-export interface ServiceDefinition<C extends BaseConfig = BaseConfig> {
+export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
   name: string;
   typeDefs: DocumentNode;
   resolvers: GraphQLResolverMap<SubgraphContext> | ((deps: ServiceDeps<C>) => GraphQLResolverMap<SubgraphContext>);
   entities: EntitySchema<any, any>[];
   migrations: MigrationObject[];
-  /** The service's config schema (extends `baseConfigSchema`). */
+  /** The service's config schema (extends `subgraphConfigSchema`). */
   configSchema?: z.ZodType<C>;
   consumers?: (deps: ServiceDeps<C>) => ConsumerDefinition[];
   /** Port when neither the caller nor `PORT` says otherwise. */
@@ -90,9 +79,9 @@ export interface RunningService {
  * Start a subgraph service: config, logger, database (migrated), transport, outbox relay,
  * consumers and the HTTP server, wired in the right order and stopped in the reverse one.
  */
-export async function startService<C extends BaseConfig>(definition: ServiceDefinition<C>, options: StartOptions = {}): Promise<RunningService> {
+export async function startService<C extends SubgraphConfig>(definition: ServiceDefinition<C>, options: StartOptions = {}): Promise<RunningService> {
   const env = options.env ?? process.env;
-  const config = loadConfig((definition.configSchema ?? baseConfigSchema) as z.ZodType<C>, env);
+  const config = loadConfig((definition.configSchema ?? subgraphConfigSchema) as z.ZodType<C>, env);
   const logger = options.logger ?? createLogger({ service: definition.name, level: config.LOG_LEVEL });
   const db = await openDatabase({
     service: definition.name,
@@ -121,7 +110,7 @@ export async function startService<C extends BaseConfig>(definition: ServiceDefi
     consumers,
     closeTransport: !sharedTransport,
     context: async ({ req }) => {
-      const identity = identityFromRequest(req);
+      const identity = verifyIdentity(config.INTERNAL_SIGNING_SECRET, req.headers);
       const context = currentContext();
       if (context) context.tenantId = identity.tenantId;
       return { ...identity, em: db.fork(), db, log: logger };
@@ -136,7 +125,7 @@ export async function startService<C extends BaseConfig>(definition: ServiceDefi
  * A service's production entry point: start it alone from the environment, stop gracefully on
  * SIGTERM/SIGINT, and on a configuration error print every problem and exit 1.
  */
-export async function runServiceMain<C extends BaseConfig>(definition: ServiceDefinition<C>): Promise<void> {
+export async function runServiceMain<C extends SubgraphConfig>(definition: ServiceDefinition<C>): Promise<void> {
   let service: RunningService;
   try {
     service = await startService(definition);

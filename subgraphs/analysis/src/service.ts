@@ -1,9 +1,8 @@
 import { isAiError, OfflineAnalyzer, type Analyzer } from '@tributary/ai';
 import type { ParsedEvent } from '@tributary/contracts';
-import { baseConfigSchema } from '@tributary/core/config';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
 import type { HandlerContext } from '@tributary/core/events';
-import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
+import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
 import { Analysis, migrations } from './entities.ts';
 import { typeDefs } from './schema.ts';
@@ -13,7 +12,7 @@ const delays = z
   .regex(/^\d+(,\d+)*$/, 'must be comma-separated milliseconds, e.g. 1000,5000,30000')
   .transform((s) => s.split(',').map(Number));
 
-export const configSchema = baseConfigSchema.extend({
+export const configSchema = subgraphConfigSchema.extend({
   /** Attempts per document before its job FAILS (the first one counts). Default 5. */
   ANALYSIS_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(5),
   /** Delays between attempts, ms; the last repeats. Default 1000,5000,30000,120000. */

@@ -1,14 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { baseConfigSchema } from '@tributary/core/config';
 import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { publish } from '@tributary/core/events';
-import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
+import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
 import { Document, migrations } from './entities.ts';
 import { typeDefs } from './schema.ts';
 import { CONTENT_TYPES, extractText, normalizeContentType } from './text.ts';
 
-export const configSchema = baseConfigSchema.extend({
+export const configSchema = subgraphConfigSchema.extend({
   /** Largest accepted document content, in bytes (UTF-8). Default 1 MiB. */
   DOCUMENT_MAX_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
   /** Longest accepted title, in characters. Default 500. */

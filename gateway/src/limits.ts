@@ -1,0 +1,98 @@
+import type { ApolloServerPlugin, GraphQLRequestContextDidResolveOperation } from '@apollo/server';
+import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
+import { maxAliasesRule } from '@escape.tech/graphql-armor-max-aliases';
+import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
+import { GraphQLError, Kind, type GraphQLFormattedError, type ValidationContext, type ValidationRule } from 'graphql';
+import type { GatewayConfig } from './config.ts';
+import type { GatewayContext } from './context.ts';
+
+/** Codes of refused operations, on `extensions.code`. */
+export const LimitCode = {
+  QUERY_TOO_DEEP: 'QUERY_TOO_DEEP',
+  TOO_MANY_ALIASES: 'TOO_MANY_ALIASES',
+  QUERY_TOO_COSTLY: 'QUERY_TOO_COSTLY',
+  RATE_LIMITED: 'RATE_LIMITED',
+} as const;
+const limitCodes = new Set<string>(Object.values(LimitCode));
+
+/** Report an armor rejection as a validation error with our code (instead of throwing). */
+const reject = (code: string) => [(context: ValidationContext | null, error: GraphQLError) => context?.reportError(new GraphQLError(error.message.replace(/^Syntax Error: /, ''), { extensions: { code } }))];
+
+/** Depth, alias and cost limits (graphql-armor), as validation rules for Apollo Server. */
+export function limitRules(config: GatewayConfig): ValidationRule[] {
+  const common = { propagateOnRejection: false, exposeLimits: true } as const;
+  return [
+    maxDepthRule({ ...common, n: config.QUERY_MAX_DEPTH, flattenFragments: true, onReject: reject(LimitCode.QUERY_TOO_DEEP) }) as unknown as ValidationRule,
+    maxAliasesRule({ ...common, n: config.QUERY_MAX_ALIASES, onReject: reject(LimitCode.TOO_MANY_ALIASES) }) as unknown as ValidationRule,
+    costLimitRule({ ...common, maxCost: config.QUERY_MAX_COST, onReject: reject(LimitCode.QUERY_TOO_COSTLY) }) as unknown as ValidationRule,
+  ];
+}
+
+/**
+ * Apollo Server stamps every validation error GRAPHQL_VALIDATION_FAILED; restore the limit codes
+ * so clients can tell "too deep" from "no such field". In production, internal errors say no
+ * more than that.
+ */
+export function formatError(production: boolean) {
+  return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
+    const original = (error as { originalError?: { extensions?: { code?: unknown } } } | undefined)?.originalError;
+    const code = original?.extensions?.code;
+    if (typeof code === 'string' && limitCodes.has(code)) return { ...formatted, extensions: { ...formatted.extensions, code } };
+    if (production && formatted.extensions?.code === 'INTERNAL_SERVER_ERROR') {
+      return { message: 'internal error', ...(formatted.path ? { path: formatted.path } : {}), extensions: { code: 'INTERNAL_SERVER_ERROR' } };
+    }
+    return formatted;
+  };
+}
+
+/** Per-key token bucket: `limit` per minute, refilled continuously. In memory, per gateway instance. */
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  constructor(private readonly perMinute: number) {}
+
+  /** Take `n` tokens; returns 0 when allowed, else the ms until they will be there. */
+  take(key: string, n = 1, now = Date.now()): number {
+    const bucket = this.buckets.get(key) ?? { tokens: this.perMinute, at: now };
+    bucket.tokens = Math.min(this.perMinute, bucket.tokens + ((now - bucket.at) * this.perMinute) / 60_000);
+    bucket.at = now;
+    this.buckets.set(key, bucket);
+    if (this.buckets.size > 100_000) this.evict(now);
+    if (bucket.tokens >= n) {
+      bucket.tokens -= n;
+      return 0;
+    }
+    return Math.ceil(((n - bucket.tokens) * 60_000) / this.perMinute);
+  }
+
+  private evict(now: number): void {
+    for (const [key, bucket] of this.buckets) if (now - bucket.at > 60_000) this.buckets.delete(key);
+  }
+}
+
+/** Counts `uploadDocument` fields in a mutation (aliases would otherwise multiply one request). */
+function uploads(request: GraphQLRequestContextDidResolveOperation<GatewayContext>): number {
+  const operation = request.operation;
+  if (!operation || operation.operation !== 'mutation') return 0;
+  return operation.selectionSet.selections.filter((s) => s.kind === Kind.FIELD && s.name.value === 'uploadDocument').length;
+}
+
+/** The per-user upload rate limit, as an Apollo Server plugin. */
+export function uploadRateLimit(limiter: RateLimiter): ApolloServerPlugin<GatewayContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async didResolveOperation(request) {
+          const n = uploads(request);
+          if (n === 0) return;
+          const key = `${request.contextValue.tenantId}:${request.contextValue.userId ?? ''}`;
+          const waitMs = limiter.take(key, n);
+          if (waitMs > 0) {
+            throw new GraphQLError(`upload rate limit exceeded; retry in ${Math.ceil(waitMs / 1000)} s`, {
+              extensions: { code: LimitCode.RATE_LIMITED, retryAfterSeconds: Math.ceil(waitMs / 1000), http: { status: 429 } },
+            });
+          }
+        },
+      };
+    },
+  };
+}
