@@ -1,4 +1,4 @@
-import { baseConfigSchema, urlWithProtocol } from '@tributary/core/config';
+import { baseConfigSchema, ConfigError, loadConfig, urlWithProtocol, type ConfigIssue } from '@tributary/core/config';
 import { z } from 'zod';
 
 const subgraphUrl = urlWithProtocol('http:', 'https:');
@@ -43,16 +43,6 @@ export const configSchema = baseConfigSchema.extend({
   QUERY_MAX_COST: z.coerce.number().int().min(1).default(5000),
   /** Uploads per user per minute, per gateway instance. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
-}).superRefine((config, ctx) => {
-  const methods = [config.AUTH_JWT_SECRET, config.AUTH_JWKS_URL, config.AUTH_PUBLIC_KEY].filter(Boolean).length;
-  if (methods === 0) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['AUTH_JWT_SECRET'],
-      message: 'no authentication configured: set AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL or AUTH_PUBLIC_KEY; `pnpm dev` generates a development secret',
-    });
-  }
-  if (methods > 1) ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'set only one of AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_PUBLIC_KEY' });
 });
 export type GatewayConfig = z.infer<typeof configSchema>;
 
@@ -63,4 +53,32 @@ export function subgraphUrlOverrides(config: GatewayConfig): Record<string, stri
   if (config.ANALYSIS_URL) overrides.analysis = config.ANALYSIS_URL;
   if (config.INSIGHTS_URL) overrides.insights = config.INSIGHTS_URL;
   return overrides;
+}
+
+/** Exactly one way to verify tokens: checked apart from the schema so its issue joins the others. */
+function authIssues(env: Record<string, string | undefined>): ConfigIssue[] {
+  const methods = ['AUTH_JWT_SECRET', 'AUTH_JWKS_URL', 'AUTH_PUBLIC_KEY'].filter((key) => env[key]);
+  if (methods.length === 0) {
+    return [{ key: 'AUTH_JWT_SECRET', message: 'no authentication configured: set AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL or AUTH_PUBLIC_KEY; `pnpm dev` generates a development secret' }];
+  }
+  if (methods.length > 1) return [{ key: 'AUTH_JWT_SECRET', message: 'set only one of AUTH_JWT_SECRET, AUTH_JWKS_URL, AUTH_PUBLIC_KEY' }];
+  return [];
+}
+
+/**
+ * The gateway's configuration, every problem reported at once. There is no unauthenticated
+ * mode: a gateway without a way to verify tokens does not start.
+ * @throws ConfigError
+ */
+export function loadGatewayConfig(env: Record<string, string | undefined> = process.env): GatewayConfig {
+  const auth = authIssues(env);
+  let config: GatewayConfig;
+  try {
+    config = loadConfig(configSchema, env);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError([...auth, ...error.issues]);
+    throw error;
+  }
+  if (auth.length > 0) throw new ConfigError(auth);
+  return config;
 }

@@ -1,7 +1,7 @@
 import { ApolloGateway, RemoteGraphQLDataSource, type GraphQLDataSourceProcessOptions } from '@apollo/gateway';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { createLogger, currentContext, loadConfig, signIdentity, traceparentOf, type Logger } from '@tributary/core';
+import { createLogger, currentContext, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
 import { createHttpHandler } from '@tributary/core/server';
 import type { ExecutionArgs, ExecutionResult, GraphQLSchema } from 'graphql';
@@ -11,10 +11,10 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
-import { configSchema, subgraphUrlOverrides, type GatewayConfig } from './config.ts';
+import { loadGatewayConfig, subgraphUrlOverrides, type GatewayConfig } from './config.ts';
 import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import type { GatewayContext } from './context.ts';
-import { formatError, limitRules, RateLimiter, uploadRateLimit } from './limits.ts';
+import { formatError, limitRules, RateLimiter, unknownOperation, uploadRateLimit } from './limits.ts';
 import { JobEventHub } from './job-events.ts';
 import { JobSubscriptions } from './subscriptions.ts';
 
@@ -61,7 +61,7 @@ export const defaultSupergraphPath = fileURLToPath(new URL('../../schema/supergr
  * graphql-ws on the same path for subscriptions, fed by this instance's own `job.updated` queue.
  */
 export async function startGateway(options: GatewayOptions = {}): Promise<RunningGateway> {
-  const config: GatewayConfig = loadConfig(configSchema, options.env ?? process.env);
+  const config: GatewayConfig = loadGatewayConfig(options.env ?? process.env);
   const logger = options.logger ?? createLogger({ service: 'gateway', level: config.LOG_LEVEL });
   const overrides = subgraphUrlOverrides(config);
   const supergraphSdl = readFileSync(config.SUPERGRAPH_PATH ?? defaultSupergraphPath, 'utf8');
@@ -84,7 +84,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     includeStacktraceInErrorResponses: !production,
     validationRules: limitRules(config),
     formatError: formatError(production),
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE))],
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), unknownOperation, uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE))],
   });
   await apollo.start();
 

@@ -1,4 +1,5 @@
 export { startGateway, defaultSupergraphPath, type GatewayOptions, type RunningGateway } from './gateway.ts';
-export { configSchema, type GatewayConfig } from './config.ts';
+export { configSchema, loadGatewayConfig, type GatewayConfig } from './config.ts';
+export { signToken } from './auth.ts';
 export { JobSubscriptions, toJobQuery } from './subscriptions.ts';
 export { JobEventHub } from './job-events.ts';

@@ -38,8 +38,14 @@ export function formatError(production: boolean) {
     const original = (error as { originalError?: { extensions?: { code?: unknown } } } | undefined)?.originalError;
     const code = original?.extensions?.code;
     if (typeof code === 'string' && limitCodes.has(code)) return { ...formatted, extensions: { ...formatted.extensions, code } };
-    if (production && formatted.extensions?.code === 'INTERNAL_SERVER_ERROR') {
+    if (!production) return formatted;
+    if (formatted.extensions?.code === 'INTERNAL_SERVER_ERROR') {
       return { message: 'internal error', ...(formatted.path ? { path: formatted.path } : {}), extensions: { code: 'INTERNAL_SERVER_ERROR' } };
+    }
+    // Subgraph errors pass through the gateway: never let one carry a stack trace out.
+    if (formatted.extensions && 'stacktrace' in formatted.extensions) {
+      const { stacktrace: _stack, ...extensions } = formatted.extensions;
+      return { ...formatted, extensions };
     }
     return formatted;
   };
@@ -96,3 +102,21 @@ export function uploadRateLimit(limiter: RateLimiter): ApolloServerPlugin<Gatewa
     },
   };
 }
+
+/**
+ * An operation name that names no operation in the document (or none given for several) is
+ * the client's mistake. Apollo Gateway reports it as a 500 from inside the query planner;
+ * answer it before planning, as a 400 with a code.
+ */
+export const unknownOperation: ApolloServerPlugin<GatewayContext> = {
+  async requestDidStart() {
+    return {
+      async didResolveOperation(request) {
+        if (request.operation) return;
+        const name = request.request.operationName;
+        const message = name ? `unknown operation named "${name.slice(0, 100)}"` : 'the document has several operations: name one with operationName';
+        throw new GraphQLError(message, { extensions: { code: 'BAD_REQUEST', http: { status: 400 } } });
+      },
+    };
+  },
+};

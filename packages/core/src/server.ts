@@ -27,8 +27,8 @@ export interface SubgraphOptions<TContext extends BaseContext> {
   context: (args: { req: IncomingMessage; db: Database }) => Promise<TContext>;
   /** Largest request body accepted, in bytes. Default 2 MiB. */
   maxBodyBytes?: number;
-  /** Default: introspection on except in production. */
-  introspection?: boolean;
+  /** Production mode: no introspection, no stack traces in errors. Default: NODE_ENV of the process. */
+  production?: boolean;
   /** Close the transport on stop (false when it is shared with other services). Default true. */
   closeTransport?: boolean;
 }
@@ -199,8 +199,8 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
   const http: Server = createServer();
   const apollo = new ApolloServer<TContext>({
     schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
-    introspection: options.introspection ?? process.env.NODE_ENV !== 'production',
-    includeStacktraceInErrorResponses: process.env.NODE_ENV !== 'production',
+    introspection: !(options.production ?? process.env.NODE_ENV === 'production'),
+    includeStacktraceInErrorResponses: !(options.production ?? process.env.NODE_ENV === 'production'),
     // Inline traces are for Apollo Studio; we trace with our own context and logs.
     plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled()],
     logger: {

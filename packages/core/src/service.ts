@@ -109,6 +109,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     relay,
     consumers,
     closeTransport: !sharedTransport,
+    production: config.NODE_ENV === 'production',
     context: async ({ req }) => {
       const identity = verifyIdentity(config.INTERNAL_SIGNING_SECRET, req.headers);
       const context = currentContext();

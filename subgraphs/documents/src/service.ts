@@ -120,6 +120,12 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
         if (!doc) throw notFound('Job', ref.id);
         return { id: ref.id, document: { id: doc.id } };
       },
+      // Job.document is shareable: when the plan takes it from here, its fields come from here
+      // too, so hand out the whole document rather than the reference.
+      document: async (job: { document: { id: string } }, _: unknown, ctx: SubgraphContext) => {
+        const doc = await ctx.em.findOne(Document, { id: job.document.id, tenantId: ctx.tenantId });
+        return doc ? toGraphQL(doc) : null;
+      },
     },
   }),
 };
