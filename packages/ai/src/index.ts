@@ -1,4 +1,4 @@
-export { AiError, AiErrorCode, isAiError } from './errors.ts';
+export { AiError, AiErrorCode, isAiError, isTransientAiError, type AiErrorOptions } from './errors.ts';
 export { analyzeOffline, OfflineAnalyzer } from './offline/analyzer.ts';
 export {
   analysisOutputSchema,
@@ -10,3 +10,24 @@ export {
   type SentimentLabel,
   type ThemeScore,
 } from './types.ts';
+export type { LlmProvider } from './provider.ts';
+export { OpenAIProvider, type OpenAIProviderOptions } from './openai/provider.ts';
+export { OpenAIEmbedder, type OpenAIEmbedderOptions } from './openai/embedder.ts';
+export { ChainAnalyzer, type ChainOptions } from './chain.ts';
+export { GuardedAnalyzer, DEFAULT_TENANT, type GuardedAnalyzerOptions } from './guarded.ts';
+export { TokenLedger, utcDay, type Reservation } from './store/ledger.ts';
+export { ResponseCache, type CacheEntry } from './store/cache.ts';
+export { aiEntities, aiMigrations, CachedResponse, TokenLedgerEntry } from './store/entities.ts';
+export { cosine, OfflineEmbedder, type Embedder } from './embeddings.ts';
+export { analysisJsonSchema, toStrictJsonSchema } from './json-schema.ts';
+export { backoffDelay, defaultRetryPolicy, parseRetryAfter, type RetryPolicy } from './retry.ts';
+export { AiMetrics, aiMetrics, aiCounterNames, type AiCounterName, type AiMetricsSnapshot } from './metrics.ts';
+export {
+  aiConfigSchema,
+  createAnalyzerFromEnv,
+  createEmbedderFromEnv,
+  loadAiConfig,
+  type AiConfig,
+  type AiEnv,
+  type AnalyzerFactoryOptions,
+} from './config.ts';
