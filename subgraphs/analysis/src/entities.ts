@@ -32,6 +32,21 @@ export const Analysis = defineEntity({
 });
 export type Analysis = InferEntity<typeof Analysis>;
 
+/** A document's embedding, for similarity search within its tenant. */
+export const DocumentEmbedding = defineEntity({
+  name: 'DocumentEmbedding',
+  tableName: 'document_embeddings',
+  properties: (p) => ({
+    documentId: p.text().primary(),
+    tenantId: p.text(),
+    provider: p.text(),
+    model: p.text(),
+    vector: p.json<number[]>(),
+    createdAt: p.datetime(),
+  }),
+});
+export type DocumentEmbedding = InferEntity<typeof DocumentEmbedding>;
+
 class CreateAnalyses extends Migration {
   override up(): void {
     this.addSql(`create table analyses (
@@ -60,4 +75,23 @@ class CreateAnalyses extends Migration {
   }
 }
 
-export const migrations = [{ name: '0001-analyses', class: CreateAnalyses }];
+class CreateEmbeddings extends Migration {
+  override up(): void {
+    // No pgvector here (it is not on every PostgreSQL, nor in PGlite): similarity is computed over
+    // one tenant's vectors, which the index narrows the scan to.
+    this.addSql(`create table document_embeddings (
+      document_id text primary key,
+      tenant_id text not null,
+      provider text not null,
+      model text not null,
+      vector jsonb not null,
+      created_at timestamptz not null
+    )`);
+    this.addSql('create index document_embeddings_tenant on document_embeddings (tenant_id, provider, model)');
+  }
+}
+
+export const migrations = [
+  { name: '0001-analyses', class: CreateAnalyses },
+  { name: '0002-document-embeddings', class: CreateEmbeddings },
+];

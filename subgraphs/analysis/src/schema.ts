@@ -3,6 +3,17 @@ import { gql } from 'graphql-tag';
 export const typeDefs = gql`
   extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key"])
 
+  type Query {
+    "The caller's documents most similar to this one (cosine of their embeddings), best first."
+    similarDocuments(documentId: ID!, first: Int = 5): [SimilarDocument!]!
+  }
+
+  type SimilarDocument {
+    document: Document!
+    "Cosine similarity, -1..1."
+    score: Float!
+  }
+
   type Document @key(fields: "id") {
     id: ID!
     "The AI analysis; null until the job has COMPLETED."
@@ -18,6 +29,8 @@ export const typeDefs = gql`
     provider: String!
     model: String!
     tokens: TokenUsage!
+    "Whether the result came from the response cache (no tokens spent)."
+    cached: Boolean!
   }
 
   type Theme {

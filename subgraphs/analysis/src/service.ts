@@ -1,10 +1,11 @@
-import { isAiError, OfflineAnalyzer, type Analyzer } from '@tributary/ai';
+import { aiConfigSchema, aiEntities, aiMigrations, cosine, createAnalyzerFromEnv, createEmbedderFromEnv, isAiError, type Analyzer, type Embedder } from '@tributary/ai';
 import type { ParsedEvent } from '@tributary/contracts';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
+import { notFound, pageSize } from '@tributary/core/graphql';
 import type { HandlerContext } from '@tributary/core/events';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
-import { Analysis, migrations } from './entities.ts';
+import { Analysis, DocumentEmbedding, migrations } from './entities.ts';
 import { typeDefs } from './schema.ts';
 
 const delays = z
@@ -13,6 +14,7 @@ const delays = z
   .transform((s) => s.split(',').map(Number));
 
 export const configSchema = subgraphConfigSchema.extend({
+  ...aiConfigSchema.shape,
   /** Attempts per document before its job FAILS (the first one counts). Default 5. */
   ANALYSIS_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(5),
   /** Delays between attempts, ms; the last repeats. Default 1000,5000,30000,120000. */
@@ -23,8 +25,10 @@ export const configSchema = subgraphConfigSchema.extend({
 export type AnalysisConfig = z.infer<typeof configSchema>;
 
 export interface AnalysisServiceOptions {
-  /** The analyzer to use; default: the offline analyzer (the LLM providers come with packages/ai). */
+  /** The analyzer to use; default: from the environment (OpenAI-compatible with a key, else offline). */
   analyzer?: Analyzer;
+  /** The embedder to use; default: from the environment. */
+  embedder?: Embedder;
 }
 
 /** Stage 1 (fast): remember the document's text and announce the analysis has started. */
@@ -56,7 +60,7 @@ async function acceptDocument(event: ParsedEvent, { em, publish }: HandlerContex
  * The AI call runs inside the transaction on purpose: the inbox row taken first means a
  * duplicate delivery waits for this one instead of paying for a second call.
  */
-function runAnalysis(analyzer: Analyzer) {
+function runAnalysis(analyzer: Analyzer, embedder: Embedder) {
   return async (event: ParsedEvent, { em, publish, attempt, lastAttempt, log }: HandlerContext): Promise<void> => {
     if (event.dataschema !== 'analysis.started/v1') return;
     const analysis = await em.findOne(Analysis, { documentId: event.data.documentId });
@@ -89,6 +93,9 @@ function runAnalysis(analyzer: Analyzer) {
     analysis.promptTokens = result.tokens.prompt;
     analysis.completionTokens = result.tokens.completion;
     analysis.cached = result.cached;
+    // The embedding goes with the analysis: a document is searchable once it is analysed.
+    const [vector] = await embedder.embed([`${analysis.title}\n\n${analysis.text}`]);
+    await em.upsert(DocumentEmbedding, { documentId, tenantId: analysis.tenantId, provider: embedder.provider, model: embedder.model, vector: vector!, createdAt: now });
     const completedAt = new Date().toISOString();
     await publish([
       {
@@ -121,6 +128,7 @@ function toGraphQL(analysis: Analysis) {
     provider: analysis.provider ?? 'unknown',
     model: analysis.model ?? 'unknown',
     tokens: { prompt: analysis.promptTokens ?? 0, completion: analysis.completionTokens ?? 0 },
+    cached: analysis.cached,
   };
 }
 
@@ -129,19 +137,19 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
   return {
     name: 'analysis',
     typeDefs,
-    entities: [Analysis],
-    migrations,
+    entities: [Analysis, DocumentEmbedding, ...aiEntities],
+    migrations: [...migrations, ...aiMigrations],
     configSchema,
     defaultPort: 4003,
-    consumers: ({ config, logger }) => {
-      const analyzer = options.analyzer ?? new OfflineAnalyzer();
-      if (!options.analyzer) logger.info('no OPENAI_API_KEY: analysing with the offline analyzer');
+    consumers: ({ config, logger, db }) => {
+      const analyzer = options.analyzer ?? createAnalyzerFromEnv(config, { db, logger });
+      const embedder = options.embedder ?? createEmbedderFromEnv(config, { logger });
       return [
         { name: 'document-uploaded', types: ['document.uploaded'], handler: acceptDocument },
         {
           name: 'analysis-started',
           types: ['analysis.started'],
-          handler: runAnalysis(analyzer),
+          handler: runAnalysis(analyzer, embedder),
           // One document per transaction: a batch would hold finished analyses hostage to slow ones.
           maxBatch: 1,
           concurrency: config.ANALYSIS_CONCURRENCY,
@@ -152,6 +160,21 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       ];
     },
     resolvers: {
+      Query: {
+        similarDocuments: async (_: unknown, args: { documentId: string; first?: number | null }, ctx: SubgraphContext) => {
+          const limit = pageSize(args.first, 5, 50);
+          const target = await ctx.em.findOne(DocumentEmbedding, { documentId: args.documentId, tenantId: ctx.tenantId });
+          if (!target) {
+            // Unknown, another tenant's, or not analysed yet: all look the same from outside.
+            throw notFound('Document', args.documentId);
+          }
+          const candidates = await ctx.em.find(DocumentEmbedding, { tenantId: ctx.tenantId, provider: target.provider, model: target.model, documentId: { $ne: target.documentId } });
+          return candidates
+            .map((c) => ({ document: { id: c.documentId }, score: Math.round(cosine(target.vector, c.vector) * 10_000) / 10_000 }))
+            .sort((a, b) => b.score - a.score || a.document.id.localeCompare(b.document.id))
+            .slice(0, limit);
+        },
+      },
       Document: {
         __resolveReference: (ref: { id: string }) => ({ id: ref.id }),
         analysis: async (doc: { id: string }, _: unknown, ctx: SubgraphContext) => {
