@@ -8,6 +8,7 @@
  * Env: BENCH_RATE (uploads/s, default 10), BENCH_SECONDS (default 15), BENCH_MODES
  * (default "embedded,real"), DATABASE_URL, AMQP_URL (defaults: the local services).
  */
+import { progress } from '@tributary/core';
 import { deleteNamespace } from '@tributary/core/events';
 import { dropDatabase } from '@tributary/core/db';
 import { startEmbedded } from '@tributary/gateway/embedded';
@@ -101,8 +102,10 @@ async function run(mode: string) {
       );
     });
     lastDone = performance.now();
+    bar.tick();
   };
   // Open loop: uploads start on schedule whether or not earlier ones have finished.
+  const bar = progress(`${mode} uploads`, total);
   const inFlight: Promise<void>[] = [];
   for (let n = 0; n < total; n++) {
     const due = started + (n * 1000) / RATE;
@@ -111,6 +114,7 @@ async function run(mode: string) {
     inFlight.push(one(n));
   }
   await Promise.all(inFlight);
+  bar.done();
   const elapsed = (lastDone - started) / 1000;
   await client.dispose();
   await system.stop();

@@ -7,7 +7,7 @@
  * Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), AMQP_URL (default
  * amqp://guest:guest@127.0.0.1:5672), BENCH_EVENTS (default 20000), BENCH_RAW_MESSAGES (default: BENCH_EVENTS).
  */
-import { createLogger } from '@tributary/core';
+import { createLogger, progress } from '@tributary/core';
 import { dropDatabase, Migration, openDatabase, type Database } from '@tributary/core/db';
 import { EventConsumer, OutboxRelay, publish, RabbitMqTransport, type NewEvent } from '@tributary/core/events';
 import { connect } from 'amqplib';
@@ -82,6 +82,7 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
   await relayTransport.start();
   await consumerTransport.start();
   let applied = 0;
+  const bar = progress('pipeline', EVENTS);
   let finished!: () => void;
   const all = new Promise<void>((resolve) => (finished = resolve));
   const consumer = new EventConsumer({
@@ -102,6 +103,7 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
     },
     onApplied: (n) => {
       applied += n;
+      bar.tick(n);
       if (applied >= EVENTS) finished();
     },
   });
@@ -128,6 +130,7 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
   const writeRate = EVENTS / ((performance.now() - started) / 1000);
   await all;
   const rate = EVENTS / ((performance.now() - started) / 1000);
+  bar.done();
   const [row] = await consumerDb.fork().execute<{ n: string }[]>('select count(*) as n from bench_view');
   if (Number(row!.n) !== EVENTS) throw new Error(`view has ${row!.n} rows, expected ${EVENTS}`);
 

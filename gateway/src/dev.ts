@@ -10,6 +10,8 @@ try {
   const { url } = system.gateway;
   process.stdout.write(`
 Tributary is running: ${url}  (graphql-ws on ${system.gateway.wsUrl})
+  demo page  ${new URL('/', url)}
+  GraphiQL   ${url} in a browser (both pre-filled with the token below)
   ${system.services.map((s) => `${s.name} ${s.url}`).join('\n  ')}
 
 A development token (tenant "dev", valid 12 h; a new secret is generated at every start

@@ -56,15 +56,17 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     await start(options.analysis ? createAnalysisService(options.analysis) : analysisService);
     await start(insightsService);
     const urls = Object.fromEntries(services.map((s) => [`${s.name.toUpperCase()}_URL`, s.url]));
-    const gateway = await startGateway({
-      env: { ...env, ...urls },
-      ...(options.port !== undefined ? { port: options.port } : {}),
-      ...(shared ? { transport: shared } : {}),
-    });
     const authSecret = env.AUTH_JWT_SECRET;
     const devToken = authSecret
       ? await signToken(authSecret, { sub: 'developer', tenant: 'dev', ...(env.AUTH_ISSUER ? { issuer: env.AUTH_ISSUER } : {}), ...(env.AUTH_AUDIENCE ? { audience: env.AUTH_AUDIENCE } : {}) })
       : undefined;
+    const gateway = await startGateway({
+      env: { ...env, ...urls },
+      ...(options.port !== undefined ? { port: options.port } : {}),
+      ...(shared ? { transport: shared } : {}),
+      // The demo page and GraphiQL pre-fill it; the gateway drops it in production.
+      ...(devToken ? { devToken } : {}),
+    });
     return {
       gateway,
       services,

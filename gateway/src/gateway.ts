@@ -1,9 +1,11 @@
 import { ApolloGateway, RemoteGraphQLDataSource, type GraphQLDataSourceProcessOptions } from '@apollo/gateway';
 import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { createLogger, currentContext, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
 import { createHttpHandler } from '@tributary/core/server';
+import { initTracing } from '@tributary/core/tracing';
 import type { ExecutionArgs, ExecutionResult, GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { readFileSync } from 'node:fs';
@@ -17,6 +19,7 @@ import type { GatewayContext } from './context.ts';
 import { formatError, limitRules, RateLimiter, unknownOperation, uploadRateLimit } from './limits.ts';
 import { JobEventHub } from './job-events.ts';
 import { JobSubscriptions } from './subscriptions.ts';
+import { createUi } from './ui/server.ts';
 
 /** Forwards the caller's identity, signed, and the trace to every subgraph request. */
 class IdentityDataSource extends RemoteGraphQLDataSource<GatewayContext> {
@@ -44,6 +47,8 @@ export interface GatewayOptions {
   logger?: Logger;
   port?: number;
   host?: string;
+  /** A token the demo page and GraphiQL pre-fill; development only (ignored with NODE_ENV=production). */
+  devToken?: string;
 }
 
 export interface RunningGateway {
@@ -75,16 +80,20 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     apiSchema = schema;
   });
 
+  initTracing({ serviceName: 'gateway', endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const authenticator = await createAuthenticator(config);
   const production = config.NODE_ENV === 'production';
   const http = createServer();
   const apollo = new ApolloServer<GatewayContext>({
     gateway,
+    // We own shutdown (see main.ts); Apollo's own signal handlers would race it.
+    stopOnTerminationSignals: false,
     introspection: !production,
     includeStacktraceInErrorResponses: !production,
     validationRules: limitRules(config),
     formatError: formatError(production),
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), unknownOperation, uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE))],
+    // GraphiQL (bundled, ./ui) replaces Apollo's landing page, which loads from a CDN.
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginLandingPageDisabled(), unknownOperation, uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE))],
   });
   await apollo.start();
 
@@ -106,21 +115,22 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   };
   const subscriptions = new JobSubscriptions({ hub, execute, logger, notFoundGraceMs: config.SUBSCRIPTION_NOT_FOUND_GRACE_MS });
 
-  http.on(
-    'request',
-    createHttpHandler({
-      apollo,
-      logger,
-      maxBodyBytes: config.GATEWAY_MAX_BODY_BYTES,
-      context: async (req: IncomingMessage) => contextFor(await authenticator.verify(bearerToken(req.headers.authorization))),
-      cors: config.CORS_ORIGINS,
-      ready: async () => {
-        const broker = transport.isReady();
-        const schema = apiSchema !== undefined;
-        return { ok: broker && schema, details: { broker, schema } };
-      },
-    }),
-  );
+  const ui = createUi({ logger, production, devToken: options.devToken });
+  const handle = createHttpHandler({
+    service: 'gateway',
+    apollo,
+    logger,
+    maxBodyBytes: config.GATEWAY_MAX_BODY_BYTES,
+    context: async (req: IncomingMessage) => contextFor(await authenticator.verify(bearerToken(req.headers.authorization))),
+    cors: config.CORS_ORIGINS,
+    ready: async () => {
+      const broker = transport.isReady();
+      const schema = apiSchema !== undefined;
+      return { ok: broker && schema, details: { broker, schema } };
+    },
+    extraRoutes: ui.routes,
+  });
+  http.on('request', (req, res) => ui.graphiql(req, res) || handle(req, res));
 
   const wss = new WebSocketServer({ server: http, path: '/graphql' });
   const wsServer = useServer<Record<string, unknown> | undefined, { principal?: Principal; expiry?: NodeJS.Timeout }>(

@@ -6,6 +6,8 @@ import { randomUUID } from 'node:crypto';
 export interface JobEvent {
   tenantId: string;
   job: JobUpdated;
+  /** The event's trace: the subscription message continues it. */
+  traceparent: string | undefined;
 }
 
 type Listener = (event: JobEvent) => void;
@@ -18,6 +20,9 @@ type Listener = (event: JobEvent) => void;
 export class JobEventHub {
   readonly queue: string;
   private readonly listeners = new Map<string, Set<Listener>>();
+  /** The latest event per job, for the most recent jobs: lets a late subscriber's message join its trace. */
+  private readonly recent = new Map<string, JobEvent>();
+  private static readonly RECENT_LIMIT = 10_000;
   private handle: ConsumerHandle | undefined;
 
   constructor(
@@ -42,12 +47,29 @@ export class JobEventHub {
         }
         void delivery.ack();
         if (event.dataschema !== 'job.updated/v1') return;
+        const jobEvent: JobEvent = { tenantId: event.tenantid, job: event.data, traceparent: event.traceparent };
+        this.remember(jobEvent);
         const listeners = this.listeners.get(event.data.jobId);
         if (!listeners) return;
-        const jobEvent: JobEvent = { tenantId: event.tenantid, job: event.data };
         for (const listener of listeners) listener(jobEvent);
       },
     );
+  }
+
+  private remember(event: JobEvent): void {
+    const jobId = event.job.jobId;
+    const known = this.recent.get(jobId);
+    // Out-of-order delivery must not replace a later state with an earlier one.
+    if (known && known.job.updatedAt > event.job.updatedAt) return;
+    this.recent.delete(jobId);
+    this.recent.set(jobId, event);
+    if (this.recent.size > JobEventHub.RECENT_LIMIT) this.recent.delete(this.recent.keys().next().value!);
+  }
+
+  /** The latest event this instance saw for a job of this tenant, if it is recent. */
+  latest(jobId: string, tenantId: string): JobEvent | undefined {
+    const event = this.recent.get(jobId);
+    return event && event.tenantId === tenantId ? event : undefined;
   }
 
   /** Listen to one job's events; returns the function that stops listening. */

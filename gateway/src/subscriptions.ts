@@ -2,6 +2,7 @@ import type { ExecutionArgs, ExecutionResult, FieldNode, OperationDefinitionNode
 import { GraphQLError, Kind, getOperationAST, print, type DocumentNode } from 'graphql';
 import { getArgumentValues } from 'graphql/execution/values.js';
 import { ApiErrorCode, type Logger } from '@tributary/core';
+import { SpanKind, withSpan } from '@tributary/core/tracing';
 import type { JobEvent, JobEventHub } from './job-events.ts';
 import { PushQueue } from './push-queue.ts';
 import type { GatewayContext } from './context.ts';
@@ -85,10 +86,10 @@ export class JobSubscriptions {
     const context = args.contextValue as GatewayContext;
     const variables = (args.variableValues ?? undefined) as Record<string, unknown> | undefined;
     const once = field.name.value === 'jobCompleted';
-    return this.stream({ jobId, query, variables, context, responseKey, once });
+    return this.stream({ jobId, query, variables, context, responseKey, once, field: field.name.value });
   }
 
-  private stream(s: { jobId: string; query: DocumentNode; variables: Record<string, unknown> | undefined; context: GatewayContext; responseKey: string; once: boolean }): AsyncGenerator<ExecutionResult> {
+  private stream(s: { jobId: string; query: DocumentNode; variables: Record<string, unknown> | undefined; context: GatewayContext; responseKey: string; once: boolean; field: string }): AsyncGenerator<ExecutionResult> {
     const { hub, execute, logger } = this.options;
     const pending: JobEvent[] = [];
     let wake: (() => void) | undefined;
@@ -110,8 +111,11 @@ export class JobSubscriptions {
         const timer = setTimeout(take, timeoutMs);
         wake = take;
       });
-    const emit = async () => {
-      const result = await execute(s.query, s.variables, s.context);
+    const emit = async (event?: JobEvent) => {
+      // The message continues the trace of the event that caused it (the upload's, end to end).
+      const result = await withSpan(`gateway subscription ${s.field}`, SpanKind.CONSUMER, event?.traceparent, { 'graphql.operation.type': 'subscription', 'tributary.job.id': s.jobId }, () =>
+        execute(s.query, s.variables, s.context),
+      );
       const data = result.data as Record<string, unknown> | null | undefined;
       if (data && data[s.responseKey] === null && !result.errors?.length) {
         queue.push({ data: null, errors: [notFoundError(s.jobId)] });
@@ -139,7 +143,7 @@ export class JobSubscriptions {
           if (!s.once) pending.shift(); // jobUpdated reports changes from here on
         }
         if (TERMINAL.has(status)) {
-          await emit();
+          await emit(pending.find((e) => TERMINAL.has(e.job.status)) ?? hub.latest(s.jobId, s.context.tenantId));
           return;
         }
         while (!queue.closed) {
@@ -147,7 +151,7 @@ export class JobSubscriptions {
           if (!event || queue.closed) continue;
           const terminal = TERMINAL.has(event.job.status);
           if (s.once && !terminal) continue;
-          await emit();
+          await emit(event);
           if (terminal) return;
         }
       } catch (error) {

@@ -28,6 +28,8 @@ export const baseConfigSchema = z.object({
   /** A RabbitMQ broker; unset → in-memory bus (single process only). */
   AMQP_URL: urlWithProtocol('amqp:', 'amqps:').optional(),
   PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /** An OTLP/HTTP collector (e.g. http://localhost:4318); unset: spans are not exported. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol('http:', 'https:').optional(),
 });
 export type BaseConfig = z.infer<typeof baseConfigSchema>;
 

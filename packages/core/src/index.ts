@@ -4,3 +4,4 @@ export * from './context.ts';
 export { createLogger, type Logger } from './log.ts';
 export * from './graphql.ts';
 export * from './identity.ts';
+export { progress, type Progress } from './progress.ts';

@@ -1,4 +1,4 @@
-import { ApolloServer, HeaderMap, type BaseContext } from '@apollo/server';
+import { ApolloServer, HeaderMap, type ApolloServerPlugin, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginInlineTraceDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
@@ -7,7 +7,8 @@ import type { DocumentNode } from 'graphql';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { contextFromTraceparent, runInContext } from './context.ts';
+import { metrics, registry } from './metrics.ts';
+import { SpanKind, withSpan } from './tracing.ts';
 import type { Database } from './db/index.ts';
 import type { EventConsumer } from './events/consumer.ts';
 import type { OutboxRelay } from './events/relay.ts';
@@ -81,6 +82,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 export interface HttpHandlerOptions<TContext extends BaseContext> {
+  /** Service name (metrics label, span names). */
+  service: string;
   apollo: ApolloServer<TContext>;
   logger: Logger;
   context: (req: IncomingMessage) => Promise<TContext>;
@@ -134,6 +137,16 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
     }
     if (applyCors(req, res, options.cors ?? [])) return;
     if (url.pathname === '/health') return sendJson(res, 200, { status: 'ok' });
+    if (url.pathname === '/metrics') {
+      void registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': registry.contentType });
+          res.end(text);
+        },
+        () => sendJson(res, 500, { errors: [{ message: 'metrics unavailable', extensions: { code: 'INTERNAL_SERVER_ERROR' } }] }),
+      );
+      return;
+    }
     if (url.pathname === '/ready') {
       void options.ready().then(
         ({ ok, details }) => sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'unavailable', ...details }),
@@ -146,8 +159,9 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
       return sendJson(res, 404, { errors: [{ message: 'not found', extensions: { code: 'NOT_FOUND' } }] });
     }
     const traceparent = req.headers.traceparent;
-    const context = contextFromTraceparent(typeof traceparent === 'string' ? traceparent : undefined);
-    void runInContext(context, async () => {
+    const stopTimer = metrics.httpRequestDuration.startTimer({ service: options.service, route: '/graphql' });
+    res.once('finish', () => stopTimer({ status: String(res.statusCode) }));
+    void withSpan(`${options.service} ${req.method ?? 'GET'} /graphql`, SpanKind.SERVER, typeof traceparent === 'string' ? traceparent : undefined, { 'http.request.method': req.method ?? 'GET', 'tributary.service': options.service }, async () => {
       try {
         const body = req.method === 'POST' ? await readBody(req, options.maxBodyBytes) : '';
         const headers = new HeaderMap();
@@ -187,6 +201,25 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
   };
 }
 
+/** Times resolvers that do work of their own (not the default property reads). */
+function resolverTimings(service: string): ApolloServerPlugin {
+  return {
+    async requestDidStart() {
+      return {
+        async executionDidStart() {
+          return {
+            willResolveField({ info }) {
+              if (!info.parentType.getFields()[info.fieldName]?.resolve && !info.fieldName.startsWith('_')) return;
+              const stop = metrics.resolverDuration.startTimer({ service, type: info.parentType.name, field: info.fieldName });
+              return () => stop();
+            },
+          };
+        },
+      };
+    },
+  };
+}
+
 /**
  * A federated subgraph service: Apollo Server 5 over `buildSubgraphSchema`, on a small node:http
  * server that also answers `/health` (process alive) and `/ready` (database and broker reachable).
@@ -199,10 +232,13 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
   const http: Server = createServer();
   const apollo = new ApolloServer<TContext>({
     schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
+    // We own shutdown (consumers, relay and connections stop in order); Apollo's own signal
+    // handlers would race ours.
+    stopOnTerminationSignals: false,
     introspection: !(options.production ?? process.env.NODE_ENV === 'production'),
     includeStacktraceInErrorResponses: !(options.production ?? process.env.NODE_ENV === 'production'),
     // Inline traces are for Apollo Studio; we trace with our own context and logs.
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled()],
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled(), resolverTimings(options.name)],
     logger: {
       debug: (m: unknown) => logger.debug(String(m)),
       info: (m: unknown) => logger.info(String(m)),
@@ -218,6 +254,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
   http.on(
     'request',
     createHttpHandler({
+      service: options.name,
       apollo,
       logger,
       maxBodyBytes: maxBody,

@@ -13,6 +13,8 @@ import { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createSubgraph, type Subgraph } from './server.ts';
+import { watchOutbox } from './metrics.ts';
+import { initTracing } from './tracing.ts';
 import { verifyIdentity, type Identity } from './identity.ts';
 
 export type { Identity } from './identity.ts';
@@ -93,7 +95,9 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   const sharedTransport = options.transport;
   const transport = sharedTransport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.${process.pid}`);
   const deps: ServiceDeps<C> = { db, transport, logger, config };
-  const relay = new OutboxRelay({ db, transport, logger });
+  initTracing({ serviceName: definition.name, endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
+  const relay = new OutboxRelay({ service: definition.name, db, transport, logger });
+  const unwatch = watchOutbox(definition.name, db);
   const consumers = (definition.consumers?.(deps) ?? []).map(
     (consumer) => new EventConsumer({ ...consumer, service: definition.name, db, transport, logger }),
   );
@@ -119,7 +123,16 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   });
   const port = options.port ?? config.PORT ?? definition.defaultPort;
   const url = await subgraph.listen(port, options.host ?? '127.0.0.1');
-  return { name: definition.name, url, db, transport, stop: () => subgraph.stop() };
+  return {
+    name: definition.name,
+    url,
+    db,
+    transport,
+    stop: async () => {
+      unwatch();
+      await subgraph.stop();
+    },
+  };
 }
 
 /**

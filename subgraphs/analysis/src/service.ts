@@ -1,7 +1,8 @@
-import { aiConfigSchema, aiEntities, aiMigrations, cosine, createAnalyzerFromEnv, createEmbedderFromEnv, isAiError, type Analyzer, type Embedder } from '@tributary/ai';
+import { aiConfigSchema, aiEntities, aiMetrics, aiMigrations, cosine, createAnalyzerFromEnv, createEmbedderFromEnv, isAiError, type Analyzer, type Embedder } from '@tributary/ai';
 import type { ParsedEvent } from '@tributary/contracts';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
 import { notFound, pageSize } from '@tributary/core/graphql';
+import { externalCounter } from '@tributary/core/metrics';
 import type { HandlerContext } from '@tributary/core/events';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
@@ -30,6 +31,24 @@ export interface AnalysisServiceOptions {
   /** The embedder to use; default: from the environment. */
   embedder?: Embedder;
 }
+
+/** Prometheus counters fed by the AI package's own (it does not depend on prom-client). */
+function exportAiMetrics(): void {
+  const counters = {
+    tokensIn: externalCounter('tributary_llm_tokens_total', 'LLM tokens, by direction', ['direction']),
+    cacheHits: externalCounter('tributary_llm_cache_hits_total', 'Analyses answered from the response cache'),
+    cacheMisses: externalCounter('tributary_llm_cache_misses_total', 'Analyses that had to call a provider'),
+    fallbacks: externalCounter('tributary_llm_fallbacks_total', 'Calls that fell back to the next provider'),
+    budgetRefusals: externalCounter('tributary_llm_budget_refusals_total', 'Calls refused by the daily token budget'),
+    retries: externalCounter('tributary_llm_retries_total', 'Provider calls retried'),
+  };
+  aiMetrics.onIncrement((name, by) => {
+    if (name === 'tokensIn') counters.tokensIn.inc({ direction: 'in' }, by);
+    else if (name === 'tokensOut') counters.tokensIn.inc({ direction: 'out' }, by);
+    else counters[name].inc(by);
+  });
+}
+let aiMetricsExported = false;
 
 /** Stage 1 (fast): remember the document's text and announce the analysis has started. */
 async function acceptDocument(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
@@ -142,6 +161,10 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
     configSchema,
     defaultPort: 4003,
     consumers: ({ config, logger, db }) => {
+      if (!aiMetricsExported) {
+        aiMetricsExported = true;
+        exportAiMetrics();
+      }
       const analyzer = options.analyzer ?? createAnalyzerFromEnv(config, { db, logger });
       const embedder = options.embedder ?? createEmbedderFromEnv(config, { logger });
       return [

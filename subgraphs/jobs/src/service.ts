@@ -2,6 +2,7 @@ import { LockMode } from '@mikro-orm/core';
 import type { ParsedEvent } from '@tributary/contracts';
 import { newestFirstPage } from '@tributary/core/graphql';
 import type { HandlerContext } from '@tributary/core/events';
+import { metrics } from '@tributary/core/metrics';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
 import { Job, JOB_STATUSES, migrations, type JobStatus } from './entities.ts';
 import { typeDefs } from './schema.ts';
@@ -61,6 +62,9 @@ async function updateView(event: ParsedEvent, { em, publish }: HandlerContext): 
   }
   job.updatedAt = now;
   await em.flush();
+  if (next && next.status !== state.status && (next.status === 'COMPLETED' || next.status === 'FAILED')) {
+    metrics.jobDuration.observe({ outcome: next.status.toLowerCase() }, Math.max(0, ((next.completedAt ?? now).getTime() - job.createdAt.getTime()) / 1000));
+  }
   const view = toGraphQL(job);
   await publish([
     {

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { baseConfigSchema, ConfigError, loadConfig } from '../config.ts';
 import { errorMessage } from '../errors.ts';
 import { createLogger } from '../log.ts';
+import { progress } from '../progress.ts';
 import { RabbitMqTransport } from '../events/rabbitmq.ts';
 import { Headers, type DeadLetter } from '../events/transport.ts';
 
@@ -45,7 +46,7 @@ function summarize(letter: DeadLetter) {
 }
 
 /** The CLI as a function, so tests run it in-process. Returns the exit code. */
-export async function runDlqCli(argv: string[], env: Record<string, string | undefined>, out: (line: string) => void): Promise<number> {
+export async function runDlqCli(argv: string[], env: Record<string, string | undefined>, out: (line: string) => void, progressOut: NodeJS.WriteStream = process.stderr): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -118,8 +119,11 @@ export async function runDlqCli(argv: string[], env: Record<string, string | und
       out(JSON.stringify({ ...summarize(letter), headers: letter.headers, event }, null, 2));
       return 0;
     }
-    const options = { ...(values.id?.length ? { messageIds: values.id } : {}), ...(limit?.data ? { limit: limit.data } : {}) };
+    const waiting = await transport.queueDepth(`${queue}.dlq`).catch(() => undefined);
+    const bar = progress(`replaying ${queue}.dlq`, values.id?.length ?? (limit?.data && waiting !== undefined ? Math.min(limit.data, waiting) : waiting), progressOut);
+    const options = { ...(values.id?.length ? { messageIds: values.id } : {}), ...(limit?.data ? { limit: limit.data } : {}), onMoved: () => bar.tick() };
     const moved = await transport.replayDeadLetters(queue, options);
+    bar.done();
     out(`replayed ${moved} event${moved === 1 ? '' : 's'} from ${queue}.dlq to ${queue}`);
     return moved > 0 ? 0 : 1;
   } catch (error) {

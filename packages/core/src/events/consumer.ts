@@ -2,6 +2,8 @@ import { parse, type EventType, type ParsedEvent } from '@tributary/contracts';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Logger } from 'pino';
 import { contextFromTraceparent, runInContext } from '../context.ts';
+import { metrics } from '../metrics.ts';
+import { SpanKind, withSpan } from '../tracing.ts';
 import type { Database } from '../db/index.ts';
 import { errorCode, errorMessage, isUnrecoverable } from '../errors.ts';
 import { publish, type NewEvent } from './publish.ts';
@@ -153,6 +155,7 @@ export class EventConsumer {
       } catch (error) {
         // The same bytes will never parse: no retry.
         this.log.warn({ messageId: delivery.messageId, code: errorCode(error), err: errorMessage(error) }, 'event violates its contract; dead-lettered');
+        metrics.eventsDeadLettered.inc({ ...this.labels, type: delivery.routingKey, code: errorCode(error) });
         await delivery.deadLetter({ code: errorCode(error), message: errorMessage(error) });
       }
     }
@@ -182,8 +185,13 @@ export class EventConsumer {
           this.log.warn({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; will retry');
         }
       });
-      if (isUnrecoverable(error) || delivery.attempt >= this.maxAttempts) await delivery.deadLetter(failure);
-      else await delivery.retry(delivery.attempt - 1, failure);
+      if (isUnrecoverable(error) || delivery.attempt >= this.maxAttempts) {
+        metrics.eventsDeadLettered.inc({ ...this.labels, type: event.type, code: failure.code });
+        await delivery.deadLetter(failure);
+      } else {
+        metrics.eventsRetried.inc({ ...this.labels, type: event.type });
+        await delivery.retry(delivery.attempt - 1, failure);
+      }
       return;
     }
     await delivery.ack();
@@ -192,7 +200,8 @@ export class EventConsumer {
   /** One transaction: inbox rows for all, then the handler for those not seen before. */
   private async apply(items: Item[]): Promise<void> {
     const em = this.options.db.fork();
-    let applied = 0;
+    let applied: Item[] = [];
+    let duplicates: Item[] = [];
     await em.transactional(async (tx) => {
       const placeholders = items.map(() => '(?, ?, ?)').join(', ');
       const params = items.flatMap((i) => [this.consumerKey, i.event.id, i.event.type]);
@@ -203,6 +212,8 @@ export class EventConsumer {
       const fresh = new Set(inserted.map((r) => r.event_id));
       // The same event twice in one batch: the first copy wins, the second is a duplicate.
       const todo = items.filter((item) => fresh.delete(item.event.id));
+      duplicates = items.filter((item) => !todo.includes(item));
+      applied = todo;
       if (todo.length === 0) return;
       const first = todo[0]!;
       const attempt = Math.max(...todo.map((i) => i.delivery.attempt));
@@ -217,21 +228,36 @@ export class EventConsumer {
       };
       const { handler, batchHandler } = this.options;
       if (batchHandler) {
-        // One trace context for the batch: the first event's (a batch has no single parent).
-        await runInContext(contextFromTraceparent(first.event.traceparent, first.event.tenantid), () =>
+        // One span for the batch, under the first event's (a batch has no single parent).
+        await withSpan(`${this.queue} process`, SpanKind.CONSUMER, this.parentOf(first.event), { ...this.spanAttributes(first.event), 'messaging.batch.message_count': todo.length }, () =>
           batchHandler(todo.map((i) => i.event), handlerContext),
         );
       } else {
         for (const item of todo) {
-          const context = contextFromTraceparent(item.event.traceparent, item.event.tenantid);
-          await runInContext(context, () =>
+          await withSpan(`${this.queue} process`, SpanKind.CONSUMER, this.parentOf(item.event), this.spanAttributes(item.event), () =>
             handler!(item.event, { ...handlerContext, attempt: item.delivery.attempt, lastAttempt: item.delivery.attempt >= this.maxAttempts }),
           );
         }
       }
-      applied = todo.length;
       await tx.flush();
     });
-    if (applied > 0) this.options.onApplied?.(applied);
+    for (const item of applied) metrics.eventsConsumed.inc({ ...this.labels, type: item.event.type, outcome: 'applied' });
+    for (const item of duplicates) metrics.eventsConsumed.inc({ ...this.labels, type: item.event.type, outcome: 'duplicate' });
+    if (applied.length > 0) this.options.onApplied?.(applied.length);
+  }
+
+  private get labels() {
+    return { service: this.options.service, consumer: this.options.name };
+  }
+
+  /** The span an event's handling hangs under: the producer span named by its traceparent. */
+  private parentOf(event: ParsedEvent) {
+    const context = contextFromTraceparent(event.traceparent, event.tenantid);
+    const match = event.traceparent ? /^[0-9a-f]{2}-[0-9a-f]{32}-([0-9a-f]{16})-/.exec(event.traceparent) : null;
+    return match ? { ...context, spanId: match[1]! } : context;
+  }
+
+  private spanAttributes(event: ParsedEvent) {
+    return { 'messaging.system': 'rabbitmq', 'messaging.destination.name': this.queue, 'messaging.message.id': event.id, 'tributary.event.type': event.type, 'tributary.service': this.options.service };
   }
 }

@@ -11,6 +11,7 @@ import {
   type FailureInfo,
   type OutgoingMessage,
   type QueueSpec,
+  type ReplayOptions,
   type Transport,
 } from './transport.ts';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
@@ -119,7 +120,7 @@ export class InMemoryTransport implements Transport {
     }));
   }
 
-  async replayDeadLetters(queue: string, options: { messageIds?: readonly string[]; limit?: number } = {}): Promise<number> {
+  async replayDeadLetters(queue: string, options: ReplayOptions = {}): Promise<number> {
     const dlq = this.queues.get(deadLetterQueueName(queue));
     const target = this.queues.get(queue);
     if (!dlq || !target) throw new TributaryError(CoreErrorCode.QUEUE_NOT_FOUND, `queue ${queue} does not exist`);
@@ -131,6 +132,7 @@ export class InMemoryTransport implements Transport {
       if (moved < limit && (!wanted || (message.messageId !== undefined && wanted.has(message.messageId)))) {
         target.ready.push({ ...message, headers: replayHeaders(message.headers), redelivered: false });
         moved++;
+        options.onMoved?.();
       } else keep.push(message);
     }
     dlq.ready = keep;

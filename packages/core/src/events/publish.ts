@@ -1,7 +1,8 @@
 import { currentVersion, validateData, type Envelope, type EventData, type EventType } from '@tributary/contracts';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { randomUUID } from 'node:crypto';
-import { contextFromTraceparent, currentContext, traceparentOf } from '../context.ts';
+import { contextFromTraceparent, currentContext } from '../context.ts';
+import { producerTraceparent } from '../tracing.ts';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
 
 type DataOf<T extends EventType> = EventData<(typeof currentVersion)[T]>;
@@ -35,15 +36,16 @@ export async function publish(em: EntityManager, source: string, events: readonl
     const tenantid = event.tenantId ?? context.tenantId;
     if (!tenantid) throw new TributaryError('TENANT_REQUIRED', `event ${event.type} has no tenant`);
     const dataschema = currentVersion[event.type];
+    const id = event.id ?? randomUUID();
     const envelope: Envelope = {
-      id: event.id ?? randomUUID(),
+      id,
       type: event.type,
       source,
       specversion: '1.0',
       time,
       dataschema,
       subject: event.subject,
-      traceparent: traceparentOf(context),
+      traceparent: producerTraceparent(`publish ${event.type}`, { 'messaging.system': 'rabbitmq', 'messaging.destination.name': event.type, 'messaging.message.id': id, 'tributary.source': source }),
       tenantid,
       data: validateData(dataschema, event.data),
     };

@@ -15,6 +15,7 @@ import {
   type FailureInfo,
   type OutgoingMessage,
   type QueueSpec,
+  type ReplayOptions,
   type Transport,
 } from './transport.ts';
 
@@ -436,7 +437,7 @@ export class RabbitMqTransport implements Transport {
     });
   }
 
-  async replayDeadLetters(queue: string, options: { messageIds?: readonly string[]; limit?: number } = {}): Promise<number> {
+  async replayDeadLetters(queue: string, options: ReplayOptions = {}): Promise<number> {
     const wanted = options.messageIds ? new Set(options.messageIds) : undefined;
     const limit = options.limit ?? Number.POSITIVE_INFINITY;
     return this.withChannel(async (channel) => {
@@ -455,6 +456,7 @@ export class RabbitMqTransport implements Transport {
         );
         channel.ack(message);
         moved++;
+        options.onMoved?.();
       }
       return moved;
     });

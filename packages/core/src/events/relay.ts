@@ -3,9 +3,12 @@ import type { Logger } from 'pino';
 import type { Database } from '../db/index.ts';
 import { OUTBOX_CHANNEL } from '../db/entities.ts';
 import { errorMessage } from '../errors.ts';
+import { metrics } from '../metrics.ts';
 import type { OutgoingMessage, Transport } from './transport.ts';
 
 export interface OutboxRelayOptions {
+  /** The owning service (metrics label). */
+  service?: string;
   db: Database;
   transport: Transport;
   logger: Logger;
@@ -124,6 +127,8 @@ export class OutboxRelay {
       }));
       await this.options.transport.publish(messages);
       await tx.execute('update tributary_outbox set sent_at = now() where id in (?)', [rows.map((r) => r.id)]);
+      const service = this.options.service ?? 'unknown';
+      for (const row of rows) metrics.eventsPublished.inc({ service, type: row.type });
       return rows.length;
     });
   }

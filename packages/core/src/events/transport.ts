@@ -68,6 +68,15 @@ export interface ConsumerHandle {
   close(): Promise<void>;
 }
 
+export interface ReplayOptions {
+  /** Only these event ids. */
+  messageIds?: readonly string[];
+  /** At most this many. */
+  limit?: number;
+  /** Called after each event moved back (progress displays). */
+  onMoved?: () => void;
+}
+
 /** A dead-lettered event as the DLQ tools show it. */
 export interface DeadLetter {
   messageId: string | undefined;
@@ -95,7 +104,7 @@ export interface Transport {
    * Move dead letters back to their queue with a fresh attempt count; only those whose message
    * id is in `messageIds` when given. Returns how many moved.
    */
-  replayDeadLetters(queue: string, options?: { messageIds?: readonly string[]; limit?: number }): Promise<number>;
+  replayDeadLetters(queue: string, options?: ReplayOptions): Promise<number>;
   /** Count of messages ready in a queue (the DLQ tools and tests use it). */
   queueDepth(queue: string): Promise<number>;
   /** Whether the transport can publish right now (`/ready`). */

@@ -1,0 +1,259 @@
+/**
+ * The demo page: upload a document, follow its job live over graphql-ws (`jobUpdated`), show
+ * the analysis and the tenant's themes. Plain DOM, no framework.
+ */
+import './demo.css';
+import { createClient, type Client } from 'graphql-ws';
+import { initialToken, normalizeToken, readConfig, socketError, storeToken, webSocketUrl } from './common.ts';
+
+interface GraphQLError {
+  message: string;
+  extensions?: { code?: string; field?: string; retryAfterSeconds?: number };
+}
+interface Theme {
+  name: string;
+  score: number;
+}
+interface Analysis {
+  summary: string;
+  themes: Theme[];
+  sentiment: { label: string; score: number };
+}
+interface JobUpdate {
+  id: string;
+  status: 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+  attempts: number;
+  error: { code: string; message: string } | null;
+  document: { title: string; analysis: Analysis | null } | null;
+}
+interface ThemeStat {
+  name: string;
+  documentCount: number;
+  averageScore: number;
+}
+
+const UPLOAD = `mutation DemoUpload($input: UploadDocumentInput!) {
+  uploadDocument(input: $input) { document { id title } job { id status } }
+}`;
+const PROGRESS = `subscription DemoProgress($jobId: ID!) {
+  jobUpdated(jobId: $jobId) {
+    id status attempts error { code message }
+    document { title analysis { summary themes { name score } sentiment { label score } } }
+  }
+}`;
+const THEMES = `query DemoThemes { themes(first: 10) { name documentCount averageScore } }`;
+
+class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+
+  static from(error: GraphQLError): ApiError {
+    const { code = 'ERROR', field, retryAfterSeconds } = error.extensions ?? {};
+    const detail = [field ? `field: ${field}` : '', retryAfterSeconds !== undefined ? `retry in ${retryAfterSeconds} s` : ''].filter(Boolean).join(', ');
+    return new ApiError(code, detail ? `${error.message} (${detail})` : error.message);
+  }
+}
+
+function element<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`#${id} is missing from the page`);
+  return found as T;
+}
+
+const config = readConfig();
+const ui = {
+  token: element<HTMLInputElement>('token'),
+  tokenHint: element('token-hint'),
+  form: element<HTMLFormElement>('upload'),
+  submit: element<HTMLButtonElement>('upload-submit'),
+  title: element<HTMLInputElement>('title'),
+  content: element<HTMLTextAreaElement>('content'),
+  contentType: element<HTMLSelectElement>('content-type'),
+  error: element('error'),
+  steps: element('steps'),
+  status: element('job-status'),
+  timeline: element<HTMLOListElement>('timeline'),
+  analysis: element('analysis'),
+  summary: element('summary'),
+  docThemes: element<HTMLUListElement>('doc-themes'),
+  sentiment: element('sentiment'),
+  chart: element<HTMLOListElement>('chart'),
+  chartEmpty: element('chart-empty'),
+};
+
+let token = initialToken(config);
+ui.token.value = token;
+ui.tokenHint.textContent = token
+  ? config.devToken && token === config.devToken
+    ? 'Pre-filled with the development token that pnpm dev printed (tenant "dev").'
+    : 'The token you entered, kept for this browser tab.'
+  : 'Paste a JWT: the gateway verifies it and scopes everything to its tenant.';
+
+function showError(error: unknown): void {
+  const { code, message } = error instanceof ApiError ? error : socketError(error);
+  ui.error.replaceChildren(Object.assign(document.createElement('strong'), { textContent: code }), document.createTextNode(` ${message}`));
+  ui.error.hidden = false;
+}
+
+function clearError(): void {
+  ui.error.hidden = true;
+  ui.error.replaceChildren();
+}
+
+async function graphql<T>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  const response = await fetch(config.graphqlPath, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  let body: { data?: T | null; errors?: GraphQLError[] };
+  try {
+    body = (await response.json()) as typeof body;
+  } catch {
+    throw new ApiError(`HTTP_${response.status}`, `the gateway answered ${response.status} ${response.statusText} without a GraphQL response`);
+  }
+  const [first] = body.errors ?? [];
+  if (first) throw ApiError.from(first);
+  if (!body.data) throw new ApiError('NO_DATA', 'the gateway answered without data');
+  return body.data;
+}
+
+let socket: { token: string; client: Client } | undefined;
+function socketClient(): Client {
+  if (!socket || socket.token !== token) {
+    void socket?.client.dispose();
+    const current = token;
+    socket = {
+      token: current,
+      client: createClient({
+        url: webSocketUrl(config.graphqlPath),
+        connectionParams: () => ({ authorization: `Bearer ${current}` }),
+        retryAttempts: 2,
+        // 4403: the token was refused; trying again cannot help.
+        shouldRetry: (event) => !(event instanceof CloseEvent && event.code === 4403),
+      }),
+    };
+  }
+  return socket.client;
+}
+
+const STEPS = ['QUEUED', 'RUNNING', 'COMPLETED'] as const;
+
+function showStatus(job: { id: string; status: JobUpdate['status']; attempts?: number }): void {
+  const reached = job.status === 'FAILED' ? -1 : STEPS.indexOf(job.status);
+  for (const step of ui.steps.querySelectorAll<HTMLElement>('[data-step]')) {
+    const index = STEPS.indexOf(step.dataset.step as (typeof STEPS)[number]);
+    step.classList.toggle('done', index < reached || job.status === 'COMPLETED');
+    step.classList.toggle('current', index === reached && job.status !== 'COMPLETED');
+  }
+  ui.steps.classList.toggle('failed', job.status === 'FAILED');
+  const attempts = job.attempts ? ` (attempt ${job.attempts})` : '';
+  ui.status.dataset.status = job.status;
+  ui.status.replaceChildren(`Job ${job.id.slice(0, 8)}… `, Object.assign(document.createElement('strong'), { textContent: job.status }), job.status === 'COMPLETED' ? '' : attempts);
+  const item = document.createElement('li');
+  item.append(Object.assign(document.createElement('span'), { textContent: job.status }), ` ${new Date().toLocaleTimeString()}`);
+  ui.timeline.append(item);
+}
+
+function bar(fraction: number, label: string): HTMLElement {
+  const track = document.createElement('span');
+  track.className = 'track';
+  track.setAttribute('aria-hidden', 'true');
+  const fill = document.createElement('span');
+  fill.className = 'fill';
+  fill.style.width = `${Math.max(2, Math.min(100, fraction * 100)).toFixed(1)}%`;
+  track.append(fill);
+  track.title = label;
+  return track;
+}
+
+function showAnalysis(analysis: Analysis): void {
+  ui.summary.textContent = analysis.summary;
+  ui.docThemes.replaceChildren(
+    ...analysis.themes.map((theme) => {
+      const item = document.createElement('li');
+      item.append(Object.assign(document.createElement('span'), { className: 'name', textContent: theme.name }), bar(theme.score, `score ${theme.score}`), Object.assign(document.createElement('span'), { className: 'value', textContent: theme.score.toFixed(2) }));
+      return item;
+    }),
+  );
+  const { label, score } = analysis.sentiment;
+  ui.sentiment.replaceChildren(Object.assign(document.createElement('span'), { className: `sentiment ${label.toLowerCase()}`, textContent: label }), ` score ${score.toFixed(2)} (−1 … 1)`);
+  ui.analysis.hidden = false;
+}
+
+async function refreshThemes(): Promise<void> {
+  if (!token) return;
+  const { themes } = await graphql<{ themes: ThemeStat[] }>(THEMES);
+  const most = Math.max(1, ...themes.map((t) => t.documentCount));
+  ui.chart.replaceChildren(
+    ...themes.map((theme) => {
+      const item = document.createElement('li');
+      const count = `${theme.documentCount} document${theme.documentCount === 1 ? '' : 's'}, average score ${theme.averageScore.toFixed(2)}`;
+      item.setAttribute('aria-label', `${theme.name}: ${count}`);
+      item.append(Object.assign(document.createElement('span'), { className: 'name', textContent: theme.name }), bar(theme.documentCount / most, count), Object.assign(document.createElement('span'), { className: 'value', textContent: String(theme.documentCount) }));
+      return item;
+    }),
+  );
+  ui.chartEmpty.hidden = themes.length > 0;
+}
+
+let stopFollowing: (() => void) | undefined;
+function follow(jobId: string): void {
+  stopFollowing?.();
+  stopFollowing = socketClient().subscribe<{ jobUpdated: JobUpdate }>(
+    { query: PROGRESS, variables: { jobId } },
+    {
+      next: ({ data, errors }) => {
+        const [first] = errors ?? [];
+        if (first) return showError(ApiError.from(first as GraphQLError));
+        const job = data?.jobUpdated;
+        if (!job) return;
+        showStatus(job);
+        if (job.status === 'FAILED') showError(new ApiError(job.error?.code ?? 'FAILED', job.error?.message ?? 'the analysis failed'));
+        if (job.status === 'COMPLETED') {
+          if (job.document?.analysis) showAnalysis(job.document.analysis);
+          refreshThemes().catch(showError);
+        }
+      },
+      error: showError,
+      complete: () => {},
+    },
+  );
+}
+
+ui.token.addEventListener('input', () => {
+  token = normalizeToken(ui.token.value);
+  storeToken(token);
+  ui.tokenHint.textContent = token ? 'The token you entered, kept for this browser tab.' : 'Paste a JWT to upload.';
+});
+ui.token.addEventListener('change', () => {
+  ui.token.value = token;
+  clearError();
+  refreshThemes().catch(showError);
+});
+
+ui.form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  clearError();
+  if (!token) return showError(new ApiError('UNAUTHENTICATED', 'enter a token first'));
+  ui.submit.disabled = true;
+  ui.analysis.hidden = true;
+  ui.timeline.replaceChildren();
+  const input = { title: ui.title.value, content: ui.content.value, contentType: ui.contentType.value };
+  graphql<{ uploadDocument: { job: { id: string; status: JobUpdate['status'] } } }>(UPLOAD, { input })
+    .then(({ uploadDocument: { job } }) => {
+      showStatus(job);
+      follow(job.id);
+    })
+    .catch(showError)
+    .finally(() => {
+      ui.submit.disabled = false;
+    });
+});
+
+refreshThemes().catch(showError);

@@ -1,0 +1,265 @@
+import type { Logger } from '@tributary/core';
+import { createRequire } from 'node:module';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { extname, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import type { UiConfig } from './config.ts';
+import { demoPage, graphiqlPage, type PageAssets } from './pages.ts';
+
+/** URL prefix of the bundled files. */
+export const UI_ASSET_PREFIX = '/ui/';
+
+export interface UiOptions {
+  logger: Logger;
+  /** Production: the pages never carry a development token. */
+  production: boolean;
+  /** Pre-fills the pages' token (development only; ignored in production). */
+  devToken?: string | undefined;
+  /** Default `/graphql`. */
+  graphqlPath?: string;
+}
+
+export interface Ui {
+  /**
+   * Answers a browser's `GET /graphql` (Accept: text/html, no `query` parameter) with GraphiQL
+   * and returns true; false for every other request, which goes on to the GraphQL handler.
+   */
+  graphiql(req: IncomingMessage, res: ServerResponse): boolean;
+  /** `/` (the demo page) and `/ui/*` (the bundle); false for any other path. */
+  routes(req: IncomingMessage, res: ServerResponse, url: URL): boolean;
+  /** Bundles now instead of on the first request; resolves to the bundle's build time in ms. */
+  bundle(): Promise<number>;
+}
+
+interface Asset {
+  body: Buffer;
+  type: string;
+  gzip?: Buffer;
+}
+
+interface Bundle {
+  assets: Map<string, Asset>;
+  graphiql: PageAssets;
+  demo: PageAssets;
+  workers: Record<string, string>;
+  ms: number;
+}
+
+const clientDir = fileURLToPath(new URL('./client/', import.meta.url));
+
+const TYPES: Record<string, string> = {
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.ttf': 'font/ttf',
+  '.woff': 'font/woff',
+  '.woff2': 'font/woff2',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+};
+
+// Everything is served from this origin: no CDN, nothing fetched from elsewhere at run time.
+// Monaco sets inline styles, hence 'unsafe-inline' for styles only.
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data:",
+  "font-src 'self' data:",
+  "connect-src 'self' ws: wss:",
+  "worker-src 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+].join('; ');
+
+/**
+ * Monaco's workers, resolved from the @graphiql/react that graphiql itself uses, so the workers
+ * always match the editor in the bundle.
+ */
+function workerEntries(): Record<string, string> {
+  const fromGraphiql = createRequire(createRequire(import.meta.url).resolve('graphiql/package.json'));
+  const fromReact = createRequire(fromGraphiql.resolve('@graphiql/react/package.json'));
+  return {
+    'editor.worker': fromReact.resolve('monaco-editor/esm/vs/editor/editor.worker.js'),
+    'json.worker': fromReact.resolve('monaco-editor/esm/vs/language/json/json.worker.js'),
+    'graphql.worker': fromReact.resolve('monaco-graphql/esm/graphql.worker.js'),
+  };
+}
+
+async function buildBundle(): Promise<Bundle> {
+  const started = performance.now();
+  const esbuild = await import('esbuild');
+  const common = {
+    absWorkingDir: clientDir,
+    bundle: true,
+    minify: true,
+    write: false,
+    metafile: true,
+    outdir: 'out',
+    platform: 'browser',
+    target: 'es2022',
+    logLevel: 'silent',
+    define: { 'process.env.NODE_ENV': '"production"' },
+  } as const;
+  const [pages, workers] = await Promise.all([
+    esbuild.build({
+      ...common,
+      entryPoints: { graphiql: 'graphiql.ts', demo: 'demo.ts' },
+      format: 'esm',
+      splitting: true,
+      publicPath: UI_ASSET_PREFIX,
+      entryNames: '[name]-[hash]',
+      chunkNames: 'chunk-[hash]',
+      assetNames: '[name]-[hash]',
+      loader: { '.ttf': 'file', '.woff': 'file', '.woff2': 'file', '.svg': 'file', '.png': 'file' },
+    }),
+    esbuild.build({ ...common, entryPoints: workerEntries(), format: 'iife', entryNames: '[name]-[hash]' }),
+  ]);
+
+  const assets = new Map<string, Asset>();
+  const urlOf = (path: string) => UI_ASSET_PREFIX + relative(`${clientDir}out`, path).split('\\').join('/');
+  for (const file of [...pages.outputFiles, ...workers.outputFiles]) {
+    assets.set(urlOf(file.path), { body: Buffer.from(file.contents), type: TYPES[extname(file.path)] ?? 'application/octet-stream' });
+  }
+  const entry = (name: string): PageAssets => {
+    for (const [path, output] of Object.entries(pages.metafile.outputs)) {
+      if (output.entryPoint !== `${name}.ts`) continue;
+      const script = urlOf(`${clientDir}${path}`);
+      const styles = output.cssBundle ? [urlOf(`${clientDir}${output.cssBundle}`)] : [];
+      return { script, styles };
+    }
+    throw new Error(`the UI bundle has no output for ${name}.ts`);
+  };
+  const workerUrls: Record<string, string> = {};
+  for (const [path, output] of Object.entries(workers.metafile.outputs)) {
+    const label = /([^/]+)\.worker-[^/]*\.js$/.exec(path)?.[1];
+    if (label && output.entryPoint) workerUrls[label] = urlOf(`${clientDir}${path}`);
+  }
+  return { assets, graphiql: entry('graphiql'), demo: entry('demo'), workers: workerUrls, ms: Math.round(performance.now() - started) };
+}
+
+function sendPage(req: IncomingMessage, res: ServerResponse, html: string): void {
+  const body = Buffer.from(html);
+  res.writeHead(200, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': body.length,
+    // The page may carry a development token: never cached.
+    'cache-control': 'no-store',
+    'content-security-policy': CONTENT_SECURITY_POLICY,
+    'x-content-type-options': 'nosniff',
+    'referrer-policy': 'no-referrer',
+  });
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+function sendAsset(req: IncomingMessage, res: ServerResponse, asset: Asset): void {
+  const compressible = asset.type.startsWith('text/') && asset.body.length > 1024;
+  const gzip = compressible && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
+  const body = gzip ? (asset.gzip ??= gzipSync(asset.body)) : asset.body;
+  res.writeHead(200, {
+    'content-type': asset.type,
+    'content-length': body.length,
+    // File names carry a content hash.
+    'cache-control': 'public, max-age=31536000, immutable',
+    'x-content-type-options': 'nosniff',
+    ...(compressible ? { vary: 'accept-encoding' } : {}),
+    ...(gzip ? { 'content-encoding': 'gzip' } : {}),
+  });
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+// One bundle per process, shared by every gateway in it: it does not depend on the options,
+// which only go into the HTML.
+let pending: Promise<Bundle> | undefined;
+
+/**
+ * The gateway's browser pages: GraphiQL on a browser's `GET /graphql` and the demo page on `/`.
+ * Both are bundled with esbuild into memory on the first request (graphiql, React, Monaco and
+ * their CSS: about 3 s on 2 cores) and cached for the life of the process: nothing is written
+ * to disk, nothing is loaded from a CDN.
+ */
+export function createUi(options: UiOptions): Ui {
+  const { logger } = options;
+  const graphqlPath = options.graphqlPath ?? '/graphql';
+  const devToken = options.production ? undefined : options.devToken;
+
+  const bundle = (): Promise<Bundle> => {
+    if (!pending) {
+      logger.info('ui: bundling GraphiQL and the demo page into memory (first request)');
+      pending = buildBundle().then(
+        (built) => {
+          let bytes = 0;
+          for (const asset of built.assets.values()) bytes += asset.body.length;
+          logger.info({ ms: built.ms, files: built.assets.size, bytes }, `ui: bundled GraphiQL and the demo page in ${built.ms} ms`);
+          return built;
+        },
+        (error: unknown) => {
+          pending = undefined; // the next request tries again
+          logger.error({ err: error instanceof Error ? error.message : String(error) }, 'ui: bundling failed');
+          throw error;
+        },
+      );
+    }
+    return pending;
+  };
+
+  const configFor = (built: Bundle, workers: boolean): UiConfig => ({
+    graphqlPath,
+    ...(devToken ? { devToken } : {}),
+    ...(workers ? { workers: built.workers } : {}),
+  });
+
+  const serve = (res: ServerResponse, answer: (built: Bundle) => void): void => {
+    bundle()
+      .then(answer, () => sendText(res, 500, 'The UI bundle failed to build; see the gateway log.'))
+      .catch((error: unknown) => {
+        logger.error({ err: error instanceof Error ? error.message : String(error) }, 'ui: response failed');
+        if (res.headersSent) res.destroy();
+        else sendText(res, 500, 'Internal Server Error');
+      });
+  };
+
+  const isRead = (req: IncomingMessage) => req.method === 'GET' || req.method === 'HEAD';
+
+  return {
+    graphiql(req, res) {
+      if (!isRead(req)) return false;
+      const accept = String(req.headers.accept ?? '');
+      if (!accept.includes('text/html')) return false;
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://localhost');
+      } catch {
+        return false;
+      }
+      if (url.pathname !== graphqlPath || url.searchParams.has('query')) return false;
+      serve(res, (built) => sendPage(req, res, graphiqlPage(built.graphiql, configFor(built, true))));
+      return true;
+    },
+    routes(req, res, url) {
+      if (url.pathname !== '/' && !url.pathname.startsWith(UI_ASSET_PREFIX)) return false;
+      if (!isRead(req)) {
+        sendText(res, 405, 'Method Not Allowed');
+        return true;
+      }
+      if (url.pathname === '/') {
+        serve(res, (built) => sendPage(req, res, demoPage(built.demo, configFor(built, false))));
+        return true;
+      }
+      serve(res, (built) => {
+        const asset = built.assets.get(url.pathname);
+        if (asset) sendAsset(req, res, asset);
+        else sendText(res, 404, 'Not Found');
+      });
+      return true;
+    },
+    bundle: async () => (await bundle()).ms,
+  };
+}
+

@@ -1,0 +1,116 @@
+import client from 'prom-client';
+import type { Database } from './db/index.ts';
+
+/**
+ * The process's Prometheus registry, served at `/metrics` by every service. Services sharing a
+ * process (embedded mode) share it; every series carries a `service` label.
+ */
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry, prefix: 'tributary_process_' });
+
+const latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export const metrics = {
+  httpRequestDuration: new client.Histogram({
+    name: 'tributary_http_request_duration_seconds',
+    help: 'HTTP requests by route and status',
+    labelNames: ['service', 'route', 'status'] as const,
+    buckets: latency,
+    registers: [registry],
+  }),
+  resolverDuration: new client.Histogram({
+    name: 'tributary_graphql_resolver_duration_seconds',
+    help: 'GraphQL resolver durations (fields with a resolver of their own)',
+    labelNames: ['service', 'type', 'field'] as const,
+    buckets: latency,
+    registers: [registry],
+  }),
+  eventsPublished: new client.Counter({
+    name: 'tributary_events_published_total',
+    help: 'Events confirmed by the broker, by type',
+    labelNames: ['service', 'type'] as const,
+    registers: [registry],
+  }),
+  eventsConsumed: new client.Counter({
+    name: 'tributary_events_consumed_total',
+    help: 'Events taken by a consumer: applied, or duplicate (already in the inbox)',
+    labelNames: ['service', 'consumer', 'type', 'outcome'] as const,
+    registers: [registry],
+  }),
+  eventsRetried: new client.Counter({
+    name: 'tributary_events_retried_total',
+    help: 'Events sent through a retry tier after a failure',
+    labelNames: ['service', 'consumer', 'type'] as const,
+    registers: [registry],
+  }),
+  eventsDeadLettered: new client.Counter({
+    name: 'tributary_events_dead_lettered_total',
+    help: 'Events moved to a dead-letter queue, by error code',
+    labelNames: ['service', 'consumer', 'type', 'code'] as const,
+    registers: [registry],
+  }),
+  jobDuration: new client.Histogram({
+    name: 'tributary_job_duration_seconds',
+    help: 'Upload to terminal state, by outcome',
+    labelNames: ['outcome'] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [registry],
+  }),
+};
+
+const outboxes = new Map<string, Database>();
+
+async function outboxStats(): Promise<Map<string, { backlog: number; age: number }>> {
+  const stats = new Map<string, { backlog: number; age: number }>();
+  for (const [service, db] of outboxes) {
+    try {
+      const [row] = await db
+        .fork()
+        .execute<{ n: string; oldest: Date | string | null }[]>('select count(*) as n, min(created_at) as oldest from tributary_outbox where sent_at is null');
+      const oldest = row?.oldest ? new Date(row.oldest).getTime() : null;
+      stats.set(service, { backlog: Number(row?.n ?? 0), age: oldest === null ? 0 : Math.max(0, (Date.now() - oldest) / 1000) });
+    } catch {
+      // A database that does not answer has no stats this scrape; /ready reports it.
+    }
+  }
+  return stats;
+}
+
+let scrape: Promise<Map<string, { backlog: number; age: number }>> | undefined;
+const sharedScrape = () => (scrape ??= outboxStats().finally(() => setImmediate(() => (scrape = undefined))));
+
+new client.Gauge({
+  name: 'tributary_outbox_backlog',
+  help: 'Outbox rows not yet confirmed by the broker',
+  labelNames: ['service'] as const,
+  registers: [registry],
+  async collect() {
+    this.reset();
+    for (const [service, s] of await sharedScrape()) this.set({ service }, s.backlog);
+  },
+});
+new client.Gauge({
+  name: 'tributary_outbox_oldest_unsent_age_seconds',
+  help: 'Age of the oldest outbox row not yet confirmed by the broker (0 when none)',
+  labelNames: ['service'] as const,
+  registers: [registry],
+  async collect() {
+    this.reset();
+    for (const [service, s] of await sharedScrape()) this.set({ service }, s.age);
+  },
+});
+
+/** Report a service's outbox backlog on every scrape; returns the function that stops it. */
+export function watchOutbox(service: string, db: Database): () => void {
+  outboxes.set(service, db);
+  return () => {
+    if (outboxes.get(service) === db) outboxes.delete(service);
+  };
+}
+
+/** A counter fed from elsewhere (e.g. the AI package's counters), created once per name. */
+export function externalCounter(name: string, help: string, labelNames: string[] = []): client.Counter<string> {
+  const existing = registry.getSingleMetric(name);
+  if (existing) return existing as client.Counter<string>;
+  return new client.Counter({ name, help, labelNames, registers: [registry] });
+}
