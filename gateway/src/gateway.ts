@@ -165,7 +165,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     wss,
   );
 
-  const host = options.host ?? '127.0.0.1';
+  const host = options.host ?? config.HOST;
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(options.port ?? config.PORT, host, () => resolve());

@@ -28,6 +28,8 @@ export const baseConfigSchema = z.object({
   /** A RabbitMQ broker; unset → in-memory bus (single process only). */
   AMQP_URL: urlWithProtocol('amqp:', 'amqps:').optional(),
   PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /** The address to listen on: loopback by default; `0.0.0.0` in containers. */
+  HOST: z.string().min(1).default('127.0.0.1'),
   /** An OTLP/HTTP collector (e.g. http://localhost:4318); unset: spans are not exported. */
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol('http:', 'https:').optional(),
 });

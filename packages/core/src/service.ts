@@ -122,7 +122,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     },
   });
   const port = options.port ?? config.PORT ?? definition.defaultPort;
-  const url = await subgraph.listen(port, options.host ?? '127.0.0.1');
+  const url = await subgraph.listen(port, options.host ?? config.HOST);
   return {
     name: definition.name,
     url,

@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# One image per service, with only that service's production dependencies:
+#   docker build --build-arg SERVICE=documents -t tributary-documents .
+# SERVICE names a workspace package @tributary/<SERVICE>: gateway, documents, jobs, analysis or
+# insights. `docker compose build` builds all five from this file.
+
+ARG NODE_VERSION=20
+
+FROM node:${NODE_VERSION}-slim AS build
+ARG SERVICE
+ARG PNPM_VERSION=12.4.2
+# corepack cannot fetch pnpm 12; npm can.
+RUN npm install --global --no-audit --no-fund "pnpm@${PNPM_VERSION}"
+WORKDIR /repo
+COPY . .
+# `pnpm deploy` copies the service, the workspace packages it depends on (they export their
+# TypeScript sources) and their production dependencies, exactly as locked, into one folder.
+# The gateway reads ../../schema/supergraph.graphql from its src/, hence /out/schema next to it.
+RUN --mount=type=cache,id=tributary-pnpm-store,target=/pnpm/store \
+    pnpm --fail-if-no-match --filter "@tributary/${SERVICE:?build with --build-arg SERVICE=<gateway|documents|jobs|analysis|insights>}" \
+      deploy --prod --frozen-lockfile --store-dir /pnpm/store /out/service \
+ && mkdir -p /out/schema \
+ && cp schema/supergraph.graphql /out/schema/supergraph.graphql
+
+FROM node:${NODE_VERSION}-slim AS runtime
+ARG SERVICE
+# There is no build step: tsx runs the TypeScript sources. The services do not list it as a
+# production dependency, so it is installed here, at the version pnpm-lock.yaml resolves.
+ARG TSX_VERSION=4.23.15
+RUN npm install --global --no-audit --no-fund "tsx@${TSX_VERSION}" \
+ && npm cache clean --force \
+ && mkdir -p /var/lib/tributary \
+ && chown node:node /var/lib/tributary
+ENV NODE_ENV=production \
+    TRIBUTARY_SERVICE=${SERVICE} \
+    TRIBUTARY_DATA_DIR=/var/lib/tributary
+WORKDIR /app/service
+# Owned by root, so the service cannot rewrite its own code. Its one writable place is
+# TRIBUTARY_DATA_DIR (embedded PGlite, used only when no database URL is set).
+COPY --from=build /out /app
+USER node
+# /ready answers 200 once the database and the broker do. PORT when set, else the service's
+# default port (gateway 4000, documents 4001, jobs 4002, analysis 4003, insights 4004).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
+  CMD ["node", "-e", "const ports = { gateway: 4000, documents: 4001, jobs: 4002, analysis: 4003, insights: 4004 }; fetch('http://127.0.0.1:' + (process.env.PORT || ports[process.env.TRIBUTARY_SERVICE]) + '/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+CMD ["tsx", "src/main.ts"]
