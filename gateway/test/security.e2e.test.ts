@@ -28,7 +28,7 @@ describe('security', () => {
   });
 
   async function raw(body: string | Buffer, headers: Record<string, string> = {}) {
-    const response = await fetch(system.gateways[0]!, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${alice}`, ...headers }, body });
+    const response = await fetch(system.gateways[0]!, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${alice}`, ...headers }, body: typeof body === 'string' ? body : new Uint8Array(body) });
     return { status: response.status, text: await response.text() };
   }
 
