@@ -6,7 +6,7 @@ import { createLogger, currentContext, signIdentity, traceparentOf, type Logger 
 import { createTransport, type Transport } from '@tributary/core/events';
 import { createHttpHandler } from '@tributary/core/server';
 import { initTracing } from '@tributary/core/tracing';
-import type { ExecutionArgs, ExecutionResult, GraphQLSchema } from 'graphql';
+import { GraphQLError, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
@@ -120,7 +120,10 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const execute = async (query: ExecutionArgs['document'], variables: Record<string, unknown> | undefined, contextValue: GatewayContext): Promise<ExecutionResult> => {
     const response = await apollo.executeOperation({ query, ...(variables ? { variables } : {}) }, { contextValue });
     if (response.body.kind !== 'single') throw new Error('incremental delivery is not supported over graphql-ws');
-    return response.body.singleResult as ExecutionResult;
+    const { errors, ...rest } = response.body.singleResult;
+    // executeOperation hands back formatted (plain) errors; graphql-ws serialises GraphQLErrors.
+    if (!errors?.length) return rest as ExecutionResult;
+    return { ...rest, errors: errors.map((e) => new GraphQLError(e.message, { ...(e.path ? { path: e.path } : {}), ...(e.extensions ? { extensions: e.extensions } : {}) })) } as ExecutionResult;
   };
   const subscriptions = new JobSubscriptions({ hub, execute, logger, notFoundGraceMs: config.SUBSCRIPTION_NOT_FOUND_GRACE_MS });
 

@@ -3,3 +3,4 @@ export { configSchema, loadGatewayConfig, type GatewayConfig } from './config.ts
 export { signToken } from './auth.ts';
 export { JobSubscriptions, toJobQuery } from './subscriptions.ts';
 export { JobEventHub } from './job-events.ts';
+export { createUndiciFetcher, deduplicateRepresentations, FastDataSource } from './datasource.ts';

@@ -125,7 +125,8 @@ export class JobSubscriptions {
     void (async () => {
       try {
         const current = await execute(STATUS_QUERY, { id: s.jobId }, s.context);
-        if (current.errors?.length && !current.data) {
+        // A failed read is not "not found yet": report it rather than wait and say NOT_FOUND.
+        if (current.errors?.length) {
           queue.push({ errors: current.errors });
           return;
         }

@@ -1,0 +1,241 @@
+/**
+ * `pnpm bench:gateway`: the federation gateway benchmark, side by side, in one run.
+ *
+ * The fixture's four subgraphs run in one child process; each gateway in a child process of
+ * its own, started, measured and stopped in turn; autocannon runs here. For each target:
+ * one request checked against the reference answer (computed once, with no gateway, by
+ * calling the subgraphs directly), a warm-up, then a fixed-duration load at fixed
+ * concurrency in which every response body must equal the checked one byte for byte
+ * (autocannon's `expectBody`, counted as mismatches), then the check again.
+ *
+ * Targets (BENCH_TARGETS, comma-separated; default direct,apollo,hive,ours-before,ours):
+ *   direct       the floor: no gateway. The benchmark query's two root fields asked of the
+ *                subgraphs that own them, `{ users { id username name } }` on accounts and
+ *                `{ topProducts { name price upc weight } }` on products, half the
+ *                connections each, at the same time; one request = one subgraph call. No
+ *                gateway request can be cheaper than this single hop.
+ *   apollo, apollo-fast, hive, ours, ours-before, ours-undici, ours-dedup: see target.ts.
+ *   A target may carry node flags for its process after `@`, e.g. `ours@--max-semi-space-size=64`.
+ *
+ * Per target: requests/s, latency p50/p99, the gateway process's CPU seconds in the measured
+ * window (/proc/<pid>/stat) and per request, its peak RSS (VmHWM, since it started), the
+ * subgraph calls and representations one query costs, ratios to plain Apollo Gateway and to
+ * Hive Gateway (same round). Writes bench/results/gateway.json.
+ *
+ * Env: BENCH_CONNECTIONS (50), BENCH_WARMUP (seconds, 5), BENCH_DURATION (seconds, 10),
+ * BENCH_ROUNDS (1: every target once per round, rounds interleaved), BENCH_TARGETS,
+ * BENCH_GATEWAY_NODE_ARGS (extra node flags for the gateway processes, e.g.
+ * `--max-semi-space-size=64`), BENCH_PROFILE (a target whose measured window in round 1 is CPU-profiled through the
+ * inspector; the profile goes to bench/results/profiles/, read it with profile-top.ts).
+ * A benchmark, not a test: it asserts nothing about timings.
+ */
+import { signToken } from '@tributary/gateway';
+import autocannon from 'autocannon';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
+import { BENCH_QUERY, composeSupergraph, SUBGRAPHS, type SubgraphCounters, type SubgraphName } from './fixture.ts';
+import { call, cpuSeconds, memory, start, stop } from './ipc.ts';
+import { referenceAnswer } from './reference.ts';
+
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 5);
+const DURATION = Number(process.env.BENCH_DURATION ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
+const TARGETS = (process.env.BENCH_TARGETS ?? 'direct,apollo,hive,ours-before,ours').split(',').map((t) => t.trim()).filter(Boolean);
+const PROFILE = process.env.BENCH_PROFILE;
+const here = fileURLToPath(new URL('.', import.meta.url));
+const resultsDir = join(here, '..', 'results');
+
+interface Measurement {
+  target: string;
+  round: number;
+  rps: number;
+  requests: number;
+  latencyMs: { p50: number; p99: number; mean: number };
+  errors: number;
+  non2xx: number;
+  mismatches: number;
+  timeouts: number;
+  /** The gateway process (direct: the subgraphs process). */
+  cpuSeconds: number;
+  cpuMsPerRequest: number;
+  peakRssMiB: number;
+  rssAfterMiB: number;
+  subgraphCpuSeconds: number;
+  /** What one benchmark query cost in subgraph calls (gateways only). */
+  perQuery?: { subgraphRequests: number; representations: number; bySubgraph: Record<SubgraphName, SubgraphCounters> };
+  identical?: boolean;
+  ratioToApollo?: number;
+  ratioToHive?: number;
+}
+
+const post = (query: string) => JSON.stringify({ query });
+
+async function load(urls: string[], bodies: string[], connections: number, seconds: number, headers: Record<string, string>, expectBody?: string): Promise<autocannon.Result[]> {
+  return Promise.all(
+    urls.map((url, i) =>
+      autocannon({
+        url,
+        method: 'POST',
+        connections: Math.max(1, Math.floor(connections / urls.length)),
+        duration: seconds,
+        headers: { 'content-type': 'application/json', ...headers },
+        body: bodies[i]!,
+        ...(expectBody !== undefined ? { expectBody } : {}),
+      }),
+    ),
+  );
+}
+
+function summarize(results: autocannon.Result[], seconds: number) {
+  const requests = results.reduce((n, r) => n + r.requests.total, 0);
+  const weighted = (pick: (r: autocannon.Result) => number) => results.reduce((n, r) => n + pick(r) * r.requests.total, 0) / Math.max(1, requests);
+  return {
+    requests,
+    rps: requests / seconds,
+    latencyMs: { p50: weighted((r) => r.latency.p50), p99: Math.max(...results.map((r) => r.latency.p99)), mean: weighted((r) => r.latency.average) },
+    errors: results.reduce((n, r) => n + r.errors, 0),
+    non2xx: results.reduce((n, r) => n + r.non2xx, 0),
+    mismatches: results.reduce((n, r) => n + (r.mismatches ?? 0), 0),
+    timeouts: results.reduce((n, r) => n + r.timeouts, 0),
+  };
+}
+
+function diff(before: Record<SubgraphName, SubgraphCounters>, after: Record<SubgraphName, SubgraphCounters>) {
+  const bySubgraph = Object.fromEntries(SUBGRAPHS.map((s) => [s, { requests: after[s].requests - before[s].requests, representations: after[s].representations - before[s].representations }])) as Record<SubgraphName, SubgraphCounters>;
+  return {
+    subgraphRequests: SUBGRAPHS.reduce((n, s) => n + bySubgraph[s].requests, 0),
+    representations: SUBGRAPHS.reduce((n, s) => n + bySubgraph[s].representations, 0),
+    bySubgraph,
+  };
+}
+
+async function main() {
+  mkdirSync(resultsDir, { recursive: true });
+  const subgraphs = await start(join(here, 'subgraphs-process.ts'), [], { env: { NODE_ENV: 'production' } });
+  const subgraphPid = subgraphs.child.pid!;
+  const urls = subgraphs.ready.urls as Record<SubgraphName, string>;
+  const supergraphPath = join(tmpdir(), `tributary-bench-supergraph-${process.pid}.graphql`);
+  writeFileSync(supergraphPath, composeSupergraph(urls));
+  const children = new Set<ChildProcess>([subgraphs.child]);
+  const measurements: Measurement[] = [];
+  try {
+    const reference = { data: await referenceAnswer(urls) };
+    const referenceText = JSON.stringify(reference);
+    console.log(`reference answer: ${referenceText.length} bytes of JSON, computed from the subgraphs directly`);
+    const authSecret = randomBytes(32).toString('base64url');
+    const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench', expiresIn: '2h' });
+    const headers = { authorization: `Bearer ${token}` };
+
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const target of TARGETS) {
+        console.log(`\n[round ${round}] ${target}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
+        if (target === 'direct') {
+          const rootUrls = [urls.accounts, urls.products];
+          const bodies = [post('{ users { id username name } }'), post('{ topProducts { name price upc weight } }')];
+          await load(rootUrls, bodies, CONNECTIONS, WARMUP, headers);
+          const cpu0 = cpuSeconds(subgraphPid);
+          const summary = summarize(await load(rootUrls, bodies, CONNECTIONS, DURATION, headers), DURATION);
+          const cpu = cpuSeconds(subgraphPid) - cpu0;
+          const mem = memory(subgraphPid);
+          measurements.push({ target, round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: cpu });
+          continue;
+        }
+        const profiling = PROFILE === target && round === 1;
+        const profileDir = join(resultsDir, 'profiles');
+        if (profiling) mkdirSync(profileDir, { recursive: true });
+        const [kind, ...targetArgs] = target.split('@');
+        const gateway = await start(join(here, 'target.ts'), [kind!], {
+          execArgv: [...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' '), ...targetArgs].filter(Boolean),
+          env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: authSecret, BENCH_PROFILE_DIR: profileDir },
+        });
+        children.add(gateway.child);
+        const pid = gateway.child.pid!;
+        const url = gateway.ready.url!;
+        try {
+          const ask = async () => {
+            const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: post(BENCH_QUERY) });
+            return { status: response.status, text: await response.text() };
+          };
+          const before = await call<Record<SubgraphName, SubgraphCounters>>(subgraphs.child, 'counters');
+          const first = await ask();
+          const perQuery = diff(before, await call<Record<SubgraphName, SubgraphCounters>>(subgraphs.child, 'counters'));
+          let identical = first.status === 200 && isDeepStrictEqual(JSON.parse(first.text), reference);
+          if (!identical) console.log(`  ✗ ${target} answered ${first.status} and differs from the reference: ${first.text.slice(0, 300)}`);
+          await load([url], [post(BENCH_QUERY)], CONNECTIONS, WARMUP, headers);
+          if (profiling) await call(gateway.child, 'profileStart');
+          const cpu0 = cpuSeconds(pid);
+          const subgraphCpu0 = cpuSeconds(subgraphPid);
+          const summary = summarize(await load([url], [post(BENCH_QUERY)], CONNECTIONS, DURATION, headers, first.text), DURATION);
+          const cpu = cpuSeconds(pid) - cpu0;
+          const subgraphCpu = cpuSeconds(subgraphPid) - subgraphCpu0;
+          if (profiling) console.log(`  CPU profile of the measured window: ${await call<string>(gateway.child, 'profileStop')}`);
+          const mem = memory(pid);
+          const last = await ask();
+          identical &&= last.status === 200 && isDeepStrictEqual(JSON.parse(last.text), reference) && summary.mismatches === 0 && summary.non2xx === 0;
+          measurements.push({ target, round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: subgraphCpu, perQuery, identical });
+        } finally {
+          await stop(gateway.child);
+          children.delete(gateway.child);
+        }
+        const m = measurements.at(-1)!;
+        console.log(`  ${m.rps.toFixed(1)} req/s, p50 ${m.latencyMs.p50} ms, p99 ${m.latencyMs.p99} ms, CPU ${m.cpuSeconds.toFixed(1)} s (${m.cpuMsPerRequest.toFixed(2)} ms/req), peak RSS ${m.peakRssMiB.toFixed(0)} MiB, identical: ${m.identical}`);
+      }
+    }
+  } finally {
+    for (const child of children) await stop(child);
+    rmSync(supergraphPath, { force: true });
+  }
+
+  for (const m of measurements) {
+    const apollo = measurements.find((x) => x.round === m.round && x.target === 'apollo');
+    const hive = measurements.find((x) => x.round === m.round && x.target === 'hive');
+    if (apollo) m.ratioToApollo = m.rps / apollo.rps;
+    if (hive) m.ratioToHive = m.rps / hive.rps;
+  }
+  report(measurements);
+  const file = join(resultsDir, 'gateway.json');
+  writeFileSync(
+    file,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length, connections: CONNECTIONS, warmupSeconds: WARMUP, durationSeconds: DURATION, rounds: ROUNDS, query: BENCH_QUERY, measurements }, null, 2)}\n`,
+  );
+  console.log(`\nwrote ${file}`);
+}
+
+function report(measurements: Measurement[]) {
+  const range = (values: number[], digits: number) => {
+    const lo = Math.min(...values);
+    const hi = Math.max(...values);
+    return lo === hi || values.length === 1 ? lo.toFixed(digits) : `${lo.toFixed(digits)}–${hi.toFixed(digits)}`;
+  };
+  const rows = [...new Set(measurements.map((m) => m.target))].map((target) => {
+    const ms = measurements.filter((m) => m.target === target);
+    const pick = (f: (m: Measurement) => number | undefined, digits: number) => {
+      const values = ms.map(f).filter((v): v is number => v !== undefined && Number.isFinite(v));
+      return values.length ? range(values, digits) : '—';
+    };
+    return {
+      target,
+      'req/s': pick((m) => m.rps, 1),
+      'p50 ms': pick((m) => m.latencyMs.p50, 0),
+      'p99 ms': pick((m) => m.latencyMs.p99, 0),
+      'CPU s': pick((m) => m.cpuSeconds, 1),
+      'CPU ms/req': pick((m) => m.cpuMsPerRequest, 2),
+      'peak RSS MiB': pick((m) => m.peakRssMiB, 0),
+      'subgraph calls/query': pick((m) => m.perQuery?.subgraphRequests, 0),
+      'reps/query': pick((m) => m.perQuery?.representations, 0),
+      '× apollo': pick((m) => m.ratioToApollo, 2),
+      '× hive': pick((m) => m.ratioToHive, 2),
+      identical: target === 'direct' ? 'n/a' : ms.every((m) => m.identical) ? 'yes' : 'NO',
+    };
+  });
+  console.log(`\n${CONNECTIONS} connections, ${DURATION} s measured after ${WARMUP} s warm-up, ${ROUNDS} round(s) (ranges over rounds)`);
+  console.table(rows);
+}
+
+await main();

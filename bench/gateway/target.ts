@@ -1,0 +1,105 @@
+/**
+ * Child process of `pnpm bench:gateway`: one gateway over the fixture's supergraph
+ * (BENCH_SUPERGRAPH, a file), on a free loopback port. `process.argv[2]` says which:
+ *   apollo       @apollo/gateway + @apollo/server with their defaults (startStandaloneServer)
+ *   apollo-fast  the same with FastDataSource as every subgraph's data source
+ *   hive         @graphql-hive/gateway's createGatewayRuntime({ supergraph }) on node:http
+ *   ours         Tributary's startGateway (auth, signed identity to subgraphs, limits, tracing
+ *                context, metrics, graphql-ws) as the tree has it: IdentityDataSource extends
+ *                FastDataSource (undici keep-alive pools, de-duplicated representations);
+ *                BENCH_AUTH_SECRET verifies tokens
+ *   ours-before  ours with FastDataSource's additions undone (Apollo's default fetcher, every
+ *                representation sent): the gateway as it was before FastDataSource
+ *   ours-undici  ours without de-duplication; ours-dedup: ours with Apollo's default fetcher
+ */
+import { ApolloGateway } from '@apollo/gateway';
+import { ApolloServer } from '@apollo/server';
+import { startStandaloneServer } from '@apollo/server/standalone';
+import { createGatewayRuntime } from '@graphql-hive/gateway';
+import { startGateway } from '@tributary/gateway';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { Session } from 'node:inspector/promises';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+// A deep import until @tributary/gateway exports it.
+import { FastDataSource } from '../../gateway/src/datasource.ts';
+import { serve } from './ipc.ts';
+import { configureFastDataSource } from './patch.ts';
+
+const kind = process.argv[2] ?? '';
+const supergraphPath = process.env.BENCH_SUPERGRAPH;
+if (!supergraphPath) throw new Error('BENCH_SUPERGRAPH is not set');
+const supergraphSdl = readFileSync(supergraphPath, 'utf8');
+const host = '127.0.0.1';
+
+async function startApollo(fast: boolean): Promise<{ url: string; stop: () => Promise<void> }> {
+  const gateway = new ApolloGateway({ supergraphSdl, ...(fast ? { buildService: ({ url }) => new FastDataSource({ url: url! }) } : {}) });
+  const server = new ApolloServer({ gateway });
+  const { url } = await startStandaloneServer(server, { listen: { port: 0, host } });
+  return { url: new URL('/graphql', url).toString(), stop: () => server.stop() };
+}
+
+async function startHive(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const gateway = createGatewayRuntime({ supergraph: supergraphSdl, logging: 'error' });
+  const server = createServer(gateway);
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  return {
+    url: `http://${host}:${(server.address() as AddressInfo).port}/graphql`,
+    stop: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await gateway.dispose();
+    },
+  };
+}
+
+async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const secret = process.env.BENCH_AUTH_SECRET;
+  if (!secret) throw new Error('BENCH_AUTH_SECRET is not set');
+  if (kind === 'ours-before') configureFastDataSource({ fetcher: 'default', dedupe: false });
+  if (kind === 'ours-undici') configureFastDataSource({ fetcher: 'undici', dedupe: false });
+  if (kind === 'ours-dedup') configureFastDataSource({ fetcher: 'default', dedupe: true });
+  if (!['ours', 'ours-before', 'ours-undici', 'ours-dedup'].includes(kind)) throw new Error(`unknown gateway "${kind}"`);
+  const gateway = await startGateway({
+    env: {
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'warn',
+      AUTH_JWT_SECRET: secret,
+      INTERNAL_SIGNING_SECRET: randomBytes(32).toString('base64url'),
+      SUPERGRAPH_PATH: supergraphPath,
+      TRIBUTARY_NAMESPACE: `bench_${process.pid}`,
+      // The benchmark query is deeper and costlier than our defaults allow; the rules still run.
+      QUERY_MAX_DEPTH: process.env.BENCH_QUERY_MAX_DEPTH ?? '20',
+      QUERY_MAX_COST: process.env.BENCH_QUERY_MAX_COST ?? '1000000',
+    },
+    port: 0,
+    host,
+  });
+  return { url: gateway.url, stop: () => gateway.stop() };
+}
+
+const running = kind === 'apollo' || kind === 'apollo-fast' ? await startApollo(kind === 'apollo-fast') : kind === 'hive' ? await startHive() : kind.startsWith('ours') ? await startOurs() : undefined;
+if (!running) throw new Error(`unknown gateway "${kind}"`);
+// A CPU profile of the measured window only (not start-up, not tsx's loader thread).
+const inspector = new Session();
+serve(
+  {
+    profileStart: async () => {
+      inspector.connect();
+      await inspector.post('Profiler.enable');
+      await inspector.post('Profiler.setSamplingInterval', { interval: 1000 });
+      await inspector.post('Profiler.start');
+    },
+    profileStop: async () => {
+      const { profile } = await inspector.post('Profiler.stop');
+      const file = join(process.env.BENCH_PROFILE_DIR ?? '.', `${kind}-${process.pid}.cpuprofile`);
+      writeFileSync(file, JSON.stringify(profile));
+      inspector.disconnect();
+      return file;
+    },
+  },
+  running.stop,
+);
+process.send!({ type: 'ready', url: running.url });
