@@ -11,6 +11,7 @@
 import { progress } from '@tributary/core';
 import { deleteNamespace } from '@tributary/core/events';
 import { dropDatabase } from '@tributary/core/db';
+import { signToken } from '@tributary/gateway';
 import { startEmbedded } from '@tributary/gateway/embedded';
 import { createClient } from 'graphql-ws';
 import { execFileSync } from 'node:child_process';
@@ -38,7 +39,17 @@ function percentile(sorted: number[], p: number): number {
 async function run(mode: string) {
   const id = randomBytes(4).toString('hex');
   const namespace = `bench_${id}`;
-  const env: Record<string, string | undefined> = { ...process.env, LOG_LEVEL: 'warn', TRIBUTARY_NAMESPACE: namespace };
+  const authSecret = randomBytes(32).toString('base64url');
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    LOG_LEVEL: 'warn',
+    TRIBUTARY_NAMESPACE: namespace,
+    AUTH_JWT_SECRET: authSecret,
+    INTERNAL_SIGNING_SECRET: randomBytes(32).toString('base64url'),
+    // One benchmark user uploads far more than a person would.
+    UPLOAD_RATE_LIMIT_PER_MINUTE: '1000000',
+  };
+  const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench' });
   if (mode === 'embedded') {
     env.TRIBUTARY_DATA_DIR = 'memory://';
     delete env.DATABASE_URL;
@@ -54,7 +65,7 @@ async function run(mode: string) {
   const system = await startEmbedded({ env, port: 0 });
   // Not lazy: a lazy client closes its socket whenever no subscription is active, and a
   // subscription started during that close is completed unanswered.
-  const client = createClient({ url: system.gateway.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false });
+  const client = createClient({ url: system.gateway.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false, connectionParams: { authorization: `Bearer ${token}` } });
   const latencies: number[] = [];
   let failures = 0;
   let silent = 0;
@@ -65,7 +76,7 @@ async function run(mode: string) {
     const t0 = performance.now();
     const response = await fetch(system.gateway.url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
       body: JSON.stringify({
         query: 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }',
         variables: { input: { title: `Report ${n}`, content: `${TEXT} Reference ${n}.` } },

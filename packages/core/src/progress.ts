@@ -14,7 +14,7 @@ export function progress(label: string, total: number | undefined, out: NodeJS.W
   const started = Date.now();
   const tty = out.isTTY === true;
   let count = 0;
-  let lastLine = 0;
+  let lastLine = started;
   let lastDecile = -1;
   let timer: NodeJS.Timeout | undefined;
   const render = () => {

@@ -10,13 +10,13 @@ function sink(tty: boolean) {
 }
 
 describe('progress', () => {
-  it('writes plain lines off a terminal, and a final line with the count', () => {
+  it('writes plain lines off a terminal (none for work done within 2 s) and a final line with the count', () => {
     const { stream, lines } = sink(false);
     const bar = progress('replaying', 10, stream);
     for (let i = 0; i < 10; i++) bar.tick();
     bar.done();
-    expect(lines[0]).toMatch(/^replaying 10% 1\/10/);
-    expect(lines.at(-1)).toMatch(/^replaying 100% 10\/10 .* done in \d+\.\ds\n$/);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^replaying 100% 10\/10 .* done in \d+\.\ds\n$/);
     expect(lines.join('')).not.toContain('\r');
   });
 
