@@ -1,5 +1,5 @@
 import type { ExecutionArgs, ExecutionResult, FieldNode, OperationDefinitionNode, SelectionSetNode } from 'graphql';
-import { GraphQLError, Kind, getOperationAST, print, type DocumentNode } from 'graphql';
+import { GraphQLError, Kind, getOperationAST, parse, type DocumentNode } from 'graphql';
 import { getArgumentValues } from 'graphql/execution/values.js';
 import { ApiErrorCode, type Logger } from '@tributary/core';
 import { SpanKind, withSpan } from '@tributary/core/tracing';
@@ -12,34 +12,7 @@ export type QueryExecutor = (query: DocumentNode, variables: Record<string, unkn
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED']);
 
-const STATUS_QUERY: DocumentNode = {
-  kind: Kind.DOCUMENT,
-  definitions: [
-    {
-      kind: Kind.OPERATION_DEFINITION,
-      operation: 'query' as never,
-      name: { kind: Kind.NAME, value: 'TributaryJobStatus' },
-      variableDefinitions: [
-        {
-          kind: Kind.VARIABLE_DEFINITION,
-          variable: { kind: Kind.VARIABLE, name: { kind: Kind.NAME, value: 'id' } },
-          type: { kind: Kind.NON_NULL_TYPE, type: { kind: Kind.NAMED_TYPE, name: { kind: Kind.NAME, value: 'ID' } } },
-        },
-      ],
-      selectionSet: {
-        kind: Kind.SELECTION_SET,
-        selections: [
-          {
-            kind: Kind.FIELD,
-            name: { kind: Kind.NAME, value: 'job' },
-            arguments: [{ kind: Kind.ARGUMENT, name: { kind: Kind.NAME, value: 'id' }, value: { kind: Kind.VARIABLE, name: { kind: Kind.NAME, value: 'id' } } }],
-            selectionSet: { kind: Kind.SELECTION_SET, selections: [{ kind: Kind.FIELD, name: { kind: Kind.NAME, value: 'status' } }] },
-          },
-        ],
-      },
-    },
-  ],
-};
+const STATUS_QUERY = parse('query TributaryJobStatus($id: ID!) { job(id: $id) { status } }');
 
 export interface JobSubscriptionsOptions {
   hub: JobEventHub;
@@ -187,4 +160,3 @@ export function toJobQuery(document: DocumentNode, operation: OperationDefinitio
   return { kind: Kind.DOCUMENT, definitions: [query, ...fragments] };
 }
 
-export { print };

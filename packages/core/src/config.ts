@@ -61,26 +61,3 @@ export function loadConfig<S extends z.ZodType>(schema: S, env: Record<string, s
   }
   return result.data;
 }
-
-/**
- * {@link loadConfig} for a process entry point: on failure print every problem and exit 1
- * instead of throwing a stack trace at the operator.
- */
-export function loadConfigOrExit<S extends z.ZodType>(schema: S, env: Record<string, string | undefined> = process.env): z.infer<S> {
-  try {
-    return loadConfig(schema, env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(1);
-    }
-    throw error;
-  }
-}
-
-/** The database URL for a service: `<SERVICE>_DATABASE_URL` wins over `DATABASE_URL`. */
-export function serviceDatabaseUrl(service: string, env: Record<string, string | undefined> = process.env): string | undefined {
-  const own = env[`${service.toUpperCase()}_DATABASE_URL`];
-  if (own) return own;
-  return env.DATABASE_URL || undefined;
-}

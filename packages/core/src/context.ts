@@ -51,6 +51,16 @@ export function contextFromTraceparent(traceparent: string | undefined, tenantId
   return context;
 }
 
+/**
+ * The span a traceparent names, as a context: its trace and its span id (not a fresh one), for
+ * starting a child span under it. A missing or malformed traceparent starts a new trace.
+ */
+export function parentFromTraceparent(traceparent: string | undefined, tenantId?: string): ExecutionContext {
+  const context = contextFromTraceparent(traceparent, tenantId);
+  const match = traceparent ? TRACEPARENT.exec(traceparent) : null;
+  return match && match[2] === context.traceId ? { ...context, spanId: match[3]! } : context;
+}
+
 /** The `traceparent` naming the current span as parent, for an outgoing event or request. */
 export function traceparentOf(context: ExecutionContext): string {
   return `00-${context.traceId}-${context.spanId}-${context.sampled ? '01' : '00'}`;

@@ -229,14 +229,15 @@ function resolverTimings(service: string): ApolloServerPlugin {
 export async function createSubgraph<TContext extends BaseContext>(options: SubgraphOptions<TContext>): Promise<Subgraph> {
   const { db, transport, logger } = options;
   const maxBody = options.maxBodyBytes ?? 2 * 1024 * 1024;
+  const production = options.production ?? process.env.NODE_ENV === 'production';
   const http: Server = createServer();
   const apollo = new ApolloServer<TContext>({
     schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
     // We own shutdown (consumers, relay and connections stop in order); Apollo's own signal
     // handlers would race ours.
     stopOnTerminationSignals: false,
-    introspection: !(options.production ?? process.env.NODE_ENV === 'production'),
-    includeStacktraceInErrorResponses: !(options.production ?? process.env.NODE_ENV === 'production'),
+    introspection: !production,
+    includeStacktraceInErrorResponses: !production,
     // Inline traces are for Apollo Studio; we trace with our own context and logs.
     plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled(), resolverTimings(options.name)],
     logger: {

@@ -136,27 +136,33 @@ export async function startService<C extends SubgraphConfig>(definition: Service
 }
 
 /**
- * A service's production entry point: start it alone from the environment, stop gracefully on
- * SIGTERM/SIGINT, and on a configuration error print every problem and exit 1.
+ * A process entry point: start something, stop it gracefully on SIGTERM/SIGINT (exit 0, or 1
+ * when stopping fails), and on a start-up error (e.g. every invalid setting) print it and exit 1
+ * instead of throwing a stack trace at the operator.
  */
-export async function runServiceMain<C extends SubgraphConfig>(definition: ServiceDefinition<C>): Promise<void> {
-  let service: RunningService;
+export async function runMain(name: string, start: () => Promise<{ stop(): Promise<void> }>): Promise<void> {
+  let running: { stop(): Promise<void> };
   try {
-    service = await startService(definition);
+    running = await start();
   } catch (error) {
-    process.stderr.write(`${definition.name}: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(`${name}: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exit(1);
   }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    process.stderr.write(`${definition.name}: ${signal}, shutting down\n`);
-    service.stop().then(
+    process.stderr.write(`${name}: ${signal}, shutting down\n`);
+    running.stop().then(
       () => process.exit(0),
       () => process.exit(1),
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** A subgraph service's production entry point: {@link startService} from the environment under {@link runMain}. */
+export function runServiceMain<C extends SubgraphConfig>(definition: ServiceDefinition<C>): Promise<void> {
+  return runMain(definition.name, () => startService(definition));
 }

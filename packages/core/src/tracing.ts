@@ -2,7 +2,7 @@ import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Attribu
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { contextFromTraceparent, currentContext, runInContext, type ExecutionContext } from './context.ts';
+import { contextFromTraceparent, currentContext, parentFromTraceparent, runInContext, traceparentOf, type ExecutionContext } from './context.ts';
 import { errorCode, errorMessage } from './errors.ts';
 
 export { SpanKind };
@@ -42,17 +42,10 @@ export type SpanParent = ExecutionContext | string | undefined;
  * hangs under it. Without tracing enabled the ids are still made and propagated.
  */
 export async function withSpan<T>(name: string, kind: SpanKind, parent: SpanParent, attributes: Attributes, fn: (context: ExecutionContext) => Promise<T>): Promise<T> {
-  const base = typeof parent === 'object' ? parent : parent === undefined ? (currentContext() ?? contextFromTraceparent(undefined)) : contextFromTraceparent(parent);
-  const parentForOtel = typeof parent === 'string' ? contextFromTraceparentParent(parent, base) : base;
+  const base = typeof parent === 'string' ? parentFromTraceparent(parent) : (parent ?? currentContext() ?? contextFromTraceparent(undefined));
   const child: ExecutionContext = { ...contextFromTraceparent(undefined), traceId: base.traceId, sampled: base.sampled, ...(base.tenantId ? { tenantId: base.tenantId } : {}) };
   if (!tracer) return runInContext(child, () => fn(child));
-  const otelParent = trace.setSpanContext(ROOT_CONTEXT, {
-    traceId: parentForOtel.traceId,
-    spanId: parentForOtel.spanId,
-    traceFlags: parentForOtel.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE,
-    isRemote: true,
-  });
-  const span = tracer.startSpan(name, { kind, attributes }, otelParent);
+  const span = tracer.startSpan(name, { kind, attributes }, otelParent(base));
   child.spanId = span.spanContext().spanId;
   try {
     const result = await runInContext(child, () => fn(child));
@@ -67,11 +60,14 @@ export async function withSpan<T>(name: string, kind: SpanKind, parent: SpanPare
   }
 }
 
-/** The parent span named by a traceparent (its span id, not a fresh one). */
-function contextFromTraceparentParent(traceparent: string, fallback: ExecutionContext): ExecutionContext {
-  const match = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/.exec(traceparent);
-  if (!match || match[1] !== fallback.traceId) return fallback;
-  return { ...fallback, spanId: match[2]! };
+/** Our context as the (remote) parent of an OpenTelemetry span. */
+function otelParent(parent: ExecutionContext) {
+  return trace.setSpanContext(ROOT_CONTEXT, {
+    traceId: parent.traceId,
+    spanId: parent.spanId,
+    traceFlags: parent.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE,
+    isRemote: true,
+  });
 }
 
 /**
@@ -80,15 +76,8 @@ function contextFromTraceparentParent(traceparent: string, fallback: ExecutionCo
  */
 export function producerTraceparent(name: string, attributes: Attributes): string {
   const parent = currentContext() ?? contextFromTraceparent(undefined);
-  let spanId = parent.spanId;
-  if (tracer) {
-    const span = tracer.startSpan(
-      name,
-      { kind: SpanKind.PRODUCER, attributes },
-      trace.setSpanContext(ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote: true }),
-    );
-    spanId = span.spanContext().spanId;
-    span.end();
-  }
-  return `00-${parent.traceId}-${spanId}-${parent.sampled ? '01' : '00'}`;
+  if (!tracer) return traceparentOf(parent);
+  const span = tracer.startSpan(name, { kind: SpanKind.PRODUCER, attributes }, otelParent(parent));
+  span.end();
+  return traceparentOf({ ...parent, spanId: span.spanContext().spanId });
 }

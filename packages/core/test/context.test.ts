@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { contextFromTraceparent, runInContext, traceparentOf } from '../src/context.ts';
+import { contextFromTraceparent, parentFromTraceparent, runInContext, traceparentOf } from '../src/context.ts';
 import { isUnrecoverable, UnrecoverableError } from '../src/errors.ts';
 import { topicMatches } from '../src/events/transport.ts';
 import { createLogger } from '../src/log.ts';
@@ -12,6 +12,12 @@ describe('trace context', () => {
     expect(context.traceId).toBe('0af7651916cd43dd8448eb211c80319c');
     expect(context.spanId).not.toBe('b7ad6b7169203331');
     expect(traceparentOf(context)).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+  });
+
+  it('names the incoming span itself as the parent of a child span', () => {
+    const parent = parentFromTraceparent('00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00', 'tenant-a');
+    expect(parent).toMatchObject({ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', sampled: false, tenantId: 'tenant-a' });
+    expect(parentFromTraceparent('garbage').traceId).toMatch(/^[0-9a-f]{32}$/);
   });
 
   it('starts a new trace when the traceparent is missing, malformed or all zeros', () => {

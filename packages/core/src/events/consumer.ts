@@ -1,7 +1,7 @@
 import { parse, type EventType, type ParsedEvent } from '@tributary/contracts';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Logger } from 'pino';
-import { contextFromTraceparent, runInContext } from '../context.ts';
+import { contextFromTraceparent, parentFromTraceparent, runInContext } from '../context.ts';
 import { metrics } from '../metrics.ts';
 import { SpanKind, withSpan } from '../tracing.ts';
 import type { Database } from '../db/index.ts';
@@ -252,9 +252,7 @@ export class EventConsumer {
 
   /** The span an event's handling hangs under: the producer span named by its traceparent. */
   private parentOf(event: ParsedEvent) {
-    const context = contextFromTraceparent(event.traceparent, event.tenantid);
-    const match = event.traceparent ? /^[0-9a-f]{2}-[0-9a-f]{32}-([0-9a-f]{16})-/.exec(event.traceparent) : null;
-    return match ? { ...context, spanId: match[1]! } : context;
+    return parentFromTraceparent(event.traceparent, event.tenantid);
   }
 
   private spanAttributes(event: ParsedEvent) {
