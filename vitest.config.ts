@@ -1,4 +1,9 @@
+import { createRequire } from 'node:module';
 import { defineConfig } from 'vitest/config';
+
+// One graphql instance: Node loads graphql's CommonJS entry for Apollo, and vite would otherwise
+// pick the ESM one (package.json "module") for our sources; graphql's instanceof checks then fail.
+const resolve = { alias: [{ find: /^graphql$/, replacement: createRequire(new URL('./gateway/package.json', import.meta.url)).resolve('graphql') }] };
 
 // CI asks for a JSON report as well (its closing line states the counts); `pnpm test` stays plain.
 const jsonReport = process.env.VITEST_JSON_REPORT;
@@ -8,6 +13,7 @@ export default defineConfig({
     reporters: jsonReport ? ['default', ['json', { outputFile: jsonReport }]] : ['default'],
     projects: [
       {
+        resolve,
         test: {
           name: 'unit',
           include: ['**/test/**/*.test.ts'],
@@ -15,6 +21,7 @@ export default defineConfig({
         },
       },
       {
+        resolve,
         test: {
           name: 'integration',
           include: ['**/test/**/*.int.test.ts', '**/test/**/*.e2e.test.ts'],

@@ -41,6 +41,18 @@ export const configSchema = baseConfigSchema.extend({
   QUERY_MAX_DEPTH: z.coerce.number().int().min(1).default(10),
   QUERY_MAX_ALIASES: z.coerce.number().int().min(0).default(15),
   QUERY_MAX_COST: z.coerce.number().int().min(1).default(5000),
+  /**
+   * Entity types whose query results the gateway caches, comma-separated (e.g. `Job,Document`);
+   * empty: no cache. Results are dropped by the events that change them (see the README).
+   */
+  GATEWAY_CACHE_TYPES: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((t) => t.trim()).filter(Boolean)),
+  /** Longest a cached result is kept even if no event drops it, ms. */
+  GATEWAY_CACHE_TTL_MS: z.coerce.number().int().min(1).default(300_000),
+  /** Most cached results per gateway instance (least recently used go first). */
+  GATEWAY_CACHE_MAX_ENTRIES: z.coerce.number().int().min(1).default(10_000),
   /** Uploads per user per minute, per gateway instance. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
 });

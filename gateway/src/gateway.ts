@@ -19,6 +19,8 @@ import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
 import { formatError, limitRules, RateLimiter, unknownOperation, uploadRateLimit } from './limits.ts';
 import { JobEventHub } from './job-events.ts';
+import { EntityCache, type InvalidationRules } from './cache.ts';
+import { productRules } from './cache-rules.ts';
 import { JobSubscriptions } from './subscriptions.ts';
 import { createUi } from './ui/server.ts';
 
@@ -53,6 +55,8 @@ export interface GatewayOptions {
   host?: string;
   /** A token the demo page and GraphiQL pre-fill; development only (ignored with NODE_ENV=production). */
   devToken?: string;
+  /** How events invalidate the cache (GATEWAY_CACHE_TYPES); default: Tributary's own events. */
+  cacheRules?: InvalidationRules;
 }
 
 export interface RunningGateway {
@@ -60,6 +64,8 @@ export interface RunningGateway {
   /** `ws://…/graphql` */
   wsUrl: string;
   hub: JobEventHub;
+  /** The result cache, when GATEWAY_CACHE_TYPES names any type. */
+  cache: EntityCache | undefined;
   stop(): Promise<void>;
 }
 
@@ -74,6 +80,10 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const logger = options.logger ?? createLogger({ service: 'gateway', level: config.LOG_LEVEL });
   const overrides = subgraphUrlOverrides(config);
   const supergraphSdl = readFileSync(config.SUPERGRAPH_PATH ?? defaultSupergraphPath, 'utf8');
+  const cache =
+    config.GATEWAY_CACHE_TYPES.length > 0
+      ? new EntityCache({ types: config.GATEWAY_CACHE_TYPES, rules: options.cacheRules ?? productRules, supergraphSdl, ttlMs: config.GATEWAY_CACHE_TTL_MS, maxEntries: config.GATEWAY_CACHE_MAX_ENTRIES, logger })
+      : undefined;
   const dataSources: IdentityDataSource[] = [];
   const gateway = new ApolloGateway({
     supergraphSdl,
@@ -102,14 +112,20 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     validationRules: limitRules(config),
     formatError: formatError(production),
     // GraphiQL (bundled, ./ui) replaces Apollo's landing page, which loads from a CDN.
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginLandingPageDisabled(), unknownOperation, uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE))],
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer: http }),
+      ApolloServerPluginLandingPageDisabled(),
+      unknownOperation,
+      uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE)),
+      ...(cache ? [cache.plugin()] : []),
+    ],
   });
   await apollo.start();
 
   const ownTransport = !options.transport;
   const transport = options.transport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.gateway.${process.pid}`);
   if (ownTransport) await transport.start();
-  const hub = new JobEventHub(transport, logger);
+  const hub = new JobEventHub(transport, logger, cache ? { bindings: cache.eventTypes, onEvent: (event) => cache.onEvent(event) } : {});
   await hub.start();
 
   const contextFor = (principal: Principal): GatewayContext => {
@@ -191,6 +207,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     url,
     wsUrl: url.replace(/^http/, 'ws'),
     hub,
+    cache,
     stop: async () => {
       if (stopped) return;
       stopped = true;

@@ -1,4 +1,4 @@
-import { parse, type JobUpdated } from '@tributary/contracts';
+import { parseEnvelope, validateData, type Envelope, type JobUpdated } from '@tributary/contracts';
 import { errorCode, errorMessage, type Logger } from '@tributary/core';
 import { queueName, type ConsumerHandle, type Transport } from '@tributary/core/events';
 import { randomUUID } from 'node:crypto';
@@ -11,6 +11,17 @@ export interface JobEvent {
 }
 
 type Listener = (event: JobEvent) => void;
+
+export interface JobEventHubOptions {
+  instanceId?: string;
+  /** More event types to receive (the cache's invalidating events). */
+  bindings?: readonly string[];
+  /**
+   * Sees every event first, before any subscription hears of it: a subscriber that reads after
+   * its message never meets a cached result the event made stale.
+   */
+  onEvent?: (event: Envelope) => void;
+}
 
 /**
  * Delivers `job.updated` events to the subscriptions of this gateway instance. Each instance
@@ -28,28 +39,43 @@ export class JobEventHub {
   constructor(
     private readonly transport: Transport,
     private readonly logger: Logger,
-    instanceId: string = randomUUID(),
+    private readonly options: JobEventHubOptions = {},
   ) {
-    this.queue = queueName(transport.namespace, 'gateway', instanceId);
+    this.queue = queueName(transport.namespace, 'gateway', options.instanceId ?? randomUUID());
   }
 
   async start(): Promise<void> {
     this.handle = await this.transport.consume(
-      { queue: this.queue, bindings: ['job.updated'], prefetch: 1_000, retryDelaysMs: [], exclusive: true },
+      { queue: this.queue, bindings: [...new Set(['job.updated', ...(this.options.bindings ?? [])])], prefetch: 1_000, retryDelaysMs: [], exclusive: true },
       (delivery) => {
-        let event;
-        try {
-          event = parse(delivery.body);
-        } catch (error) {
-          this.logger.warn({ code: errorCode(error), err: errorMessage(error) }, 'job event violates its contract; dropped');
+        const refuse = (error: unknown) => {
+          this.logger.warn({ code: errorCode(error), err: errorMessage(error) }, 'event violates its contract; dropped');
           void delivery.deadLetter({ code: errorCode(error), message: errorMessage(error) });
+        };
+        let event: Envelope;
+        try {
+          event = parseEnvelope(delivery.body);
+        } catch (error) {
+          refuse(error);
+          return;
+        }
+        // Even an event whose data is unreadable is shown to onEvent: the cache then drops the tenant's results.
+        this.options.onEvent?.(event);
+        if (event.dataschema !== 'job.updated/v1') {
+          void delivery.ack();
+          return;
+        }
+        let job: JobUpdated;
+        try {
+          job = validateData('job.updated/v1', event.data);
+        } catch (error) {
+          refuse(error);
           return;
         }
         void delivery.ack();
-        if (event.dataschema !== 'job.updated/v1') return;
-        const jobEvent: JobEvent = { tenantId: event.tenantid, job: event.data, traceparent: event.traceparent };
+        const jobEvent: JobEvent = { tenantId: event.tenantid, job, traceparent: event.traceparent };
         this.remember(jobEvent);
-        const listeners = this.listeners.get(event.data.jobId);
+        const listeners = this.listeners.get(job.jobId);
         if (!listeners) return;
         for (const listener of listeners) listener(jobEvent);
       },

@@ -28,11 +28,11 @@ function issuesOf(error: z.ZodError): { path: string; message: string }[] {
 }
 
 /**
- * The one parser every consumer goes through: accepts a Buffer, a JSON string or an object,
- * checks the envelope, looks up the contract named by `dataschema`, and validates `data` with it.
- * @throws ContractViolationError with a stable `code`
+ * The envelope alone, `data` not yet checked: for readers that only route on the envelope (the
+ * gateway's cache invalidation) or validate `data` with a schema of their own.
+ * @throws ContractViolationError `INVALID_JSON` or `INVALID_ENVELOPE`
  */
-export function parse(input: unknown): ParsedEvent {
+export function parseEnvelope(input: unknown): Envelope {
   let value = input;
   if (typeof input === 'string' || input instanceof Uint8Array) {
     const text = typeof input === 'string' ? input : Buffer.from(input).toString('utf8');
@@ -46,7 +46,17 @@ export function parse(input: unknown): ParsedEvent {
   if (!envelope.success) {
     throw new ContractViolationError('INVALID_ENVELOPE', 'event envelope is invalid', issuesOf(envelope.error));
   }
-  const { dataschema, type } = envelope.data;
+  return envelope.data as Envelope;
+}
+
+/**
+ * The one parser every consumer goes through: accepts a Buffer, a JSON string or an object,
+ * checks the envelope, looks up the contract named by `dataschema`, and validates `data` with it.
+ * @throws ContractViolationError with a stable `code`
+ */
+export function parse(input: unknown): ParsedEvent {
+  const envelope = parseEnvelope(input);
+  const { dataschema, type } = envelope;
   if (!(dataschema in contracts)) {
     throw new ContractViolationError('UNKNOWN_SCHEMA', `no contract is registered for ${dataschema}`);
   }
@@ -54,11 +64,11 @@ export function parse(input: unknown): ParsedEvent {
     throw new ContractViolationError('SCHEMA_TYPE_MISMATCH', `dataschema ${dataschema} does not belong to type ${type}`);
   }
   const contract = contracts[dataschema as DataSchema];
-  const data = contract.safeParse(envelope.data.data);
+  const data = contract.safeParse(envelope.data);
   if (!data.success) {
     throw new ContractViolationError('INVALID_DATA', `data does not match ${dataschema}`, issuesOf(data.error));
   }
-  return { ...envelope.data, data: data.data } as ParsedEvent;
+  return { ...envelope, data: data.data } as ParsedEvent;
 }
 
 /** Validate `data` against a contract before it is written (producers call this through `publish`). */
