@@ -9,6 +9,8 @@
  * under test. Each counts the requests and entity representations it receives.
  */
 import { composeServices } from '@apollo/composition';
+import type { InvalidationRules } from '@tributary/gateway';
+import { z } from 'zod';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { execute, parse, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createServer, type Server } from 'node:http';
@@ -28,11 +30,14 @@ const LINK = 'extend schema @link(url: "https://specs.apollo.dev/federation/v2.3
 const SDL: Record<SubgraphName, string> = {
   accounts: `${LINK}
     type Query { me: User  user(id: ID!): User  users: [User] }
+    type Mutation { setUserName(id: ID!, name: String!): User }
     type User @key(fields: "id") { id: ID!  name: String  username: String @shareable  birthday: Int }`,
   products: `${LINK}
     type Query { topProducts(first: Int = 5): [Product] }
+    type Mutation { setPrice(upc: String!, price: Int!): Product }
     type Product @key(fields: "upc") { upc: String!  name: String  price: Int  weight: Int }`,
   reviews: `${LINK}
+    type Mutation { setReviewBody(id: ID!, body: String!): Review }
     type Review @key(fields: "id") { id: ID!  body: String  product: Product  author: User @provides(fields: "username") }
     type User @key(fields: "id") { id: ID!  username: String @external  reviews: [Review] }
     type Product @key(fields: "upc") { upc: String!  reviews: [Review] }`,
@@ -94,6 +99,38 @@ const REVIEWS: Review[] = (
 
 type Ref = Record<string, unknown>;
 
+/**
+ * The read-heavy mix's writes: each mutation changes one entity in place and announces it, the
+ * way a Tributary subgraph would through its outbox (`<type>.updated`, data `{ id }` / `{ upc }`).
+ */
+export const MUTATIONS = {
+  setPrice: 'mutation ($upc: String!, $price: Int!) { setPrice(upc: $upc, price: $price) { upc price } }',
+  setUserName: 'mutation ($id: ID!, $name: String!) { setUserName(id: $id, name: $name) { id name } }',
+  setReviewBody: 'mutation ($id: ID!, $body: String!) { setReviewBody(id: $id, body: $body) { id body } }',
+} as const;
+export type ChangeEvent = { type: 'product.updated'; data: { upc: string } } | { type: 'user.updated'; data: { id: string } } | { type: 'review.updated'; data: { id: string } };
+/** The tenant the benchmark's token names: the fixture's events belong to it. */
+export const BENCH_TENANT = 'bench';
+/** How those events invalidate Tributary's cache (the `ours-cache` target). */
+export const BENCH_CACHE_RULES: InvalidationRules = {
+  'product.updated/v1': { schema: z.object({ upc: z.string().min(1) }), types: ['Product'], changes: (d) => [{ type: 'Product', id: d.upc }] },
+  'user.updated/v1': { schema: z.object({ id: z.string().min(1) }), types: ['User'], changes: (d) => [{ type: 'User', id: d.id }] },
+  'review.updated/v1': { schema: z.object({ id: z.string().min(1) }), types: ['Review'], changes: (d) => [{ type: 'Review', id: d.id }] },
+};
+let announce: (event: ChangeEvent) => Promise<void> = async () => {};
+/** Where the subgraphs announce their changes (the subgraphs process sends them to RabbitMQ). */
+export function onChange(publish: (event: ChangeEvent) => Promise<void>): void {
+  announce = publish;
+}
+
+function change<T extends object>(list: T[], match: (item: T) => boolean, patch: Partial<T>, event: ChangeEvent): Promise<T | null> {
+  const item = list.find(match);
+  if (!item) return Promise.resolve(null);
+  Object.assign(item, patch);
+  // Answer once the event is confirmed by the broker, as an outbox relay would have it sent.
+  return announce(event).then(() => item);
+}
+
 const RESOLVERS: Record<SubgraphName, Record<string, Record<string, unknown>>> = {
   accounts: {
     Query: {
@@ -101,13 +138,22 @@ const RESOLVERS: Record<SubgraphName, Record<string, Record<string, unknown>>> =
       user: (_: unknown, { id }: { id: string }) => USERS.find((u) => u.id === id) ?? null,
       users: () => USERS,
     },
+    Mutation: {
+      setUserName: (_: unknown, { id, name }: { id: string; name: string }) => change(USERS, (u) => u.id === id, { name }, { type: 'user.updated', data: { id } }),
+    },
     User: { __resolveReference: (ref: Ref) => USERS.find((u) => u.id === ref.id) ?? null },
   },
   products: {
     Query: { topProducts: (_: unknown, { first }: { first: number }) => PRODUCTS.slice(0, first) },
+    Mutation: {
+      setPrice: (_: unknown, { upc, price }: { upc: string; price: number }) => change(PRODUCTS, (p) => p.upc === upc, { price }, { type: 'product.updated', data: { upc } }),
+    },
     Product: { __resolveReference: (ref: Ref) => PRODUCTS.find((p) => p.upc === ref.upc) ?? null },
   },
   reviews: {
+    Mutation: {
+      setReviewBody: (_: unknown, { id, body }: { id: string; body: string }) => change(REVIEWS, (r) => r.id === id, { body }, { type: 'review.updated', data: { id } }),
+    },
     Review: {
       __resolveReference: (ref: Ref) => REVIEWS.find((r) => r.id === ref.id) ?? null,
       author: () => ({ id: '1', username: 'urigo' }),

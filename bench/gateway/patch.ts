@@ -6,8 +6,7 @@
  * `{ fetcher: 'default', dedupe: false }` is the gateway as it was before FastDataSource.
  */
 import { RemoteGraphQLDataSource, type GraphQLDataSourceProcessOptions } from '@apollo/gateway';
-// A deep import: @tributary/gateway does not export it.
-import { FastDataSource } from '../../gateway/src/datasource.ts';
+import { FastDataSource } from '@tributary/gateway';
 
 export function configureFastDataSource(options: { fetcher: 'undici' | 'default'; dedupe: boolean }): void {
   const fast = FastDataSource.prototype.process;

@@ -22,6 +22,16 @@
  * subgraph calls and representations one query costs, ratios to plain Apollo Gateway and to
  * Hive Gateway (same round). Writes bench/results/gateway.json.
  *
+ * Then the read-heavy mix (YCSB's workload B shape: 95% reads, 5% writes), on BENCH_MIX_TARGETS
+ * (default apollo,hive,ours,ours-cache): of the reads, 3 in 4 the benchmark query and 1 in 4 a
+ * `user(id:)` lookup with a random id; the writes rotate over setPrice, setUserName and
+ * setReviewBody on random entities, each answered once the fixture's change event is confirmed
+ * by RabbitMQ (BENCH_AMQP_URL, default the local broker). `ours-cache` is our gateway with its
+ * event-invalidated cache on; it learns of every write only from those events. After each mix
+ * the target's answer to the benchmark query must equal a reference computed afresh from the
+ * subgraphs ("fresh"); the cache's hit/shared/miss counts come from its /metrics.
+ * BENCH_MIX_WRITES (0.05) sets the share of writes; BENCH_MIX_TARGETS= (empty) skips the mix.
+ *
  * Env: BENCH_CONNECTIONS (50), BENCH_WARMUP (seconds, 5), BENCH_DURATION (seconds, 10),
  * BENCH_ROUNDS (1: every target once per round, rounds interleaved), BENCH_TARGETS,
  * BENCH_GATEWAY_NODE_ARGS (extra node flags for the gateway processes, e.g.
@@ -29,6 +39,7 @@
  * inspector; the profile goes to bench/results/profiles/, read it with profile-top.ts).
  * A benchmark, not a test: it asserts nothing about timings.
  */
+import { deleteNamespace } from '@tributary/core/events';
 import { signToken } from '@tributary/gateway';
 import autocannon from 'autocannon';
 import type { ChildProcess } from 'node:child_process';
@@ -38,7 +49,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
-import { BENCH_QUERY, composeSupergraph, SUBGRAPHS, type SubgraphCounters, type SubgraphName } from './fixture.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BENCH_QUERY, composeSupergraph, MUTATIONS, SUBGRAPHS, type SubgraphCounters, type SubgraphName } from './fixture.ts';
 import { call, cpuSeconds, memory, start, stop } from './ipc.ts';
 import { referenceAnswer } from './reference.ts';
 
@@ -48,6 +60,10 @@ const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
 const TARGETS = (process.env.BENCH_TARGETS ?? 'direct,apollo,hive,ours-before,ours').split(',').map((t) => t.trim()).filter(Boolean);
 const PROFILE = process.env.BENCH_PROFILE;
+const MIX_TARGETS = (process.env.BENCH_MIX_TARGETS ?? 'apollo,hive,ours,ours-cache').split(',').map((t) => t.trim()).filter(Boolean);
+const MIX_WRITES = Number(process.env.BENCH_MIX_WRITES ?? 0.05);
+const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const NAMESPACE = `bench_${process.pid}_${randomBytes(3).toString('hex')}`;
 const here = fileURLToPath(new URL('.', import.meta.url));
 const resultsDir = join(here, '..', 'results');
 
@@ -74,7 +90,60 @@ interface Measurement {
   ratioToHive?: number;
 }
 
-const post = (query: string) => JSON.stringify({ query });
+interface MixMeasurement {
+  target: string;
+  rps: number;
+  requests: number;
+  latencyMs: { p50: number; p99: number; mean: number };
+  errors: number;
+  non2xx: number;
+  cpuSeconds: number;
+  peakRssMiB: number;
+  /** Its answer to the benchmark query after the mix equals a reference computed afresh. */
+  fresh: boolean;
+  /** ours-cache: how its cacheable queries were answered, from its /metrics. */
+  cache?: Record<string, number>;
+  ratioToApollo?: number;
+  ratioToHive?: number;
+}
+
+const post = (query: string, variables?: Record<string, unknown>) => JSON.stringify(variables ? { query, variables } : { query });
+
+const USER_QUERY = 'query User($id: ID!) { user(id: $id) { id name reviews { id body product { upc name price } } } }';
+const pickInt = (n: number) => 1 + Math.floor(Math.random() * n);
+let writeTurn = 0;
+/** One request of the read-heavy mix. */
+function mixBody(): string {
+  const r = Math.random();
+  if (r < MIX_WRITES) {
+    switch (writeTurn++ % 3) {
+      case 0:
+        return post(MUTATIONS.setPrice, { upc: String(pickInt(5)), price: pickInt(10_000) });
+      case 1:
+        return post(MUTATIONS.setUserName, { id: String(pickInt(6)), name: `User ${pickInt(1_000)}` });
+      default:
+        return post(MUTATIONS.setReviewBody, { id: String(pickInt(11)), body: `Review text ${pickInt(1_000)}` });
+    }
+  }
+  return r < MIX_WRITES + (1 - MIX_WRITES) * 0.75 ? post(BENCH_QUERY) : post(USER_QUERY, { id: String(pickInt(6)) });
+}
+
+function loadMix(url: string, connections: number, seconds: number, headers: Record<string, string>): Promise<autocannon.Result> {
+  return autocannon({
+    url,
+    connections,
+    duration: seconds,
+    requests: [{ method: 'POST', headers: { 'content-type': 'application/json', ...headers }, setupRequest: (request) => ({ ...request, body: mixBody() }) }],
+  });
+}
+
+/** The cache outcome counters of a gateway's /metrics. */
+async function cacheCounts(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(new URL('/metrics', url))).text();
+  const counts: Record<string, number> = {};
+  for (const match of text.matchAll(/^tributary_gateway_cache_requests_total\{result="(\w+)"\} (\d+)/gm)) counts[match[1]!] = Number(match[2]);
+  return counts;
+}
 
 async function load(urls: string[], bodies: string[], connections: number, seconds: number, headers: Record<string, string>, expectBody?: string): Promise<autocannon.Result[]> {
   return Promise.all(
@@ -117,20 +186,34 @@ function diff(before: Record<SubgraphName, SubgraphCounters>, after: Record<Subg
 
 async function main() {
   mkdirSync(resultsDir, { recursive: true });
-  const subgraphs = await start(join(here, 'subgraphs-process.ts'), [], { env: { NODE_ENV: 'production' } });
+  const mixing = MIX_TARGETS.length > 0;
+  const subgraphs = await start(join(here, 'subgraphs-process.ts'), [], { env: { NODE_ENV: 'production', ...(mixing ? { BENCH_AMQP_URL: AMQP_URL, BENCH_NAMESPACE: NAMESPACE } : {}) } });
   const subgraphPid = subgraphs.child.pid!;
   const urls = subgraphs.ready.urls as Record<SubgraphName, string>;
   const supergraphPath = join(tmpdir(), `tributary-bench-supergraph-${process.pid}.graphql`);
   writeFileSync(supergraphPath, composeSupergraph(urls));
   const children = new Set<ChildProcess>([subgraphs.child]);
   const measurements: Measurement[] = [];
+  const mix: MixMeasurement[] = [];
   try {
-    const reference = { data: await referenceAnswer(urls) };
-    const referenceText = JSON.stringify(reference);
-    console.log(`reference answer: ${referenceText.length} bytes of JSON, computed from the subgraphs directly`);
+    console.log(`reference answer: ${JSON.stringify({ data: await referenceAnswer(urls) }).length} bytes of JSON, computed from the subgraphs directly`);
     const authSecret = randomBytes(32).toString('base64url');
     const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench', expiresIn: '2h' });
     const headers = { authorization: `Bearer ${token}` };
+    const withGateway = async (target: string, env: Record<string, string>, body: (gateway: { child: ChildProcess; pid: number; url: string }) => Promise<void>) => {
+      const [kind, ...targetArgs] = target.split('@');
+      const gateway = await start(join(here, 'target.ts'), [kind!], {
+        execArgv: [...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' '), ...targetArgs].filter(Boolean),
+        env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: authSecret, BENCH_AMQP_URL: AMQP_URL, BENCH_NAMESPACE: NAMESPACE, ...env },
+      });
+      children.add(gateway.child);
+      try {
+        await body({ child: gateway.child, pid: gateway.child.pid!, url: gateway.ready.url! });
+      } finally {
+        await stop(gateway.child);
+        children.delete(gateway.child);
+      }
+    };
 
     for (let round = 1; round <= ROUNDS; round++) {
       for (const target of TARGETS) {
@@ -149,15 +232,9 @@ async function main() {
         const profiling = PROFILE === target && round === 1;
         const profileDir = join(resultsDir, 'profiles');
         if (profiling) mkdirSync(profileDir, { recursive: true });
-        const [kind, ...targetArgs] = target.split('@');
-        const gateway = await start(join(here, 'target.ts'), [kind!], {
-          execArgv: [...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' '), ...targetArgs].filter(Boolean),
-          env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: authSecret, BENCH_PROFILE_DIR: profileDir },
-        });
-        children.add(gateway.child);
-        const pid = gateway.child.pid!;
-        const url = gateway.ready.url!;
-        try {
+        await withGateway(target, { BENCH_PROFILE_DIR: profileDir }, async ({ child, pid, url }) => {
+          // The mix's writes change the data: every target is checked against the data of now.
+          const reference = { data: await referenceAnswer(urls) };
           const ask = async () => {
             const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: post(BENCH_QUERY) });
             return { status: response.status, text: await response.text() };
@@ -168,28 +245,45 @@ async function main() {
           let identical = first.status === 200 && isDeepStrictEqual(JSON.parse(first.text), reference);
           if (!identical) console.log(`  ✗ ${target} answered ${first.status} and differs from the reference: ${first.text.slice(0, 300)}`);
           await load([url], [post(BENCH_QUERY)], CONNECTIONS, WARMUP, headers);
-          if (profiling) await call(gateway.child, 'profileStart');
+          if (profiling) await call(child, 'profileStart');
           const cpu0 = cpuSeconds(pid);
           const subgraphCpu0 = cpuSeconds(subgraphPid);
           const summary = summarize(await load([url], [post(BENCH_QUERY)], CONNECTIONS, DURATION, headers, first.text), DURATION);
           const cpu = cpuSeconds(pid) - cpu0;
           const subgraphCpu = cpuSeconds(subgraphPid) - subgraphCpu0;
-          if (profiling) console.log(`  CPU profile of the measured window: ${await call<string>(gateway.child, 'profileStop')}`);
+          if (profiling) console.log(`  CPU profile of the measured window: ${await call<string>(child, 'profileStop')}`);
           const mem = memory(pid);
           const last = await ask();
           identical &&= last.status === 200 && isDeepStrictEqual(JSON.parse(last.text), reference) && summary.mismatches === 0 && summary.non2xx === 0;
           measurements.push({ target, round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: subgraphCpu, perQuery, identical });
-        } finally {
-          await stop(gateway.child);
-          children.delete(gateway.child);
-        }
+        });
         const m = measurements.at(-1)!;
         console.log(`  ${m.rps.toFixed(1)} req/s, p50 ${m.latencyMs.p50} ms, p99 ${m.latencyMs.p99} ms, CPU ${m.cpuSeconds.toFixed(1)} s (${m.cpuMsPerRequest.toFixed(2)} ms/req), peak RSS ${m.peakRssMiB.toFixed(0)} MiB, identical: ${m.identical}`);
       }
     }
+
+    for (const target of MIX_TARGETS) {
+      console.log(`\n[read-heavy mix, ${(MIX_WRITES * 100).toFixed(0)}% writes] ${target}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
+      await withGateway(target, {}, async ({ pid, url }) => {
+        await loadMix(url, CONNECTIONS, WARMUP, headers);
+        const counts0 = target === 'ours-cache' ? await cacheCounts(url) : undefined;
+        const cpu0 = cpuSeconds(pid);
+        const summary = summarize([await loadMix(url, CONNECTIONS, DURATION, headers)], DURATION);
+        const cpu = cpuSeconds(pid) - cpu0;
+        const counts1 = counts0 && (await cacheCounts(url));
+        // The last write's event may still be on its way to the gateway: give it a moment.
+        await sleep(500);
+        const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: post(BENCH_QUERY) });
+        const fresh = response.status === 200 && isDeepStrictEqual(await response.json(), { data: await referenceAnswer(urls) });
+        const cache = counts1 && Object.fromEntries(Object.entries(counts1).map(([k, v]) => [k, v - (counts0[k] ?? 0)]));
+        mix.push({ target, ...summary, cpuSeconds: cpu, peakRssMiB: memory(pid).peakMiB, fresh, ...(cache ? { cache } : {}) });
+        console.log(`  ${summary.rps.toFixed(1)} req/s, p50 ${summary.latencyMs.p50} ms, p99 ${summary.latencyMs.p99} ms, CPU ${cpu.toFixed(1)} s, errors ${summary.errors + summary.non2xx}, fresh after: ${fresh}${cache ? `, cache ${JSON.stringify(cache)}` : ''}`);
+      });
+    }
   } finally {
     for (const child of children) await stop(child);
     rmSync(supergraphPath, { force: true });
+    if (mixing) await deleteNamespace(AMQP_URL, NAMESPACE, []).catch(() => {});
   }
 
   for (const m of measurements) {
@@ -198,11 +292,35 @@ async function main() {
     if (apollo) m.ratioToApollo = m.rps / apollo.rps;
     if (hive) m.ratioToHive = m.rps / hive.rps;
   }
+  const mixApollo = mix.find((m) => m.target === 'apollo');
+  const mixHive = mix.find((m) => m.target === 'hive');
+  for (const m of mix) {
+    if (mixApollo) m.ratioToApollo = m.rps / mixApollo.rps;
+    if (mixHive) m.ratioToHive = m.rps / mixHive.rps;
+  }
   report(measurements);
+  if (mix.length > 0) {
+    console.log(`\nread-heavy mix: ${(MIX_WRITES * 100).toFixed(0)}% writes, ${CONNECTIONS} connections, ${DURATION} s measured after ${WARMUP} s warm-up`);
+    console.table(
+      mix.map((m) => ({
+        target: m.target,
+        'req/s': m.rps.toFixed(1),
+        'p50 ms': m.latencyMs.p50,
+        'p99 ms': m.latencyMs.p99,
+        'CPU s': m.cpuSeconds.toFixed(1),
+        'peak RSS MiB': m.peakRssMiB.toFixed(0),
+        '× apollo': m.ratioToApollo?.toFixed(2) ?? '—',
+        '× hive': m.ratioToHive?.toFixed(2) ?? '—',
+        errors: m.errors + m.non2xx,
+        'fresh after': m.fresh ? 'yes' : 'NO',
+        cache: m.cache ? Object.entries(m.cache).map(([k, v]) => `${k} ${v}`).join(', ') : '—',
+      })),
+    );
+  }
   const file = join(resultsDir, 'gateway.json');
   writeFileSync(
     file,
-    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length, connections: CONNECTIONS, warmupSeconds: WARMUP, durationSeconds: DURATION, rounds: ROUNDS, query: BENCH_QUERY, measurements }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length, connections: CONNECTIONS, warmupSeconds: WARMUP, durationSeconds: DURATION, rounds: ROUNDS, query: BENCH_QUERY, measurements, mix: { writes: MIX_WRITES, measurements: mix } }, null, 2)}\n`,
   );
   console.log(`\nwrote ${file}`);
 }

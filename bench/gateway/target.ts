@@ -11,20 +11,22 @@
  *   ours-before  ours with FastDataSource's additions undone (Apollo's default fetcher, every
  *                representation sent): the gateway as it was before FastDataSource
  *   ours-undici  ours without de-duplication; ours-dedup: ours with Apollo's default fetcher
+ *   ours-cache   ours with the event-invalidated cache on for User, Product and Review, its
+ *                invalidations read from RabbitMQ (BENCH_AMQP_URL, BENCH_NAMESPACE), where the
+ *                fixture's mutations announce their changes
  */
 import { ApolloGateway } from '@apollo/gateway';
 import { ApolloServer } from '@apollo/server';
 import { startStandaloneServer } from '@apollo/server/standalone';
 import { createGatewayRuntime } from '@graphql-hive/gateway';
-import { startGateway } from '@tributary/gateway';
+import { FastDataSource, startGateway } from '@tributary/gateway';
+import { BENCH_CACHE_RULES } from './fixture.ts';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { Session } from 'node:inspector/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-// A deep import until @tributary/gateway exports it.
-import { FastDataSource } from '../../gateway/src/datasource.ts';
 import { serve } from './ipc.ts';
 import { configureFastDataSource } from './patch.ts';
 
@@ -61,7 +63,11 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
   if (kind === 'ours-before') configureFastDataSource({ fetcher: 'default', dedupe: false });
   if (kind === 'ours-undici') configureFastDataSource({ fetcher: 'undici', dedupe: false });
   if (kind === 'ours-dedup') configureFastDataSource({ fetcher: 'default', dedupe: true });
-  if (!['ours', 'ours-before', 'ours-undici', 'ours-dedup'].includes(kind)) throw new Error(`unknown gateway "${kind}"`);
+  if (!['ours', 'ours-before', 'ours-undici', 'ours-dedup', 'ours-cache'].includes(kind)) throw new Error(`unknown gateway "${kind}"`);
+  const cache =
+    kind === 'ours-cache'
+      ? { GATEWAY_CACHE_TYPES: 'User,Product,Review', AMQP_URL: process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672', TRIBUTARY_NAMESPACE: process.env.BENCH_NAMESPACE ?? `bench_${process.pid}` }
+      : { TRIBUTARY_NAMESPACE: `bench_${process.pid}` };
   const gateway = await startGateway({
     env: {
       NODE_ENV: 'production',
@@ -69,13 +75,14 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
       AUTH_JWT_SECRET: secret,
       INTERNAL_SIGNING_SECRET: randomBytes(32).toString('base64url'),
       SUPERGRAPH_PATH: supergraphPath,
-      TRIBUTARY_NAMESPACE: `bench_${process.pid}`,
+      ...cache,
       // The benchmark query is deeper and costlier than our defaults allow; the rules still run.
       QUERY_MAX_DEPTH: process.env.BENCH_QUERY_MAX_DEPTH ?? '20',
       QUERY_MAX_COST: process.env.BENCH_QUERY_MAX_COST ?? '1000000',
     },
     port: 0,
     host,
+    cacheRules: BENCH_CACHE_RULES,
   });
   return { url: gateway.url, stop: () => gateway.stop() };
 }

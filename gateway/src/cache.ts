@@ -103,13 +103,23 @@ interface Entry {
   expiresAt: number;
 }
 
+/** A miss being answered: followers of the same query share its result. */
+interface Flight {
+  /** The invalidation sequence it began at: a follower joins only if nothing was invalidated since. */
+  since: number;
+  result: Promise<Record<string, unknown> | undefined>;
+  land(data: Record<string, unknown> | undefined): void;
+}
+
 const SEP = '\u0000';
+/** Longest a follower waits for the miss it joined before it asks the subgraphs itself. */
+const FLIGHT_TIMEOUT_MS = 10_000;
 const KEY_SEP = '\u001f';
 /** How many recent invalidations a miss can be checked against before it gives up storing. */
 const RECENT_INVALIDATIONS = 4_096;
 
 const metrics = {
-  requests: externalCounter('tributary_gateway_cache_requests_total', 'Queries by cache outcome: hit, miss, bypass (not cacheable)', ['result']),
+  requests: externalCounter('tributary_gateway_cache_requests_total', 'Queries by cache outcome: hit, shared (joined an identical miss in flight), miss, bypass (not cacheable)', ['result']),
   invalidations: externalCounter('tributary_gateway_cache_invalidations_total', 'Cache entries dropped, by cause: event, mutation, expired, evicted', ['cause']),
 };
 
@@ -288,6 +298,7 @@ export class EntityCache {
   private readonly byTag = new Map<string, Set<string>>();
   private readonly plans = new WeakMap<GraphQLSchema, WeakMap<DocumentNode, Map<string, Plan>>>();
   private sequence = 0;
+  private readonly flights = new Map<string, Flight>();
   private readonly recent: { sequence: number; tags: ReadonlySet<string> }[] = [];
   private readonly now: () => number;
 
@@ -499,7 +510,7 @@ export class EntityCache {
     const cache = this;
     return {
       async requestDidStart() {
-        let miss: { key: string; plan: Extract<Plan, { cacheable: true }>; since: number } | undefined;
+        let miss: { key: string; plan: Extract<Plan, { cacheable: true }>; since: number; flight: Flight } | undefined;
         return {
           async responseForOperation(rc) {
             if (rc.operation.operation !== 'query') return null;
@@ -508,31 +519,60 @@ export class EntityCache {
               metrics.requests.inc({ result: 'bypass' });
               return null;
             }
+            const tenant = rc.contextValue.tenantId;
             const key = `${rc.queryHash}${SEP}${rc.operationName ?? ''}${SEP}${rc.request.variables ? JSON.stringify(rc.request.variables) : ''}`;
-            const data = cache.get(rc.contextValue.tenantId, key);
-            if (data) {
-              metrics.requests.inc({ result: 'hit' });
-              rc.response.http.headers.set('x-tributary-cache', 'hit');
-              return { http: rc.response.http, body: { kind: 'single', singleResult: { data } } };
+            const hit = (data: Record<string, unknown>, result: 'hit' | 'shared') => {
+              metrics.requests.inc({ result });
+              rc.response.http.headers.set('x-tributary-cache', result);
+              return { http: rc.response.http, body: { kind: 'single' as const, singleResult: { data } } };
+            };
+            const data = cache.get(tenant, key);
+            if (data) return hit(data, 'hit');
+            // The same query already on its way, begun after the latest invalidation: share its answer.
+            const flight = cache.flights.get(tenant + SEP + key);
+            if (flight && flight.since === cache.sequence) {
+              const shared = await flight.result;
+              if (shared) return hit(shared, 'shared');
             }
             metrics.requests.inc({ result: 'miss' });
             rc.response.http.headers.set('x-tributary-cache', 'miss');
-            miss = { key, plan, since: cache.begin() };
+            miss = { key, plan, since: cache.sequence, flight: cache.takeOff(tenant + SEP + key) };
             return null;
           },
           async willSendResponse(rc) {
-            if (rc.response.body.kind !== 'single' || !rc.operation) return;
+            if (rc.response.body.kind !== 'single' || !rc.operation) return miss?.flight.land(undefined);
             const { data, errors } = rc.response.body.singleResult;
-            if (!data || errors?.length) return;
+            const ok = data && !errors?.length ? data : undefined;
             const tenant = rc.contextValue.tenantId;
             if (miss) {
-              cache.set(tenant, miss.key, data, cache.tagsOf(miss.plan, data, rc.request.variables), miss.since);
-            } else if (rc.operation.operation === 'mutation' && rc.document) {
-              cache.invalidate(tenant, cache.changedBy(rc.schema, rc.document, rc.operationName, data), 'mutation');
+              miss.flight.land(ok);
+              if (ok) cache.set(tenant, miss.key, ok, cache.tagsOf(miss.plan, ok, rc.request.variables), miss.since);
+            } else if (ok && rc.operation.operation === 'mutation' && rc.document) {
+              cache.invalidate(tenant, cache.changedBy(rc.schema, rc.document, rc.operationName, ok), 'mutation');
             }
           },
         };
       },
     };
+  }
+
+  /** Register a miss on its way to the subgraphs; identical queries wait for it instead of going too. */
+  private takeOff(key: string): Flight {
+    let settle!: (data: Record<string, unknown> | undefined) => void;
+    const result = new Promise<Record<string, unknown> | undefined>((resolve) => (settle = resolve));
+    // A leader that never answers (a hook that threw) must not hold its followers forever.
+    const timer = setTimeout(() => flight.land(undefined), FLIGHT_TIMEOUT_MS);
+    timer.unref();
+    const flight: Flight = {
+      since: this.sequence,
+      result,
+      land: (data) => {
+        clearTimeout(timer);
+        settle(data);
+        if (this.flights.get(key) === flight) this.flights.delete(key);
+      },
+    };
+    this.flights.set(key, flight);
+    return flight;
   }
 }

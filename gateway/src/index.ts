@@ -4,3 +4,5 @@ export { signToken } from './auth.ts';
 export { JobSubscriptions, toJobQuery } from './subscriptions.ts';
 export { JobEventHub } from './job-events.ts';
 export { createUndiciFetcher, deduplicateRepresentations, FastDataSource } from './datasource.ts';
+export { EntityCache, entityKeys, type EntityChange, type InvalidationRule, type InvalidationRules } from './cache.ts';
+export { productRules } from './cache-rules.ts';

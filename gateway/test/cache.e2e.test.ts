@@ -127,6 +127,14 @@ describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (_nam
     expect(other.body.data.job).toBeNull();
   });
 
+  it('asks the subgraphs once for identical queries that arrive together', async () => {
+    const { jobId } = await upload(system, 'burst');
+    await collect(system.ws(), 'subscription ($jobId: ID!) { jobCompleted(jobId: $jobId) { id } }', { jobId });
+    const burst = await Promise.all(Array.from({ length: 10 }, () => read(system, 'query Burst($id: ID!) { burst: job(id: $id) { id status } }', { id: jobId })));
+    expect(burst.filter((r) => r.cache === 'miss')).toHaveLength(1);
+    for (const r of burst) expect(r.body).toEqual({ data: { burst: { id: jobId, status: 'COMPLETED' } } });
+  });
+
   it('does not cache what no event keeps fresh', async () => {
     const stats = await read(system, '{ stats { documents } }');
     expect(stats.body.errors).toBeUndefined();
