@@ -8,14 +8,16 @@
  * concurrency in which every response body must equal the checked one byte for byte
  * (autocannon's `expectBody`, counted as mismatches), then the check again.
  *
- * Targets (BENCH_TARGETS, comma-separated; default direct,apollo,hive,ours-before,ours):
+ * Targets (BENCH_TARGETS, comma-separated; default direct,apollo,hive,ours@,ours):
  *   direct       the floor: no gateway. The benchmark query's two root fields asked of the
  *                subgraphs that own them, `{ users { id username name } }` on accounts and
  *                `{ topProducts { name price upc weight } }` on products, half the
  *                connections each, at the same time; one request = one subgraph call. No
  *                gateway request can be cheaper than this single hop.
  *   apollo, apollo-fast, hive, ours, ours-before, ours-undici, ours-dedup: see target.ts.
- *   A target may carry node flags for its process after `@`, e.g. `ours@--max-semi-space-size=64`.
+ *   A target may carry node flags for its process after `@`, e.g. `apollo@--max-semi-space-size=64`.
+ *   `ours*` targets without flags of their own get those of the gateway's start script (how it
+ *   ships: `tsx --max-semi-space-size=64 src/main.ts`); `ours@` runs ours on node's defaults.
  *
  * Per target: requests/s, latency p50/p99, the gateway process's CPU seconds in the measured
  * window (/proc/<pid>/stat) and per request, its peak RSS (VmHWM, since it started), the
@@ -44,7 +46,7 @@ import { signToken } from '@tributary/gateway';
 import autocannon from 'autocannon';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,7 +60,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 5);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
-const TARGETS = (process.env.BENCH_TARGETS ?? 'direct,apollo,hive,ours-before,ours').split(',').map((t) => t.trim()).filter(Boolean);
+const TARGETS = (process.env.BENCH_TARGETS ?? 'direct,apollo,hive,ours@,ours').split(',').map((t) => t.trim()).filter(Boolean);
 const PROFILE = process.env.BENCH_PROFILE;
 const MIX_TARGETS = (process.env.BENCH_MIX_TARGETS ?? 'apollo,hive,ours,ours-cache').split(',').map((t) => t.trim()).filter(Boolean);
 const MIX_WRITES = Number(process.env.BENCH_MIX_WRITES ?? 0.05);
@@ -66,6 +68,8 @@ const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:567
 const NAMESPACE = `bench_${process.pid}_${randomBytes(3).toString('hex')}`;
 const here = fileURLToPath(new URL('.', import.meta.url));
 const resultsDir = join(here, '..', 'results');
+/** The node flags of `pnpm --filter @tributary/gateway start` (and the image's CMD): `tsx <flags> src/main.ts`. */
+const GATEWAY_START_FLAGS = (JSON.parse(readFileSync(join(here, '..', '..', 'gateway', 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(/\s+/).filter((arg) => arg.startsWith('--'));
 
 interface Measurement {
   target: string;
@@ -202,8 +206,10 @@ async function main() {
     const headers = { authorization: `Bearer ${token}` };
     const withGateway = async (target: string, env: Record<string, string>, body: (gateway: { child: ChildProcess; pid: number; url: string }) => Promise<void>) => {
       const [kind, ...targetArgs] = target.split('@');
+      // Ours runs with the node flags its start script ships with, unless the target names its own.
+      const shipped = kind!.startsWith('ours') && targetArgs.length === 0 ? GATEWAY_START_FLAGS : [];
       const gateway = await start(join(here, 'target.ts'), [kind!], {
-        execArgv: [...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' '), ...targetArgs].filter(Boolean),
+        execArgv: [...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' '), ...shipped, ...targetArgs].filter(Boolean),
         env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: authSecret, BENCH_AMQP_URL: AMQP_URL, BENCH_NAMESPACE: NAMESPACE, ...env },
       });
       children.add(gateway.child);
