@@ -326,17 +326,17 @@ export class EntityCache {
     if (!byName) bySchema.set(document, (byName = new Map()));
     const name = operationName ?? '';
     let plan = byName.get(name);
-    if (!plan) byName.set(name, (plan = this.makePlan(schema, document, operationName, true)));
+    if (!plan) byName.set(name, (plan = this.makePlan(schema, document, operationName)));
     return plan;
   }
 
-  private makePlan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, checkTypes: boolean): Plan {
+  private makePlan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
     const operation = getOperationAST(document, operationName);
     const root = operation && schema.getRootType(operation.operation);
     if (!operation || !root) return { cacheable: false, reason: 'no operation' };
-    if (checkTypes && operation.operation !== 'query') return { cacheable: false, reason: operation.operation };
+    if (operation.operation !== 'query') return { cacheable: false, reason: operation.operation };
     const fragments = new Map(document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-    const planner = new Planner(schema, this.keys, this.types, fragments, checkTypes);
+    const planner = new Planner(schema, this.keys, this.types, fragments, true);
     const staticTags = new Set<string>();
     const anchors: Anchor[] = [];
     try {
