@@ -1,4 +1,5 @@
 import { baseConfigSchema, ConfigError, loadConfig, urlWithProtocol, type ConfigIssue } from '@tributary/core/config';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 const subgraphUrl = urlWithProtocol('http:', 'https:');
@@ -53,6 +54,15 @@ export const configSchema = baseConfigSchema.extend({
   GATEWAY_CACHE_TTL_MS: z.coerce.number().int().min(1).default(300_000),
   /** Most cached results per gateway instance (least recently used go first). */
   GATEWAY_CACHE_MAX_ENTRIES: z.coerce.number().int().min(1).default(10_000),
+  /**
+   * Gateway processes sharing the port (node:cluster), each a whole gateway; `auto`: one per
+   * available CPU. Default 1: no cluster.
+   */
+  GATEWAY_WORKERS: z
+    .string()
+    .regex(/^(auto|[1-9][0-9]{0,2})$/, 'must be a number of workers (1-999) or `auto`')
+    .default('1')
+    .transform((v) => (v === 'auto' ? availableParallelism() : Number(v))),
   /** Uploads per user per minute, per gateway instance. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
 });
