@@ -5,7 +5,10 @@
  * same run, and their ratio. A benchmark, not a test: it prints figures and asserts nothing.
  *
  * Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), AMQP_URL (default
- * amqp://guest:guest@127.0.0.1:5672), BENCH_EVENTS (default 20000), BENCH_RAW_MESSAGES (default: BENCH_EVENTS).
+ * amqp://guest:guest@127.0.0.1:5672), BENCH_EVENTS (default 20000), BENCH_RAW_MESSAGES (default: BENCH_EVENTS),
+ * BENCH_RELAY_CONCURRENCY (2), BENCH_RELAY_BATCH (500), BENCH_RETAIN_SENT_MS (the relay's retainSentMs, default
+ * 3600000 as in the services; 0: rows deleted once confirmed), BENCH_CONSUMER_CONCURRENCY (4), BENCH_MAX_BATCH (100),
+ * BENCH_PREFETCH (400).
  */
 import { createLogger, progress } from '@tributary/core';
 import { dropDatabase, Migration, openDatabase, type Database } from '@tributary/core/db';
@@ -108,7 +111,16 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
     },
   });
   await consumer.start();
-  const relay = new OutboxRelay({ db: relayDb, transport: relayTransport, logger, batchSize: 500, concurrency: Number(process.env.BENCH_RELAY_CONCURRENCY ?? 2) });
+  const relay = new OutboxRelay({
+    db: relayDb,
+    transport: relayTransport,
+    logger,
+    batchSize: Number(process.env.BENCH_RELAY_BATCH ?? 500),
+    concurrency: Number(process.env.BENCH_RELAY_CONCURRENCY ?? 2),
+    // The services' default (sent rows kept 1 h, then pruned) unless told otherwise; 0 deletes
+    // each batch's rows in the transaction that claimed them.
+    retainSentMs: Number(process.env.BENCH_RETAIN_SENT_MS ?? 3_600_000),
+  });
   await relay.start();
 
   const text = 'Quarterly revenue grew while costs fell; the team shipped the new pipeline on time. '.repeat(3);

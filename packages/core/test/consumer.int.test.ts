@@ -42,7 +42,7 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
       service: 'test',
       name: 'effects',
       types: ['document.uploaded'],
-      handler: recordEffect,
+      ...(options.batchHandler ? {} : { handler: recordEffect }),
       db: await h.db(),
       transport,
       logger: silent,
@@ -67,6 +67,55 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
     await waitFor(async () => (await transport.queueDepth(`${h.namespace}.test.effects`)) === 0, 10_000, 'queue drained');
     await new Promise((r) => setTimeout(r, 300));
     expect(await effectStats(db)).toEqual({ rows: 1, distinct: 1 });
+  });
+
+  it('applies a burst in full batches, not in one-event transactions, and each event once', async () => {
+    const transport = await h.transport();
+    const batches: number[] = [];
+    let applied = 0;
+    await consumer(transport, {
+      batchHandler: async (events, context) => {
+        batches.push(events.length);
+        for (const event of events) await recordEffect(event, context);
+      },
+      prefetch: 400,
+      maxBatch: 100,
+      concurrency: 4,
+      onApplied: (n) => (applied += n),
+    });
+    for (let i = 0; i < 10; i++) await transport.publish(Array.from({ length: 100 }, () => wireEvent()));
+    await waitFor(() => applied === 1_000, 30_000, '1,000 events applied');
+    expect(await effectStats(await h.db())).toEqual({ rows: 1_000, distinct: 1_000 });
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(1_000);
+    // Only the first batch of the burst, started with nothing in flight, may be small.
+    expect(batches.filter((n) => n === 1).length).toBeLessThanOrEqual(1);
+    expect(batches.length).toBeLessThan(100);
+  });
+
+  it('still runs batch transactions side by side when the batch handler is slow', async () => {
+    const transport = await h.transport();
+    let running = 0;
+    let most = 0;
+    let applied = 0;
+    await consumer(transport, {
+      batchHandler: async (events, context) => {
+        running++;
+        most = Math.max(most, running);
+        await new Promise((r) => setTimeout(r, 300));
+        running--;
+        for (const event of events) await recordEffect(event, context);
+      },
+      maxBatch: 50,
+      concurrency: 4,
+      onApplied: (n) => (applied += n),
+    });
+    // One at a time, as a slow trickle: each must start without waiting for the one before.
+    for (let i = 0; i < 4; i++) {
+      await transport.publish([wireEvent()]);
+      await new Promise((r) => setTimeout(r, 40));
+    }
+    await waitFor(() => applied === 4, 10_000, '4 events applied');
+    expect(most).toBeGreaterThan(1);
   });
 
   it('applies each event once when duplicates reach two consumers of one queue concurrently', async () => {

@@ -4,6 +4,12 @@ import { OutboxRelay } from '../src/events/relay.ts';
 import { servicesAvailable, waitFor } from '../src/testing/services.ts';
 import { unsentCount, uploadedEvent } from './fixtures/effects.ts';
 import { Harness, silent } from './fixtures/harness.ts';
+import type { Database } from '../src/db/index.ts';
+
+async function outboxCount(db: Database): Promise<number> {
+  const [row] = await db.fork().execute<{ n: string }[]>('select count(*) as n from tributary_outbox');
+  return Number(row!.n);
+}
 
 describe.skipIf(!(await servicesAvailable()))('transactional outbox', () => {
   let h: Harness;
@@ -86,6 +92,42 @@ describe.skipIf(!(await servicesAvailable()))('transactional outbox', () => {
     const counts = new Map<string | undefined, number>();
     for (const d of observer.deliveries) counts.set(d.messageId, (counts.get(d.messageId) ?? 0) + 1);
     expect(new Map(envelopes.map((e) => [e.id, 2]))).toEqual(counts);
+  });
+
+  it('with no retention, deletes rows only once the broker confirmed them: a relay killed after the confirm leaves them to publish again', async () => {
+    const db = await h.db();
+    const transport = await h.transport();
+    const observer = await h.observe(transport, ['document.uploaded']);
+    const envelopes = await db.fork().transactional((em) => publish(em, 'test', Array.from({ length: 5 }, () => uploadedEvent())));
+
+    const doomed = await h.spawn('relay', { KILL_AT: 'after-publish', RELAY_RETAIN_SENT_MS: '0' }).catch((e: Error) => e);
+    if (!(doomed instanceof Error)) await new Promise<void>((resolve) => doomed.once('exit', () => resolve()));
+    await waitFor(() => observer.deliveries.length >= 5, 10_000, 'the first (undeleted) publication');
+    expect(await outboxCount(db)).toBe(5);
+
+    await h.spawn('relay', { RELAY_RETAIN_SENT_MS: '0' });
+    await waitFor(async () => (await outboxCount(db)) === 0, 15_000, 'rows deleted after restart');
+    await waitFor(() => observer.deliveries.length === 10, 5_000, 'the second publication');
+    const counts = new Map<string | undefined, number>();
+    for (const d of observer.deliveries) counts.set(d.messageId, (counts.get(d.messageId) ?? 0) + 1);
+    expect(new Map(envelopes.map((e) => [e.id, 2]))).toEqual(counts);
+  });
+
+  it('with no retention, keeps rows whose publish failed and deletes them once published', async () => {
+    const db = await h.db();
+    const transport = await h.transport('relay');
+    const observer = await h.observe(await h.transport('observer'), ['document.uploaded']);
+    const relay = new OutboxRelay({ db, transport, logger: silent, retainSentMs: 0 });
+    await transport.close();
+    await db.fork().transactional((em) => publish(em, 'test', [uploadedEvent(), uploadedEvent(), uploadedEvent()]));
+    await expect(relay.publishBatch()).rejects.toMatchObject({ code: 'TRANSPORT_CLOSED' });
+    expect(await outboxCount(db)).toBe(3);
+
+    const healthy = new OutboxRelay({ db, transport: await h.transport('relay2'), logger: silent, retainSentMs: 0 });
+    expect(await healthy.flush()).toBe(3);
+    expect(await outboxCount(db)).toBe(0);
+    await waitFor(() => observer.deliveries.length === 3, 5_000, 'the events');
+    expect(await healthy.prune()).toBe(0);
   });
 
   it('prunes rows sent longer ago than the retention', async () => {

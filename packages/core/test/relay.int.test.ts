@@ -58,6 +58,42 @@ describe.skipIf(!(await servicesAvailable()))('outbox relay', () => {
     for (const relay of relays) await relay.stop();
   });
 
+  it('with no retention, three relays share 3,000 rows, each published once, and leave the table empty', async () => {
+    const writer = await h.db();
+    const observer = await h.observe(await h.transport('observer'), ['document.uploaded']);
+    let releaseLate!: () => void;
+    const lateGate = new Promise<void>((resolve) => (releaseLate = resolve));
+    let lateInserted!: () => void;
+    const lateReady = new Promise<void>((resolve) => (lateInserted = resolve));
+    const expected = new Set<string>();
+    const lateTx = writer.fork().transactional(async (em) => {
+      for (const e of await publish(em, 'test', Array.from({ length: 10 }, () => uploadedEvent()))) expected.add(e.id);
+      lateInserted();
+      await lateGate;
+    });
+    await lateReady;
+    const relays = await Promise.all(
+      [1, 2, 3].map(async (n) => new OutboxRelay({ db: await h.db(), transport: await h.transport(`relay${n}`), logger: silent, batchSize: 100, pollIntervalMs: 100, retainSentMs: 0 })),
+    );
+    for (const relay of relays) await relay.start();
+    for (let batch = 0; batch < 30; batch++) {
+      const envelopes = await writer.fork().transactional((em) => publish(em, 'test', Array.from({ length: 100 }, () => uploadedEvent())));
+      for (const e of envelopes) expected.add(e.id);
+    }
+    await waitFor(() => observer.deliveries.length >= 3_000, 60_000, 'the 3,000 early-committed events');
+    releaseLate();
+    await lateTx;
+    await waitFor(() => observer.deliveries.length >= expected.size, 30_000, 'every event');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(observer.deliveries).toHaveLength(expected.size);
+    expect(new Set(observer.deliveries.map((d) => d.messageId))).toEqual(expected);
+    expect(relays.filter((r) => r.publishedCount > 0).length).toBeGreaterThan(1);
+    expect(relays.reduce((sum, r) => sum + r.publishedCount, 0)).toBe(expected.size);
+    const [row] = await writer.fork().execute<{ n: string }[]>('select count(*) as n from tributary_outbox');
+    expect(Number(row!.n)).toBe(0);
+    for (const relay of relays) await relay.stop();
+  });
+
   it('keeps rows unsent while the broker is unreachable and publishes them when it is back', async () => {
     const db = await h.db();
     const transport = await h.transport('relay');

@@ -9,7 +9,8 @@ export const OutboxMessage = defineEntity({
   tableName: 'tributary_outbox',
   properties: (p) => ({
     id: p.bigint('number').primary().autoincrement(),
-    eventId: p.uuid().unique(),
+    /** Not unique in the table: the consumers' inbox de-duplicates. */
+    eventId: p.uuid(),
     type: p.text(),
     tenantId: p.text(),
     /** The serialized envelope, byte for byte what goes on the wire. */

@@ -41,7 +41,25 @@ class CoreOutboxInbox extends Migration {
   }
 }
 
+/**
+ * The outbox's unique index on `event_id` cost every insert (and every mark-sent) a random-key
+ * B-tree write and protected nothing: ids are fresh UUIDs, and the consumers' inbox is what
+ * de-duplicates an event that reaches the broker twice, however that happens.
+ */
+class OutboxNoEventIdIndex extends Migration {
+  override up(): void {
+    this.addSql('alter table tributary_outbox drop constraint if exists tributary_outbox_event_id_key');
+  }
+
+  override down(): void {
+    this.addSql('alter table tributary_outbox add constraint tributary_outbox_event_id_key unique (event_id)');
+  }
+}
+
 /** Migrations of the tables every service has (outbox, inbox). Run before the service's own. */
-export const coreMigrations: MigrationObject[] = [{ name: '0000-core-outbox-inbox', class: CoreOutboxInbox }];
+export const coreMigrations: MigrationObject[] = [
+  { name: '0000-core-outbox-inbox', class: CoreOutboxInbox },
+  { name: '0001-outbox-no-event-id-index', class: OutboxNoEventIdIndex },
+];
 
 export { Migration };

@@ -5,6 +5,7 @@ import { contextFromTraceparent, parentFromTraceparent, runInContext } from '../
 import { metrics } from '../metrics.ts';
 import { SpanKind, withSpan } from '../tracing.ts';
 import type { Database } from '../db/index.ts';
+import { queryRows } from '../db/sql.ts';
 import { errorCode, errorMessage, isUnrecoverable } from '../errors.ts';
 import { publish, type NewEvent } from './publish.ts';
 import { queueName, type ConsumerHandle, type Delivery, type Transport } from './transport.ts';
@@ -60,6 +61,9 @@ export interface EventConsumerOptions {
   onApplied?: (count: number) => void;
 }
 
+/** How long deliveries may wait for a fuller batch while other transactions are in flight. */
+const GATHER_MS = 10;
+
 interface Item {
   delivery: Delivery;
   event: ParsedEvent;
@@ -82,6 +86,12 @@ export class EventConsumer {
   readonly retryDelaysMs: readonly number[];
   private readonly prefetch: number;
   private readonly maxBatch: number;
+  /** A batch worth a transaction of its own while others are in flight: maxBatch, or the prefetch's share. */
+  private readonly fullBatch: number;
+  /** Hold partial batches back while others are in flight (batch handlers, where batching pays). */
+  private readonly gather: boolean;
+  private pumpScheduled = false;
+  private gatherTimer: NodeJS.Timeout | undefined;
   private readonly concurrency: number;
   private readonly maxAttempts: number;
   private readonly log: Logger;
@@ -98,6 +108,8 @@ export class EventConsumer {
     this.prefetch = options.prefetch ?? 200;
     this.maxBatch = options.maxBatch ?? 50;
     this.concurrency = options.concurrency ?? 4;
+    this.fullBatch = Math.max(1, Math.min(this.maxBatch, Math.floor(this.prefetch / this.concurrency)));
+    this.gather = options.batchHandler !== undefined;
     this.maxAttempts = options.maxAttempts ?? 5;
     this.retryDelaysMs = options.retryDelaysMs ?? [1_000, 5_000, 30_000, 120_000];
     this.log = options.logger.child({ component: 'consumer', queue: this.queue });
@@ -115,7 +127,14 @@ export class EventConsumer {
     };
     this.handle = await this.options.transport.consume(spec, (delivery) => {
       this.waiting.push(delivery);
-      this.pump();
+      if (!this.gather) return this.pump(true);
+      // Deliveries come in bursts (one socket read holds many): gather the burst, then pump.
+      if (this.pumpScheduled) return;
+      this.pumpScheduled = true;
+      setImmediate(() => {
+        this.pumpScheduled = false;
+        this.pump(false);
+      });
     });
   }
 
@@ -125,6 +144,8 @@ export class EventConsumer {
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.gatherTimer);
+    this.gatherTimer = undefined;
     await this.handle?.cancel();
     while (this.inFlight.size > 0) await Promise.all(this.inFlight);
     this.waiting.length = 0;
@@ -132,8 +153,25 @@ export class EventConsumer {
     this.handle = undefined;
   }
 
-  private pump(): void {
+  /**
+   * Start batches while a transaction slot is free. A per-event handler's consumer starts
+   * whatever waits at once. A batch handler's consumer does too when nothing is in flight
+   * (latency); while transactions are busy, it starts one with a full batch, or with what
+   * gathered when one ends (`afterBatch`) or after {@link GATHER_MS}: under load a trickle of
+   * deliveries must not become a row of one-event transactions, each as dear as a full one, and
+   * a slow handler must not hold the next events back for long either.
+   */
+  private pump(afterBatch: boolean): void {
+    let partialOk = afterBatch;
     while (!this.stopping && this.active < this.concurrency && this.waiting.length > 0) {
+      if (this.gather && this.active > 0 && !partialOk && this.waiting.length < this.fullBatch) {
+        this.gatherTimer ??= setTimeout(() => {
+          this.gatherTimer = undefined;
+          this.pump(true);
+        }, GATHER_MS);
+        return;
+      }
+      partialOk = !this.gather;
       const batch = this.waiting.splice(0, this.maxBatch);
       this.active++;
       const work = this.processBatch(batch)
@@ -141,7 +179,7 @@ export class EventConsumer {
         .finally(() => {
           this.active--;
           this.inFlight.delete(work);
-          this.pump();
+          this.pump(true);
         });
       this.inFlight.add(work);
     }
@@ -151,7 +189,8 @@ export class EventConsumer {
     const items: Item[] = [];
     for (const delivery of deliveries) {
       try {
-        items.push({ delivery, event: parse(delivery.body) });
+        // A string, so the parser does not copy the buffer before decoding it.
+        items.push({ delivery, event: parse(delivery.body.toString('utf8')) });
       } catch (error) {
         // The same bytes will never parse: no retry.
         this.log.warn({ messageId: delivery.messageId, code: errorCode(error), err: errorMessage(error) }, 'event violates its contract; dead-lettered');
@@ -203,16 +242,19 @@ export class EventConsumer {
     let applied: Item[] = [];
     let duplicates: Item[] = [];
     await em.transactional(async (tx) => {
-      const placeholders = items.map(() => '(?, ?, ?)').join(', ');
-      const params = items.flatMap((i) => [this.consumerKey, i.event.id, i.event.type]);
-      const inserted = await tx.execute<{ event_id: string }[]>(
-        `insert into tributary_inbox (consumer, event_id, type) values ${placeholders} on conflict do nothing returning event_id`,
+      const params: string[] = [];
+      for (const i of items) params.push(this.consumerKey, i.event.id, i.event.type);
+      const inserted = await queryRows<{ event_id: string }>(
+        tx,
+        `insert into tributary_inbox (consumer, event_id, type) values ${inboxValues(items.length)} on conflict do nothing returning event_id`,
         params,
       );
       const fresh = new Set(inserted.map((r) => r.event_id));
       // The same event twice in one batch: the first copy wins, the second is a duplicate.
-      const todo = items.filter((item) => fresh.delete(item.event.id));
-      duplicates = items.filter((item) => !todo.includes(item));
+      const todo: Item[] = [];
+      const dup: Item[] = [];
+      for (const item of items) (fresh.delete(item.event.id) ? todo : dup).push(item);
+      duplicates = dup;
       applied = todo;
       if (todo.length === 0) return;
       const first = todo[0]!;
@@ -241,9 +283,17 @@ export class EventConsumer {
       }
       await tx.flush();
     });
-    for (const item of applied) metrics.eventsConsumed.inc({ ...this.labels, type: item.event.type, outcome: 'applied' });
-    for (const item of duplicates) metrics.eventsConsumed.inc({ ...this.labels, type: item.event.type, outcome: 'duplicate' });
+    this.count(applied, 'applied');
+    this.count(duplicates, 'duplicate');
     if (applied.length > 0) this.options.onApplied?.(applied.length);
+  }
+
+  /** One counter increment per event type, not per event. */
+  private count(items: Item[], outcome: 'applied' | 'duplicate'): void {
+    if (items.length === 0) return;
+    const byType = new Map<string, number>();
+    for (const item of items) byType.set(item.event.type, (byType.get(item.event.type) ?? 0) + 1);
+    for (const [type, n] of byType) metrics.eventsConsumed.inc({ ...this.labels, type, outcome }, n);
   }
 
   private get labels() {
@@ -258,4 +308,10 @@ export class EventConsumer {
   private spanAttributes(event: ParsedEvent) {
     return { 'messaging.system': 'rabbitmq', 'messaging.destination.name': this.queue, 'messaging.message.id': event.id, 'tributary.event.type': event.type, 'tributary.service': this.options.service };
   }
+}
+
+const inboxValuesLists: string[] = [];
+/** `(?, ?, ?), …` for n rows, cached per batch size. */
+function inboxValues(n: number): string {
+  return (inboxValuesLists[n] ??= Array.from({ length: n }, () => '(?, ?, ?)').join(', '));
 }

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { contextFromTraceparent, currentContext } from '../context.ts';
 import { producerTraceparent } from '../tracing.ts';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
+import { queryRun } from '../db/sql.ts';
 
 type DataOf<T extends EventType> = EventData<(typeof currentVersion)[T]>;
 
@@ -52,10 +53,20 @@ export async function publish(em: EntityManager, source: string, events: readonl
     return envelope;
   });
   // One multi-row insert in the caller's transaction; the table's trigger NOTIFYs relays on commit.
-  await em.execute(
-    `insert into tributary_outbox (event_id, type, tenant_id, payload) values ${envelopes.map(() => '(?, ?, ?, ?)').join(', ')}`,
-    envelopes.flatMap((e) => [e.id, e.type, e.tenantid, JSON.stringify(e)]),
-    'run',
-  );
+  // Bind parameters: the payloads travel as values, not quoted into the SQL text. PostgreSQL
+  // takes at most 65,535 of them in a statement, hence chunks of ROWS_PER_INSERT events.
+  for (let start = 0; start < envelopes.length; start += ROWS_PER_INSERT) {
+    const chunk = envelopes.slice(start, start + ROWS_PER_INSERT);
+    const params: string[] = [];
+    for (const e of chunk) params.push(e.id, e.type, e.tenantid, JSON.stringify(e));
+    await queryRun(em, `insert into tributary_outbox (event_id, type, tenant_id, payload) values ${valuesList(chunk.length)}`, params);
+  }
   return envelopes;
+}
+
+const ROWS_PER_INSERT = 1_000;
+const valuesLists: string[] = [];
+/** `(?, ?, ?, ?), …` for n rows, cached: writers mostly publish the same few batch sizes. */
+function valuesList(n: number): string {
+  return (valuesLists[n] ??= Array.from({ length: n }, () => '(?, ?, ?, ?)').join(', '));
 }

@@ -84,6 +84,30 @@ class AckCoalescer {
   }
 }
 
+/**
+ * amqplib's multiplexer writes each frame group (one per published message, ack, …) to the
+ * socket on its own: with `noDelay` that is one send syscall per message, a large share of a
+ * publisher's CPU. Corking the socket while the multiplexer drains its channels turns a batch
+ * of publishes into one `writev` (the socket still signals backpressure past its high water
+ * mark, and the multiplexer waits for `drain` as before). Skipped if amqplib's internals differ.
+ */
+function coalesceWrites(model: ChannelModel): void {
+  const connection = (model as unknown as { connection?: { stream?: unknown; muxer?: { _readIncoming?: () => void; __corked?: boolean } } }).connection;
+  const muxer = connection?.muxer;
+  const stream = connection?.stream as { cork?: () => void; uncork?: () => void } | undefined;
+  if (!muxer || muxer.__corked || typeof muxer._readIncoming !== 'function' || typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function') return;
+  const readIncoming = muxer._readIncoming.bind(muxer);
+  muxer._readIncoming = () => {
+    stream.cork!();
+    try {
+      readIncoming();
+    } finally {
+      stream.uncork!();
+    }
+  };
+  muxer.__corked = true;
+}
+
 interface RegisteredConsumer {
   spec: QueueSpec;
   onDelivery: (delivery: Delivery) => void;
@@ -153,6 +177,7 @@ export class RabbitMqTransport implements Transport {
 
   /** Runs on every (re)connection before it is handed out: topology, then every consumer. */
   private async setup(model: ChannelModel): Promise<void> {
+    coalesceWrites(model);
     const channel = await model.createChannel();
     await channel.assertExchange(exchangeName(this.namespace), 'topic', { durable: true });
     await channel.close();

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Database } from '../db/index.ts';
 import { OUTBOX_CHANNEL } from '../db/entities.ts';
+import { queryRows, queryRun } from '../db/sql.ts';
 import { errorMessage } from '../errors.ts';
 import { metrics } from '../metrics.ts';
 import type { OutgoingMessage, Transport } from './transport.ts';
@@ -18,7 +19,11 @@ export interface OutboxRelayOptions {
   concurrency?: number;
   /** Safety-net poll when no notification arrives. Default 1 000 ms. */
   pollIntervalMs?: number;
-  /** Sent rows older than this are deleted. Default 1 h. */
+  /**
+   * Sent rows older than this are deleted. Default 1 h. `0` keeps nothing: each batch deletes
+   * its rows in the transaction that claimed them, committed only after the broker's confirm
+   * (less database work per event: no second row version, no pruning).
+   */
   retainSentMs?: number;
   /** Backoff after a failed batch (broker down, database down). Default 500 ms, doubling to 15 s. */
   retryDelayMs?: number;
@@ -31,14 +36,21 @@ interface OutboxRow {
   payload: string;
 }
 
+/** Ascending outbox ids: bigint as a decimal string (pg) or a number (PGlite). */
+function byId(a: OutboxRow, b: OutboxRow): number {
+  const x = String(a.id);
+  const y = String(b.id);
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
+}
+
 /**
  * Publishes committed outbox rows. Each batch claims unsent rows with `FOR UPDATE SKIP LOCKED`
  * (so any number of relays share the work without double-claiming), publishes them with
- * publisher confirms, and marks them sent in the same transaction only after the confirm; a
- * crash at any point leaves them unsent to be published again (at-least-once; the consumers'
- * inbox removes the duplicates). Rows are always selected by `sent_at is null`, never by an
- * id cursor, so a row whose transaction committed after a higher id was published is not skipped.
- * Relays wake on the commit's NOTIFY and also poll.
+ * publisher confirms, and marks them sent (or deletes them) in the same transaction, which
+ * commits only after the confirm; a crash at any point leaves them unsent to be published
+ * again (at-least-once; the consumers' inbox removes the duplicates). Rows are always selected
+ * by `sent_at is null`, never by an id cursor, so a row whose transaction committed after a
+ * higher id was published is not skipped. Relays wake on the commit's NOTIFY and also poll.
  */
 export class OutboxRelay {
   private readonly batchSize: number;
@@ -76,10 +88,13 @@ export class OutboxRelay {
     this.running = true;
     await this.listen();
     for (let i = 0; i < this.concurrency; i++) this.loops.push(this.loop());
-    this.pruneTimer = setInterval(() => {
-      this.prune().catch((error) => this.log.warn({ err: errorMessage(error) }, 'outbox prune failed'));
-    }, Math.min(60_000, this.retainSentMs));
-    this.pruneTimer.unref();
+    // With no retention, batches delete their own rows: nothing to prune.
+    if (this.retainSentMs > 0) {
+      this.pruneTimer = setInterval(() => {
+        this.prune().catch((error) => this.log.warn({ err: errorMessage(error) }, 'outbox prune failed'));
+      }, Math.min(60_000, this.retainSentMs));
+      this.pruneTimer.unref();
+    }
   }
 
   /** Publish now instead of at the next notification or poll. */
@@ -115,33 +130,39 @@ export class OutboxRelay {
   async publishBatch(): Promise<number> {
     const em = this.options.db.fork();
     return em.transactional(async (tx) => {
-      const rows = await tx.execute<OutboxRow[]>(
-        'select id, event_id, type, payload from tributary_outbox where sent_at is null order by id limit ? for update skip locked',
-        [this.batchSize],
-      );
+      // Claim, and mark sent (or delete) in the same statement: the change stays uncommitted,
+      // its rows locked (other relays skip them), until the broker has confirmed every message;
+      // a failed publish or a crash rolls it back and the rows are unsent again.
+      const rows = await queryRows<OutboxRow>(tx, this.claimSql, [this.batchSize]);
       if (rows.length === 0) return 0;
+      // `returning` gives no order; publish in commit-log (id) order as the select did.
+      if (rows.length > 1) rows.sort(byId);
       const messages: OutgoingMessage[] = rows.map((row) => ({
         routingKey: row.type,
         messageId: row.event_id,
         body: Buffer.from(row.payload),
       }));
       await this.options.transport.publish(messages);
-      await tx.execute('update tributary_outbox set sent_at = now() where id in (?)', [rows.map((r) => r.id)]);
       const service = this.options.service ?? 'unknown';
-      for (const row of rows) metrics.eventsPublished.inc({ service, type: row.type });
+      const byType = new Map<string, number>();
+      for (const row of rows) byType.set(row.type, (byType.get(row.type) ?? 0) + 1);
+      for (const [type, n] of byType) metrics.eventsPublished.inc({ service, type }, n);
       return rows.length;
     });
+  }
+
+  /** The claiming statement: rows unsent and unlocked now, in id order, at most a batch. */
+  private get claimSql(): string {
+    const unsent = 'select id from tributary_outbox where sent_at is null order by id limit ? for update skip locked';
+    return this.retainSentMs > 0
+      ? `update tributary_outbox set sent_at = now() where id in (${unsent}) returning id, event_id, type, payload`
+      : `delete from tributary_outbox where id in (${unsent}) returning id, event_id, type, payload`;
   }
 
   /** Delete rows sent longer ago than the retention. */
   async prune(): Promise<number> {
     const em = this.options.db.fork();
-    const result = await em.execute(
-      `delete from tributary_outbox where sent_at is not null and sent_at < now() - (? * interval '1 millisecond')`,
-      [this.retainSentMs],
-      'run',
-    );
-    return (result as { affectedRows?: number }).affectedRows ?? 0;
+    return queryRun(em, `delete from tributary_outbox where sent_at is not null and sent_at < now() - (? * interval '1 millisecond')`, [this.retainSentMs]);
   }
 
   private async loop(): Promise<void> {

@@ -1,0 +1,34 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+
+/** What the driver's raw result turns into: MikroORM's own shapes for `execute()`. */
+interface RawResultConnection {
+  transformRawResult<T>(result: unknown, method: 'all' | 'run'): T;
+}
+
+/**
+ * Run one statement with bind parameters (`?` placeholders, sent to the server as `$n` values)
+ * in the EntityManager's transaction, if it has one. `em.execute()` inlines every parameter into
+ * the SQL text instead, quoting it character by character: on hot paths with large values
+ * (outbox payloads) that costs more CPU than the statement itself. An array parameter is one
+ * PostgreSQL array value (`= any(?)`), not a list. Works on PostgreSQL and PGlite alike.
+ */
+async function raw(em: EntityManager, sql: string, params: readonly unknown[]): Promise<unknown> {
+  const connection = em.getConnection();
+  const query = connection.getKnex().raw(sql, params as never);
+  const context = em.getTransactionContext();
+  if (context) query.transacting(context);
+  return query;
+}
+
+
+/** Rows returned by a statement run with bind parameters. */
+export async function queryRows<T extends object>(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<T[]> {
+  const result = await raw(em, sql, params);
+  return (em.getConnection() as unknown as RawResultConnection).transformRawResult<T[]>(result, 'all');
+}
+
+/** Rows affected by a statement run with bind parameters. */
+export async function queryRun(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<number> {
+  const result = await raw(em, sql, params);
+  return (em.getConnection() as unknown as RawResultConnection).transformRawResult<{ affectedRows?: number }>(result, 'run').affectedRows ?? 0;
+}
