@@ -299,7 +299,8 @@ export class EntityCache {
   private readonly plans = new WeakMap<GraphQLSchema, WeakMap<DocumentNode, Map<string, Plan>>>();
   private sequence = 0;
   private readonly flights = new Map<string, Flight>();
-  private readonly recent: { sequence: number; tags: ReadonlySet<string> }[] = [];
+  /** Recent invalidations, for {@link set}'s check; `everything` after {@link clear}. */
+  private readonly recent: { sequence: number; tags: ReadonlySet<string> | 'everything' }[] = [];
   private readonly now: () => number;
 
   /** @throws ConfigError when a type is not an entity, or no event announces its changes */
@@ -408,7 +409,7 @@ export class EntityCache {
       if (!oldest || oldest.sequence > since + 1) return false;
       for (let i = this.recent.length - 1; i >= 0 && this.recent[i]!.sequence > since; i--) {
         const seen = this.recent[i]!.tags;
-        if (fullTags.some((t) => seen.has(t))) return false;
+        if (seen === 'everything' || fullTags.some((t) => seen.has(t))) return false;
       }
     }
     const full = tenant + SEP + key;
@@ -433,16 +434,23 @@ export class EntityCache {
     this.invalidateTags(tenant, ['*'], 'event');
   }
 
-  /** Everything: the gateway may have missed events (its queue was re-created). */
+  /**
+   * Everything, of every tenant, and no miss begun before now is stored: the gateway may have
+   * missed events (its queue was re-created).
+   */
   clear(): void {
-    const tenants = new Set([...this.entries.values()].map((e) => e.tenant));
-    for (const tenant of tenants) this.invalidateTenant(tenant);
+    this.remember('everything');
+    for (const key of [...this.entries.keys()]) this.delete(key, 'event');
+  }
+
+  private remember(tags: ReadonlySet<string> | 'everything'): void {
+    this.recent.push({ sequence: ++this.sequence, tags });
+    if (this.recent.length > RECENT_INVALIDATIONS) this.recent.shift();
   }
 
   private invalidateTags(tenant: string, tags: readonly string[], cause: 'event' | 'mutation'): void {
     const fullTags = new Set(tags.map((t) => tenant + SEP + t));
-    this.recent.push({ sequence: ++this.sequence, tags: fullTags });
-    if (this.recent.length > RECENT_INVALIDATIONS) this.recent.shift();
+    this.remember(fullTags);
     for (const tag of fullTags) {
       const keys = this.byTag.get(tag);
       if (!keys) continue;

@@ -125,7 +125,21 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const ownTransport = !options.transport;
   const transport = options.transport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.gateway.${process.pid}`);
   if (ownTransport) await transport.start();
-  const hub = new JobEventHub(transport, logger, cache ? { bindings: cache.eventTypes, onEvent: (event) => cache.onEvent(event) } : {});
+  const hub = new JobEventHub(
+    transport,
+    logger,
+    cache
+      ? {
+          bindings: cache.eventTypes,
+          onEvent: (event) => cache.onEvent(event),
+          // While the queue was gone, invalidating events went nowhere: nothing cached is sure.
+          onResubscribed: () => {
+            logger.warn({ entries: cache.size }, 'event queue re-created; dropping every cached result');
+            cache.clear();
+          },
+        }
+      : {},
+  );
   await hub.start();
 
   const contextFor = (principal: Principal): GatewayContext => {

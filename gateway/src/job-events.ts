@@ -21,6 +21,8 @@ export interface JobEventHubOptions {
    * its message never meets a cached result the event made stale.
    */
   onEvent?: (event: Envelope) => void;
+  /** This instance's queue was re-created (broker connection lost): events may have been missed. */
+  onResubscribed?: () => void;
 }
 
 /**
@@ -46,7 +48,7 @@ export class JobEventHub {
 
   async start(): Promise<void> {
     this.handle = await this.transport.consume(
-      { queue: this.queue, bindings: [...new Set(['job.updated', ...(this.options.bindings ?? [])])], prefetch: 1_000, retryDelaysMs: [], exclusive: true },
+      { queue: this.queue, bindings: [...new Set(['job.updated', ...(this.options.bindings ?? [])])], prefetch: 1_000, retryDelaysMs: [], exclusive: true, ...(this.options.onResubscribed ? { onResubscribed: this.options.onResubscribed } : {}) },
       (delivery) => {
         const refuse = (error: unknown) => {
           this.logger.warn({ code: errorCode(error), err: errorMessage(error) }, 'event violates its contract; dropped');

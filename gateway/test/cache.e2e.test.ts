@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OfflineAnalyzer, type Analyzer } from '@tributary/ai';
-import { servicesAvailable } from '@tributary/core/testing';
+import { closeBrokerConnections, servicesAvailable, waitFor } from '@tributary/core/testing';
 import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
 const CACHE_ENV = { GATEWAY_CACHE_TYPES: 'Job,Document' };
@@ -41,7 +41,7 @@ const modes: [string, () => Promise<TestSystem>][] = [
 ];
 const available = await servicesAvailable();
 
-describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (_name, start) => {
+describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (name, start) => {
   let system: TestSystem;
   beforeAll(async () => {
     system = await start();
@@ -134,6 +134,19 @@ describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (_nam
     expect(burst.filter((r) => r.cache === 'miss')).toHaveLength(1);
     for (const r of burst) expect(r.body).toEqual({ data: { burst: { id: jobId, status: 'COMPLETED' } } });
   });
+
+  // Only a broker loses queues: the in-memory bus cannot.
+  if (name.includes('RabbitMQ')) {
+    it('drops everything it holds when its event queue had to be re-created', async () => {
+      const { jobId } = await upload(system, 'before the outage');
+      await collect(system.ws(), 'subscription ($jobId: ID!) { jobCompleted(jobId: $jobId) { id } }', { jobId });
+      await read(system, JOB, { id: jobId });
+      expect((await read(system, JOB, { id: jobId })).cache).toBe('hit');
+      // The gateway's exclusive queue dies with its connection; events published meanwhile are lost to it.
+      expect(await closeBrokerConnections(`${system.namespace}.gateway`)).toBeGreaterThanOrEqual(1);
+      await waitFor(async () => (await read(system, JOB, { id: jobId })).cache === 'miss', 30_000, 'the cache to be dropped after the reconnection');
+    });
+  }
 
   it('does not cache what no event keeps fresh', async () => {
     const stats = await read(system, '{ stats { documents } }');

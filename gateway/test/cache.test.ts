@@ -118,6 +118,16 @@ describe('invalidation', () => {
     expect(store(cache, 'a', JOB, jobData('j1', 'd1'), { id: 'j1' }, since2)).toBe(true);
   });
 
+  it('drops everything on clear, and refuses results read before it', () => {
+    const cache = cacheWith();
+    store(cache, 'a', JOB, jobData('j1', 'd1'), { id: 'j1' });
+    const since = cache.begin();
+    cache.clear();
+    expect(cache.size).toBe(0);
+    expect(store(cache, 'b', JOB, jobData('j2', 'd2'), { id: 'j2' }, since)).toBe(false);
+    expect(store(cache, 'b', JOB, jobData('j2', 'd2'), { id: 'j2' })).toBe(true);
+  });
+
   it('maps events through their rules, and drops the tenant for an unreadable one', () => {
     const cache = cacheWith();
     store(cache, 'a', JOB, jobData('j1', 'd1'), { id: 'j1' });

@@ -114,6 +114,8 @@ interface RegisteredConsumer {
   channel?: Channel;
   consumerTag?: string;
   cancelled: boolean;
+  /** Subscribed at least once: the next subscription is a resubscription. */
+  subscribed?: boolean;
 }
 
 /**
@@ -262,6 +264,8 @@ export class RabbitMqTransport implements Transport {
       consumer.onDelivery(this.toDelivery(acks, consumer.spec, message));
     });
     consumer.consumerTag = consumerTag;
+    if (consumer.subscribed) consumer.spec.onResubscribed?.();
+    consumer.subscribed = true;
   }
 
   private toDelivery(acks: AckCoalescer, spec: QueueSpec, message: ConsumeMessage): Delivery {

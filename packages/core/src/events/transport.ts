@@ -59,6 +59,12 @@ export interface QueueSpec {
   retryDelaysMs: readonly number[];
   /** One consumer only, deleted with its connection (a gateway instance's own queue). */
   exclusive?: boolean;
+  /**
+   * Called each time the transport subscribes this consumer again after its channel or
+   * connection was lost (not the first time). An exclusive queue goes with its connection:
+   * whatever was published until it was declared again never reached it.
+   */
+  onResubscribed?: () => void;
 }
 
 export interface ConsumerHandle {
