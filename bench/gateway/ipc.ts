@@ -1,6 +1,7 @@
 /** The few messages the benchmark's processes exchange over their IPC channel. */
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 export type Message =
   | { type: 'ready'; url?: string; urls?: Record<string, string>; data?: unknown }
@@ -106,4 +107,13 @@ export function memory(pid: number): { rssMiB: number; peakMiB: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
   return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 };
+}
+
+/**
+ * The node flags the gateway ships with: those of its start script (`tsx <flags> src/main.ts`),
+ * which the image's CMD repeats. Benchmarks run "ours" with them.
+ */
+export function gatewayStartFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../gateway/package.json', import.meta.url)), 'utf8')) as { scripts: { start: string } };
+  return pkg.scripts.start.split(/\s+/).filter((arg) => arg.startsWith('--'));
 }

@@ -46,14 +46,14 @@ import { signToken } from '@tributary/gateway';
 import autocannon from 'autocannon';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BENCH_QUERY, composeSupergraph, MUTATIONS, SUBGRAPHS, type SubgraphCounters, type SubgraphName } from './fixture.ts';
-import { call, cpuSeconds, memory, start, stop } from './ipc.ts';
+import { call, cpuSeconds, gatewayStartFlags, memory, start, stop } from './ipc.ts';
 import { referenceAnswer } from './reference.ts';
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -68,8 +68,7 @@ const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:567
 const NAMESPACE = `bench_${process.pid}_${randomBytes(3).toString('hex')}`;
 const here = fileURLToPath(new URL('.', import.meta.url));
 const resultsDir = join(here, '..', 'results');
-/** The node flags of `pnpm --filter @tributary/gateway start` (and the image's CMD): `tsx <flags> src/main.ts`. */
-const GATEWAY_START_FLAGS = (JSON.parse(readFileSync(join(here, '..', '..', 'gateway', 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start.split(/\s+/).filter((arg) => arg.startsWith('--'));
+const GATEWAY_START_FLAGS = gatewayStartFlags();
 
 interface Measurement {
   target: string;

@@ -12,6 +12,7 @@
  * Reports delivery latency (commit → client receipt) p50/p90/p99/max, messages/s delivered,
  * connections, memory per subscriber ((RSS with N subscribers − RSS before) / N, both after a
  * full GC; heap used likewise), the gateway process's CPU while producing, and its peak RSS.
+ * The server process runs with the gateway's shipped node flags (its start script's).
  * Writes bench/results/subscriptions.json (variants below: subscriptions-<producer>[-before].json). A benchmark, not a test: it asserts nothing.
  *
  * BENCH_PRODUCER=bus publishes `job.updated` straight onto the bus instead (see server.ts):
@@ -24,7 +25,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { call, cpuSeconds, memory, start, stop } from '../gateway/ipc.ts';
+import { call, cpuSeconds, gatewayStartFlags, memory, start, stop } from '../gateway/ipc.ts';
 
 const COUNTS = (process.env.BENCH_SUBSCRIBERS ?? '1000,5000,10000').split(',').map(Number);
 const RATE = Number(process.env.BENCH_RATE ?? 100);
@@ -70,7 +71,7 @@ interface ServerMemory {
 
 async function runOne(n: number) {
   console.log(`\n${n} subscribers: starting the embedded system with ${n} RUNNING jobs`);
-  const server = await start(join(here, 'server.ts'), [String(n)], { execArgv: ['--expose-gc'], env: { NODE_ENV: 'production' }, timeoutMs: 180_000 });
+  const server = await start(join(here, 'server.ts'), [String(n)], { execArgv: ['--expose-gc', ...gatewayStartFlags()], env: { NODE_ENV: 'production' }, timeoutMs: 180_000 });
   const { jobIds, token } = server.ready.data as { jobIds: string[]; token: string };
   const url = server.ready.url!;
   const pid = server.child.pid!;
