@@ -90,7 +90,7 @@ async function run(mode: string) {
     }
     let received = false;
     await new Promise<void>((resolve) => {
-      const dispose = client.subscribe(
+      client.subscribe(
         { query: 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary } } } }', variables: { id: jobId } },
         {
           next: (message) => {
@@ -98,7 +98,10 @@ async function run(mode: string) {
             const status = (message.data as { jobCompleted?: { status: string } } | undefined)?.jobCompleted?.status;
             if (status === 'COMPLETED') latencies.push(performance.now() - t0);
             else failures++;
-            dispose();
+            // No dispose() here: jobCompleted completes by itself after its one message, and
+            // graphql-ws's client (6.4) counts a dispose in `next` followed by the server's
+            // `complete` twice; once its count of active operations reaches 0 it closes the socket
+            // (1000), completing every other subscription on it without a message.
             resolve();
           },
           error: () => {
