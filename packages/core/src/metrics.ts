@@ -108,6 +108,16 @@ export function watchOutbox(service: string, db: Database): () => void {
   };
 }
 
+/**
+ * Add one per event to a counter labelled by event `type`, as one increment per type: batches
+ * of hundreds of events would otherwise cost hundreds of label lookups.
+ */
+export function countByType<L extends string>(counter: client.Counter<L | 'type'>, labels: Partial<Record<L, string>>, types: Iterable<string>): void {
+  const counts = new Map<string, number>();
+  for (const type of types) counts.set(type, (counts.get(type) ?? 0) + 1);
+  for (const [type, n] of counts) counter.inc({ ...labels, type } as Partial<Record<L | 'type', string>>, n);
+}
+
 /** A counter fed from elsewhere (e.g. the AI package's counters), created once per name. */
 export function externalCounter(name: string, help: string, labelNames: string[] = []): client.Counter<string> {
   const existing = registry.getSingleMetric(name);

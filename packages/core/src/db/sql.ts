@@ -20,7 +20,6 @@ async function raw(em: EntityManager, sql: string, params: readonly unknown[]): 
   return query;
 }
 
-
 /** Rows returned by a statement run with bind parameters. */
 export async function queryRows<T extends object>(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<T[]> {
   const result = await raw(em, sql, params);
@@ -31,4 +30,20 @@ export async function queryRows<T extends object>(em: EntityManager, sql: string
 export async function queryRun(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<number> {
   const result = await raw(em, sql, params);
   return (em.getConnection() as unknown as RawResultConnection).transformRawResult<{ affectedRows?: number }>(result, 'run').affectedRows ?? 0;
+}
+
+const placeholderLists = new Map<string, string>();
+/**
+ * `(?, ?, ?), (?, ?, ?), …`: `rows` rows of `columns` placeholders for a multi-row insert,
+ * cached (writers mostly use the same few batch sizes).
+ */
+export function valuesPlaceholders(rows: number, columns: number): string {
+  const key = `${rows}x${columns}`;
+  let list = placeholderLists.get(key);
+  if (list === undefined) {
+    const row = `(${Array.from({ length: columns }, () => '?').join(', ')})`;
+    list = Array.from({ length: rows }, () => row).join(', ');
+    placeholderLists.set(key, list);
+  }
+  return list;
 }

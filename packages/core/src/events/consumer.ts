@@ -2,10 +2,10 @@ import { parse, type EventType, type ParsedEvent } from '@tributary/contracts';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Logger } from 'pino';
 import { contextFromTraceparent, parentFromTraceparent, runInContext } from '../context.ts';
-import { metrics } from '../metrics.ts';
+import { countByType, metrics } from '../metrics.ts';
 import { SpanKind, withSpan } from '../tracing.ts';
 import type { Database } from '../db/index.ts';
-import { queryRows } from '../db/sql.ts';
+import { queryRows, valuesPlaceholders } from '../db/sql.ts';
 import { errorCode, errorMessage, isUnrecoverable } from '../errors.ts';
 import { publish, type NewEvent } from './publish.ts';
 import { queueName, type ConsumerHandle, type Delivery, type Transport } from './transport.ts';
@@ -246,7 +246,7 @@ export class EventConsumer {
       for (const i of items) params.push(this.consumerKey, i.event.id, i.event.type);
       const inserted = await queryRows<{ event_id: string }>(
         tx,
-        `insert into tributary_inbox (consumer, event_id, type) values ${inboxValues(items.length)} on conflict do nothing returning event_id`,
+        `insert into tributary_inbox (consumer, event_id, type) values ${valuesPlaceholders(items.length, 3)} on conflict do nothing returning event_id`,
         params,
       );
       const fresh = new Set(inserted.map((r) => r.event_id));
@@ -283,17 +283,9 @@ export class EventConsumer {
       }
       await tx.flush();
     });
-    this.count(applied, 'applied');
-    this.count(duplicates, 'duplicate');
+    countByType(metrics.eventsConsumed, { ...this.labels, outcome: 'applied' }, applied.map((i) => i.event.type));
+    countByType(metrics.eventsConsumed, { ...this.labels, outcome: 'duplicate' }, duplicates.map((i) => i.event.type));
     if (applied.length > 0) this.options.onApplied?.(applied.length);
-  }
-
-  /** One counter increment per event type, not per event. */
-  private count(items: Item[], outcome: 'applied' | 'duplicate'): void {
-    if (items.length === 0) return;
-    const byType = new Map<string, number>();
-    for (const item of items) byType.set(item.event.type, (byType.get(item.event.type) ?? 0) + 1);
-    for (const [type, n] of byType) metrics.eventsConsumed.inc({ ...this.labels, type, outcome }, n);
   }
 
   private get labels() {
@@ -308,10 +300,4 @@ export class EventConsumer {
   private spanAttributes(event: ParsedEvent) {
     return { 'messaging.system': 'rabbitmq', 'messaging.destination.name': this.queue, 'messaging.message.id': event.id, 'tributary.event.type': event.type, 'tributary.service': this.options.service };
   }
-}
-
-const inboxValuesLists: string[] = [];
-/** `(?, ?, ?), …` for n rows, cached per batch size. */
-function inboxValues(n: number): string {
-  return (inboxValuesLists[n] ??= Array.from({ length: n }, () => '(?, ?, ?)').join(', '));
 }

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { contextFromTraceparent, currentContext } from '../context.ts';
 import { producerTraceparent } from '../tracing.ts';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
-import { queryRun } from '../db/sql.ts';
+import { queryRun, valuesPlaceholders } from '../db/sql.ts';
 
 type DataOf<T extends EventType> = EventData<(typeof currentVersion)[T]>;
 
@@ -59,14 +59,9 @@ export async function publish(em: EntityManager, source: string, events: readonl
     const chunk = envelopes.slice(start, start + ROWS_PER_INSERT);
     const params: string[] = [];
     for (const e of chunk) params.push(e.id, e.type, e.tenantid, JSON.stringify(e));
-    await queryRun(em, `insert into tributary_outbox (event_id, type, tenant_id, payload) values ${valuesList(chunk.length)}`, params);
+    await queryRun(em, `insert into tributary_outbox (event_id, type, tenant_id, payload) values ${valuesPlaceholders(chunk.length, 4)}`, params);
   }
   return envelopes;
 }
 
 const ROWS_PER_INSERT = 1_000;
-const valuesLists: string[] = [];
-/** `(?, ?, ?, ?), …` for n rows, cached: writers mostly publish the same few batch sizes. */
-function valuesList(n: number): string {
-  return (valuesLists[n] ??= Array.from({ length: n }, () => '(?, ?, ?, ?)').join(', '));
-}

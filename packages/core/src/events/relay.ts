@@ -4,7 +4,7 @@ import type { Database } from '../db/index.ts';
 import { OUTBOX_CHANNEL } from '../db/entities.ts';
 import { queryRows, queryRun } from '../db/sql.ts';
 import { errorMessage } from '../errors.ts';
-import { metrics } from '../metrics.ts';
+import { countByType, metrics } from '../metrics.ts';
 import type { OutgoingMessage, Transport } from './transport.ts';
 
 export interface OutboxRelayOptions {
@@ -144,9 +144,7 @@ export class OutboxRelay {
       }));
       await this.options.transport.publish(messages);
       const service = this.options.service ?? 'unknown';
-      const byType = new Map<string, number>();
-      for (const row of rows) byType.set(row.type, (byType.get(row.type) ?? 0) + 1);
-      for (const [type, n] of byType) metrics.eventsPublished.inc({ service, type }, n);
+      countByType(metrics.eventsPublished, { service }, rows.map((row) => row.type));
       return rows.length;
     });
   }
