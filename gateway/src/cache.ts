@@ -331,13 +331,20 @@ export class EntityCache {
     return plan;
   }
 
-  private makePlan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
+  /** The operation, its root type and a planner over the document's fragments. */
+  private open(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, checkTypes: boolean) {
     const operation = getOperationAST(document, operationName);
     const root = operation && schema.getRootType(operation.operation);
-    if (!operation || !root) return { cacheable: false, reason: 'no operation' };
-    if (operation.operation !== 'query') return { cacheable: false, reason: operation.operation };
+    if (!operation || !root) return undefined;
     const fragments = new Map(document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-    const planner = new Planner(schema, this.keys, this.types, fragments, true);
+    return { operation, root, planner: new Planner(schema, this.keys, this.types, fragments, checkTypes) };
+  }
+
+  private makePlan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
+    const opened = this.open(schema, document, operationName, true);
+    if (!opened) return { cacheable: false, reason: 'no operation' };
+    const { operation, root, planner } = opened;
+    if (operation.operation !== 'query') return { cacheable: false, reason: operation.operation };
     const staticTags = new Set<string>();
     const anchors: Anchor[] = [];
     try {
@@ -489,11 +496,9 @@ export class EntityCache {
 
   /** What a mutation's result says it changed: its identified entities, or their types. */
   changedBy(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined, data: Record<string, unknown>): EntityChange[] {
-    const operation = getOperationAST(document, operationName);
-    const root = operation && schema.getRootType(operation.operation);
-    if (!operation || !root) return [];
-    const fragments = new Map(document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-    const planner = new Planner(schema, this.keys, this.types, fragments, false);
+    const opened = this.open(schema, document, operationName, false);
+    if (!opened) return [];
+    const { operation, root, planner } = opened;
     const tags: string[] = [];
     for (const [responseKey, nodes] of planner.collect([operation.selectionSet], root)) {
       const field = root.getFields()[nodes[0]!.name.value];

@@ -1,4 +1,4 @@
-import { baseConfigSchema, ConfigError, loadConfig, urlWithProtocol, type ConfigIssue } from '@tributary/core/config';
+import { baseConfigSchema, commaList, ConfigError, loadConfig, urlWithProtocol, type ConfigIssue } from '@tributary/core/config';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
@@ -24,10 +24,7 @@ export const configSchema = baseConfigSchema.extend({
   /** A PEM public key (SPKI) for asymmetric tokens. */
   AUTH_PUBLIC_KEY: z.string().includes('BEGIN PUBLIC KEY', { message: 'must be a PEM public key' }).optional(),
   /** Accepted algorithms with AUTH_JWKS_URL / AUTH_PUBLIC_KEY. */
-  AUTH_ALGORITHMS: z
-    .string()
-    .default('RS256,ES256')
-    .transform((s) => s.split(',').map((a) => a.trim()).filter(Boolean)),
+  AUTH_ALGORITHMS: commaList('RS256,ES256'),
   AUTH_ISSUER: z.string().min(1).optional(),
   AUTH_AUDIENCE: z.string().min(1).optional(),
   /** The claim naming the caller's tenant. */
@@ -35,10 +32,7 @@ export const configSchema = baseConfigSchema.extend({
   /** Shared with the subgraphs: signs the caller's identity on every subgraph request. */
   INTERNAL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 48`)'),
   /** Browser origins allowed to call the API, comma-separated; `*` allows any origin without credentials. */
-  CORS_ORIGINS: z
-    .string()
-    .default('')
-    .transform((s) => s.split(',').map((o) => o.trim()).filter(Boolean)),
+  CORS_ORIGINS: commaList(),
   QUERY_MAX_DEPTH: z.coerce.number().int().min(1).default(10),
   QUERY_MAX_ALIASES: z.coerce.number().int().min(0).default(15),
   QUERY_MAX_COST: z.coerce.number().int().min(1).default(5000),
@@ -46,10 +40,7 @@ export const configSchema = baseConfigSchema.extend({
    * Entity types whose query results the gateway caches, comma-separated (e.g. `Job,Document`);
    * empty: no cache. Results are dropped by the events that change them (see the README).
    */
-  GATEWAY_CACHE_TYPES: z
-    .string()
-    .default('')
-    .transform((s) => s.split(',').map((t) => t.trim()).filter(Boolean)),
+  GATEWAY_CACHE_TYPES: commaList(),
   /** Longest a cached result is kept even if no event drops it, ms. */
   GATEWAY_CACHE_TTL_MS: z.coerce.number().int().min(1).default(300_000),
   /** Most cached results per gateway instance (least recently used go first). */

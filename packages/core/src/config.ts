@@ -9,6 +9,13 @@ export const urlWithProtocol = (...protocols: string[]) =>
     message: `must be a ${protocols.map((p) => p.replace(/:$/, '')).join(' or ')} URL`,
   });
 
+/** A comma-separated list setting (`a, b,c`): trimmed, empty items dropped. */
+export const commaList = (defaultValue = '') =>
+  z
+    .string()
+    .default(defaultValue)
+    .transform((s) => s.split(',').map((item) => item.trim()).filter(Boolean));
+
 /**
  * Settings every service reads. Services extend this with their own keys
  * (`baseConfigSchema.extend({...})`) and load the result with {@link loadConfig}.
