@@ -109,13 +109,14 @@ export function watchOutbox(service: string, db: Database): () => void {
 }
 
 /**
- * Add one per event to a counter labelled by event `type`, as one increment per type: batches
- * of hundreds of events would otherwise cost hundreds of label lookups.
+ * Add one per event to a counter labelled by event type, as one increment per type: batches
+ * of hundreds of events would otherwise cost hundreds of label lookups. `labelsOf` builds the
+ * labels for a type (their order is the order /metrics prints them in).
  */
-export function countByType<L extends string>(counter: client.Counter<L | 'type'>, labels: Partial<Record<L, string>>, types: Iterable<string>): void {
+export function countByType<L extends string>(counter: client.Counter<L>, types: Iterable<string>, labelsOf: (type: string) => Partial<Record<L, string>>): void {
   const counts = new Map<string, number>();
   for (const type of types) counts.set(type, (counts.get(type) ?? 0) + 1);
-  for (const [type, n] of counts) counter.inc({ ...labels, type } as Partial<Record<L | 'type', string>>, n);
+  for (const [type, n] of counts) counter.inc(labelsOf(type), n);
 }
 
 /** A counter fed from elsewhere (e.g. the AI package's counters), created once per name. */

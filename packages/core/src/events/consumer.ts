@@ -283,8 +283,8 @@ export class EventConsumer {
       }
       await tx.flush();
     });
-    countByType(metrics.eventsConsumed, { ...this.labels, outcome: 'applied' }, applied.map((i) => i.event.type));
-    countByType(metrics.eventsConsumed, { ...this.labels, outcome: 'duplicate' }, duplicates.map((i) => i.event.type));
+    countByType(metrics.eventsConsumed, applied.map((i) => i.event.type), (type) => ({ ...this.labels, type, outcome: 'applied' }));
+    countByType(metrics.eventsConsumed, duplicates.map((i) => i.event.type), (type) => ({ ...this.labels, type, outcome: 'duplicate' }));
     if (applied.length > 0) this.options.onApplied?.(applied.length);
   }
 

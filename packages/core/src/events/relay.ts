@@ -144,7 +144,7 @@ export class OutboxRelay {
       }));
       await this.options.transport.publish(messages);
       const service = this.options.service ?? 'unknown';
-      countByType(metrics.eventsPublished, { service }, rows.map((row) => row.type));
+      countByType(metrics.eventsPublished, rows.map((row) => row.type), (type) => ({ service, type }));
       return rows.length;
     });
   }
