@@ -108,6 +108,63 @@ function coalesceWrites(model: ChannelModel): void {
   muxer.__corked = true;
 }
 
+/**
+ * One delivery. A class, not an object of closures: a consumer creates one per message, and four
+ * closures each (with the name-keeping wrapper tsx adds to every function) cost more than the
+ * rest of the hand-off.
+ */
+class RabbitMqDelivery implements Delivery {
+  readonly body: Buffer;
+  readonly messageId: string | undefined;
+  readonly routingKey: string;
+  readonly headers: Record<string, unknown>;
+  readonly attempt: number;
+  readonly redelivered: boolean;
+  private settled = false;
+
+  constructor(
+    private readonly transport: RabbitMqTransport,
+    private readonly acks: AckCoalescer,
+    private readonly spec: QueueSpec,
+    private readonly message: ConsumeMessage,
+  ) {
+    const headers = (message.properties.headers ?? {}) as Record<string, unknown>;
+    const original = headers[Headers.routingKey];
+    this.body = message.content;
+    this.messageId = message.properties.messageId as string | undefined;
+    this.routingKey = typeof original === 'string' ? original : message.fields.routingKey;
+    this.headers = headers;
+    this.attempt = attemptOf(headers);
+    this.redelivered = message.fields.redelivered;
+  }
+
+  async ack(): Promise<void> {
+    if (this.settled) return;
+    this.settled = true;
+    this.acks.ack(this.message);
+  }
+
+  retry(tier: number, failure: FailureInfo): Promise<void> {
+    const tiers = this.spec.retryDelaysMs.length;
+    if (tiers === 0) return this.forward(this.spec.queue, failure);
+    return this.forward(retryQueueName(this.spec.queue, Math.min(Math.max(tier, 0), tiers - 1)), failure);
+  }
+
+  deadLetter(failure: FailureInfo): Promise<void> {
+    return this.forward(deadLetterQueueName(this.spec.queue), failure);
+  }
+
+  private async forward(queue: string, failure: FailureInfo): Promise<void> {
+    if (this.settled) return;
+    await this.transport.sendToQueue(queue, {
+      body: this.body,
+      messageId: this.messageId,
+      headers: { ...this.headers, ...failureHeaders(this.spec.queue, this.routingKey, this.attempt, failure) },
+    });
+    await this.ack();
+  }
+}
+
 interface RegisteredConsumer {
   spec: QueueSpec;
   onDelivery: (delivery: Delivery) => void;
@@ -269,39 +326,7 @@ export class RabbitMqTransport implements Transport {
   }
 
   private toDelivery(acks: AckCoalescer, spec: QueueSpec, message: ConsumeMessage): Delivery {
-    const headers = (message.properties.headers ?? {}) as Record<string, unknown>;
-    const routingKey = typeof headers[Headers.routingKey] === 'string' ? (headers[Headers.routingKey] as string) : message.fields.routingKey;
-    const attempt = attemptOf(headers);
-    let settled = false;
-    const ack = () => {
-      if (settled) return;
-      settled = true;
-      acks.ack(message);
-    };
-    const forward = async (queue: string, failure: FailureInfo) => {
-      if (settled) return;
-      await this.sendToQueue(queue, {
-        body: message.content,
-        messageId: message.properties.messageId as string | undefined,
-        headers: { ...headers, ...failureHeaders(spec.queue, routingKey, attempt, failure) },
-      });
-      ack();
-    };
-    return {
-      body: message.content,
-      messageId: message.properties.messageId as string | undefined,
-      routingKey,
-      headers,
-      attempt,
-      redelivered: message.fields.redelivered,
-      ack: async () => ack(),
-      retry: (tier, failure) => {
-        const tiers = spec.retryDelaysMs.length;
-        if (tiers === 0) return forward(spec.queue, failure);
-        return forward(retryQueueName(spec.queue, Math.min(Math.max(tier, 0), tiers - 1)), failure);
-      },
-      deadLetter: (failure) => forward(deadLetterQueueName(spec.queue), failure),
-    };
+    return new RabbitMqDelivery(this, acks, spec, message);
   }
 
   async consume(spec: QueueSpec, onDelivery: (delivery: Delivery) => void): Promise<ConsumerHandle> {
@@ -378,7 +403,8 @@ export class RabbitMqTransport implements Transport {
     );
   }
 
-  private async sendToQueue(queue: string, message: { body: Buffer; messageId: string | undefined; headers: Record<string, unknown> }): Promise<void> {
+  /** A message straight to `queue` with confirms (retry and dead-letter copies of a delivery). */
+  async sendToQueue(queue: string, message: { body: Buffer; messageId: string | undefined; headers: Record<string, unknown> }): Promise<void> {
     const channel = await this.confirmChannel();
     await this.confirmAll(channel, [message], (m, callback) => channel.sendToQueue(queue, m.body, this.publishOptions(m, false), callback));
   }
