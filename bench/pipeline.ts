@@ -2,7 +2,10 @@
  * `pnpm bench:pipeline`: end-to-end event throughput of the Tributary pipeline
  *   publish() in a transaction → outbox → relay (confirms) → RabbitMQ → consumer (inbox) → view row
  * next to raw amqplib (confirm-publish → consume/ack, no database) on the same broker, in the
- * same run, and their ratio. A benchmark, not a test: it prints figures and asserts nothing.
+ * same run, and their ratio. Between the two, the same design written by hand on raw pg and amqplib
+ * (the floor): what outbox → relay → inbox costs on this machine whoever writes it, so the gap
+ * from the floor to the pipeline is what Tributary's layers add. A benchmark, not a test: it
+ * prints figures and asserts nothing.
  *
  * Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), AMQP_URL (default
  * amqp://guest:guest@127.0.0.1:5672), BENCH_EVENTS (default 20000), BENCH_RAW_MESSAGES (default: BENCH_EVENTS),
@@ -11,16 +14,28 @@
  * BENCH_PREFETCH (400).
  */
 import { createLogger, progress } from '@tributary/core';
-import { dropDatabase, Migration, openDatabase, type Database } from '@tributary/core/db';
+import { dropDatabase, Migration, openDatabase, queryRun, valuesPlaceholders, type Database } from '@tributary/core/db';
 import { EventConsumer, OutboxRelay, publish, RabbitMqTransport, type NewEvent } from '@tributary/core/events';
-import { connect } from 'amqplib';
+import { connect, type ConsumeMessage } from 'amqplib';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import pg from 'pg';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 const RAW = Number(process.env.BENCH_RAW_MESSAGES ?? EVENTS);
+const RELAY_CONCURRENCY = Number(process.env.BENCH_RELAY_CONCURRENCY ?? 2);
+const RELAY_BATCH = Number(process.env.BENCH_RELAY_BATCH ?? 500);
+// The services' default (sent rows kept 1 h, then pruned) unless told otherwise; 0 deletes each
+// batch's rows in the transaction that claimed them.
+const RETAIN_SENT_MS = Number(process.env.BENCH_RETAIN_SENT_MS ?? 3_600_000);
+const CONSUMER_CONCURRENCY = Number(process.env.BENCH_CONSUMER_CONCURRENCY ?? 4);
+const MAX_BATCH = Number(process.env.BENCH_MAX_BATCH ?? 100);
+const PREFETCH = Number(process.env.BENCH_PREFETCH ?? 400);
+/** Writers in parallel, each publishing this many events per transaction. */
+const WRITERS = 4;
+const PER_TX = 100;
 const logger = createLogger({ service: 'bench', level: process.env.LOG_LEVEL ?? 'warn' });
 const ns = `bench_${randomBytes(4).toString('hex')}`;
 
@@ -73,10 +88,33 @@ class ViewTable extends Migration {
   }
 }
 
+const openBenchDatabase = (dbName: string) =>
+  openDatabase({ service: 'bench', target: { kind: 'postgres', url: DATABASE_URL, dbName }, entities: [], migrations: [{ name: '9000-bench-view', class: ViewTable }], logger, poolSize: 12 });
+
+const text = 'Quarterly revenue grew while costs fell; the team shipped the new pipeline on time. '.repeat(3);
+const documentUploaded = (): NewEvent<'document.uploaded'> => {
+  const documentId = randomUUID();
+  return { type: 'document.uploaded', subject: documentId, tenantId: 'bench', data: { documentId, jobId: randomUUID(), title: 'Benchmark document', text, contentType: 'text/plain', uploadedAt: new Date().toISOString() } };
+};
+
+/** Run `write(n)` from WRITERS writers until EVENTS events are written; the write rate. */
+async function writeAll(write: (n: number) => Promise<void>): Promise<number> {
+  const started = performance.now();
+  let written = 0;
+  const writer = async () => {
+    while (written < EVENTS) {
+      const n = Math.min(PER_TX, EVENTS - written);
+      written += n;
+      await write(n);
+    }
+  };
+  await Promise.all(Array.from({ length: WRITERS }, writer));
+  return EVENTS / ((performance.now() - started) / 1000);
+}
+
 async function pipeline(): Promise<{ rate: number; writeRate: number }> {
   const dbName = `tributary_bench_${randomBytes(4).toString('hex')}`;
-  const target = { kind: 'postgres' as const, url: DATABASE_URL, dbName };
-  const open = () => openDatabase({ service: 'bench', target, entities: [], migrations: [{ name: '9000-bench-view', class: ViewTable }], logger, poolSize: 12 });
+  const open = () => openBenchDatabase(dbName);
   const writerDb: Database = await open();
   const relayDb: Database = await open();
   const consumerDb: Database = await open();
@@ -95,14 +133,15 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
     db: consumerDb,
     transport: consumerTransport,
     logger,
-    prefetch: Number(process.env.BENCH_PREFETCH ?? 400),
-    maxBatch: Number(process.env.BENCH_MAX_BATCH ?? 100),
-    concurrency: Number(process.env.BENCH_CONSUMER_CONCURRENCY ?? 4),
-    // A view fed in batches: one multi-row statement per transaction.
+    prefetch: PREFETCH,
+    maxBatch: MAX_BATCH,
+    concurrency: CONSUMER_CONCURRENCY,
+    // A view fed in batches: one multi-row statement with bind parameters per transaction.
     batchHandler: async (events, { em }) => {
-      const rows = events.flatMap((event) => (event.dataschema === 'document.uploaded/v1' ? [[event.data.documentId, event.data.jobId, event.data.title, event.tenantid]] : []));
-      if (rows.length === 0) return;
-      await em.execute(`insert into bench_view (document_id, job_id, title, tenant_id) values ${rows.map(() => '(?, ?, ?, ?)').join(', ')}`, rows.flat(), 'run');
+      const params: string[] = [];
+      for (const event of events) if (event.dataschema === 'document.uploaded/v1') params.push(event.data.documentId, event.data.jobId, event.data.title, event.tenantid);
+      if (params.length === 0) return;
+      await queryRun(em, `insert into bench_view (document_id, job_id, title, tenant_id) values ${valuesPlaceholders(params.length / 4, 4)}`, params);
     },
     onApplied: (n) => {
       applied += n;
@@ -115,31 +154,14 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
     db: relayDb,
     transport: relayTransport,
     logger,
-    batchSize: Number(process.env.BENCH_RELAY_BATCH ?? 500),
-    concurrency: Number(process.env.BENCH_RELAY_CONCURRENCY ?? 2),
-    // The services' default (sent rows kept 1 h, then pruned) unless told otherwise; 0 deletes
-    // each batch's rows in the transaction that claimed them.
-    retainSentMs: Number(process.env.BENCH_RETAIN_SENT_MS ?? 3_600_000),
+    batchSize: RELAY_BATCH,
+    concurrency: RELAY_CONCURRENCY,
+    retainSentMs: RETAIN_SENT_MS,
   });
   await relay.start();
 
-  const text = 'Quarterly revenue grew while costs fell; the team shipped the new pipeline on time. '.repeat(3);
-  const event = (): NewEvent<'document.uploaded'> => {
-    const documentId = randomUUID();
-    return { type: 'document.uploaded', subject: documentId, tenantId: 'bench', data: { documentId, jobId: randomUUID(), title: 'Benchmark document', text, contentType: 'text/plain', uploadedAt: new Date().toISOString() } };
-  };
   const started = performance.now();
-  const perTx = 100;
-  let written = 0;
-  const writer = async () => {
-    while (written < EVENTS) {
-      const n = Math.min(perTx, EVENTS - written);
-      written += n;
-      await writerDb.fork().transactional((em) => publish(em, 'bench', Array.from({ length: n }, event)));
-    }
-  };
-  await Promise.all([writer(), writer(), writer(), writer()]);
-  const writeRate = EVENTS / ((performance.now() - started) / 1000);
+  const writeRate = await writeAll((n) => writerDb.fork().transactional((em) => publish(em, 'bench', Array.from({ length: n }, documentUploaded))).then(() => undefined));
   await all;
   const rate = EVENTS / ((performance.now() - started) / 1000);
   bar.done();
@@ -157,18 +179,195 @@ async function pipeline(): Promise<{ rate: number; writeRate: number }> {
   return { rate, writeRate };
 }
 
+/** `($1, $2, …), (…)`: numbered placeholders for the hand-written floor's multi-row inserts. */
+function numbered(rows: number, columns: number): string {
+  const list: string[] = [];
+  for (let r = 0; r < rows; r++) list.push(`(${Array.from({ length: columns }, (_, c) => `$${r * columns + c + 1}`).join(', ')})`);
+  return list.join(', ');
+}
+
+/**
+ * The floor: the same design and batch sizes written by hand on raw pg and amqplib, on the same
+ * tables (the core migrations) and the same topology (topic exchange → quorum queue). Writers
+ * insert outbox rows in transactions; relays claim rows with FOR UPDATE SKIP LOCKED, publish
+ * them with confirms and mark them sent (or delete them) in the claiming transaction, committed
+ * after the confirms; a consumer inserts inbox and view rows in one transaction per batch and
+ * acks after the commit. No ORM, no contract validation, no tracing, no metrics, no retry or
+ * dead-letter path: what this architecture costs on this machine whoever writes it.
+ */
+async function floor(): Promise<{ rate: number; writeRate: number }> {
+  const dbName = `tributary_bench_${randomBytes(4).toString('hex')}`;
+  await (await openBenchDatabase(dbName)).close(); // the same tables, made by the same migrations
+  const url = new URL(DATABASE_URL);
+  url.pathname = `/${dbName}`;
+  const pool = new pg.Pool({ connectionString: url.toString(), max: 12 });
+  // pool.end() resolves before the sessions are gone; dropping the database then ends them.
+  pool.on('error', () => {});
+  const exchange = `${ns}.floor.events`;
+  const queue = `${ns}.floor.view`;
+  const relayConnection = await connect(AMQP_URL, { noDelay: true });
+  const consumerConnection = await connect(AMQP_URL, { noDelay: true });
+  const setup = await relayConnection.createChannel();
+  await setup.assertExchange(exchange, 'topic', { durable: true });
+  await setup.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+  await setup.bindQueue(queue, exchange, 'document.uploaded');
+  const inTransaction = async <T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      const result = await work(client);
+      await client.query('commit');
+      return result;
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  };
+
+  let applied = 0;
+  let finished!: () => void;
+  const all = new Promise<void>((resolve) => (finished = resolve));
+  const consumer = await consumerConnection.createChannel();
+  await consumer.prefetch(PREFETCH);
+  const waiting: ConsumeMessage[] = [];
+  let active = 0;
+  const apply = (batch: ConsumeMessage[]) =>
+    inTransaction(async (client) => {
+      const events = batch.map((message) => JSON.parse(message.content.toString('utf8')) as ReturnType<typeof envelope>);
+      const inbox: string[] = [];
+      for (const event of events) inbox.push('bench.view', event.id, event.type);
+      const inserted = await client.query<{ event_id: string }>(`insert into tributary_inbox (consumer, event_id, type) values ${numbered(events.length, 3)} on conflict do nothing returning event_id`, inbox);
+      const fresh = new Set(inserted.rows.map((row) => row.event_id));
+      const view: string[] = [];
+      for (const event of events) if (fresh.has(event.id)) view.push(event.data.documentId, event.data.jobId, event.data.title, event.tenantid);
+      if (view.length > 0) await client.query(`insert into bench_view (document_id, job_id, title, tenant_id) values ${numbered(view.length / 4, 4)}`, view);
+      return view.length / 4;
+    }).then((n) => {
+      for (const message of batch) consumer.ack(message);
+      applied += n;
+      if (applied >= EVENTS) finished();
+    });
+  const pump = () => {
+    while (active < CONSUMER_CONCURRENCY && waiting.length > 0) {
+      active++;
+      void apply(waiting.splice(0, MAX_BATCH)).finally(() => {
+        active--;
+        pump();
+      });
+    }
+  };
+  await consumer.consume(queue, (message) => {
+    if (!message) return;
+    waiting.push(message);
+    setImmediate(pump);
+  });
+
+  const publisher = await relayConnection.createConfirmChannel();
+  const unsent = `select id from tributary_outbox where sent_at is null order by id limit ${RELAY_BATCH} for update skip locked`;
+  const claim = RETAIN_SENT_MS > 0
+    ? `update tributary_outbox set sent_at = now() where id in (${unsent}) returning id, event_id, type, payload`
+    : `delete from tributary_outbox where id in (${unsent}) returning id, event_id, type, payload`;
+  let relaying = true;
+  const relay = async () => {
+    while (relaying) {
+      const published = await inTransaction(async (client) => {
+        const { rows } = await client.query<{ id: string; event_id: string; type: string; payload: string }>(claim);
+        rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
+        await new Promise<void>((resolve, reject) => {
+          let pending = rows.length;
+          if (pending === 0) resolve();
+          for (const row of rows) {
+            const options = { persistent: true, mandatory: true, messageId: row.event_id, type: row.type, contentType: 'application/cloudevents+json' };
+            publisher.publish(exchange, row.type, Buffer.from(row.payload), options, (error: unknown) => (error ? reject(error) : --pending === 0 && resolve()));
+          }
+        });
+        return rows.length;
+      });
+      // No LISTEN here: a short poll when the outbox ran dry.
+      if (published < RELAY_BATCH) await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  };
+  const relays = Array.from({ length: RELAY_CONCURRENCY }, relay);
+
+  const started = performance.now();
+  const writeRate = await writeAll((n) =>
+    inTransaction(async (client) => {
+      const params: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const event = envelope(documentUploaded());
+        params.push(event.id, event.type, event.tenantid, JSON.stringify(event));
+      }
+      await client.query(`insert into tributary_outbox (event_id, type, tenant_id, payload) values ${numbered(n, 4)}`, params);
+    }),
+  );
+  await all;
+  const rate = EVENTS / ((performance.now() - started) / 1000);
+  relaying = false;
+  await Promise.all(relays);
+  const { rows } = await pool.query<{ n: string }>('select count(*) as n from bench_view');
+  if (Number(rows[0]!.n) !== EVENTS) throw new Error(`floor view has ${rows[0]!.n} rows, expected ${EVENTS}`);
+  await setup.deleteQueue(queue);
+  await setup.deleteExchange(exchange);
+  await relayConnection.close();
+  await consumerConnection.close();
+  await pool.end();
+  await dropDatabase(DATABASE_URL, dbName);
+  return { rate, writeRate };
+}
+
+/** The envelope `publish()` writes, built by hand (no validation) for the floor. */
+function envelope(event: NewEvent<'document.uploaded'>) {
+  const id = randomUUID();
+  return {
+    id,
+    type: event.type,
+    source: 'bench',
+    specversion: '1.0',
+    time: new Date().toISOString(),
+    dataschema: 'document.uploaded/v1',
+    subject: event.subject,
+    traceparent: `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`,
+    tenantid: event.tenantId!,
+    data: event.data,
+  };
+}
+
 console.log(`pipeline benchmark: ${EVENTS} events through the pipeline, ${RAW} raw messages (broker ${new URL(AMQP_URL).host})`);
 const rawClassic = await raw('classic');
 console.log(`raw amqplib, classic queue : ${rawClassic.toFixed(0)} msg/s`);
 const rawQuorum = await raw('quorum');
 console.log(`raw amqplib, quorum queue  : ${rawQuorum.toFixed(0)} msg/s`);
+const byHand = await floor();
+console.log(`same design by hand        : ${byHand.rate.toFixed(0)} events/s end to end (raw pg + amqplib; outbox writes alone: ${byHand.writeRate.toFixed(0)}/s)`);
 const result = await pipeline();
 const best = Math.max(rawClassic, rawQuorum);
 console.log(`tributary pipeline         : ${result.rate.toFixed(0)} events/s end to end (outbox writes alone: ${result.writeRate.toFixed(0)}/s)`);
 console.log(`ratio to raw (best of both): ${(result.rate / best).toFixed(2)}`);
 console.log(`ratio to raw (quorum, the queue type the pipeline uses): ${(result.rate / rawQuorum).toFixed(2)}`);
+console.log(`the same design by hand, ratio to raw (quorum): ${(byHand.rate / rawQuorum).toFixed(2)}`);
+console.log(`tributary pipeline / the same design by hand: ${(result.rate / byHand.rate).toFixed(2)}`);
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
 writeFileSync(
   new URL('./results/pipeline.json', import.meta.url),
-  JSON.stringify({ at: new Date().toISOString(), events: EVENTS, rawMessages: RAW, rawClassic, rawQuorum, pipeline: result.rate, outboxWrites: result.writeRate, ratioToBestRaw: result.rate / best, ratioToQuorumRaw: result.rate / rawQuorum }, null, 2),
+  JSON.stringify(
+    {
+      at: new Date().toISOString(),
+      events: EVENTS,
+      rawMessages: RAW,
+      rawClassic,
+      rawQuorum,
+      byHand: byHand.rate,
+      byHandOutboxWrites: byHand.writeRate,
+      pipeline: result.rate,
+      outboxWrites: result.writeRate,
+      ratioToBestRaw: result.rate / best,
+      ratioToQuorumRaw: result.rate / rawQuorum,
+      byHandRatioToQuorumRaw: byHand.rate / rawQuorum,
+      ratioToByHand: result.rate / byHand.rate,
+    },
+    null,
+    2,
+  ),
 );
