@@ -318,15 +318,11 @@ export class RabbitMqTransport implements Transport {
         return;
       }
       acks.track(message);
-      consumer.onDelivery(this.toDelivery(acks, consumer.spec, message));
+      consumer.onDelivery(new RabbitMqDelivery(this, acks, consumer.spec, message));
     });
     consumer.consumerTag = consumerTag;
     if (consumer.subscribed) consumer.spec.onResubscribed?.();
     consumer.subscribed = true;
-  }
-
-  private toDelivery(acks: AckCoalescer, spec: QueueSpec, message: ConsumeMessage): Delivery {
-    return new RabbitMqDelivery(this, acks, spec, message);
   }
 
   async consume(spec: QueueSpec, onDelivery: (delivery: Delivery) => void): Promise<ConsumerHandle> {
