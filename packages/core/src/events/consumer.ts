@@ -157,12 +157,12 @@ export class EventConsumer {
    * Start batches while a transaction slot is free. A per-event handler's consumer starts
    * whatever waits at once. A batch handler's consumer does too when nothing is in flight
    * (latency); while transactions are busy, it starts one with a full batch, or with what
-   * gathered when one ends (`afterBatch`) or after {@link GATHER_MS}: under load a trickle of
-   * deliveries must not become a row of one-event transactions, each as dear as a full one, and
-   * a slow handler must not hold the next events back for long either.
+   * gathered after {@link GATHER_MS} (`force`): under load a trickle of deliveries, or the rest
+   * a full batch left behind, must not become a row of one-event transactions, each as dear as
+   * a full one, and a slow handler must not hold the next events back for long either.
    */
-  private pump(afterBatch: boolean): void {
-    let partialOk = afterBatch;
+  private pump(force: boolean): void {
+    let partialOk = force;
     while (!this.stopping && this.active < this.concurrency && this.waiting.length > 0) {
       if (this.gather && this.active > 0 && !partialOk && this.waiting.length < this.fullBatch) {
         this.gatherTimer ??= setTimeout(() => {
@@ -179,7 +179,7 @@ export class EventConsumer {
         .finally(() => {
           this.active--;
           this.inFlight.delete(work);
-          this.pump(true);
+          this.pump(!this.gather);
         });
       this.inFlight.add(work);
     }
