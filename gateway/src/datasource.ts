@@ -21,7 +21,11 @@ export interface UndiciFetcherOptions {
   dispatcher?: Dispatcher;
   /** Connections per subgraph origin, when the fetcher makes its own Agent. Default: no limit, as Apollo's default fetcher. */
   connections?: number;
-  /** How long an idle keep-alive connection is kept, ms, when the fetcher makes its own Agent (a shorter `Keep-Alive: timeout` from the server wins). Default 30 000. */
+  /**
+   * How long an idle keep-alive connection is kept, ms, when the fetcher makes its own Agent: a
+   * shorter `Keep-Alive: timeout` from the server wins, a longer one does not. Default 30 000,
+   * well under the subgraphs' 65 s, so the gateway always closes an idle connection first.
+   */
   keepAliveTimeout?: number;
   /** Time to wait for response headers, and between body chunks, ms. Default 60 000 each. */
   headersTimeout?: number;
@@ -47,6 +51,11 @@ export function createUndiciFetcher(options: UndiciFetcherOptions = {}): UndiciF
     options.dispatcher ??
     new Agent({
       keepAliveTimeout: options.keepAliveTimeout ?? 30_000,
+      // The server's hint is taken up to this: a request written on a connection the server is
+      // closing at that moment fails with ECONNRESET, and a POST is never retried. Closing well
+      // before the server does leaves a margin that a blocked event loop (seconds, under
+      // overload or in one process with PGlite) cannot eat.
+      keepAliveMaxTimeout: options.keepAliveTimeout ?? 30_000,
       ...(options.connections !== undefined ? { connections: options.connections } : {}),
     });
   const headersTimeout = options.headersTimeout ?? 60_000;

@@ -230,7 +230,11 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
   const { db, transport, logger } = options;
   const maxBody = options.maxBodyBytes ?? 2 * 1024 * 1024;
   const production = options.production ?? process.env.NODE_ENV === 'production';
-  const http: Server = createServer();
+  // Keep idle connections longer than any client we expect (the gateway keeps them 30 s), so the
+  // client always closes first: a server closing a connection a client has just written a
+  // request on makes that request fail with ECONNRESET (Node's default is 5 s, which a busy
+  // gateway's event loop can overrun). Headers must be given longer than that.
+  const http: Server = createServer({ keepAliveTimeout: 65_000, headersTimeout: 66_000 });
   const apollo = new ApolloServer<TContext>({
     schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
     // We own shutdown (consumers, relay and connections stop in order); Apollo's own signal
