@@ -64,7 +64,11 @@ const system = await startEmbedded({
 const jobs = system.services.find((s) => s.name === 'jobs');
 if (!jobs) throw new Error('no jobs service in the embedded system');
 
+const documentsService = system.services.find((s) => s.name === 'documents');
+if (!documentsService) throw new Error('no documents service in the embedded system');
 const jobIds = Array.from({ length: N }, () => randomUUID());
+/** Each job's document: documents answers `job(id:)`, so every job has one there, as after an upload. */
+const documentIds = new Map<string, string>(jobIds.map((id) => [id, randomUUID()]));
 const created = new Date();
 for (let i = 0; i < jobIds.length; i += 500) {
   const chunk = jobIds.slice(i, i + 500);
@@ -72,7 +76,14 @@ for (let i = 0; i < jobIds.length; i += 500) {
     .fork()
     .execute(
       `insert into jobs (id, tenant_id, document_id, status, attempts, created_at, updated_at) values ${chunk.map(() => "(?, ?, ?, 'RUNNING', 1, ?, ?)").join(', ')}`,
-      chunk.flatMap((id) => [id, TENANT, randomUUID(), created, created]),
+      chunk.flatMap((id) => [id, TENANT, documentIds.get(id)!, created, created]),
+      'run',
+    );
+  await documentsService.db
+    .fork()
+    .execute(
+      `insert into documents (id, tenant_id, title, content, text, content_type, size, job_id, created_at) values ${chunk.map(() => "(?, ?, 'Bench', 'Bench', 'Bench', 'text/plain', 5, ?, ?)").join(', ')}`,
+      chunk.flatMap((id) => [documentIds.get(id)!, TENANT, id, created]),
       'run',
     );
 }
@@ -80,7 +91,6 @@ for (let i = 0; i < jobIds.length; i += 500) {
 const BUS = process.env.BENCH_PRODUCER === 'bus';
 /** [job id, publish time (epoch ms)] of each event, in bus mode. */
 let publishes: [string, number][] = [];
-const documentIds = new Map<string, string>();
 
 /** One job.updated envelope straight onto the bus, as the jobs service's relay would publish it. */
 async function publishDirect(jobId: string): Promise<void> {

@@ -13,8 +13,6 @@ export const configSchema = baseConfigSchema.extend({
   INSIGHTS_URL: subgraphUrl.optional(),
   /** The composed supergraph; default: schema/supergraph.graphql of this repository. */
   SUPERGRAPH_PATH: z.string().min(1).optional(),
-  /** How long a subscription to a job the job view has not seen yet waits before NOT_FOUND. */
-  SUBSCRIPTION_NOT_FOUND_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
   /** Largest request body, bytes. Default 2 MiB (uploads are up to 1 MiB of content). */
   GATEWAY_MAX_BODY_BYTES: z.coerce.number().int().positive().default(2 * 1024 * 1024),
   /** HS256 secret for bearer tokens (or use AUTH_JWKS_URL / AUTH_PUBLIC_KEY). */

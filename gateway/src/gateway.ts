@@ -155,7 +155,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     if (!errors?.length) return rest as ExecutionResult;
     return { ...rest, errors: errors.map((e) => new GraphQLError(e.message, { ...(e.path ? { path: e.path } : {}), ...(e.extensions ? { extensions: e.extensions } : {}) })) } as ExecutionResult;
   };
-  const subscriptions = new JobSubscriptions({ hub, execute, logger, notFoundGraceMs: config.SUBSCRIPTION_NOT_FOUND_GRACE_MS });
+  const subscriptions = new JobSubscriptions({ hub, execute, logger });
 
   const ui = createUi({ logger, production, devToken: options.devToken });
   const handle = createHttpHandler({

@@ -12,18 +12,12 @@ export type QueryExecutor = (query: DocumentNode, variables: Record<string, unkn
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED']);
 
-const STATUS_QUERY = parse('query TributaryJobStatus($id: ID!) { job(id: $id) { status } }');
+const STATUS_QUERY = parse('query TributaryJobStatus($id: ID!) { job(id: $id) { status attempts } }');
 
 export interface JobSubscriptionsOptions {
   hub: JobEventHub;
   execute: QueryExecutor;
   logger: Logger;
-  /**
-   * How long a subscription to a job the job view does not know yet waits for its first event
-   * before answering NOT_FOUND. A client that subscribes right after `uploadDocument` can be
-   * faster than the job view. Default 5 000 ms.
-   */
-  notFoundGraceMs?: number;
 }
 
 /**
@@ -34,14 +28,12 @@ export interface JobSubscriptionsOptions {
  * across subgraphs, exactly as a query would be.
  *
  * The listener is registered before the current state is read, so a job that finishes between
- * "subscribe" and "read" is never missed.
+ * "subscribe" and "read" is never missed. The read answers null only for a job that does not
+ * exist (`job(id:)` is answered by the service that creates jobs, not by the job view, which may
+ * lag): that is NOT_FOUND at once; any other job is waited for, however long its events take.
  */
 export class JobSubscriptions {
-  private readonly graceMs: number;
-
-  constructor(private readonly options: JobSubscriptionsOptions) {
-    this.graceMs = options.notFoundGraceMs ?? 5_000;
-  }
+  constructor(private readonly options: JobSubscriptionsOptions) {}
 
   subscribe(args: ExecutionArgs): AsyncGenerator<ExecutionResult> | ExecutionResult {
     const operation = getOperationAST(args.document, args.operationName);
@@ -73,60 +65,72 @@ export class JobSubscriptions {
       wake?.();
     });
     const queue = new PushQueue<ExecutionResult>(stopListening);
-    const nextEvent = (timeoutMs: number): Promise<JobEvent | undefined> =>
+    // Resolves with the next event, or undefined once the client has gone.
+    const nextEvent = (): Promise<JobEvent | undefined> =>
       new Promise((resolve) => {
-        const take = () => {
+        if (pending.length > 0 || queue.closed) return resolve(pending.shift());
+        wake = () => {
           wake = undefined;
-          clearTimeout(timer);
           resolve(pending.shift());
         };
-        if (pending.length > 0 || queue.closed) return resolve(pending.shift());
-        const timer = setTimeout(take, timeoutMs);
-        wake = take;
       });
-    const emit = async (event?: JobEvent) => {
+    /**
+     * Run the client's selection and send it, unless it shows the state `unchanged` (jobUpdated
+     * reports changes only). Returns the state it resolved (`STATUS/attempts`), null when the
+     * job is gone (NOT_FOUND, sent), undefined when the read failed (its errors sent).
+     */
+    const emit = async (event: JobEvent | undefined, unchanged?: string): Promise<string | null | undefined> => {
       // The message continues the trace of the event that caused it (the upload's, end to end).
       const result = await withSpan(`gateway subscription ${s.field}`, SpanKind.CONSUMER, event?.traceparent, { 'graphql.operation.type': 'subscription', 'tributary.job.id': s.jobId }, () =>
         execute(s.query, s.variables, s.context),
       );
-      const data = result.data as Record<string, unknown> | null | undefined;
-      if (data && data[s.responseKey] === null && !result.errors?.length) {
+      const data = result.data as Record<string, Record<string, unknown> | null> | null | undefined;
+      const job = data?.[s.responseKey];
+      if (data && job === null && !result.errors?.length) {
         queue.push({ data: null, errors: [notFoundError(s.jobId)] });
-      } else queue.push(result);
+        return null;
+      }
+      let state: string | undefined;
+      if (job) {
+        state = `${String(job[STATE_STATUS])}/${String(job[STATE_ATTEMPTS])}`;
+        delete job[STATE_STATUS];
+        delete job[STATE_ATTEMPTS];
+      }
+      if (state === undefined || state !== unchanged) queue.push(result);
+      return state;
     };
+    const isTerminal = (state: string) => TERMINAL.has(state.slice(0, state.indexOf('/')));
 
     void (async () => {
       try {
         const current = await execute(STATUS_QUERY, { id: s.jobId }, s.context);
-        // A failed read is not "not found yet": report it rather than wait and say NOT_FOUND.
+        // A failed read is not "not found": report it rather than say NOT_FOUND.
         if (current.errors?.length) {
           queue.push({ errors: current.errors });
           return;
         }
-        let status = (current.data as { job: { status: string } | null } | undefined)?.job?.status;
-        if (!status) {
-          // Not in the job view (yet): wait for its first event, briefly.
-          const first = await nextEvent(this.graceMs);
-          if (queue.closed) return;
-          if (!first) {
-            queue.push({ data: null, errors: [notFoundError(s.jobId)] });
-            return;
-          }
-          pending.unshift(first);
-          status = first.job.status;
-          if (!s.once) pending.shift(); // jobUpdated reports changes from here on
+        const job = (current.data as { job: { status: string; attempts: number } | null } | undefined)?.job;
+        if (!job) {
+          queue.push({ data: null, errors: [notFoundError(s.jobId)] });
+          return;
         }
-        if (TERMINAL.has(status)) {
+        if (TERMINAL.has(job.status)) {
           await emit(pending.find((e) => TERMINAL.has(e.job.status)) ?? hub.latest(s.jobId, s.context.tenantId));
           return;
         }
+        // jobUpdated reports changes from the state just read. An event that says what was
+        // already shown (the job view catching up with the upload) is none; nor is a message
+        // whose selection, read after a later change, showed that change already: the stream
+        // ends on the first message that shows the job finished.
+        let last = `${job.status}/${job.attempts}`;
         while (!queue.closed) {
-          const event = await nextEvent(60_000);
+          const event = await nextEvent();
           if (!event || queue.closed) continue;
           const terminal = TERMINAL.has(event.job.status);
-          if (s.once && !terminal) continue;
-          await emit(event);
-          if (terminal) return;
+          if (s.once ? !terminal : `${event.job.status}/${event.job.attempts}` === last) continue;
+          const state = await emit(event, s.once ? undefined : last);
+          if (state === null || terminal || (state !== undefined && isTerminal(state))) return;
+          if (state !== undefined) last = state;
         }
       } catch (error) {
         logger.error({ err: error instanceof Error ? error.message : String(error), jobId: s.jobId }, 'subscription failed');
@@ -137,6 +141,16 @@ export class JobSubscriptions {
     })();
     return queue;
   }
+}
+
+/** Aliases of the fields the stream decides by, added to the client's selection and removed from each message. */
+const STATE_STATUS = '_tributaryStatus';
+const STATE_ATTEMPTS = '_tributaryAttempts';
+
+function withStateFields(field: FieldNode): FieldNode {
+  const hidden = (alias: string, name: string): FieldNode => ({ kind: Kind.FIELD, alias: { kind: Kind.NAME, value: alias }, name: { kind: Kind.NAME, value: name } });
+  const selections = [...(field.selectionSet?.selections ?? []), hidden(STATE_STATUS, 'status'), hidden(STATE_ATTEMPTS, 'attempts')];
+  return { ...field, selectionSet: { kind: Kind.SELECTION_SET, selections } };
 }
 
 function notFoundError(jobId: string): GraphQLError {
@@ -154,7 +168,7 @@ export function toJobQuery(document: DocumentNode, operation: OperationDefinitio
     ...(field.directives ? { directives: field.directives } : {}),
     ...(field.selectionSet ? { selectionSet: field.selectionSet } : {}),
   };
-  const selectionSet: SelectionSetNode = { kind: Kind.SELECTION_SET, selections: [jobField] };
+  const selectionSet: SelectionSetNode = { kind: Kind.SELECTION_SET, selections: [withStateFields(jobField)] };
   const query: OperationDefinitionNode = { ...operation, operation: 'query' as OperationDefinitionNode['operation'], selectionSet };
   const fragments = document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION);
   return { kind: Kind.DOCUMENT, definitions: [query, ...fragments] };

@@ -74,6 +74,8 @@ export interface RunningService {
   url: string;
   db: Database;
   transport: Transport;
+  /** The service's event consumers, started (tests stop and restart one to build a backlog). */
+  consumers: readonly EventConsumer[];
   stop(): Promise<void>;
 }
 
@@ -128,6 +130,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     url,
     db,
     transport,
+    consumers,
     stop: async () => {
       unwatch();
       await subgraph.stop();

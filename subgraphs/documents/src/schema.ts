@@ -12,6 +12,12 @@ export const typeDefs = gql`
     document(id: ID!): Document
     "The caller's documents, newest first."
     documents(first: Int = 20, after: String): DocumentConnection!
+    """
+    A job of the caller's tenant; null when there is none with this id. Answered here, where
+    every job is created with its upload: an id \`uploadDocument\` returned is known at once,
+    however far behind the job view is (which then reports the job as QUEUED at upload).
+    """
+    job(id: ID!): Job
   }
 
   type Mutation {

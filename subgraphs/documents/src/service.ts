@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { v7 as uuidv7, validate as isUuid } from 'uuid';
 import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { publish } from '@tributary/core/events';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
@@ -52,6 +53,12 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
           (after, limit) => ctx.em.find(Document, { tenantId: ctx.tenantId, ...after }, { orderBy: { createdAt: 'desc', id: 'desc' }, limit }),
           toGraphQL,
         ),
+      // This service vouches for the job's existence; its state comes from the job view.
+      job: async (_: unknown, args: { id: string }, ctx: SubgraphContext) => {
+        if (!isUuid(args.id)) return null;
+        const doc = await ctx.em.findOne(Document, { jobId: args.id, tenantId: ctx.tenantId }, { fields: ['id', 'jobId'] });
+        return doc ? { id: doc.jobId, document: { id: doc.id } } : null;
+      },
     },
     Mutation: {
       uploadDocument: async (_: unknown, { input }: { input: UploadInput }, ctx: SubgraphContext) => {
@@ -75,7 +82,9 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
           text,
           contentType,
           size,
-          jobId: randomUUID(),
+          // A version 7 id carries its creation time: the job view can state a job it has not
+          // heard of yet (QUEUED since its upload) without asking anyone.
+          jobId: uuidv7({ msecs: now.getTime() }),
           uploadedBy: ctx.userId,
           createdAt: now,
         });

@@ -6,9 +6,8 @@ export const typeDefs = gql`
   "An ISO-8601 date-time with offset, e.g. 2026-11-28T08:00:00.000Z."
   scalar DateTime
 
+  # \`job(id:)\` is answered by documents, which creates every job: this view may lag behind it.
   type Query {
-    "A job of the caller's tenant; null when there is none with this id."
-    job(id: ID!): Job
     "The caller's jobs, newest first, optionally of one status."
     jobs(status: JobStatus, first: Int = 20, after: String): JobConnection!
   }

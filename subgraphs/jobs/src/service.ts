@@ -1,4 +1,5 @@
 import { LockMode } from '@mikro-orm/core';
+import { validate as isUuid, version as uuidVersion } from 'uuid';
 import type { ParsedEvent } from '@tributary/contracts';
 import { newestFirstPage } from '@tributary/core/graphql';
 import type { HandlerContext } from '@tributary/core/events';
@@ -19,6 +20,12 @@ export function toGraphQL(job: Job) {
     completedAt: job.completedAt?.toISOString() ?? null,
     document: { id: job.documentId },
   };
+}
+
+/** The creation time a version 7 UUID carries (its first 48 bits, ms since the epoch), ISO-8601; undefined for other ids. */
+export function uuidTime(id: string): string | undefined {
+  if (!isUuid(id) || uuidVersion(id) !== 7) return undefined;
+  return new Date(Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16)).toISOString();
 }
 
 function jobIdOf(event: ParsedEvent): { jobId: string; documentId: string } {
@@ -91,10 +98,6 @@ export const jobsService: ServiceDefinition = {
   ],
   resolvers: {
     Query: {
-      job: async (_: unknown, args: { id: string }, ctx: SubgraphContext) => {
-        const job = await ctx.em.findOne(Job, { id: args.id, tenantId: ctx.tenantId });
-        return job ? toGraphQL(job) : null;
-      },
       jobs: (_: unknown, args: { status?: JobStatus | null; first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
         const status = args.status && JOB_STATUSES.includes(args.status) ? { status: args.status } : {};
         return newestFirstPage(
@@ -105,9 +108,18 @@ export const jobsService: ServiceDefinition = {
       },
     },
     Job: {
+      /**
+       * Every reference to a job comes from documents, which created it with its upload and
+       * checked the tenant: a job this view has not heard of yet exists and is still as it was
+       * uploaded (QUEUED). Its time is the one in its id (UUID version 7), which documents
+       * minted from the upload's clock reading.
+       */
       __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
         const job = await ctx.em.findOne(Job, { id: ref.id, tenantId: ctx.tenantId });
-        return job ? toGraphQL(job) : null;
+        if (job) return toGraphQL(job);
+        const createdAt = uuidTime(ref.id);
+        if (!createdAt) return null;
+        return { id: ref.id, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null };
       },
     },
   },
