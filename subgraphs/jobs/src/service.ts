@@ -1,13 +1,13 @@
-import { LockMode } from '@mikro-orm/core';
 import { validate as isUuid, version as uuidVersion } from 'uuid';
 import type { ParsedEvent } from '@tributary/contracts';
 import { newestFirstPage } from '@tributary/core/graphql';
-import type { HandlerContext } from '@tributary/core/events';
+import type { HandlerContext, NewEvent } from '@tributary/core/events';
+import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
 import { metrics } from '@tributary/core/metrics';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
 import { Job, JOB_STATUSES, migrations, type JobStatus } from './entities.ts';
 import { typeDefs } from './schema.ts';
-import { applyEvent, type JobState } from './transitions.ts';
+import { applyEvent, isTerminal, type JobState } from './transitions.ts';
 
 export function toGraphQL(job: Job) {
   return {
@@ -28,59 +28,109 @@ export function uuidTime(id: string): string | undefined {
   return new Date(Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16)).toISOString();
 }
 
-function jobIdOf(event: ParsedEvent): { jobId: string; documentId: string } {
-  return { jobId: event.data.jobId, documentId: event.data.documentId };
+interface JobRow {
+  id: string;
+  tenant_id: string;
+  document_id: string;
+  status: JobStatus;
+  attempts: number;
+  error_code: string | null;
+  error_message: string | null;
+  created_at: Date | string;
+  completed_at: Date | string | null;
 }
 
-/** Apply one event to the job view, and announce the change with `job.updated`. */
-async function updateView(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
-  if (event.dataschema === 'job.updated/v1') return;
-  const { jobId, documentId } = jobIdOf(event);
+const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error_message, created_at, completed_at';
+
+/**
+ * Apply a batch of events to the job view in one transaction, and announce each job's new
+ * state with one `job.updated` (a job several events moved in this batch gets one, its last).
+ * Plain statements, no unit of work: rows missing so far are inserted (whatever event comes
+ * first), then every row of the batch is locked, the events are applied in memory and the
+ * changed rows written back in one statement. Rows are inserted and locked in job id order, so
+ * concurrent batches touching the same jobs wait for each other instead of deadlocking.
+ */
+export async function updateViews(events: ParsedEvent[], { em, publish }: HandlerContext): Promise<void> {
+  const byJob = new Map<string, ParsedEvent[]>();
+  for (const event of events) {
+    if (event.dataschema === 'job.updated/v1') continue;
+    const list = byJob.get(event.data.jobId);
+    if (list) list.push(event);
+    else byJob.set(event.data.jobId, [event]);
+  }
+  if (byJob.size === 0) return;
+  const ids = [...byJob.keys()].sort();
   const now = new Date();
-  // Create the row if this is the first event we see for the job (whatever its type), then
-  // lock it: concurrent events for one job apply one after the other.
-  const inserted = await em.execute<{ id: string }[]>(
+  const nowIso = now.toISOString();
+  const insertParams: unknown[] = [];
+  for (const id of ids) {
+    const first = byJob.get(id)![0]!;
+    // A version 7 id says when the upload was; document.uploaded, whenever it comes, confirms it.
+    insertParams.push(id, first.tenantid, first.data.documentId, uuidTime(id) ?? first.time, nowIso);
+  }
+  const inserted = await queryRows<{ id: string }>(
+    em,
     `insert into jobs (id, tenant_id, document_id, status, attempts, created_at, updated_at)
-     values (?, ?, ?, 'QUEUED', 0, ?, ?) on conflict (id) do nothing returning id`,
-    [jobId, event.tenantid, documentId, new Date(event.time), now],
+     select v.id::uuid, v.tenant_id, v.document_id, 'QUEUED', 0, v.created_at::timestamptz, v.updated_at::timestamptz
+     from (values ${valuesPlaceholders(ids.length, 5)}) as v (id, tenant_id, document_id, created_at, updated_at)
+     order by v.id on conflict (id) do nothing returning id`,
+    insertParams,
   );
-  const job = await em.findOneOrFail(Job, { id: jobId }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
-  if (job.tenantId !== event.tenantid) {
-    // A job id is a UUID minted by the documents service; another tenant's event for it is a bug
-    // or an attack, never a state change.
-    throw Object.assign(new Error(`event ${event.id} names job ${jobId} of another tenant`), { code: 'TENANT_MISMATCH', unrecoverable: true });
-  }
-  const state: JobState = {
-    status: job.status,
-    attempts: job.attempts,
-    error: job.errorCode ? { code: job.errorCode, message: job.errorMessage ?? '' } : null,
-    createdAt: job.createdAt,
-    completedAt: job.completedAt ?? null,
-  };
-  const next = applyEvent(state, event);
-  if (!next && inserted.length === 0) return;
-  if (next) {
-    job.status = next.status;
-    job.attempts = next.attempts;
-    job.errorCode = next.error?.code ?? null;
-    job.errorMessage = next.error?.message ?? null;
-    job.createdAt = next.createdAt;
-    job.completedAt = next.completedAt;
-  }
-  job.updatedAt = now;
-  await em.flush();
-  if (next && next.status !== state.status && (next.status === 'COMPLETED' || next.status === 'FAILED')) {
-    metrics.jobDuration.observe({ outcome: next.status.toLowerCase() }, Math.max(0, ((next.completedAt ?? now).getTime() - job.createdAt.getTime()) / 1000));
-  }
-  const view = toGraphQL(job);
-  await publish([
-    {
+  const created = new Set(inserted.map((r) => r.id));
+  const rows = await queryRows<JobRow>(em, `select ${COLUMNS} from jobs where id = any(?::uuid[]) order by id for update`, [ids]);
+  const updates: unknown[] = [];
+  const announce: NewEvent<'job.updated'>[] = [];
+  for (const row of rows) {
+    const jobEvents = byJob.get(row.id)!;
+    const foreign = jobEvents.find((e) => e.tenantid !== row.tenant_id);
+    if (foreign) {
+      // A job id is a UUID minted by the documents service; another tenant's event for it is a
+      // bug or an attack, never a state change.
+      throw Object.assign(new Error(`event ${foreign.id} names job ${row.id} of another tenant`), { code: 'TENANT_MISMATCH', unrecoverable: true });
+    }
+    const before: JobState = {
+      status: row.status,
+      attempts: row.attempts,
+      error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
+      createdAt: new Date(row.created_at),
+      completedAt: row.completed_at === null ? null : new Date(row.completed_at),
+    };
+    let state = before;
+    for (const event of jobEvents) state = applyEvent(state, event) ?? state;
+    if (state === before && !created.has(row.id)) continue;
+    if (state !== before) {
+      updates.push(row.id, state.status, state.attempts, state.error?.code ?? null, state.error?.message ?? null, state.createdAt.toISOString(), state.completedAt?.toISOString() ?? null, nowIso);
+      if (state.status !== before.status && isTerminal(state.status)) {
+        metrics.jobDuration.observe({ outcome: state.status.toLowerCase() }, Math.max(0, ((state.completedAt ?? now).getTime() - state.createdAt.getTime()) / 1000));
+      }
+    }
+    announce.push({
       type: 'job.updated',
-      subject: job.id,
-      tenantId: job.tenantId,
-      data: { jobId: job.id, documentId: job.documentId, status: view.status, attempts: view.attempts, error: view.error, createdAt: view.createdAt, updatedAt: view.updatedAt, completedAt: view.completedAt },
-    },
-  ]);
+      subject: row.id,
+      tenantId: row.tenant_id,
+      data: {
+        jobId: row.id,
+        documentId: row.document_id,
+        status: state.status,
+        attempts: state.attempts,
+        error: state.error,
+        createdAt: state.createdAt.toISOString(),
+        updatedAt: nowIso,
+        completedAt: state.completedAt?.toISOString() ?? null,
+      },
+    });
+  }
+  if (updates.length > 0) {
+    await queryRun(
+      em,
+      `update jobs set status = v.status, attempts = v.attempts::int, error_code = v.error_code, error_message = v.error_message,
+         created_at = v.created_at::timestamptz, completed_at = v.completed_at::timestamptz, updated_at = v.updated_at::timestamptz
+       from (values ${valuesPlaceholders(updates.length / 8, 8)}) as v (id, status, attempts, error_code, error_message, created_at, completed_at, updated_at)
+       where jobs.id = v.id::uuid`,
+      updates,
+    );
+  }
+  await publish(announce);
 }
 
 export const jobsService: ServiceDefinition = {
@@ -93,7 +143,7 @@ export const jobsService: ServiceDefinition = {
     {
       name: 'job-view',
       types: ['document.uploaded', 'analysis.started', 'analysis.completed', 'analysis.failed'],
-      handler: updateView,
+      batchHandler: updateViews,
     },
   ],
   resolvers: {
