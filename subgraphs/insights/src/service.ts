@@ -1,52 +1,118 @@
 import type { ParsedEvent } from '@tributary/contracts';
 import { pageSize } from '@tributary/core/graphql';
 import type { HandlerContext } from '@tributary/core/events';
+import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
 import { InsightDocument, migrations, TenantStat, ThemeStat } from './entities.ts';
 import { typeDefs } from './schema.ts';
 
-/**
- * Fold an analysis result into the tenant's aggregates, once per document. A document that
- * FAILED and later COMPLETED (a replayed dead letter) moves from failed to analyzed; any
- * other repeat changes nothing.
- */
-async function aggregate(event: ParsedEvent, { em }: HandlerContext): Promise<void> {
-  if (event.dataschema !== 'analysis.completed/v1' && event.dataschema !== 'analysis.failed/v1') return;
-  const tenantId = event.tenantid;
-  const completed = event.dataschema === 'analysis.completed/v1';
-  const status = completed ? 'COMPLETED' : 'FAILED';
-  const now = new Date();
-  const previous = await em.findOne(InsightDocument, { tenantId, documentId: event.data.documentId });
-  if (previous && (previous.status === 'COMPLETED' || !completed)) return;
+type Outcome = 'COMPLETED' | 'FAILED';
 
-  const at = completed ? event.data.completedAt : event.data.failedAt;
-  await em.execute(
-    `insert into tenant_stats (tenant_id, analyzed, failed) values (?, ?, ?)
-     on conflict (tenant_id) do update set analyzed = tenant_stats.analyzed + excluded.analyzed, failed = tenant_stats.failed + excluded.failed`,
-    [tenantId, completed ? 1 : 0, completed ? (previous ? -1 : 0) : 1],
-  );
-  if (event.dataschema === 'analysis.completed/v1') {
-    // A theme named twice in one analysis counts once, with its best score.
-    const themes = new Map<string, number>();
-    for (const theme of event.data.themes) {
-      const name = theme.name.trim().toLowerCase();
-      if (name) themes.set(name, Math.max(themes.get(name) ?? 0, theme.score));
-    }
-    for (const [name, score] of themes) {
-      await em.execute(
-        `insert into theme_stats (tenant_id, name, document_count, score_sum, last_seen_at) values (?, ?, 1, ?, ?)
-         on conflict (tenant_id, name) do update set document_count = theme_stats.document_count + 1,
-           score_sum = theme_stats.score_sum + excluded.score_sum,
-           last_seen_at = greatest(theme_stats.last_seen_at, excluded.last_seen_at)`,
-        [tenantId, name, score, new Date(at)],
-      );
-    }
+/** A text-array key that sorts like the composite primary key it stands for. */
+const byKey = (a: [string, string], b: [string, string]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
+
+/**
+ * Fold a batch of analysis results into the tenants' aggregates, once per document. A document
+ * that FAILED and later COMPLETED (a replayed dead letter) moves from failed to analyzed; any
+ * other repeat changes nothing. The batch's changes are summed in memory and written with one
+ * statement per table; every table's rows are locked in key order (documents, then tenants, then
+ * themes), so concurrent batches wait for each other instead of deadlocking. A document first
+ * seen by two batches at once makes one of them fail on its primary key and be retried event by
+ * event, when it finds the other's row.
+ */
+export async function aggregate(events: ParsedEvent[], { em }: HandlerContext): Promise<void> {
+  const byDocument = new Map<string, { key: [string, string]; events: ParsedEvent[] }>();
+  for (const event of events) {
+    if (event.dataschema !== 'analysis.completed/v1' && event.dataschema !== 'analysis.failed/v1') continue;
+    const key: [string, string] = [event.tenantid, event.data.documentId];
+    const id = JSON.stringify(key);
+    const entry = byDocument.get(id);
+    if (entry) entry.events.push(event);
+    else byDocument.set(id, { key, events: [event] });
   }
-  if (previous) {
-    previous.status = status;
-    previous.updatedAt = now;
-  } else {
-    em.create(InsightDocument, { tenantId, documentId: event.data.documentId, status, updatedAt: now });
+  if (byDocument.size === 0) return;
+  const documents = [...byDocument.values()].sort((a, b) => byKey(a.key, b.key));
+  const known = await queryRows<{ tenant_id: string; document_id: string; status: Outcome }>(
+    em,
+    `select d.tenant_id, d.document_id, d.status from insight_documents d
+     join unnest(?::text[], ?::text[]) as k (tenant_id, document_id) using (tenant_id, document_id)
+     order by d.tenant_id, d.document_id for update of d`,
+    [documents.map((d) => d.key[0]), documents.map((d) => d.key[1])],
+  );
+  const previous = new Map(known.map((r) => [JSON.stringify([r.tenant_id, r.document_id]), r.status]));
+  const now = new Date().toISOString();
+  const tenants = new Map<string, { analyzed: number; failed: number }>();
+  const themes = new Map<string, { key: [string, string]; count: number; scoreSum: number; lastSeenAt: string }>();
+  const created: unknown[] = [];
+  const changed: unknown[] = [];
+  for (const { key, events: documentEvents } of documents) {
+    const id = JSON.stringify(key);
+    const before = previous.get(id);
+    let status = before;
+    const counts = tenants.get(key[0]) ?? { analyzed: 0, failed: 0 };
+    for (const event of documentEvents) {
+      const completed = event.dataschema === 'analysis.completed/v1';
+      if (status === 'COMPLETED' || (status === 'FAILED' && !completed)) continue;
+      if (completed) {
+        counts.analyzed++;
+        if (status === 'FAILED') counts.failed--;
+        // A theme named twice in one analysis counts once, with its best score.
+        const best = new Map<string, number>();
+        for (const theme of event.data.themes) {
+          const name = theme.name.trim().toLowerCase();
+          if (name) best.set(name, Math.max(best.get(name) ?? 0, theme.score));
+        }
+        for (const [name, score] of best) {
+          const themeId = JSON.stringify([key[0], name]);
+          const theme = themes.get(themeId) ?? { key: [key[0], name], count: 0, scoreSum: 0, lastSeenAt: event.data.completedAt };
+          theme.count++;
+          theme.scoreSum += score;
+          if (event.data.completedAt > theme.lastSeenAt) theme.lastSeenAt = event.data.completedAt;
+          themes.set(themeId, theme);
+        }
+      } else {
+        counts.failed++;
+      }
+      status = completed ? 'COMPLETED' : 'FAILED';
+    }
+    tenants.set(key[0], counts);
+    if (status === before || status === undefined) continue;
+    (before === undefined ? created : changed).push(key[0], key[1], status, now);
+  }
+  if (created.length > 0) {
+    await queryRun(em, `insert into insight_documents (tenant_id, document_id, status, updated_at) values ${valuesPlaceholders(created.length / 4, 4)}`, created);
+  }
+  if (changed.length > 0) {
+    await queryRun(
+      em,
+      `update insight_documents d set status = v.status, updated_at = v.updated_at::timestamptz
+       from (values ${valuesPlaceholders(changed.length / 4, 4)}) as v (tenant_id, document_id, status, updated_at)
+       where d.tenant_id = v.tenant_id and d.document_id = v.document_id`,
+      changed,
+    );
+  }
+  const tenantRows = [...tenants].filter(([, c]) => c.analyzed !== 0 || c.failed !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  if (tenantRows.length > 0) {
+    await queryRun(
+      em,
+      `insert into tenant_stats (tenant_id, analyzed, failed)
+       select v.tenant_id, v.analyzed::int, v.failed::int from (values ${valuesPlaceholders(tenantRows.length, 3)}) as v (tenant_id, analyzed, failed) order by v.tenant_id
+       on conflict (tenant_id) do update set analyzed = tenant_stats.analyzed + excluded.analyzed, failed = tenant_stats.failed + excluded.failed`,
+      tenantRows.flatMap(([tenant, c]) => [tenant, c.analyzed, c.failed]),
+    );
+  }
+  const themeRows = [...themes.values()].sort((a, b) => byKey(a.key, b.key));
+  if (themeRows.length > 0) {
+    await queryRun(
+      em,
+      `insert into theme_stats (tenant_id, name, document_count, score_sum, last_seen_at)
+       select v.tenant_id, v.name, v.document_count::int, v.score_sum::double precision, v.last_seen_at::timestamptz
+       from (values ${valuesPlaceholders(themeRows.length, 5)}) as v (tenant_id, name, document_count, score_sum, last_seen_at) order by v.tenant_id, v.name
+       on conflict (tenant_id, name) do update set document_count = theme_stats.document_count + excluded.document_count,
+         score_sum = theme_stats.score_sum + excluded.score_sum,
+         last_seen_at = greatest(theme_stats.last_seen_at, excluded.last_seen_at)`,
+      themeRows.flatMap((t) => [t.key[0], t.key[1], t.count, t.scoreSum, t.lastSeenAt]),
+    );
   }
 }
 
@@ -56,7 +122,7 @@ export const insightsService: ServiceDefinition = {
   entities: [InsightDocument, ThemeStat, TenantStat],
   migrations,
   defaultPort: 4004,
-  consumers: () => [{ name: 'aggregates', types: ['analysis.completed', 'analysis.failed'], handler: aggregate }],
+  consumers: () => [{ name: 'aggregates', types: ['analysis.completed', 'analysis.failed'], batchHandler: aggregate }],
   resolvers: {
     Query: {
       themes: async (_: unknown, args: { first?: number | null }, ctx: SubgraphContext) => {
