@@ -66,6 +66,11 @@ describe.skipIf(!available).each(modes)('a job view far behind its events, %s', 
     // However long the backlog lasts, nobody is told the job does not exist.
     await new Promise((r) => setTimeout(r, 3_000));
     for (const s of [...completed, ...updated]) expect(s.messages).toEqual([]);
+    // The backlog shows: every upload's event (and its analysis.started) waits for the view.
+    const scrape = await (await fetch(new URL('/metrics', system.subgraphs.jobs))).text();
+    const backlog = Number(/^tributary_consumer_backlog\{service="jobs",consumer="job-view"\} (\d+)$/m.exec(scrape)?.[1]);
+    expect(backlog).toBeGreaterThanOrEqual(UPLOADS);
+    expect(scrape).toMatch(/^tributary_consumer_oldest_event_age_seconds\{service="jobs",consumer="job-view"\} /m);
 
     await jobView.start();
     await Promise.all(completed.map((s) => s.done));

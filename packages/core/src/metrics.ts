@@ -108,6 +108,49 @@ export function watchOutbox(service: string, db: Database): () => void {
   };
 }
 
+type BacklogReader = () => Promise<{ depth: number; oldestAgeSeconds: number }>;
+const consumers = new Map<string, { service: string; consumer: string; read: BacklogReader }>();
+
+async function consumerStats() {
+  const stats: { labels: { service: string; consumer: string }; depth: number; oldestAgeSeconds: number }[] = [];
+  for (const { service, consumer, read } of consumers.values()) {
+    try {
+      stats.push({ labels: { service, consumer }, ...(await read()) });
+    } catch {
+      // A broker that does not answer has no figure this scrape; /ready reports it.
+    }
+  }
+  return stats;
+}
+let consumerScrape: ReturnType<typeof consumerStats> | undefined;
+const sharedConsumerScrape = () => (consumerScrape ??= consumerStats().finally(() => setImmediate(() => (consumerScrape = undefined))));
+
+new client.Gauge({
+  name: 'tributary_consumer_backlog',
+  help: "Events waiting for a consumer: ready in its queue plus delivered to it and not yet settled",
+  labelNames: ['service', 'consumer'] as const,
+  registers: [registry],
+  async collect() {
+    this.reset();
+    for (const s of await sharedConsumerScrape()) this.set(s.labels, s.depth);
+  },
+});
+new client.Gauge({
+  name: 'tributary_consumer_oldest_event_age_seconds',
+  help: 'Age of the oldest event a consumer holds unsettled, from its outbox write (0 when it holds none)',
+  labelNames: ['service', 'consumer'] as const,
+  registers: [registry],
+  async collect() {
+    this.reset();
+    for (const s of await sharedConsumerScrape()) this.set(s.labels, s.oldestAgeSeconds);
+  },
+});
+
+/** Report a consumer's backlog on every scrape (the latest one registered under its name). */
+export function watchConsumer(service: string, consumer: string, read: BacklogReader): void {
+  consumers.set(`${service}.${consumer}`, { service, consumer, read });
+}
+
 /**
  * Add one per event to a counter labelled by event type, as one increment per type: batches
  * of hundreds of events would otherwise cost hundreds of label lookups. `labelsOf` builds the

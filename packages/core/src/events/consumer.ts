@@ -2,13 +2,13 @@ import { parse, type EventType, type ParsedEvent } from '@tributary/contracts';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Logger } from 'pino';
 import { contextFromTraceparent, parentFromTraceparent, runInContext } from '../context.ts';
-import { countByType, metrics } from '../metrics.ts';
+import { countByType, metrics, watchConsumer } from '../metrics.ts';
 import { SpanKind, withSpan } from '../tracing.ts';
 import type { Database } from '../db/index.ts';
 import { queryRows, valuesPlaceholders } from '../db/sql.ts';
 import { errorCode, errorMessage, isUnrecoverable } from '../errors.ts';
 import { publish, type NewEvent } from './publish.ts';
-import { queueName, type ConsumerHandle, type Delivery, type Transport } from './transport.ts';
+import { Headers, queueName, type ConsumerHandle, type Delivery, type Transport } from './transport.ts';
 
 /** What a handler gets besides the event: the transaction's EntityManager and a publish bound to it. */
 export interface HandlerContext {
@@ -98,6 +98,8 @@ export class EventConsumer {
   private readonly consumerKey: string;
   private handle: ConsumerHandle | undefined;
   private readonly waiting: Delivery[] = [];
+  /** Batches being applied now (backlog metrics). */
+  private readonly processing = new Set<Delivery[]>();
   private active = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private stopping = false;
@@ -125,6 +127,8 @@ export class EventConsumer {
       retryDelaysMs: this.retryDelaysMs,
       ...(this.options.exclusive ? { exclusive: true } : {}),
     };
+    // Stays watched after stop(): a stopped consumer's backlog is the one worth seeing.
+    watchConsumer(this.options.service, this.options.name, () => this.backlog());
     this.handle = await this.options.transport.consume(spec, (delivery) => {
       this.waiting.push(delivery);
       if (!this.gather) return this.pump(true);
@@ -154,6 +158,28 @@ export class EventConsumer {
   }
 
   /**
+   * The backlog as `/metrics` shows it: events ready in the queue plus those this consumer holds
+   * unsettled, and the age of the oldest event it holds (the head of the queue, which is FIFO),
+   * from the time its producer wrote it to the outbox.
+   */
+  async backlog(): Promise<{ depth: number; oldestAgeSeconds: number }> {
+    if (!this.options.transport.isReady()) throw new Error(`${this.queue}: transport not ready`);
+    const ready = await this.options.transport.queueDepth(this.queue);
+    let held = this.waiting.length;
+    let oldest = Number.POSITIVE_INFINITY;
+    const visit = (delivery: Delivery) => {
+      const time = delivery.headers[Headers.time];
+      if (typeof time === 'number' && time < oldest) oldest = time;
+    };
+    this.waiting.forEach(visit);
+    for (const batch of this.processing) {
+      held += batch.length;
+      batch.forEach(visit);
+    }
+    return { depth: ready + held, oldestAgeSeconds: Number.isFinite(oldest) ? Math.max(0, (Date.now() - oldest) / 1000) : 0 };
+  }
+
+  /**
    * Start batches while a transaction slot is free. A per-event handler's consumer starts
    * whatever waits at once. A batch handler's consumer does too when nothing is in flight
    * (latency); while transactions are busy, it starts one with a full batch, or with what
@@ -174,9 +200,11 @@ export class EventConsumer {
       partialOk = !this.gather;
       const batch = this.waiting.splice(0, this.maxBatch);
       this.active++;
+      this.processing.add(batch);
       const work = this.processBatch(batch)
         .catch((error) => this.log.error({ err: errorMessage(error) }, 'batch settlement failed; the broker will redeliver'))
         .finally(() => {
+          this.processing.delete(batch);
           this.active--;
           this.inFlight.delete(work);
           this.pump(!this.gather);

@@ -5,7 +5,7 @@ import { OUTBOX_CHANNEL } from '../db/entities.ts';
 import { queryRows, queryRun } from '../db/sql.ts';
 import { errorMessage } from '../errors.ts';
 import { countByType, metrics } from '../metrics.ts';
-import type { OutgoingMessage, Transport } from './transport.ts';
+import { Headers, type OutgoingMessage, type Transport } from './transport.ts';
 
 export interface OutboxRelayOptions {
   /** The owning service (metrics label). */
@@ -34,6 +34,7 @@ interface OutboxRow {
   event_id: string;
   type: string;
   payload: string;
+  created_at: Date | string;
 }
 
 /** Ascending outbox ids: bigint as a decimal string (pg) or a number (PGlite). */
@@ -141,6 +142,7 @@ export class OutboxRelay {
         routingKey: row.type,
         messageId: row.event_id,
         body: Buffer.from(row.payload),
+        headers: { [Headers.time]: new Date(row.created_at).getTime() },
       }));
       await this.options.transport.publish(messages);
       const service = this.options.service ?? 'unknown';
@@ -153,8 +155,8 @@ export class OutboxRelay {
   private get claimSql(): string {
     const unsent = 'select id from tributary_outbox where sent_at is null order by id limit ? for update skip locked';
     return this.retainSentMs > 0
-      ? `update tributary_outbox set sent_at = now() where id in (${unsent}) returning id, event_id, type, payload`
-      : `delete from tributary_outbox where id in (${unsent}) returning id, event_id, type, payload`;
+      ? `update tributary_outbox set sent_at = now() where id in (${unsent}) returning id, event_id, type, payload, created_at`
+      : `delete from tributary_outbox where id in (${unsent}) returning id, event_id, type, payload, created_at`;
   }
 
   /** Delete rows sent longer ago than the retention. */

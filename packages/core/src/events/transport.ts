@@ -28,6 +28,8 @@ export const Headers = {
   errorMessage: 'x-tributary-error-message',
   failedAt: 'x-tributary-failed-at',
   queue: 'x-tributary-queue',
+  /** When the event was written to its outbox, ms since the epoch: how old a backlog is. */
+  time: 'x-tributary-time',
 } as const;
 
 /** One received message. Exactly one of ack / retry / deadLetter settles it. */
