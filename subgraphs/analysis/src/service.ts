@@ -3,6 +3,7 @@ import type { ParsedEvent } from '@tributary/contracts';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
 import { notFound, pageSize } from '@tributary/core/graphql';
 import { externalCounter } from '@tributary/core/metrics';
+import { queryRows } from '@tributary/core/db';
 import type { HandlerContext } from '@tributary/core/events';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
@@ -138,16 +139,31 @@ function runAnalysis(analyzer: Analyzer, embedder: Embedder) {
   };
 }
 
-function toGraphQL(analysis: Analysis) {
+interface AnalysisRow {
+  summary: string | null;
+  themes: { name: string; score: number }[] | string | null;
+  keywords: string[] | string | null;
+  sentiment: { label: 'POSITIVE' | 'NEUTRAL' | 'NEGATIVE'; score: number } | string | null;
+  provider: string | null;
+  model: string | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  cached: boolean;
+}
+
+/** A json(b) column as the driver hands it over: parsed by pg, text from some drivers. */
+const json = <T>(value: T | string | null): T | null => (typeof value === 'string' ? (JSON.parse(value) as T) : value);
+
+function rowToGraphQL(row: AnalysisRow) {
   return {
-    summary: analysis.summary ?? '',
-    themes: analysis.themes ?? [],
-    keywords: analysis.keywords ?? [],
-    sentiment: analysis.sentiment ?? { label: 'NEUTRAL', score: 0 },
-    provider: analysis.provider ?? 'unknown',
-    model: analysis.model ?? 'unknown',
-    tokens: { prompt: analysis.promptTokens ?? 0, completion: analysis.completionTokens ?? 0 },
-    cached: analysis.cached,
+    summary: row.summary ?? '',
+    themes: json(row.themes) ?? [],
+    keywords: json(row.keywords) ?? [],
+    sentiment: json(row.sentiment) ?? { label: 'NEUTRAL' as const, score: 0 },
+    provider: row.provider ?? 'unknown',
+    model: row.model ?? 'unknown',
+    tokens: { prompt: row.prompt_tokens ?? 0, completion: row.completion_tokens ?? 0 },
+    cached: row.cached,
   };
 }
 
@@ -201,8 +217,15 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       Document: {
         __resolveReference: (ref: { id: string }) => ({ id: ref.id }),
         analysis: async (doc: { id: string }, _: unknown, ctx: SubgraphContext) => {
-          const analysis = await ctx.em.findOne(Analysis, { documentId: doc.id, tenantId: ctx.tenantId, status: 'COMPLETED' });
-          return analysis ? toGraphQL(analysis) : null;
+          // A plain statement: this runs for every federated read of an analysed document
+          // (each jobCompleted message), where the ORM's query building costs more than the query.
+          const [row] = await queryRows<AnalysisRow>(
+            ctx.em,
+            `select summary, themes, keywords, sentiment, provider, model, prompt_tokens, completion_tokens, cached from analyses
+             where document_id = ? and tenant_id = ? and status = 'COMPLETED'`,
+            [doc.id, ctx.tenantId],
+          );
+          return row ? rowToGraphQL(row) : null;
         },
       },
     },

@@ -28,6 +28,20 @@ export function uuidTime(id: string): string | undefined {
   return new Date(Number.parseInt(id.slice(0, 8) + id.slice(9, 13), 16)).toISOString();
 }
 
+function rowToGraphQL(row: JobRow & { updated_at: Date | string }) {
+  const iso = (t: Date | string) => new Date(t).toISOString();
+  return {
+    id: row.id,
+    status: row.status,
+    attempts: row.attempts,
+    error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+    completedAt: row.completed_at === null ? null : iso(row.completed_at),
+    document: { id: row.document_id },
+  };
+}
+
 interface JobRow {
   id: string;
   tenant_id: string;
@@ -165,8 +179,9 @@ export const jobsService: ServiceDefinition = {
        * minted from the upload's clock reading.
        */
       __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
-        const job = await ctx.em.findOne(Job, { id: ref.id, tenantId: ctx.tenantId });
-        if (job) return toGraphQL(job);
+        // A plain statement: this runs for every federated read of a job (each subscription message).
+        const [row] = await queryRows<JobRow & { updated_at: Date | string }>(ctx.em, `select ${COLUMNS}, updated_at from jobs where id = ? and tenant_id = ?`, [ref.id, ctx.tenantId]);
+        if (row) return rowToGraphQL(row);
         const createdAt = uuidTime(ref.id);
         if (!createdAt) return null;
         return { id: ref.id, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null };
