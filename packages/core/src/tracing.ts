@@ -74,8 +74,7 @@ function otelParent(parent: ExecutionContext) {
  * A producer span for one event being written (it ends at once: the outbox row is the message),
  * returning the traceparent the event carries, so its consumers' spans hang under it.
  */
-export function producerTraceparent(name: string, attributes: Attributes): string {
-  const parent = currentContext() ?? contextFromTraceparent(undefined);
+export function producerTraceparent(name: string, attributes: Attributes, parent: ExecutionContext = currentContext() ?? contextFromTraceparent(undefined)): string {
   if (!tracer) return traceparentOf(parent);
   const span = tracer.startSpan(name, { kind: SpanKind.PRODUCER, attributes }, otelParent(parent));
   span.end();

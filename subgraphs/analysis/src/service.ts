@@ -3,7 +3,7 @@ import type { ParsedEvent } from '@tributary/contracts';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
 import { notFound, pageSize } from '@tributary/core/graphql';
 import { externalCounter } from '@tributary/core/metrics';
-import { queryRows } from '@tributary/core/db';
+import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
 import type { HandlerContext } from '@tributary/core/events';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
@@ -51,26 +51,33 @@ function exportAiMetrics(): void {
 }
 let aiMetricsExported = false;
 
-/** Stage 1 (fast): remember the document's text and announce the analysis has started. */
-async function acceptDocument(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
-  if (event.dataschema !== 'document.uploaded/v1') return;
-  const { documentId, jobId, title, text } = event.data;
-  const existing = await em.findOne(Analysis, { documentId });
-  if (existing) return; // the same document announced twice (a replayed upload): one analysis
-  const now = new Date();
-  em.create(Analysis, {
-    documentId,
-    jobId,
-    tenantId: event.tenantid,
-    status: 'PENDING',
-    title,
-    text,
-    cached: false,
-    attempts: 0,
-    createdAt: now,
-    updatedAt: now,
-  });
-  await publish([{ type: 'analysis.started', subject: documentId, data: { documentId, jobId, attempt: 1, startedAt: now.toISOString() } }]);
+/**
+ * Stage 1 (fast): remember each document's text and announce its analysis has started. A
+ * document announced twice (a replayed upload) gets one analysis. One statement for the batch,
+ * rows in document order (concurrent batches wait for each other instead of deadlocking).
+ */
+export async function acceptDocuments(events: ParsedEvent[], { em, publish }: HandlerContext): Promise<void> {
+  const uploads = new Map<string, ParsedEvent<'document.uploaded/v1'>>();
+  for (const event of events) if (event.dataschema === 'document.uploaded/v1' && !uploads.has(event.data.documentId)) uploads.set(event.data.documentId, event);
+  if (uploads.size === 0) return;
+  const ordered = [...uploads.values()].sort((a, b) => (a.data.documentId < b.data.documentId ? -1 : 1));
+  const now = new Date().toISOString();
+  const params: unknown[] = [];
+  for (const e of ordered) params.push(e.data.documentId, e.data.jobId, e.tenantid, e.data.title, e.data.text, now);
+  const inserted = await queryRows<{ document_id: string }>(
+    em,
+    `insert into analyses (document_id, job_id, tenant_id, status, title, text, cached, attempts, created_at, updated_at)
+     select v.document_id, v.job_id, v.tenant_id, 'PENDING', v.title, v.text, false, 0, v.at::timestamptz, v.at::timestamptz
+     from (values ${valuesPlaceholders(ordered.length, 6)}) as v (document_id, job_id, tenant_id, title, text, at) order by v.document_id
+     on conflict (document_id) do nothing returning document_id`,
+    params,
+  );
+  await publish(
+    inserted.map(({ document_id: documentId }) => {
+      const event = uploads.get(documentId)!;
+      return { type: 'analysis.started' as const, subject: documentId, tenantId: event.tenantid, causedBy: event, data: { documentId, jobId: event.data.jobId, attempt: 1, startedAt: now } };
+    }),
+  );
 }
 
 /**
@@ -83,39 +90,60 @@ async function acceptDocument(event: ParsedEvent, { em, publish }: HandlerContex
 function runAnalysis(analyzer: Analyzer, embedder: Embedder) {
   return async (event: ParsedEvent, { em, publish, attempt, lastAttempt, log }: HandlerContext): Promise<void> => {
     if (event.dataschema !== 'analysis.started/v1') return;
-    const analysis = await em.findOne(Analysis, { documentId: event.data.documentId });
-    if (!analysis || analysis.status !== 'PENDING') return;
-    const { documentId, jobId } = analysis;
-    const now = new Date();
-    analysis.attempts = attempt;
-    analysis.updatedAt = now;
+    const { documentId } = event.data;
+    const [analysis] = await queryRows<{ job_id: string; tenant_id: string; title: string; text: string }>(
+      em,
+      `select job_id, tenant_id, title, text from analyses where document_id = ? and status = 'PENDING'`,
+      [documentId],
+    );
+    if (!analysis) return;
+    const { job_id: jobId, tenant_id: tenantId, title, text } = analysis;
+    const now = new Date().toISOString();
     let result;
     try {
-      result = await analyzer.analyze({ text: analysis.text, title: analysis.title }, { tenantId: analysis.tenantId });
+      result = await analyzer.analyze({ text, title }, { tenantId });
     } catch (error) {
       const unrecoverable = isUnrecoverable(error) || (isAiError(error) && error.unrecoverable);
       if (!unrecoverable && !lastAttempt) throw error;
       const failure = { code: errorCode(error), message: errorMessage(error) };
       log.warn({ documentId, jobId, attempt, ...failure }, 'analysis failed for good');
-      analysis.status = 'FAILED';
-      analysis.errorCode = failure.code;
-      analysis.errorMessage = failure.message;
-      await publish([{ type: 'analysis.failed', subject: documentId, data: { documentId, jobId, error: failure, attempts: attempt, failedAt: now.toISOString() } }]);
+      await queryRun(em, `update analyses set status = 'FAILED', error_code = ?, error_message = ?, attempts = ?, updated_at = ? where document_id = ?`, [
+        failure.code,
+        failure.message,
+        attempt,
+        now,
+        documentId,
+      ]);
+      await publish([{ type: 'analysis.failed', subject: documentId, data: { documentId, jobId, error: failure, attempts: attempt, failedAt: now } }]);
       return;
     }
-    analysis.status = 'COMPLETED';
-    analysis.summary = result.summary;
-    analysis.themes = result.themes;
-    analysis.keywords = result.keywords;
-    analysis.sentiment = result.sentiment;
-    analysis.provider = result.provider;
-    analysis.model = result.model;
-    analysis.promptTokens = result.tokens.prompt;
-    analysis.completionTokens = result.tokens.completion;
-    analysis.cached = result.cached;
+    await queryRun(
+      em,
+      `update analyses set status = 'COMPLETED', summary = ?, themes = ?::jsonb, keywords = ?::jsonb, sentiment = ?::jsonb, provider = ?, model = ?,
+         prompt_tokens = ?, completion_tokens = ?, cached = ?, attempts = ?, updated_at = ? where document_id = ?`,
+      [
+        result.summary,
+        JSON.stringify(result.themes),
+        JSON.stringify(result.keywords),
+        JSON.stringify(result.sentiment),
+        result.provider,
+        result.model,
+        result.tokens.prompt,
+        result.tokens.completion,
+        result.cached,
+        attempt,
+        now,
+        documentId,
+      ],
+    );
     // The embedding goes with the analysis: a document is searchable once it is analysed.
-    const [vector] = await embedder.embed([`${analysis.title}\n\n${analysis.text}`]);
-    await em.upsert(DocumentEmbedding, { documentId, tenantId: analysis.tenantId, provider: embedder.provider, model: embedder.model, vector: vector!, createdAt: now });
+    const [vector] = await embedder.embed([`${title}\n\n${text}`]);
+    await queryRun(
+      em,
+      `insert into document_embeddings (document_id, tenant_id, provider, model, vector, created_at) values (?, ?, ?, ?, ?::jsonb, ?)
+       on conflict (document_id) do update set tenant_id = excluded.tenant_id, provider = excluded.provider, model = excluded.model, vector = excluded.vector, created_at = excluded.created_at`,
+      [documentId, tenantId, embedder.provider, embedder.model, JSON.stringify(vector!), now],
+    );
     const completedAt = new Date().toISOString();
     await publish([
       {
@@ -184,7 +212,7 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       const analyzer = options.analyzer ?? createAnalyzerFromEnv(config, { db, logger });
       const embedder = options.embedder ?? createEmbedderFromEnv(config, { logger });
       return [
-        { name: 'document-uploaded', types: ['document.uploaded'], handler: acceptDocument },
+        { name: 'document-uploaded', types: ['document.uploaded'], batchHandler: acceptDocuments },
         {
           name: 'analysis-started',
           types: ['analysis.started'],

@@ -122,6 +122,8 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
       type: 'job.updated',
       subject: row.id,
       tenantId: row.tenant_id,
+      // The job's own trace (the upload's), not the batch's.
+      causedBy: jobEvents.at(-1)!,
       data: {
         jobId: row.id,
         documentId: row.document_id,

@@ -1,7 +1,7 @@
 import { currentVersion, validateData, type Envelope, type EventData, type EventType } from '@tributary/contracts';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { randomUUID } from 'node:crypto';
-import { contextFromTraceparent, currentContext } from '../context.ts';
+import { contextFromTraceparent, currentContext, parentFromTraceparent } from '../context.ts';
 import { producerTraceparent } from '../tracing.ts';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
 import { queryRun, valuesPlaceholders } from '../db/sql.ts';
@@ -17,6 +17,11 @@ export interface NewEvent<T extends EventType = EventType> {
   tenantId?: string;
   /** Defaults to a random UUID. */
   id?: string;
+  /**
+   * The event this one follows from: it continues that event's trace and defaults to its
+   * tenant. A batch handler names it, since a batch runs in one context (its first event's).
+   */
+  causedBy?: Pick<Envelope, 'traceparent' | 'tenantid'>;
 }
 
 /**
@@ -34,7 +39,8 @@ export async function publish(em: EntityManager, source: string, events: readonl
   const context = currentContext() ?? contextFromTraceparent(undefined);
   const time = new Date().toISOString();
   const envelopes = events.map((event) => {
-    const tenantid = event.tenantId ?? context.tenantId;
+    const parent = event.causedBy ? parentFromTraceparent(event.causedBy.traceparent, event.causedBy.tenantid) : context;
+    const tenantid = event.tenantId ?? parent.tenantId;
     if (!tenantid) throw new TributaryError('TENANT_REQUIRED', `event ${event.type} has no tenant`);
     const dataschema = currentVersion[event.type];
     const id = event.id ?? randomUUID();
@@ -46,7 +52,7 @@ export async function publish(em: EntityManager, source: string, events: readonl
       time,
       dataschema,
       subject: event.subject,
-      traceparent: producerTraceparent(`publish ${event.type}`, { 'messaging.system': 'rabbitmq', 'messaging.destination.name': event.type, 'messaging.message.id': id, 'tributary.source': source }),
+      traceparent: producerTraceparent(`publish ${event.type}`, { 'messaging.system': 'rabbitmq', 'messaging.destination.name': event.type, 'messaging.message.id': id, 'tributary.source': source }, parent),
       tenantid,
       data: validateData(dataschema, event.data),
     };
