@@ -1,0 +1,1213 @@
+/**
+ * `pnpm bench:deployed`: capacity of the system as deployed — the gateway and the four subgraphs
+ * as five OS processes, each started the way its package's `start` script (and the image's CMD)
+ * starts it, on the real PostgreSQL and RabbitMQ — for this working tree and for a baseline commit
+ * checked out in a git worktree, under the same open-loop load.
+ *
+ * Per rate, uploads start on schedule (`started + n * 1000 / rate`) whether or not earlier ones
+ * have finished; each one's client subscribes to `jobCompleted` right after the upload returns.
+ * It reports uploads attempted / accepted / completed, messages per subscriber, error codes,
+ * upload → jobCompleted p50/p95/p99/max, the drain time (last upload's start → last
+ * jobCompleted), the completion throughput, and CPU per completed job of every process involved:
+ * the five services (each one's process tree), PostgreSQL (the backends on the run's databases,
+ * the postmaster and its shared background processes; the JSON also has every PostgreSQL process,
+ * exited backends included, which counts other clients of a shared server too), RabbitMQ (the
+ * broker's beam.smp and its children, shared with any other client) and the load generator
+ * itself, read from /proc. The machine's CPU time that none of these account for is printed as
+ * `bg%` (of one core): another user's work on a shared machine shows there. The JSON also has
+ * each system's CPU while idle (ms/s), a floor under CPU per job that weighs most at low rates,
+ * and the warn/error log lines of every process, counted by message.
+ * Capacity = the highest rate whose p99 is within BENCH_CAPACITY_P99_MS and which completed every
+ * upload, each subscriber getting its one message, with no error.
+ * A benchmark, not a test: it prints figures and asserts nothing.
+ *
+ * Method (why the figures are comparable):
+ *   - A fresh system per (tree, mode, rate): new databases, RabbitMQ namespace and processes, so
+ *     every rate starts from empty tables and queues and its CPU window holds only its own work.
+ *     Each one first gets BENCH_WARMUP uploads at 10/s (not counted: JIT, connection pools, the
+ *     query planner's caches), then BENCH_IDLE_MS of quiet before the measured window opens.
+ *   - The window runs from the first upload to the end of the drain (every accepted job has its
+ *     message, or BENCH_DRAIN_TIMEOUT_S); then the system is stopped and cleaned up and the
+ *     machine idles BENCH_IDLE_MS before the next one.
+ *   - Trees are interleaved per rate, and which tree goes first alternates from rate to rate, so
+ *     slow drift on a shared machine falls on both alike.
+ *   - OPENAI_* and inherited database, broker and port settings are dropped from the children's
+ *     environment: analysis runs its offline analyzer, so the figures are the system's own cost.
+ *
+ * Env:
+ *   BENCH_RATES (uploads/s, comma list, default "10,20,30,40,60,80,100"; run in ascending order),
+ *   BENCH_SECONDS (per rate, default 15), BENCH_CAPACITY_P99_MS (default 1000),
+ *   BENCH_FIND_CAPACITY (default 1: per tree and mode, stop after the first rate that misses),
+ *   BENCH_DRAIN_TIMEOUT_S (default 300), BENCH_WARMUP (uploads, default 20; 0 for none),
+ *   BENCH_IDLE_MS (default 1500), BENCH_WS_CLIENTS (graphql-ws sockets, round-robin, default 8),
+ *   BENCH_START_TIMEOUT_S (per process to be ready, default 90),
+ *   BENCH_TREES ("current", "baseline" or "both", default both),
+ *   BENCH_BASELINE (a commit, default {@link DEFAULT_BASELINE}; "none" skips it),
+ *   BENCH_MODES (default "processes"; also "embedded": all in one process as `pnpm dev` runs it,
+ *   PGlite and the in-memory bus; "embedded-real": one process on PostgreSQL and RabbitMQ — both
+ *   through `startEmbedded`, current tree only, in a child process so its CPU is its own),
+ *   BENCH_PROFILE (processes of the current tree to run under --cpu-prof, e.g. "jobs,gateway" or
+ *   "all"; profiles in bench/results/profiles/, read with bench/gateway/profile-top.ts),
+ *   BENCH_PG_LOG_CHECK (default 1: count "deadlock detected" lines PostgreSQL logged during the
+ *   run), BENCH_PG_LOG (default /var/log/postgresql/postgresql-15-main.log),
+ *   DATABASE_URL, AMQP_URL (defaults: the local services).
+ * Writes bench/results/deployed.json.
+ */
+import { deleteNamespace } from '@tributary/core/events';
+import { dropDatabase } from '@tributary/core/db';
+import { brokerQueues, freePort } from '@tributary/core/testing';
+import { signToken } from '@tributary/gateway';
+import { createClient, type Client } from 'graphql-ws';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+import WebSocket from 'ws';
+
+/** The last commit before the load work. */
+const DEFAULT_BASELINE = 'd31708b';
+
+const EMBEDDED_CHILD = 'BENCH_DEPLOYED_EMBEDDED_CHILD';
+const SERVICES = ['documents', 'jobs', 'analysis', 'insights'] as const;
+const PROCESSES = ['gateway', ...SERVICES] as const;
+const CLOCK_TICKS_PER_SECOND = 100; // getconf CLK_TCK on Linux x86-64
+const TICK_MS = 1000 / CLOCK_TICKS_PER_SECOND;
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const DEFAULT_NODE_FLAGS = ['--max-semi-space-size=64'];
+const UPLOAD = 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }';
+const JOB_COMPLETED = 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary } } } }';
+
+function numberEnv(name: string, fallback: number, min = 0): number {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isFinite(value) || value < min) throw new Error(`${name} must be a number ≥ ${min}, got ${JSON.stringify(raw)}`);
+  return value;
+}
+function listEnv(name: string, fallback: string): string[] {
+  return (process.env[name] || fallback)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+const flagEnv = (name: string, fallback: boolean) => (process.env[name] === undefined || process.env[name] === '' ? fallback : !['0', 'false', 'no', 'off'].includes(process.env[name]!.toLowerCase()));
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Resolve `promise`, or reject after `ms` (a bound on every wait the benchmark makes). */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function percentile(sorted: readonly number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting from /proc
+
+interface ProcEntry {
+  ppid: number;
+  comm: string;
+  /** utime + stime + cutime + cstime, clock ticks: its own CPU and that of children it reaped. */
+  ticks: number;
+  /** utime + stime only. */
+  own: number;
+}
+
+function readProcs(): Map<number, ProcEntry> {
+  const procs = new Map<number, ProcEntry>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // exited between readdir and read
+    }
+    const close = stat.lastIndexOf(')');
+    // Fields after the command name (which may hold spaces and parentheses) start at state, field 3.
+    const fields = stat.slice(close + 2).split(' ');
+    const own = Number(fields[11]) + Number(fields[12]);
+    procs.set(Number(name), { ppid: Number(fields[1]), comm: stat.slice(stat.indexOf('(') + 1, close), own, ticks: own + Number(fields[13]) + Number(fields[14]) });
+  }
+  return procs;
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** The pids in the trees rooted at `roots`, roots included. */
+function descendants(procs: Map<number, ProcEntry>, roots: readonly number[]): Set<number> {
+  const children = new Map<number, number[]>();
+  for (const [pid, p] of procs) children.set(p.ppid, [...(children.get(p.ppid) ?? []), pid]);
+  const out = new Set<number>();
+  const stack = roots.filter((pid) => procs.has(pid));
+  while (stack.length > 0) {
+    const pid = stack.pop()!;
+    if (out.has(pid)) continue;
+    out.add(pid);
+    stack.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+/**
+ * CPU of whole process trees: each live member's own time plus what it reaped from exited
+ * children (cutime/cstime), so a PostgreSQL backend or a tsx esbuild helper that exits inside
+ * the window still counts.
+ */
+function treeTicks(procs: Map<number, ProcEntry>, roots: readonly number[]): number {
+  let sum = 0;
+  for (const pid of descendants(procs, roots)) sum += procs.get(pid)!.ticks;
+  return sum;
+}
+
+function postmasters(procs: Map<number, ProcEntry>): number[] {
+  return [...procs].filter(([, p]) => p.comm === 'postgres' && procs.get(p.ppid)?.comm !== 'postgres').map(([pid]) => pid);
+}
+
+function rabbitBrokers(procs: Map<number, ProcEntry>): number[] {
+  // Only the broker's VM: `rabbitmqctl` runs a beam.smp of its own for a moment.
+  return [...procs].filter(([pid, p]) => p.comm === 'beam.smp' && cmdline(pid).includes('rabbit boot')).map(([pid]) => pid);
+}
+
+/** Busy clock ticks of the whole machine (/proc/stat: user nice system irq softirq steal). */
+function machineBusyTicks(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return fields[0]! + fields[1]! + fields[2]! + fields[5]! + fields[6]! + fields[7]!;
+}
+
+/** PostgreSQL's own processes, which work for every database: the WAL, checkpoints, vacuum. */
+const PG_SHARED = /: (checkpointer|background writer|walwriter|autovacuum launcher|logical replication launcher|archiver|stats collector)\s*$/;
+
+interface CpuSnapshot {
+  at: number;
+  procs: Map<number, ProcEntry>;
+  /**
+   * Own ticks of the PostgreSQL processes that work for this run: backends and autovacuum workers
+   * whose command line names one of its databases, the shared background processes and the
+   * postmaster itself — not another client's backends on a shared server.
+   */
+  pgRun: Map<number, number>;
+  machine: number;
+  loadgen: NodeJS.CpuUsage;
+}
+
+function snapshot(namespace: string): CpuSnapshot {
+  const procs = readProcs();
+  const masters = new Set(postmasters(procs));
+  const pgRun = new Map<number, number>();
+  for (const [pid, p] of procs) {
+    if (p.comm !== 'postgres') continue;
+    const command = cmdline(pid);
+    if (masters.has(pid) || command.includes(`tributary_${namespace}_`) || PG_SHARED.test(command)) pgRun.set(pid, p.own);
+  }
+  return { at: performance.now(), procs, pgRun, machine: machineBusyTicks(), loadgen: process.cpuUsage() };
+}
+
+interface CpuFigures {
+  /**
+   * CPU ms in the window by process group: the services' process trees; `postgres`: the processes
+   * working for this run (see {@link CpuSnapshot.pgRun}); `rabbitmq`: the broker's whole tree.
+   */
+  ms: Record<string, number>;
+  /**
+   * Every PostgreSQL process, live and exited (the postmaster's reaped children), ms: equal to
+   * `ms.postgres` when nobody else uses the server, more when someone does.
+   */
+  postgresAllMs: number;
+  loadgenMs: number;
+  machineMs: number;
+  /** Machine CPU no group (nor the load generator) accounts for, ms: another user's work. */
+  otherMs: number;
+  windowMs: number;
+}
+
+function cpuBetween(a: CpuSnapshot, b: CpuSnapshot, pids: Record<string, number>): CpuFigures {
+  const ms: Record<string, number> = {};
+  const tree = (roots: (procs: Map<number, ProcEntry>) => number[]) => (treeTicks(b.procs, roots(b.procs)) - treeTicks(a.procs, roots(a.procs))) * TICK_MS;
+  for (const [name, pid] of Object.entries(pids)) ms[name] = tree(() => [pid]);
+  let pg = 0;
+  // A backend that opened inside the window counts from zero.
+  for (const [pid, ticks] of b.pgRun) pg += ticks - (a.pgRun.get(pid) ?? 0);
+  ms.postgres = pg * TICK_MS;
+  ms.rabbitmq = tree(rabbitBrokers);
+  const loadgen = process.cpuUsage(a.loadgen);
+  const loadgenMs = (loadgen.user + loadgen.system) / 1000;
+  const machineMs = (b.machine - a.machine) * TICK_MS;
+  const attributed = Object.values(ms).reduce((sum, v) => sum + v, 0) + loadgenMs;
+  return { ms, postgresAllMs: tree(postmasters), loadgenMs, machineMs, otherMs: Math.max(0, machineMs - attributed), windowMs: b.at - a.at };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and clean-up
+
+/** Everything still to undo, so a failure or Ctrl-C leaves nothing behind. */
+const live = {
+  children: new Set<ChildProcess>(),
+  namespaces: new Set<string>(),
+  worktree: undefined as { dir: string; parent: string } | undefined,
+};
+
+interface ChildLog {
+  /** Warn/error lines by `level msg`, so an odd run says what went wrong. */
+  counts: Map<string, number>;
+  tail: string;
+  /** Set when the system is being stopped: shutdown lines are not counted. */
+  stopping: boolean;
+}
+
+function spawnService(name: string, cwd: string, args: string[], env: Record<string, string>, log: Map<string, ChildLog>): ChildProcess {
+  if (cwd === ROOT && (PROFILE.has(name) || PROFILE.has('all'))) {
+    const dir = fileURLToPath(new URL('./results/profiles/', import.meta.url));
+    mkdirSync(dir, { recursive: true });
+    // Default names: each thread (tsx runs its loader in a worker) writes a profile of its own.
+    args = ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`, ...args];
+  }
+  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.children.add(child);
+  child.once('exit', () => live.children.delete(child));
+  const entry: ChildLog = { counts: new Map(), tail: '', stopping: false };
+  log.set(name, entry);
+  const count = (key: string) => {
+    if (entry.counts.size < 100 || entry.counts.has(key)) entry.counts.set(key, (entry.counts.get(key) ?? 0) + 1);
+  };
+  const lines = (stream: NodeJS.ReadableStream) => {
+    let rest = '';
+    stream.on('data', (chunk: Buffer) => {
+      const text = rest + chunk.toString();
+      entry.tail = (entry.tail + chunk.toString()).slice(-4000);
+      const parts = text.split('\n');
+      rest = parts.pop()!.slice(-10_000);
+      for (const line of parts) {
+        if (!line.trim() || entry.stopping) continue;
+        try {
+          const parsed = JSON.parse(line) as { level?: unknown; msg?: unknown };
+          count(`${String(parsed.level)} ${String(parsed.msg).slice(0, 120)}`);
+        } catch {
+          count(`raw ${line.slice(0, 120)}`);
+        }
+      }
+    });
+  };
+  lines(child.stdout!);
+  lines(child.stderr!);
+  return child;
+}
+
+async function waitReady(url: string, child: ChildProcess, name: string, log: Map<string, ChildLog>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before ready: ${log.get(name)?.tail ?? ''}`);
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      await response.arrayBuffer();
+      if (response.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${name} not ready within ${timeoutMs} ms: ${log.get(name)?.tail ?? ''}`);
+    await sleep(200);
+  }
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves with the children that needed the kill. */
+async function stopChildren(children: readonly ChildProcess[], graceMs = 10_000): Promise<string[]> {
+  const killed: string[] = [];
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          const timer = setTimeout(() => {
+            killed.push(child.spawnargs.at(-1) ?? String(child.pid));
+            child.kill('SIGKILL');
+          }, graceMs);
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
+  return killed;
+}
+
+async function cleanupNamespace(namespace: string): Promise<string[]> {
+  const problems: string[] = [];
+  try {
+    await within(
+      (async () => deleteNamespace(AMQP_URL, namespace, await brokerQueues(`${namespace}.`)))(),
+      60_000,
+      'delete RabbitMQ namespace',
+    );
+  } catch (error) {
+    problems.push(`namespace ${namespace}: ${(error as Error).message}`);
+  }
+  for (const service of SERVICES) {
+    try {
+      await within(dropDatabase(DATABASE_URL, databaseName(namespace, service)), 30_000, 'drop database');
+    } catch (error) {
+      problems.push(`database ${databaseName(namespace, service)}: ${(error as Error).message}`);
+    }
+  }
+  live.namespaces.delete(namespace);
+  return problems;
+}
+
+const databaseName = (namespace: string, service: string) => `tributary_${namespace}_${service}`;
+
+function databaseUrl(namespace: string, service: string): string {
+  const url = new URL(DATABASE_URL);
+  url.pathname = `/${databaseName(namespace, service)}`;
+  return url.toString();
+}
+
+/** Node flags of a package's start script (`tsx <flags> src/main.ts`): how it is deployed. */
+function startFlags(packageDir: string): string[] {
+  try {
+    const pkg = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
+    const start = pkg.scripts?.start;
+    if (start?.startsWith('tsx ')) return start.split(/\s+/).filter((arg) => arg.startsWith('--'));
+  } catch {
+    // no readable start script: the flags every service ships with today
+  }
+  return DEFAULT_NODE_FLAGS;
+}
+
+/** The children's environment: the caller's, minus what would change what is measured. */
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value === undefined || key === EMBEDDED_CHILD) continue;
+    // A model API key would put a remote model's latency in the figures; the rest would point the
+    // children at someone else's databases, queues, ports or token issuer.
+    if (/^(OPENAI_|AUTH_|NODE_OPTIONS$|PORT$|HOST$|TRIBUTARY_|INTERNAL_SIGNING_SECRET$)/.test(key) || /_URL$/.test(key)) continue;
+    env[key] = value;
+  }
+  return env;
+}
+
+interface RunningSystem {
+  httpUrl: string;
+  wsUrl: string;
+  /** Pid per process group measured (`gateway`, `documents`, … or `system`). */
+  pids: Record<string, number>;
+  namespace: string;
+  token: string;
+  log: Map<string, ChildLog>;
+  /** Children that died on their own while the system ran. */
+  exits: string[];
+  stop(): Promise<string[]>;
+}
+
+async function startSystem(tree: Tree, mode: Mode): Promise<RunningSystem> {
+  const namespace = `bench_${randomBytes(4).toString('hex')}`;
+  const authSecret = randomBytes(32).toString('base64url');
+  const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench', expiresIn: '12h' });
+  const common: Record<string, string> = {
+    ...baseEnv(),
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'warn',
+    TRIBUTARY_NAMESPACE: namespace,
+    AUTH_JWT_SECRET: authSecret,
+    INTERNAL_SIGNING_SECRET: randomBytes(32).toString('base64url'),
+    // One benchmark user uploads far more than a person would.
+    UPLOAD_RATE_LIMIT_PER_MINUTE: '100000000',
+  };
+  if (mode !== 'embedded') {
+    common.AMQP_URL = AMQP_URL;
+    for (const service of SERVICES) common[`${service.toUpperCase()}_DATABASE_URL`] = databaseUrl(namespace, service);
+    live.namespaces.add(namespace);
+  }
+  const log = new Map<string, ChildLog>();
+  const children: ChildProcess[] = [];
+  const exits: string[] = [];
+  let stopping = false;
+  const watch = (name: string, child: ChildProcess) => {
+    children.push(child);
+    child.once('exit', (code, signal) => {
+      if (!stopping) exits.push(`${name} exited (${code ?? signal}): ${log.get(name)?.tail.slice(-1500) ?? ''}`);
+    });
+  };
+  const stop = async () => {
+    stopping = true;
+    for (const entry of log.values()) entry.stopping = true;
+    const problems = (await stopChildren(children)).map((c) => `not stopped by SIGTERM within 10 s: ${c}`);
+    if (mode !== 'embedded') problems.push(...(await cleanupNamespace(namespace)));
+    return problems;
+  };
+  try {
+    const pids: Record<string, number> = {};
+    const startMs = START_TIMEOUT_S * 1000;
+    if (mode === 'processes') {
+      const urls: Record<string, string> = {};
+      await Promise.all(
+        SERVICES.map(async (service) => {
+          const port = await freePort();
+          const dir = join(tree.dir, 'subgraphs', service);
+          const child = spawnService(service, tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, PORT: String(port) }, log);
+          watch(service, child);
+          pids[service] = child.pid!;
+          urls[`${service.toUpperCase()}_URL`] = `http://127.0.0.1:${port}/graphql`;
+          await waitReady(`http://127.0.0.1:${port}/ready`, child, service, log, startMs);
+        }),
+      );
+      const port = await freePort();
+      const dir = join(tree.dir, 'gateway');
+      const child = spawnService('gateway', tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, ...urls, PORT: String(port) }, log);
+      watch('gateway', child);
+      pids.gateway = child.pid!;
+      await waitReady(`http://127.0.0.1:${port}/ready`, child, 'gateway', log, startMs);
+      // Ordered as reported.
+      const ordered = Object.fromEntries(PROCESSES.map((p) => [p, pids[p]!]));
+      return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
+    }
+    const port = await freePort();
+    const env: Record<string, string> = { ...common, PORT: String(port), [EMBEDDED_CHILD]: '1' };
+    if (mode === 'embedded') env.TRIBUTARY_DATA_DIR = 'memory://';
+    const child = spawnService('system', ROOT, [...startFlags(join(ROOT, 'gateway')), '--import', 'tsx', fileURLToPath(import.meta.url)], env, log);
+    watch('system', child);
+    pids.system = child.pid!;
+    await waitReady(`http://127.0.0.1:${port}/ready`, child, 'system', log, startMs);
+    return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids, namespace, token, log, exits, stop };
+  } catch (error) {
+    const problems = await stop();
+    if (problems.length > 0) console.error(problems.join('\n'));
+    throw error;
+  }
+}
+
+/** Embedded modes' child: the whole system in this one process, as `pnpm dev` starts it. */
+async function embeddedChild(): Promise<void> {
+  const { startEmbedded } = await import('@tributary/gateway/embedded');
+  const system = await startEmbedded({ env: process.env, port: Number(process.env.PORT) });
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    system.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load
+
+const PARAGRAPHS = [
+  'The quarterly report shows revenue growth across every region. Customers praised the new analytics dashboard, while support tickets about onboarding fell sharply.',
+  'The board approved further investment in machine learning infrastructure and data quality. Risks remain in supply chain costs and in the hiring plan for the second half.',
+  'Field engineers reported that the new sensors cut maintenance visits by a third, though battery life in cold weather fell short of the specification.',
+  'The city council debated the transit budget for hours; residents asked for more frequent buses at night and safer crossings near the schools.',
+  'Our clinical trial enrolled its last patient in March. Early results suggest fewer side effects than the standard treatment, with similar efficacy.',
+  'The migration to the new billing platform finished ahead of schedule. Invoices now go out a day earlier, and disputed charges are down by a quarter.',
+];
+
+function uploadInput(n: number): { title: string; content: string } {
+  const a = PARAGRAPHS[n % PARAGRAPHS.length]!;
+  const b = PARAGRAPHS[(n * 7 + 3) % PARAGRAPHS.length]!;
+  return { title: `Report ${n}`, content: `${a} ${b} Reference ${n}: figures for week ${(n % 52) + 1}, batch ${randomBytes(3).toString('hex')}.` };
+}
+
+interface LoadFigures {
+  rate: number;
+  attempted: number;
+  accepted: number;
+  completed: number;
+  failedJobs: number;
+  /** Subscribers (accepted uploads) by messages received. */
+  messages: { exactlyOne: number; none: number; moreThanOne: number };
+  errors: Record<string, number>;
+  errorTotal: number;
+  latencyMs: { p50: number | null; p95: number | null; p99: number | null; max: number | null };
+  uploadMs: { p50: number | null; p99: number | null; max: number | null };
+  /** Last upload's start → last jobCompleted, ms. */
+  drainMs: number | null;
+  /** Completed jobs per second, first upload's start → last jobCompleted. */
+  throughput: number;
+  /** Latest an upload started after its slot: the load generator keeping up, ms. */
+  maxScheduleLagMs: number;
+  drainTimedOut: boolean;
+}
+
+interface Pending {
+  t0: number;
+  uploadMs?: number;
+  jobId?: string | undefined;
+  messages: number;
+  status?: string | undefined;
+  at?: number;
+  settled: boolean;
+}
+
+async function openClients(wsUrl: string, token: string, count: number): Promise<Client[]> {
+  const clients: Client[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const client = createClient({
+        url: wsUrl,
+        webSocketImpl: WebSocket,
+        // Not lazy: a lazy client closes its socket whenever no subscription is active, and a
+        // subscription started during that close is completed unanswered.
+        lazy: false,
+        retryAttempts: 0,
+        connectionParams: { authorization: `Bearer ${token}` },
+      });
+      clients.push(client);
+      await within(
+        new Promise<void>((resolve, reject) => {
+          const offConnected = client.on('connected', () => {
+            offConnected();
+            offClosed();
+            resolve();
+          });
+          const offClosed = client.on('closed', (event) => {
+            offConnected();
+            offClosed();
+            reject(new Error(`graphql-ws socket closed before connecting: ${(event as { code?: number }).code}`));
+          });
+        }),
+        10_000,
+        'graphql-ws connect',
+      );
+    }
+    return clients;
+  } catch (error) {
+    await disposeAll(clients);
+    throw error;
+  }
+}
+
+async function disposeAll(clients: readonly Client[]): Promise<void> {
+  await Promise.all(clients.map((c) => within(Promise.resolve(c.dispose()), 5_000, 'graphql-ws dispose').catch(() => {})));
+}
+
+const codesOf = (errors: unknown): string[] =>
+  Array.isArray(errors) ? errors.map((e) => String((e as { extensions?: { code?: unknown } }).extensions?.code ?? 'NO_CODE')) : [];
+
+/** Open-loop uploads at `rate` for `seconds`, each followed by its jobCompleted subscription. */
+async function runLoad(system: RunningSystem, rate: number, seconds: number, onWindow?: { open(): void; close(): void }): Promise<LoadFigures> {
+  const clients = await openClients(system.wsUrl, system.token, WS_CLIENTS);
+  const agent = new Agent({ keepAliveTimeout: 30_000, keepAliveMaxTimeout: 60_000 });
+  const errors = new Map<string, number>();
+  const error = (code: string) => errors.set(code, (errors.get(code) ?? 0) + 1);
+  const records: Pending[] = [];
+  const total = Math.max(1, Math.round(rate * seconds));
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${system.token}` };
+  const uploadTimeoutMs = (seconds + DRAIN_TIMEOUT_S) * 1000;
+  let maxLag = 0;
+
+  const one = async (n: number, rec: Pending) => {
+    try {
+      const response = await request(system.httpUrl, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ query: UPLOAD, variables: { input: uploadInput(n) } }),
+        dispatcher: agent,
+        signal: AbortSignal.timeout(uploadTimeoutMs),
+      });
+      const text = await response.body.text();
+      rec.uploadMs = performance.now() - rec.t0;
+      let body: { data?: { uploadDocument?: { job?: { id?: string } } | null } | null; errors?: unknown } | undefined;
+      try {
+        body = JSON.parse(text) as typeof body;
+      } catch {
+        body = undefined;
+      }
+      for (const code of codesOf(body?.errors)) error(code);
+      rec.jobId = body?.data?.uploadDocument?.job?.id;
+      if (!rec.jobId && !body?.errors) error(`HTTP_${response.statusCode}`);
+    } catch (e) {
+      error((e as Error).name === 'TimeoutError' ? 'UPLOAD_TIMEOUT' : 'NETWORK');
+    }
+    if (!rec.jobId) {
+      rec.settled = true;
+      return;
+    }
+    const settle = () => {
+      rec.settled = true;
+    };
+    clients[n % clients.length]!.subscribe(
+      { query: JOB_COMPLETED, variables: { id: rec.jobId } },
+      {
+        next: (message) => {
+          rec.messages++;
+          for (const code of codesOf(message.errors)) error(code);
+          if (rec.messages > 1) return;
+          rec.at = performance.now();
+          rec.status = (message.data as { jobCompleted?: { status?: string } } | null | undefined)?.jobCompleted?.status;
+          // No dispose() here: jobCompleted completes by itself after its one message, and
+          // graphql-ws's client (6.4) counts a dispose in `next` followed by the server's
+          // `complete` twice; once its count of active operations reaches 0 it closes the socket
+          // (1000), completing every other subscription on it without a message.
+        },
+        error: (e) => {
+          if (Array.isArray(e)) for (const code of codesOf(e)) error(code);
+          else if (typeof (e as { code?: unknown }).code === 'number') error(`SOCKET_CLOSED_${(e as { code: number }).code}`);
+          else error('NETWORK');
+          settle();
+        },
+        complete: settle,
+      },
+    );
+  };
+
+  const inFlight: Promise<void>[] = [];
+  onWindow?.open();
+  const started = performance.now();
+  try {
+    for (let n = 0; n < total; n++) {
+      const due = started + (n * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      const rec: Pending = { t0: performance.now(), messages: 0, settled: false };
+      maxLag = Math.max(maxLag, rec.t0 - due);
+      records.push(rec);
+      inFlight.push(one(n, rec));
+    }
+    const lastStart = records.at(-1)!.t0;
+    const deadline = lastStart + DRAIN_TIMEOUT_S * 1000;
+    let drainTimedOut = false;
+    for (;;) {
+      if (records.every((r) => r.settled)) break;
+      const now = performance.now();
+      if (now > deadline) {
+        drainTimedOut = true;
+        break;
+      }
+      // Every job has its message but some stream was never completed by the server: that is
+      // counted (NO_COMPLETE), not waited on for the full drain timeout.
+      const last = Math.max(...records.map((r) => r.at ?? 0));
+      if (records.every((r) => r.settled || r.messages > 0) && now - last > 5_000) break;
+      await sleep(20);
+    }
+    onWindow?.close();
+    for (const r of records) {
+      if (r.settled) continue;
+      error(r.jobId ? (r.messages > 0 ? 'NO_COMPLETE' : 'DRAIN_TIMEOUT') : 'UPLOAD_TIMEOUT');
+    }
+
+    const accepted = records.filter((r) => r.jobId);
+    const completed = accepted.filter((r) => r.status === 'COMPLETED');
+    const latencies = completed.map((r) => r.at! - r.t0).sort((a, b) => a - b);
+    const uploads = accepted.map((r) => r.uploadMs!).sort((a, b) => a - b);
+    const lastMessage = Math.max(...accepted.map((r) => r.at ?? Number.NEGATIVE_INFINITY));
+    return {
+      rate,
+      attempted: total,
+      accepted: accepted.length,
+      completed: completed.length,
+      failedJobs: accepted.filter((r) => r.status === 'FAILED').length,
+      messages: {
+        exactlyOne: accepted.filter((r) => r.messages === 1).length,
+        none: accepted.filter((r) => r.messages === 0).length,
+        moreThanOne: accepted.filter((r) => r.messages > 1).length,
+      },
+      errors: Object.fromEntries([...errors].sort()),
+      errorTotal: [...errors.values()].reduce((s, v) => s + v, 0),
+      latencyMs: { p50: percentile(latencies, 50), p95: percentile(latencies, 95), p99: percentile(latencies, 99), max: latencies.at(-1) ?? null },
+      uploadMs: { p50: percentile(uploads, 50), p99: percentile(uploads, 99), max: uploads.at(-1) ?? null },
+      drainMs: Number.isFinite(lastMessage) ? lastMessage - lastStart : null,
+      throughput: Number.isFinite(lastMessage) && lastMessage > started ? (completed.length * 1000) / (lastMessage - started) : 0,
+      maxScheduleLagMs: maxLag,
+      drainTimedOut,
+    };
+  } finally {
+    await disposeAll(clients);
+    // Uploads still in flight after a drain timeout are cut off here.
+    await within(agent.destroy(), 5_000, 'agent destroy').catch(() => {});
+    await within(Promise.allSettled(inFlight), 10_000, 'uploads to settle').catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+type Mode = 'processes' | 'embedded' | 'embedded-real';
+interface Tree {
+  name: 'current' | 'baseline';
+  dir: string;
+  commit: string;
+  /** Files with uncommitted changes (the current tree is benchmarked as it is on disk). */
+  changedFiles: number;
+}
+
+interface RunResult extends LoadFigures {
+  tree: Tree['name'];
+  mode: Mode;
+  /** The run's RabbitMQ namespace; its databases are `tributary_<namespace>_<service>`. */
+  namespace: string;
+  pass: boolean;
+  /** "deadlock detected" lines PostgreSQL logged for this run's databases (null: not checked). */
+  deadlocks: number | null;
+  cpu: CpuFigures;
+  /** CPU ms per completed job by group, and their total (the load generator not included). */
+  cpuPerJobMs: Record<string, number | null>;
+  loadgenPerJobMs: number | null;
+  /** CPU ms per second by group in the quiet BENCH_IDLE_MS after the warm-up (one sample of 10 ms ticks). */
+  idleCpuMsPerS: Record<string, number>;
+  /** Warn/error log lines per process, by `level msg`. */
+  logs: Record<string, Record<string, number>>;
+  exits: string[];
+  cleanupProblems: string[];
+}
+
+interface Skipped {
+  tree: Tree['name'];
+  mode: Mode;
+  rate: number;
+  notRun: string;
+}
+
+function passes(r: LoadFigures): boolean {
+  return r.completed === r.attempted && r.errorTotal === 0 && r.messages.exactlyOne === r.accepted && r.latencyMs.p99 !== null && r.latencyMs.p99 <= CAPACITY_P99_MS;
+}
+
+async function runOne(tree: Tree, mode: Mode, rate: number): Promise<RunResult> {
+  const system = await startSystem(tree, mode);
+  let figures: LoadFigures | undefined;
+  let cpu: CpuFigures | undefined;
+  let idle: CpuFigures | undefined;
+  const cleanupProblems: string[] = [];
+  try {
+    if (WARMUP > 0) await runLoad(system, 10, WARMUP / 10);
+    // What the system burns with nothing to do (pollers, timers) is a floor under CPU per job
+    // that weighs most at low rates.
+    const idleFrom = snapshot(system.namespace);
+    await sleep(IDLE_MS);
+    idle = cpuBetween(idleFrom, snapshot(system.namespace), system.pids);
+    let before: CpuSnapshot | undefined;
+    figures = await runLoad(system, rate, SECONDS, {
+      open: () => {
+        before = snapshot(system.namespace);
+      },
+      close: () => {
+        cpu = cpuBetween(before!, snapshot(system.namespace), system.pids);
+      },
+    });
+  } finally {
+    cleanupProblems.push(...(await system.stop()));
+  }
+  const jobs = figures.completed;
+  const perJob = (ms: number) => (jobs > 0 ? ms / jobs : null);
+  const cpuPerJobMs: Record<string, number | null> = {};
+  for (const [name, ms] of Object.entries(cpu!.ms)) cpuPerJobMs[name] = perJob(ms);
+  cpuPerJobMs.total = perJob(Object.values(cpu!.ms).reduce((s, v) => s + v, 0));
+  const idleCpuMsPerS: Record<string, number> = {};
+  if (idle && idle.windowMs > 0) for (const [name, ms] of Object.entries(idle.ms)) idleCpuMsPerS[name] = (ms * 1000) / idle.windowMs;
+  const logs: Record<string, Record<string, number>> = {};
+  for (const [name, entry] of system.log) if (entry.counts.size > 0) logs[name] = Object.fromEntries(entry.counts);
+  return {
+    tree: tree.name,
+    mode,
+    namespace: system.namespace,
+    ...figures,
+    pass: passes(figures) && system.exits.length === 0,
+    deadlocks: null,
+    cpu: cpu!,
+    cpuPerJobMs,
+    loadgenPerJobMs: perJob(cpu!.loadgenMs),
+    idleCpuMsPerS,
+    logs,
+    exits: system.exits,
+    cleanupProblems,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baseline worktree and the PostgreSQL log
+
+function git(args: string[], cwd = ROOT): string {
+  return execFileSync('git', args, { cwd, encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+function changedFiles(dir: string): number {
+  return git(['status', '--porcelain'], dir).split('\n').filter(Boolean).length;
+}
+
+function makeBaseline(ref: string): Tree {
+  const commit = git(['rev-parse', '--verify', `${ref}^{commit}`]);
+  const parent = mkdtempSync(join(tmpdir(), 'tributary-bench-baseline-'));
+  const dir = join(parent, 'tree');
+  live.worktree = { dir, parent };
+  console.error(`baseline: git worktree add --detach ${dir} ${commit.slice(0, 12)}`);
+  git(['worktree', 'add', '--detach', dir, commit]);
+  const install = (args: string[]) => execFileSync('pnpm', ['install', ...args], { cwd: dir, timeout: 600_000, stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    install(['--frozen-lockfile', '--offline']);
+  } catch {
+    console.error('baseline: offline install failed, installing from the registry');
+    install(['--frozen-lockfile']);
+  }
+  return { name: 'baseline', dir, commit, changedFiles: 0 };
+}
+
+function removeBaseline(): string[] {
+  const worktree = live.worktree;
+  if (!worktree) return [];
+  const problems: string[] = [];
+  try {
+    git(['worktree', 'remove', '--force', worktree.dir]);
+  } catch (error) {
+    problems.push(`git worktree remove: ${(error as Error).message}`);
+    try {
+      git(['worktree', 'prune']);
+    } catch {
+      // reported above
+    }
+  }
+  rmSync(worktree.parent, { recursive: true, force: true });
+  live.worktree = undefined;
+  return problems;
+}
+
+function fileSize(path: string): number | null {
+  try {
+    return statSync(path).size;
+  } catch {
+    return null;
+  }
+}
+
+/** "deadlock detected" lines PostgreSQL appended to its log since `from` bytes (null: unreadable). */
+function deadlocksSince(path: string, from: number): string[] | null {
+  const size = fileSize(path);
+  if (size === null) return null;
+  // A log rotated during the run starts again from zero.
+  const start = size < from ? 0 : from;
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const buffer = Buffer.alloc(size - start);
+    readSync(fd, buffer, 0, buffer.length, start);
+    return buffer
+      .toString('utf8')
+      .split('\n')
+      .filter((line) => line.includes('deadlock detected'));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+const fmt = (v: number | null | undefined, digits = 0) => (v === null || v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(digits));
+const ratio = (a: number | null | undefined, b: number | null | undefined) => (a == null || b == null || b === 0 ? null : a / b);
+
+function table(label: string, rows: (RunResult | Skipped)[], capacity: Capacity): string {
+  const groups = rows.find((r): r is RunResult => 'cpuPerJobMs' in r)?.cpuPerJobMs;
+  const cpuNames = groups ? Object.keys(groups) : [];
+  const short: Record<string, string> = { gateway: 'gw', documents: 'docs', jobs: 'jobs', analysis: 'anlys', insights: 'insig', system: 'system', postgres: 'pg', rabbitmq: 'mq', total: 'total' };
+  const head =
+    ['rate', 'sent', 'acc', 'done', '1msg', '0msg', '>1', 'errors', 'p50', 'p95', 'p99', 'max', 'drain', 'jobs/s'].map((h, i) => (i === 7 ? h.padEnd(22) : h.padStart(i < 7 ? 5 : 6))).join(' ') +
+    ' │ CPU ms/job ' +
+    cpuNames.map((n) => (short[n] ?? n).padStart(6)).join('') +
+    ' │ ' +
+    ['lgen', 'bg%', 'dlock'].map((h) => h.padStart(5)).join(' ') +
+    '  ok';
+  const lines = [`${label}  — capacity ${capacity.rate === null ? 'none (no rate passed)' : `${capacity.bounded ? '' : '≥ '}${capacity.rate}/s`}`, head];
+  for (const r of rows) {
+    if (!('cpuPerJobMs' in r)) {
+      lines.push(`${String(r.rate).padStart(5)}  not run (${r.notRun.split('\n')[0]!.slice(0, 200)})`);
+      continue;
+    }
+    const errors = Object.entries(r.errors).map(([code, n]) => `${code}:${n}`).join(',') || '0';
+    const cells = [r.rate, r.attempted, r.accepted, r.completed, r.messages.exactlyOne, r.messages.none, r.messages.moreThanOne].map((v) => String(v).padStart(5));
+    cells.push(errors.padEnd(22));
+    cells.push(...[r.latencyMs.p50, r.latencyMs.p95, r.latencyMs.p99, r.latencyMs.max, r.drainMs].map((v) => fmt(v).padStart(6)));
+    cells.push(fmt(r.throughput, 1).padStart(6));
+    const cpu = cpuNames.map((n) => fmt(r.cpuPerJobMs[n], 1).padStart(6)).join('');
+    const bg = (r.cpu.otherMs / r.cpu.windowMs) * 100;
+    lines.push(`${cells.join(' ')} │            ${cpu} │ ${fmt(r.loadgenPerJobMs, 1).padStart(5)} ${fmt(bg).padStart(5)} ${fmt(r.deadlocks).padStart(5)}  ${r.pass ? 'yes' : 'NO'}${r.exits.length ? ` (${r.exits.length} process exits)` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+interface Capacity {
+  rate: number | null;
+  /** False when the highest rate run passed: the capacity is at least that. */
+  bounded: boolean;
+}
+
+function capacityOf(rows: (RunResult | Skipped)[]): Capacity {
+  const run = rows.filter((r): r is RunResult => 'cpuPerJobMs' in r);
+  const passed = run.filter((r) => r.pass).map((r) => r.rate);
+  const best = passed.length > 0 ? Math.max(...passed) : null;
+  return { rate: best, bounded: run.some((r) => !r.pass && (best === null || r.rate > best)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const RATES = [...new Set(listEnv('BENCH_RATES', '10,20,30,40,60,80,100').map(Number))].sort((a, b) => a - b);
+const SECONDS = numberEnv('BENCH_SECONDS', 15, 0.1);
+const CAPACITY_P99_MS = numberEnv('BENCH_CAPACITY_P99_MS', 1000, 1);
+const FIND_CAPACITY = flagEnv('BENCH_FIND_CAPACITY', true);
+const DRAIN_TIMEOUT_S = numberEnv('BENCH_DRAIN_TIMEOUT_S', 300, 1);
+const WARMUP = Math.round(numberEnv('BENCH_WARMUP', 20));
+const IDLE_MS = numberEnv('BENCH_IDLE_MS', 1500);
+const WS_CLIENTS = Math.max(1, Math.round(numberEnv('BENCH_WS_CLIENTS', 8, 1)));
+const START_TIMEOUT_S = numberEnv('BENCH_START_TIMEOUT_S', 90, 1);
+const TREES = listEnv('BENCH_TREES', 'both').flatMap((t) => (t === 'both' ? ['current', 'baseline'] : [t]));
+const BASELINE = process.env.BENCH_BASELINE || DEFAULT_BASELINE;
+const MODES = listEnv('BENCH_MODES', 'processes');
+const PG_LOG_CHECK = flagEnv('BENCH_PG_LOG_CHECK', true);
+const PG_LOG = process.env.BENCH_PG_LOG || '/var/log/postgresql/postgresql-15-main.log';
+/** Processes of the current tree (`gateway`, `jobs`, …, or `all`) run under `--cpu-prof`, profiles in bench/results/profiles/. */
+const PROFILE = new Set(listEnv('BENCH_PROFILE', ''));
+
+async function cleanupAll(): Promise<string[]> {
+  const problems = (await stopChildren([...live.children])).map((c) => `killed: ${c}`);
+  for (const namespace of [...live.namespaces]) problems.push(...(await cleanupNamespace(namespace)));
+  problems.push(...removeBaseline());
+  return problems;
+}
+
+async function main(): Promise<void> {
+  for (const rate of RATES) if (!(rate > 0)) throw new Error(`BENCH_RATES: ${rate} is not a positive rate`);
+  for (const tree of TREES) if (tree !== 'current' && tree !== 'baseline') throw new Error(`BENCH_TREES: unknown tree ${tree}`);
+  for (const mode of MODES) if (!['processes', 'embedded', 'embedded-real'].includes(mode)) throw new Error(`BENCH_MODES: unknown mode ${mode}`);
+  const pgLogStart = PG_LOG_CHECK ? fileSize(PG_LOG) : null;
+  const startedAt = new Date();
+  const trees: Tree[] = [];
+  const results: (RunResult | Skipped)[] = [];
+  let failure: string | undefined;
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: stopping the system and cleaning up`);
+    setTimeout(() => process.exit(130), 90_000).unref();
+    cleanupAll().then(
+      (problems) => {
+        if (problems.length > 0) console.error(problems.join('\n'));
+        process.exit(130);
+      },
+      () => process.exit(130),
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const write = (pgLog: PgLogReport) => {
+    const combos = combosOf(trees);
+    const capacity: Record<string, Capacity> = {};
+    for (const { tree, mode } of combos) capacity[`${tree.name}/${mode}`] = capacityOf(results.filter((r) => r.tree === tree.name && r.mode === mode));
+    const current = capacity['current/processes'];
+    const baseline = capacity['baseline/processes'];
+    const report = {
+      at: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      ...(failure ? { failure } : {}),
+      trees: Object.fromEntries(trees.map((t) => [t.name, { commit: t.commit, changedFiles: t.changedFiles, dir: t.name === 'current' ? t.dir : '(temporary worktree)' }])),
+      settings: {
+        BENCH_RATES: RATES,
+        BENCH_SECONDS: SECONDS,
+        BENCH_CAPACITY_P99_MS: CAPACITY_P99_MS,
+        BENCH_FIND_CAPACITY: FIND_CAPACITY,
+        BENCH_DRAIN_TIMEOUT_S: DRAIN_TIMEOUT_S,
+        BENCH_WARMUP: WARMUP,
+        BENCH_IDLE_MS: IDLE_MS,
+        BENCH_WS_CLIENTS: WS_CLIENTS,
+        BENCH_TREES: TREES,
+        BENCH_BASELINE: BASELINE,
+        BENCH_MODES: MODES,
+        BENCH_PG_LOG_CHECK: PG_LOG_CHECK,
+        DATABASE_URL,
+        AMQP_URL,
+        node: process.version,
+        cpus: (() => {
+          try {
+            return readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length;
+          } catch {
+            return null;
+          }
+        })(),
+      },
+      method: 'fresh system (databases, namespace, processes) per tree, mode and rate; warm-up uploads at 10/s then idle before each window; trees interleaved per rate, first tree alternating',
+      capacity,
+      ratio: {
+        capacity: current && baseline ? ratio(current.rate, baseline.rate) : null,
+        byRate: RATES.map((rate) => {
+          const c = results.find((r): r is RunResult => r.tree === 'current' && r.mode === 'processes' && r.rate === rate && 'cpuPerJobMs' in r);
+          const b = results.find((r): r is RunResult => r.tree === 'baseline' && r.mode === 'processes' && r.rate === rate && 'cpuPerJobMs' in r);
+          return {
+            rate,
+            p50: ratio(c?.latencyMs.p50, b?.latencyMs.p50),
+            p99: ratio(c?.latencyMs.p99, b?.latencyMs.p99),
+            cpuPerJob: ratio(c?.cpuPerJobMs.total, b?.cpuPerJobMs.total),
+          };
+        }),
+      },
+      pgLog,
+      results,
+    };
+    mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+    writeFileSync(new URL('./results/deployed.json', import.meta.url), JSON.stringify(report, null, 2));
+    return { capacity, ratio: report.ratio };
+  };
+
+  try {
+    if (TREES.includes('current')) trees.push({ name: 'current', dir: ROOT, commit: git(['rev-parse', 'HEAD']), changedFiles: changedFiles(ROOT) });
+    if (TREES.includes('baseline') && BASELINE !== 'none') trees.push(makeBaseline(BASELINE));
+    const combos = combosOf(trees);
+    if (combos.length === 0) throw new Error('nothing to run: check BENCH_TREES, BENCH_MODES and BENCH_BASELINE');
+    console.log(
+      `deployed benchmark: rates ${RATES.join(', ')}/s for ${SECONDS} s each; upload → jobCompleted through the gateway; ` +
+        `${combos.map((c) => `${c.tree.name}/${c.mode}`).join(', ')}; capacity: p99 ≤ ${CAPACITY_P99_MS} ms, nothing lost` +
+        (FIND_CAPACITY ? '; stepping up until the first miss' : ''),
+    );
+    for (const t of trees) console.log(`  ${t.name.padEnd(8)} ${t.commit.slice(0, 12)}${t.changedFiles ? ` + ${t.changedFiles} uncommitted files` : ''}  ${t.name === 'current' ? t.dir : ''}`);
+    const stopped = new Set<string>();
+    for (const [i, rate] of RATES.entries()) {
+      // Alternating which tree goes first spreads a shared machine's drift over both.
+      const ordered = i % 2 === 0 ? combos : [...combos].sort((a, b) => (a.tree.name === b.tree.name ? 0 : a.tree.name === 'baseline' ? -1 : 1));
+      for (const { tree, mode } of ordered) {
+        const key = `${tree.name}/${mode}`;
+        if (interrupted) break;
+        if (stopped.has(key)) {
+          results.push({ tree: tree.name, mode, rate, notRun: 'a lower rate missed' });
+          continue;
+        }
+        console.error(`${key}: ${rate}/s for ${SECONDS} s …`);
+        let r: RunResult;
+        try {
+          r = await runOne(tree, mode, rate);
+        } catch (error) {
+          // One tree failing to start (a half-edited working copy, say) still lets the other run.
+          const message = (error as Error).message.slice(0, 2000);
+          console.error(`${key}: ${rate}/s failed: ${message}`);
+          results.push({ tree: tree.name, mode, rate, notRun: `failed: ${message}` });
+          stopped.add(key);
+          continue;
+        }
+        results.push(r);
+        console.error(
+          `${key}: ${rate}/s  done ${r.completed}/${r.attempted}  p50 ${fmt(r.latencyMs.p50)} p99 ${fmt(r.latencyMs.p99)} ms  drain ${fmt(r.drainMs)} ms  ` +
+            `CPU/job ${fmt(r.cpuPerJobMs.total, 1)} ms (idle ${fmt(Object.values(r.idleCpuMsPerS).reduce((a, b) => a + b, 0))} ms/s)  errors ${r.errorTotal}${r.pass ? '' : '  (missed)'}`,
+        );
+        for (const exit of r.exits) console.error(`  ${exit}`);
+        for (const problem of r.cleanupProblems) console.error(`  clean-up: ${problem}`);
+        if (!r.pass && FIND_CAPACITY) stopped.add(key);
+        await sleep(IDLE_MS);
+      }
+    }
+  } catch (error) {
+    failure = (error as Error).stack ?? String(error);
+    throw error;
+  } finally {
+    const problems = await cleanupAll();
+    if (problems.length > 0) console.error(`clean-up problems:\n${problems.join('\n')}`);
+    if (!interrupted) {
+      const pgLog = checkPgLog(pgLogStart, results);
+      const { capacity, ratio: ratios } = write(pgLog);
+      console.log();
+      for (const { tree, mode } of combosOf(trees)) {
+        const key = `${tree.name}/${mode}`;
+        console.log(table(key, results.filter((r) => r.tree === tree.name && r.mode === mode), capacity[key]!));
+        console.log();
+      }
+      console.log(
+        'columns: sent/acc/done = uploads attempted / accepted / completed; 1msg/0msg/>1 = subscribers by messages received; latencies ms, upload start → jobCompleted;\n' +
+          'drain = last upload start → last jobCompleted, ms; CPU ms per completed job (pg = the run\'s backends + PostgreSQL\'s shared processes, mq = the broker); lgen = load generator; bg% = machine CPU none of these used, % of one core;\n' +
+          'dlock = "deadlock detected" lines PostgreSQL logged for the run\'s databases',
+      );
+      if (capacity['current/processes'] && capacity['baseline/processes']) {
+        const c = capacity['current/processes'];
+        const b = capacity['baseline/processes'];
+        console.log(`\ncapacity current/baseline: ${c.rate ?? 0}/s${c.bounded ? '' : '+'} vs ${b.rate ?? 0}/s${b.bounded ? '' : '+'} = ${fmt(ratios.capacity, 2)}×`);
+        console.log(' rate │ p50 cur  base  ratio │ p99 cur  base  ratio │ CPU/job cur  base  ratio');
+        for (const row of ratios.byRate) {
+          const cr = results.find((r): r is RunResult => r.tree === 'current' && r.mode === 'processes' && r.rate === row.rate && 'cpuPerJobMs' in r);
+          const br = results.find((r): r is RunResult => r.tree === 'baseline' && r.mode === 'processes' && r.rate === row.rate && 'cpuPerJobMs' in r);
+          if (!cr && !br) continue;
+          console.log(
+            `${String(row.rate).padStart(5)} │ ${fmt(cr?.latencyMs.p50).padStart(7)} ${fmt(br?.latencyMs.p50).padStart(5)} ${fmt(row.p50, 2).padStart(6)} │ ` +
+              `${fmt(cr?.latencyMs.p99).padStart(7)} ${fmt(br?.latencyMs.p99).padStart(5)} ${fmt(row.p99, 2).padStart(6)} │ ` +
+              `${fmt(cr?.cpuPerJobMs.total, 1).padStart(11)} ${fmt(br?.cpuPerJobMs.total, 1).padStart(5)} ${fmt(row.cpuPerJob, 2).padStart(6)}`,
+          );
+        }
+      }
+      if (pgLog.checked) {
+        console.log(
+          pgLog.count === null
+            ? `\nPostgreSQL log ${pgLog.path} not readable: deadlocks not checked`
+            : `\nPostgreSQL log (${pgLog.path}): ${pgLog.count} "deadlock detected" line(s) during the run, ${pgLog.ours} in this benchmark's databases`,
+        );
+      }
+      console.log('\nwrote bench/results/deployed.json');
+    }
+  }
+}
+
+interface PgLogReport {
+  checked: boolean;
+  path: string;
+  /** Every "deadlock detected" line the server logged during the run, from any client. */
+  count: number | null;
+  /** Those naming one of this benchmark's databases (the log line prefix carries `user@database`). */
+  ours: number | null;
+  lines: string[];
+}
+
+/** Counts the run's deadlocks, overall and per benchmark run (into `results`). */
+function checkPgLog(start: number | null, results: readonly (RunResult | Skipped)[]): PgLogReport {
+  if (!PG_LOG_CHECK) return { checked: false, path: PG_LOG, count: null, ours: null, lines: [] };
+  const lines = start === null ? null : deadlocksSince(PG_LOG, start);
+  if (lines === null) return { checked: true, path: PG_LOG, count: null, ours: null, lines: [] };
+  let ours = 0;
+  for (const r of results) {
+    if (!('cpuPerJobMs' in r)) continue;
+    r.deadlocks = lines.filter((line) => line.includes(`tributary_${r.namespace}_`)).length;
+    ours += r.deadlocks;
+  }
+  return { checked: true, path: PG_LOG, count: lines.length, ours, lines: lines.slice(0, 20) };
+}
+
+function combosOf(trees: readonly Tree[]): { tree: Tree; mode: Mode }[] {
+  const combos: { tree: Tree; mode: Mode }[] = [];
+  for (const mode of MODES as Mode[]) for (const tree of trees) if (mode === 'processes' || tree.name === 'current') combos.push({ tree, mode });
+  return combos;
+}
+
+if (process.env[EMBEDDED_CHILD] === '1') {
+  await embeddedChild();
+} else {
+  process.on('uncaughtException', (error) => {
+    console.error(error);
+    cleanupAll().finally(() => process.exit(1));
+  });
+  try {
+    await main();
+  } catch (error) {
+    console.error(error);
+    process.exitCode = 1;
+  }
+  // Whatever a library left open (sockets, timers) must not keep the benchmark alive.
+  process.exit(process.exitCode ?? 0);
+}
