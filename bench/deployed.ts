@@ -637,7 +637,8 @@ async function runLoad(system: RunningSystem, rate: number, seconds: number, onW
       rec.jobId = body?.data?.uploadDocument?.job?.id;
       if (!rec.jobId && !body?.errors) error(`HTTP_${response.statusCode}`);
     } catch (e) {
-      error((e as Error).name === 'TimeoutError' ? 'UPLOAD_TIMEOUT' : 'NETWORK');
+      // The client library's own code (ECONNRESET, UND_ERR_HEADERS_TIMEOUT, …) says which limit was hit.
+      error((e as Error).name === 'TimeoutError' ? 'UPLOAD_TIMEOUT' : `NETWORK_${String((e as { code?: unknown }).code ?? (e as Error).name)}`);
     }
     if (!rec.jobId) {
       rec.settled = true;

@@ -4,7 +4,7 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { createLogger, currentContext, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
-import { createHttpHandler } from '@tributary/core/server';
+import { createHttpHandler, LISTEN_BACKLOG } from '@tributary/core/server';
 import { initTracing } from '@tributary/core/tracing';
 import { GraphQLError, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
@@ -210,7 +210,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const host = options.host ?? config.HOST;
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
-    http.listen(options.port ?? config.PORT, host, () => resolve());
+    http.listen({ port: options.port ?? config.PORT, host, backlog: LISTEN_BACKLOG }, () => resolve());
   });
   const { port } = http.address() as AddressInfo;
   const url = `http://${host}:${port}/graphql`;

@@ -226,6 +226,13 @@ function resolverTimings(service: string): ApolloServerPlugin {
  * It owns the lifecycle of the service's relay and consumers so shutdown happens in the right
  * order.
  */
+/**
+ * Connections the kernel completes and queues for a server whose event loop is busy (capped by
+ * `net.core.somaxconn`). Node's default, 511, drops new connections under a burst that a
+ * saturated process takes seconds to accept: clients then fail to connect instead of waiting.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 export async function createSubgraph<TContext extends BaseContext>(options: SubgraphOptions<TContext>): Promise<Subgraph> {
   const { db, transport, logger } = options;
   const maxBody = options.maxBodyBytes ?? 2 * 1024 * 1024;
@@ -282,7 +289,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
     listen: async (port = 0, host = '127.0.0.1') => {
       await new Promise<void>((resolve, reject) => {
         http.once('error', reject);
-        http.listen(port, host, () => resolve());
+        http.listen({ port, host, backlog: LISTEN_BACKLOG }, () => resolve());
       });
       const address = http.address() as AddressInfo;
       url = `http://${host}:${address.port}/graphql`;
