@@ -55,7 +55,8 @@
  */
 import { deleteNamespace } from '@tributary/core/events';
 import { dropDatabase } from '@tributary/core/db';
-import { brokerQueues, freePort } from '@tributary/core/testing';
+import { brokerQueues, freePort, stopProcesses } from '@tributary/core/testing';
+import { runMain } from '@tributary/core/service';
 import { signToken } from '@tributary/gateway';
 import { createClient, type Client } from 'graphql-ws';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -325,28 +326,8 @@ async function waitReady(url: string, child: ChildProcess, name: string, log: Ma
   }
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`; resolves with the children that needed the kill. */
-async function stopChildren(children: readonly ChildProcess[], graceMs = 10_000): Promise<string[]> {
-  const killed: string[] = [];
-  await Promise.all(
-    children.map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          const timer = setTimeout(() => {
-            killed.push(child.spawnargs.at(-1) ?? String(child.pid));
-            child.kill('SIGKILL');
-          }, graceMs);
-          child.once('exit', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          child.kill('SIGTERM');
-        }),
-    ),
-  );
-  return killed;
-}
+/** SIGTERM, then SIGKILL after 10 s; resolves with the children that needed the kill. */
+const stopChildren = async (children: readonly ChildProcess[]) => (await stopProcesses(children)).killed;
 
 async function cleanupNamespace(namespace: string): Promise<string[]> {
   const problems: string[] = [];
@@ -496,18 +477,7 @@ async function startSystem(tree: Tree, mode: Mode): Promise<RunningSystem> {
 /** Embedded modes' child: the whole system in this one process, as `pnpm dev` starts it. */
 async function embeddedChild(): Promise<void> {
   const { startEmbedded } = await import('@tributary/gateway/embedded');
-  const system = await startEmbedded({ env: process.env, port: Number(process.env.PORT) });
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    system.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  await runMain('embedded', () => startEmbedded({ env: process.env, port: Number(process.env.PORT) }));
 }
 
 // ---------------------------------------------------------------------------------------------

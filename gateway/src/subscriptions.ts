@@ -64,7 +64,11 @@ export class JobSubscriptions {
       pending.push(event);
       wake?.();
     });
-    const queue = new PushQueue<ExecutionResult>(stopListening);
+    // The client going away also ends a wait for the next event.
+    const queue = new PushQueue<ExecutionResult>(() => {
+      stopListening();
+      wake?.();
+    });
     // Resolves with the next event, or undefined once the client has gone.
     const nextEvent = (): Promise<JobEvent | undefined> =>
       new Promise((resolve) => {

@@ -1,3 +1,4 @@
 export * from './services.ts';
 export * from './database.ts';
 export { describeTransportContract, type TransportFixture } from './transport-contract.ts';
+export { stopProcesses } from './processes.ts';
