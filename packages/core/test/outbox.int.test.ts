@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { contextFromTraceparent, runInContext } from '../src/context.ts';
 import { publish } from '../src/events/publish.ts';
 import { OutboxRelay } from '../src/events/relay.ts';
 import { servicesAvailable, waitFor } from '../src/testing/services.ts';
@@ -43,6 +44,24 @@ describe.skipIf(!(await servicesAvailable()))('transactional outbox', () => {
     const [row] = await db.fork().execute<{ n: string }[]>('select count(*) as n from tributary_outbox');
     expect(Number(row!.n)).toBe(1);
     await relay.stop();
+  });
+
+  it('continues the trace and tenant of the event named by causedBy, not the current one', async () => {
+    const db = await h.db();
+    const cause = { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tenantid: 'tenant-of-the-cause' };
+    const current = contextFromTraceparent('00-11111111111111111111111111111111-2222222222222222-01', 'tenant-of-the-batch');
+    // No tenant of their own: each takes it from where it comes from.
+    const untenanted = () => {
+      const { tenantId: _, ...event } = uploadedEvent();
+      return event;
+    };
+    const [caused, plain] = await runInContext(current, () =>
+      db.fork().transactional(async (em) => publish(em, 'test', [{ ...untenanted(), causedBy: cause }, untenanted()])),
+    );
+    expect(caused!.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/);
+    expect(caused!.tenantid).toBe('tenant-of-the-cause');
+    expect(plain!.traceparent).toMatch(/^00-11111111111111111111111111111111-/);
+    expect(plain!.tenantid).toBe('tenant-of-the-batch');
   });
 
   it('refuses to publish outside a transaction, with a code', async () => {
