@@ -58,7 +58,8 @@ describe.skipIf(!available).each(modes)('the pipeline, %s', (_name, start) => {
     const themeNames = completed.document.analysis.themes.map((t: { name: string }) => t.name.toLowerCase());
     expect(insights.data.themes.some((t: { name: string }) => themeNames.includes(t.name))).toBe(true);
 
-    const read = await system.query('query($id: ID!) { document(id: $id) { title job { status attempts completedAt } analysis { sentiment { label score } keywords provider model tokens { prompt completion } } } }', { id: document.id });
+    const read = await system.query('query($id: ID!) { document(id: $id) { title content job { status attempts completedAt } analysis { sentiment { label score } keywords provider model tokens { prompt completion } } } }', { id: document.id });
+    expect(read.data.document.content).toBe(TEXT);
     expect(read.data.document.job).toMatchObject({ status: 'COMPLETED', attempts: 1 });
     expect(read.data.document.analysis.provider).toBe('offline');
   });

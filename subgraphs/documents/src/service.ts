@@ -26,7 +26,6 @@ interface UploadInput {
 interface DocumentRow {
   id: string;
   title: string;
-  content: string;
   content_type: string;
   size: number;
   job_id: string;
@@ -36,14 +35,13 @@ interface DocumentRow {
 /**
  * One document of a tenant by its id or its job's, as GraphQL shows it. A plain statement: these
  * lookups run for every federated read of a job or document (each subscription message), where
- * the ORM's query building and hydration cost several times the query itself.
+ * the ORM's query building and hydration cost several times the query itself. The content (up to
+ * `DOCUMENT_MAX_BYTES`) is left out: `Document.content` reads it when a client asks for it.
  */
 async function readDocument(em: SubgraphContext['em'], by: 'id' | 'job_id', id: string, tenantId: string) {
   if (!isUuid(id)) return null;
-  const [row] = await queryRows<DocumentRow>(em, `select id, title, content, content_type, size, job_id, created_at from documents where ${by} = ? and tenant_id = ?`, [id, tenantId]);
-  return row
-    ? { id: row.id, title: row.title, content: row.content, contentType: row.content_type, size: row.size, createdAt: new Date(row.created_at).toISOString(), jobId: row.job_id }
-    : null;
+  const [row] = await queryRows<DocumentRow>(em, `select id, title, content_type, size, job_id, created_at from documents where ${by} = ? and tenant_id = ?`, [id, tenantId]);
+  return row ? { id: row.id, title: row.title, contentType: row.content_type, size: row.size, createdAt: new Date(row.created_at).toISOString(), jobId: row.job_id } : null;
 }
 
 function toGraphQL(doc: Document) {
@@ -140,6 +138,11 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
     Document: {
       __resolveReference: (ref: { id: string }, ctx: SubgraphContext) => readDocument(ctx.em, 'id', ref.id, ctx.tenantId),
       job: (doc: { jobId: string; id: string }) => ({ id: doc.jobId, document: doc }),
+      content: async (doc: { id: string; content?: string }, _: unknown, ctx: SubgraphContext) => {
+        if (doc.content !== undefined) return doc.content;
+        const [row] = await queryRows<{ content: string }>(ctx.em, 'select content from documents where id = ? and tenant_id = ?', [doc.id, ctx.tenantId]);
+        return row?.content ?? null;
+      },
     },
     Job: {
       // Job.document is shareable: when the plan takes it from here, its fields come from here
