@@ -76,29 +76,35 @@ async function outboxStats(): Promise<Map<string, { backlog: number; age: number
   return stats;
 }
 
-let scrape: Promise<Map<string, { backlog: number; age: number }>> | undefined;
-const sharedScrape = () => (scrape ??= outboxStats().finally(() => setImmediate(() => (scrape = undefined))));
+/**
+ * `read` once per scrape, however many gauges ask for it: gauges collected together in one scrape
+ * share the one read in flight.
+ */
+function oncePerScrape<T>(read: () => Promise<T>): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  return () => (pending ??= read().finally(() => setImmediate(() => (pending = undefined))));
+}
 
-new client.Gauge({
-  name: 'tributary_outbox_backlog',
-  help: 'Outbox rows not yet confirmed by the broker',
-  labelNames: ['service'] as const,
-  registers: [registry],
-  async collect() {
-    this.reset();
-    for (const [service, s] of await sharedScrape()) this.set({ service }, s.backlog);
-  },
-});
-new client.Gauge({
-  name: 'tributary_outbox_oldest_unsent_age_seconds',
-  help: 'Age of the oldest outbox row not yet confirmed by the broker (0 when none)',
-  labelNames: ['service'] as const,
-  registers: [registry],
-  async collect() {
-    this.reset();
-    for (const [service, s] of await sharedScrape()) this.set({ service }, s.age);
-  },
-});
+/** A gauge set afresh on every scrape, one series per row `rows` returns. */
+function scrapedGauge<L extends string, R>(name: string, help: string, labelNames: readonly L[], rows: () => Promise<Iterable<R>>, series: (row: R) => [Partial<Record<L, string>>, number]): void {
+  new client.Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const row of await rows()) this.set(...series(row));
+    },
+  });
+}
+
+const outboxScrape = oncePerScrape(outboxStats);
+scrapedGauge('tributary_outbox_backlog', 'Outbox rows not yet confirmed by the broker', ['service'], outboxScrape, ([service, s]) => [{ service }, s.backlog]);
+scrapedGauge('tributary_outbox_oldest_unsent_age_seconds', 'Age of the oldest outbox row not yet confirmed by the broker (0 when none)', ['service'], outboxScrape, ([service, s]) => [
+  { service },
+  s.age,
+]);
 
 /** Report a service's outbox backlog on every scrape; returns the function that stops it. */
 export function watchOutbox(service: string, db: Database): () => void {
@@ -122,29 +128,18 @@ async function consumerStats() {
   }
   return stats;
 }
-let consumerScrape: ReturnType<typeof consumerStats> | undefined;
-const sharedConsumerScrape = () => (consumerScrape ??= consumerStats().finally(() => setImmediate(() => (consumerScrape = undefined))));
-
-new client.Gauge({
-  name: 'tributary_consumer_backlog',
-  help: "Events waiting for a consumer: ready in its queue plus delivered to it and not yet settled",
-  labelNames: ['service', 'consumer'] as const,
-  registers: [registry],
-  async collect() {
-    this.reset();
-    for (const s of await sharedConsumerScrape()) this.set(s.labels, s.depth);
-  },
-});
-new client.Gauge({
-  name: 'tributary_consumer_oldest_event_age_seconds',
-  help: 'Age of the oldest event a consumer holds unsettled, from its outbox write (0 when it holds none)',
-  labelNames: ['service', 'consumer'] as const,
-  registers: [registry],
-  async collect() {
-    this.reset();
-    for (const s of await sharedConsumerScrape()) this.set(s.labels, s.oldestAgeSeconds);
-  },
-});
+const consumerScrape = oncePerScrape(consumerStats);
+scrapedGauge('tributary_consumer_backlog', 'Events waiting for a consumer: ready in its queue plus delivered to it and not yet settled', ['service', 'consumer'], consumerScrape, (s) => [
+  s.labels,
+  s.depth,
+]);
+scrapedGauge(
+  'tributary_consumer_oldest_event_age_seconds',
+  'Age of the oldest event a consumer holds unsettled, from its outbox write (0 when it holds none)',
+  ['service', 'consumer'],
+  consumerScrape,
+  (s) => [s.labels, s.oldestAgeSeconds],
+);
 
 /** Report a consumer's backlog on every scrape (the latest one registered under its name). */
 export function watchConsumer(service: string, consumer: string, read: BacklogReader): void {

@@ -221,18 +221,18 @@ function resolverTimings(service: string): ApolloServerPlugin {
 }
 
 /**
- * A federated subgraph service: Apollo Server 5 over `buildSubgraphSchema`, on a small node:http
- * server that also answers `/health` (process alive) and `/ready` (database and broker reachable).
- * It owns the lifecycle of the service's relay and consumers so shutdown happens in the right
- * order.
- */
-/**
  * Connections the kernel completes and queues for a server whose event loop is busy (capped by
  * `net.core.somaxconn`). Node's default, 511, drops new connections under a burst that a
  * saturated process takes seconds to accept: clients then fail to connect instead of waiting.
  */
 export const LISTEN_BACKLOG = 4096;
 
+/**
+ * A federated subgraph service: Apollo Server 5 over `buildSubgraphSchema`, on a small node:http
+ * server that also answers `/health` (process alive) and `/ready` (database and broker reachable).
+ * It owns the lifecycle of the service's relay and consumers so shutdown happens in the right
+ * order.
+ */
 export async function createSubgraph<TContext extends BaseContext>(options: SubgraphOptions<TContext>): Promise<Subgraph> {
   const { db, transport, logger } = options;
   const maxBody = options.maxBodyBytes ?? 2 * 1024 * 1024;

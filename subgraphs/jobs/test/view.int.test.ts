@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Job, migrations } from '../src/entities.ts';
-import { updateViews } from '../src/service.ts';
+import { updateViews, uuidTime } from '../src/service.ts';
 
 const available = await servicesAvailable();
 const log = createLogger({ service: 'test', level: 'silent' });
@@ -20,7 +20,7 @@ function event(type: string, data: Record<string, unknown>): ParsedEvent {
   );
 }
 const uploaded = (jobId: string, documentId: string) =>
-  event('document.uploaded', { jobId, documentId, title: 'T', text: 'Some text.', contentType: 'text/plain', uploadedAt: new Date(Number.parseInt(jobId.slice(0, 8) + jobId.slice(9, 13), 16)).toISOString() });
+  event('document.uploaded', { jobId, documentId, title: 'T', text: 'Some text.', contentType: 'text/plain', uploadedAt: uuidTime(jobId)! });
 const started = (jobId: string, documentId: string) => event('analysis.started', { jobId, documentId, attempt: 1, startedAt: new Date().toISOString() });
 
 describe.skipIf(!available)('the job view on PostgreSQL', () => {
