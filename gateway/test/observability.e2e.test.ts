@@ -36,7 +36,6 @@ describe('observability', () => {
       'publish document.uploaded',
       /analysis\.document-uploaded process$/,
       'publish analysis.started',
-      /analysis\.analysis-started process$/,
       'publish analysis.completed',
       /jobs\.job-view process$/,
       /insights\.aggregates process$/,

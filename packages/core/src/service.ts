@@ -33,6 +33,8 @@ export const subgraphConfigSchema = baseConfigSchema.extend({
    * No default: a guessable value would let anyone who reaches a subgraph pick a tenant.
    */
   INTERNAL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 48`)'),
+  /** PostgreSQL connections per service process. Default 10. */
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
 });
 export type SubgraphConfig = z.infer<typeof subgraphConfigSchema>;
 
@@ -93,6 +95,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     entities: definition.entities,
     migrations: definition.migrations,
     logger,
+    poolSize: config.DATABASE_POOL_SIZE,
   });
   const sharedTransport = options.transport;
   const transport = sharedTransport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.${process.pid}`);

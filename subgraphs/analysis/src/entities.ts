@@ -1,7 +1,7 @@
 import { defineEntity, type InferEntity } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
 
-export type AnalysisStatus = 'PENDING' | 'COMPLETED' | 'FAILED';
+export type AnalysisStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
 
 export const Analysis = defineEntity({
   name: 'Analysis',
@@ -10,7 +10,7 @@ export const Analysis = defineEntity({
     documentId: p.text().primary(),
     jobId: p.text(),
     tenantId: p.text(),
-    status: p.enum(['PENDING', 'COMPLETED', 'FAILED'] as AnalysisStatus[]),
+    status: p.enum(['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'] as AnalysisStatus[]),
     title: p.text(),
     /** The text to analyse, carried by `document.uploaded` (event-carried state transfer). */
     text: p.text(),
@@ -26,6 +26,10 @@ export const Analysis = defineEntity({
     errorCode: p.text().nullable(),
     errorMessage: p.text().nullable(),
     attempts: p.integer(),
+    /** The claim that may store the result: set by each claim, checked by the storing transaction. */
+    leaseToken: p.text().nullable(),
+    /** Until when the claim holds; another delivery may take the work over after it. */
+    leaseExpiresAt: p.datetime().nullable(),
     createdAt: p.datetime(),
     updatedAt: p.datetime(),
   }),
@@ -91,7 +95,17 @@ class CreateEmbeddings extends Migration {
   }
 }
 
+/** The lease the analysis is claimed with, so no transaction is held across the model call. */
+class AddLeases extends Migration {
+  override up(): void {
+    this.addSql('alter table analyses add column lease_token text null, add column lease_expires_at timestamptz null');
+    this.addSql('alter table analyses drop constraint analyses_status_check');
+    this.addSql(`alter table analyses add constraint analyses_status_check check (status in ('PENDING', 'RUNNING', 'COMPLETED', 'FAILED'))`);
+  }
+}
+
 export const migrations = [
   { name: '0001-analyses', class: CreateAnalyses },
   { name: '0002-document-embeddings', class: CreateEmbeddings },
+  { name: '0003-analysis-leases', class: AddLeases },
 ];

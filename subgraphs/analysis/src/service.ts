@@ -3,8 +3,9 @@ import type { ParsedEvent } from '@tributary/contracts';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
 import { notFound, pageSize } from '@tributary/core/graphql';
 import { externalCounter } from '@tributary/core/metrics';
-import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
-import type { HandlerContext } from '@tributary/core/events';
+import { queryRows, queryRun } from '@tributary/core/db';
+import type { StagedEventHandler } from '@tributary/core/events';
+import { randomUUID } from 'node:crypto';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
 import { Analysis, DocumentEmbedding, migrations } from './entities.ts';
@@ -21,8 +22,13 @@ export const configSchema = subgraphConfigSchema.extend({
   ANALYSIS_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(50).default(5),
   /** Delays between attempts, ms; the last repeats. Default 1000,5000,30000,120000. */
   ANALYSIS_RETRY_DELAYS_MS: delays.default([1_000, 5_000, 30_000, 120_000]),
-  /** Documents analysed at once by one process. Default 4. */
-  ANALYSIS_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(4),
+  /**
+   * Documents analysed at once by one process: model calls in flight, set by what the provider
+   * allows (no database connection is held during a call). Default 32.
+   */
+  ANALYSIS_CONCURRENCY: z.coerce.number().int().min(1).max(512).default(32),
+  /** How long a claim on a document holds without renewal before another worker may take it over, ms. Default 30000. */
+  ANALYSIS_LEASE_MS: z.coerce.number().int().min(500).max(3_600_000).default(30_000),
 });
 export type AnalysisConfig = z.infer<typeof configSchema>;
 
@@ -51,119 +57,173 @@ function exportAiMetrics(): void {
 }
 let aiMetricsExported = false;
 
-/**
- * Stage 1 (fast): remember each document's text and announce its analysis has started. A
- * document announced twice (a replayed upload) gets one analysis. One statement for the batch,
- * rows in document order (concurrent batches wait for each other instead of deadlocking).
- */
-export async function acceptDocuments(events: ParsedEvent[], { em, publish }: HandlerContext): Promise<void> {
-  const uploads = new Map<string, ParsedEvent<'document.uploaded/v1'>>();
-  for (const event of events) if (event.dataschema === 'document.uploaded/v1' && !uploads.has(event.data.documentId)) uploads.set(event.data.documentId, event);
-  if (uploads.size === 0) return;
-  const ordered = [...uploads.values()].sort((a, b) => (a.data.documentId < b.data.documentId ? -1 : 1));
-  const now = new Date().toISOString();
-  const params: unknown[] = [];
-  for (const e of ordered) params.push(e.data.documentId, e.data.jobId, e.tenantid, e.data.title, e.data.text, now);
-  const inserted = await queryRows<{ document_id: string }>(
-    em,
-    `insert into analyses (document_id, job_id, tenant_id, status, title, text, cached, attempts, created_at, updated_at)
-     select v.document_id, v.job_id, v.tenant_id, 'PENDING', v.title, v.text, false, 0, v.at::timestamptz, v.at::timestamptz
-     from (values ${valuesPlaceholders(ordered.length, 6)}) as v (document_id, job_id, tenant_id, title, text, at) order by v.document_id
-     on conflict (document_id) do nothing returning document_id`,
-    params,
-  );
-  await publish(
-    inserted.map(({ document_id: documentId }) => {
-      const event = uploads.get(documentId)!;
-      return { type: 'analysis.started' as const, subject: documentId, tenantId: event.tenantid, causedBy: event, data: { documentId, jobId: event.data.jobId, attempt: 1, startedAt: now } };
-    }),
-  );
+/** What one claim of a document holds while its model call runs. */
+interface Lease {
+  token: string;
+  attempt: number;
 }
 
+type Claim = { kind: 'claimed'; lease: Lease } | { kind: 'held'; retryInMs: number } | { kind: 'done' };
+
 /**
- * Stage 2 (slow): run the analyzer and store the result with `analysis.completed`. A failure
- * is retried through the consumer's tiers; on the last attempt, or when retrying cannot help,
- * the analysis is stored as FAILED with `analysis.failed`, so the job ends instead of hanging.
- * The AI call runs inside the transaction on purpose: the inbox row taken first means a
- * duplicate delivery waits for this one instead of paying for a second call.
+ * Analyse one uploaded document in three steps, none of which holds a database transaction
+ * (or connection) across the model call:
+ *
+ * 1. Claim, in a short transaction: the analysis row goes RUNNING with a lease (a fresh token,
+ *    an expiry on the database's clock) and `analysis.started` is published. Only a row that is
+ *    new, PENDING, or RUNNING under an expired lease can be claimed; a live lease elsewhere
+ *    hands this delivery back until it expires (the holder holds its own unacked delivery and
+ *    finishes the work, or dies and the broker redelivers it), and a finished row ends here.
+ * 2. The model call and the embedding, with no transaction open. The lease is renewed every
+ *    third of its length; if a renewal finds it taken over, the call is aborted.
+ * 3. Settle, in a short transaction that also records the event in the inbox: store the result
+ *    and publish `analysis.completed` (or, when retrying cannot help or attempts are used up,
+ *    FAILED with `analysis.failed`), but only while the lease is still this claim's. A lost
+ *    lease rolls the transaction back: the claim that took it over stores its own result.
+ *
+ * So each document gets one stored result and one completed or failed event, and no second
+ * paid call while a live lease exists: two deliveries of the event at once, two analysis
+ * processes on one queue, or a worker killed mid-call (its work taken over once the lease
+ * expires). A retryable failure gives the lease back at once, for the next attempt.
  */
-function runAnalysis(analyzer: Analyzer, embedder: Embedder) {
-  return async (event: ParsedEvent, { em, publish, attempt, lastAttempt, log }: HandlerContext): Promise<void> => {
-    if (event.dataschema !== 'analysis.started/v1') return;
-    const { documentId } = event.data;
-    const [analysis] = await queryRows<{ job_id: string; tenant_id: string; title: string; text: string }>(
-      em,
-      `select job_id, tenant_id, title, text from analyses where document_id = ? and status = 'PENDING'`,
-      [documentId],
-    );
-    if (!analysis) return;
-    const { job_id: jobId, tenant_id: tenantId, title, text } = analysis;
-    const now = new Date().toISOString();
-    let result;
+export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs: number): StagedEventHandler {
+  const leaseSql = `now() + (${Math.round(leaseMs)} * interval '1 millisecond')`;
+  return async (event, { transaction, settle, attempt, lastAttempt, log }) => {
+    if (event.dataschema !== 'document.uploaded/v1') return;
+    const { documentId, jobId, title, text } = event.data;
+    const tenantId = event.tenantid;
+    const token = randomUUID();
+
+    const claim = await transaction<Claim>(async ({ em, publish }) => {
+      const now = new Date().toISOString();
+      const [claimed] = await queryRows<{ attempts: number }>(
+        em,
+        `insert into analyses (document_id, job_id, tenant_id, status, title, text, cached, attempts, lease_token, lease_expires_at, created_at, updated_at)
+         values (?, ?, ?, 'RUNNING', ?, ?, false, 1, ?, ${leaseSql}, ?, ?)
+         on conflict (document_id) do update set status = 'RUNNING', attempts = analyses.attempts + 1, lease_token = excluded.lease_token,
+           lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at
+         where analyses.status in ('PENDING', 'RUNNING') and (analyses.lease_expires_at is null or analyses.lease_expires_at <= now())
+         returning attempts`,
+        [documentId, jobId, tenantId, title, text, token, now, now],
+      );
+      if (!claimed) {
+        const [row] = await queryRows<{ status: string; wait_ms: number | string | null }>(
+          em,
+          `select status, extract(epoch from (lease_expires_at - now())) * 1000 as wait_ms from analyses where document_id = ?`,
+          [documentId],
+        );
+        if (row?.status !== 'RUNNING') return { kind: 'done' };
+        return { kind: 'held', retryInMs: Math.max(0, Number(row.wait_ms ?? 0)) + 50 };
+      }
+      await publish([{ type: 'analysis.started', subject: documentId, tenantId, causedBy: event, data: { documentId, jobId, attempt: claimed.attempts, startedAt: now } }]);
+      return { kind: 'claimed', lease: { token, attempt: claimed.attempts } };
+    });
+    if (claim.kind === 'held') return { retryInMs: claim.retryInMs };
+    if (claim.kind === 'done') return;
+    const { lease } = claim;
+
+    // Renew while the call runs; a renewal that finds the lease taken over aborts the call.
+    const abort = new AbortController();
+    const renewal = setInterval(() => {
+      transaction(({ em }) =>
+        queryRun(em, `update analyses set lease_expires_at = ${leaseSql} where document_id = ? and lease_token = ? and status = 'RUNNING'`, [documentId, lease.token]),
+      ).then(
+        (renewed) => renewed === 0 && abort.abort(new Error(`the lease on document ${documentId} was taken over`)),
+        (error: unknown) => log.warn({ documentId, err: errorMessage(error) }, 'could not renew an analysis lease; it may be taken over when it expires'),
+      );
+    }, leaseMs / 3);
+    let outcome: { result: Awaited<ReturnType<Analyzer['analyze']>>; vector: number[] } | { error: unknown };
     try {
-      result = await analyzer.analyze({ text, title }, { tenantId });
+      const result = await analyzer.analyze({ text, title }, { tenantId, signal: abort.signal });
+      // The embedding goes with the analysis: a document is searchable once it is analysed.
+      const [vector] = await embedder.embed([`${title}\n\n${text}`]);
+      outcome = { result, vector: vector! };
     } catch (error) {
+      outcome = { error };
+    } finally {
+      clearInterval(renewal);
+    }
+
+    const now = new Date().toISOString();
+    const mine = 'document_id = ? and lease_token = ? and status = \'RUNNING\'';
+    if ('error' in outcome) {
+      const { error } = outcome;
       const unrecoverable = isUnrecoverable(error) || (isAiError(error) && error.unrecoverable);
-      if (!unrecoverable && !lastAttempt) throw error;
+      if (!unrecoverable && !lastAttempt && !abort.signal.aborted) {
+        // Give the lease back so the retry can claim at once; if this fails, it waits out the expiry.
+        await transaction(({ em }) => queryRun(em, `update analyses set lease_expires_at = now() where ${mine}`, [documentId, lease.token])).catch(() => {});
+        throw error;
+      }
+      if (abort.signal.aborted) return;
       const failure = { code: errorCode(error), message: errorMessage(error) };
-      log.warn({ documentId, jobId, attempt, ...failure }, 'analysis failed for good');
-      await queryRun(em, `update analyses set status = 'FAILED', error_code = ?, error_message = ?, attempts = ?, updated_at = ? where document_id = ?`, [
-        failure.code,
-        failure.message,
-        attempt,
-        now,
-        documentId,
-      ]);
-      await publish([{ type: 'analysis.failed', subject: documentId, data: { documentId, jobId, error: failure, attempts: attempt, failedAt: now } }]);
+      const stored = await settle(async ({ em, publish }) => {
+        const updated = await queryRun(em, `update analyses set status = 'FAILED', error_code = ?, error_message = ?, lease_expires_at = null, updated_at = ? where ${mine}`, [
+          failure.code,
+          failure.message,
+          now,
+          documentId,
+          lease.token,
+        ]);
+        if (updated === 0) return false;
+        await publish([{ type: 'analysis.failed', subject: documentId, tenantId, causedBy: event, data: { documentId, jobId, error: failure, attempts: lease.attempt, failedAt: now } }]);
+        return true;
+      });
+      if (stored === 'settled') log.warn({ documentId, jobId, attempt, ...failure }, 'analysis failed for good');
       return;
     }
-    await queryRun(
-      em,
-      `update analyses set status = 'COMPLETED', summary = ?, themes = ?::jsonb, keywords = ?::jsonb, sentiment = ?::jsonb, provider = ?, model = ?,
-         prompt_tokens = ?, completion_tokens = ?, cached = ?, attempts = ?, updated_at = ? where document_id = ?`,
-      [
-        result.summary,
-        JSON.stringify(result.themes),
-        JSON.stringify(result.keywords),
-        JSON.stringify(result.sentiment),
-        result.provider,
-        result.model,
-        result.tokens.prompt,
-        result.tokens.completion,
-        result.cached,
-        attempt,
-        now,
-        documentId,
-      ],
-    );
-    // The embedding goes with the analysis: a document is searchable once it is analysed.
-    const [vector] = await embedder.embed([`${title}\n\n${text}`]);
-    await queryRun(
-      em,
-      `insert into document_embeddings (document_id, tenant_id, provider, model, vector, created_at) values (?, ?, ?, ?, ?::jsonb, ?)
-       on conflict (document_id) do update set tenant_id = excluded.tenant_id, provider = excluded.provider, model = excluded.model, vector = excluded.vector, created_at = excluded.created_at`,
-      [documentId, tenantId, embedder.provider, embedder.model, JSON.stringify(vector!), now],
-    );
-    const completedAt = new Date().toISOString();
-    await publish([
-      {
-        type: 'analysis.completed',
-        subject: documentId,
-        data: {
+
+    const { result, vector } = outcome;
+    await settle(async ({ em, publish }) => {
+      const updated = await queryRun(
+        em,
+        `update analyses set status = 'COMPLETED', summary = ?, themes = ?::jsonb, keywords = ?::jsonb, sentiment = ?::jsonb, provider = ?, model = ?,
+           prompt_tokens = ?, completion_tokens = ?, cached = ?, lease_expires_at = null, updated_at = ? where ${mine}`,
+        [
+          result.summary,
+          JSON.stringify(result.themes),
+          JSON.stringify(result.keywords),
+          JSON.stringify(result.sentiment),
+          result.provider,
+          result.model,
+          result.tokens.prompt,
+          result.tokens.completion,
+          result.cached,
+          now,
           documentId,
-          jobId,
-          summary: result.summary,
-          themes: result.themes,
-          keywords: result.keywords,
-          sentiment: result.sentiment,
-          provider: result.provider,
-          model: result.model,
-          tokens: result.tokens,
-          attempts: attempt,
-          completedAt,
+          lease.token,
+        ],
+      );
+      if (updated === 0) return false;
+      await queryRun(
+        em,
+        `insert into document_embeddings (document_id, tenant_id, provider, model, vector, created_at) values (?, ?, ?, ?, ?::jsonb, ?)
+         on conflict (document_id) do update set tenant_id = excluded.tenant_id, provider = excluded.provider, model = excluded.model, vector = excluded.vector, created_at = excluded.created_at`,
+        [documentId, tenantId, embedder.provider, embedder.model, JSON.stringify(vector), now],
+      );
+      await publish([
+        {
+          type: 'analysis.completed',
+          subject: documentId,
+          tenantId,
+          causedBy: event,
+          data: {
+            documentId,
+            jobId,
+            summary: result.summary,
+            themes: result.themes,
+            keywords: result.keywords,
+            sentiment: result.sentiment,
+            provider: result.provider,
+            model: result.model,
+            tokens: result.tokens,
+            attempts: lease.attempt,
+            completedAt: now,
+          },
         },
-      },
-    ]);
+      ]);
+      return true;
+    });
+    return undefined;
   };
 }
 
@@ -212,14 +272,12 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       const analyzer = options.analyzer ?? createAnalyzerFromEnv(config, { db, logger });
       const embedder = options.embedder ?? createEmbedderFromEnv(config, { logger });
       return [
-        { name: 'document-uploaded', types: ['document.uploaded'], batchHandler: acceptDocuments },
         {
-          name: 'analysis-started',
-          types: ['analysis.started'],
-          handler: runAnalysis(analyzer, embedder),
-          // One document per transaction: a batch would hold finished analyses hostage to slow ones.
-          maxBatch: 1,
+          name: 'document-uploaded',
+          types: ['document.uploaded'],
+          stagedHandler: analyzeDocument(analyzer, embedder, config.ANALYSIS_LEASE_MS),
           concurrency: config.ANALYSIS_CONCURRENCY,
+          // Room for deliveries waiting out another worker's lease beside those being analysed.
           prefetch: config.ANALYSIS_CONCURRENCY * 2,
           maxAttempts: config.ANALYSIS_MAX_ATTEMPTS,
           retryDelaysMs: config.ANALYSIS_RETRY_DELAYS_MS,

@@ -10,12 +10,16 @@ import { errorCode, errorMessage, isUnrecoverable } from '../errors.ts';
 import { publish, type NewEvent } from './publish.ts';
 import { Headers, queueName, type ConsumerHandle, type Delivery, type Transport } from './transport.ts';
 
-/** What a handler gets besides the event: the transaction's EntityManager and a publish bound to it. */
-export interface HandlerContext {
-  /** The EntityManager of the transaction that also records the event in the inbox. */
+/** A transaction a handler works in: its EntityManager and a publish bound to it. */
+export interface TransactionContext {
+  /** The transaction's EntityManager. */
   em: EntityManager;
   /** Publish follow-up events through the outbox, in the same transaction. */
   publish(events: readonly NewEvent[]): Promise<void>;
+}
+
+/** What a handler gets besides the event: the transaction that also records the event in the inbox. */
+export interface HandlerContext extends TransactionContext {
   log: Logger;
   /** 1 on the first attempt. */
   attempt: number;
@@ -31,6 +35,33 @@ export type EventHandler = (event: ParsedEvent, context: HandlerContext) => Prom
  */
 export type BatchEventHandler = (events: ParsedEvent[], context: HandlerContext) => Promise<void>;
 
+/** What a staged handler gets: short transactions of its own instead of one around it. */
+export interface StagedHandlerContext {
+  /** A short transaction that does not record the event (e.g. claim the work). */
+  transaction<T>(work: (tx: TransactionContext) => Promise<T>): Promise<T>;
+  /**
+   * The transaction that finishes the event: it records the event in the inbox, then runs
+   * `work`. `work` returning false rolls both back (the effect is not this delivery's to commit,
+   * e.g. its lease was lost). `'duplicate'`: another delivery of the event settled first, and
+   * `work` did not run.
+   */
+  settle(work: (tx: TransactionContext) => Promise<boolean>): Promise<'settled' | 'declined' | 'duplicate'>;
+  log: Logger;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** Whether this is the last attempt before the event is dead-lettered. */
+  lastAttempt: boolean;
+}
+
+/**
+ * Handles one event whose work is too long to hold a transaction (a model call): it runs with
+ * no transaction open and commits its effects itself through the context. Returning
+ * `{ retryInMs }` hands the delivery back for later without counting an attempt (the work is
+ * someone else's for now, e.g. under a live lease); the delivery stays unacked meanwhile, so
+ * a crash loses nothing. A throw goes through the retry tiers as with the other handlers.
+ */
+export type StagedEventHandler = (event: ParsedEvent, context: StagedHandlerContext) => Promise<void | { retryInMs: number }>;
+
 export interface EventConsumerOptions {
   /** The owning service (queue `<ns>.<service>.<name>`, event `source`). */
   service: string;
@@ -38,18 +69,20 @@ export interface EventConsumerOptions {
   name: string;
   /** Event types this consumer receives. */
   types: readonly EventType[];
-  /** Applies one event. Give this or `batchHandler`. */
+  /** Applies one event. Give this, `batchHandler` or `stagedHandler`. */
   handler?: EventHandler;
-  /** Applies a batch of events in one call. Give this or `handler`. */
+  /** Applies a batch of events in one call. Give this, `handler` or `stagedHandler`. */
   batchHandler?: BatchEventHandler;
+  /** Handles one event outside any transaction (long work). Give this, `handler` or `batchHandler`. */
+  stagedHandler?: StagedEventHandler;
   db: Database;
   transport: Transport;
   logger: Logger;
   /** Unacked deliveries held at once. Default 200. */
   prefetch?: number;
-  /** Events applied in one transaction when several are waiting. Default 50. */
+  /** Events applied in one transaction when several are waiting. Default 50 (a staged handler: 1). */
   maxBatch?: number;
-  /** Transactions in flight at once. Default 4. */
+  /** Transactions (a staged handler: events) in flight at once. Default 4. */
   concurrency?: number;
   /** Attempts before dead-lettering (the first delivery counts). Default 5. */
   maxAttempts?: number;
@@ -60,6 +93,9 @@ export interface EventConsumerOptions {
   /** Called after each batch commits, with how many events took effect (metrics, tests). */
   onApplied?: (count: number) => void;
 }
+
+/** Thrown inside a staged handler's settling transaction to roll it back when its work declines. */
+const DECLINED = new Error('the settling work declined; rolled back');
 
 /** How long deliveries may wait for a fuller batch while other transactions are in flight. */
 const GATHER_MS = 10;
@@ -80,6 +116,10 @@ interface Item {
  * Deliveries waiting together are applied in one transaction (up to `maxBatch`). If that
  * transaction fails, each event is applied again on its own, so one poison event never
  * holds back the others.
+ *
+ * A {@link StagedEventHandler} gets no transaction around it: it opens short ones itself and
+ * records the event in the inbox with its final one (`settle`), so long work between them
+ * holds no database connection. It is acked after it returns.
  */
 export class EventConsumer {
   readonly queue: string;
@@ -103,19 +143,23 @@ export class EventConsumer {
   private active = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private stopping = false;
+  /** Deliveries a staged handler handed back for later, by their timers (unacked meanwhile). */
+  private readonly deferred = new Map<NodeJS.Timeout, Delivery>();
 
   constructor(private readonly options: EventConsumerOptions) {
     this.queue = queueName(options.transport.namespace, options.service, options.name);
     this.consumerKey = `${options.service}.${options.name}`;
     this.prefetch = options.prefetch ?? 200;
-    this.maxBatch = options.maxBatch ?? 50;
+    this.maxBatch = options.stagedHandler ? 1 : (options.maxBatch ?? 50);
     this.concurrency = options.concurrency ?? 4;
     this.fullBatch = Math.max(1, Math.min(this.maxBatch, Math.floor(this.prefetch / this.concurrency)));
     this.gather = options.batchHandler !== undefined;
     this.maxAttempts = options.maxAttempts ?? 5;
     this.retryDelaysMs = options.retryDelaysMs ?? [1_000, 5_000, 30_000, 120_000];
     this.log = options.logger.child({ component: 'consumer', queue: this.queue });
-    if (!options.handler === !options.batchHandler) throw new TypeError('EventConsumer needs exactly one of handler or batchHandler');
+    if ([options.handler, options.batchHandler, options.stagedHandler].filter(Boolean).length !== 1) {
+      throw new TypeError('EventConsumer needs exactly one of handler, batchHandler or stagedHandler');
+    }
   }
 
   async start(): Promise<void> {
@@ -153,6 +197,8 @@ export class EventConsumer {
     await this.handle?.cancel();
     while (this.inFlight.size > 0) await Promise.all(this.inFlight);
     this.waiting.length = 0;
+    for (const timer of this.deferred.keys()) clearTimeout(timer);
+    this.deferred.clear();
     await this.handle?.close();
     this.handle = undefined;
   }
@@ -172,6 +218,8 @@ export class EventConsumer {
       if (typeof time === 'number' && time < oldest) oldest = time;
     };
     this.waiting.forEach(visit);
+    held += this.deferred.size;
+    this.deferred.forEach(visit);
     for (const batch of this.processing) {
       held += batch.length;
       batch.forEach(visit);
@@ -227,6 +275,10 @@ export class EventConsumer {
       }
     }
     if (items.length === 0) return;
+    if (this.options.stagedHandler) {
+      for (const item of items) await this.processStaged(item);
+      return;
+    }
     if (items.length === 1) return this.processOne(items[0]!);
     try {
       await this.apply(items);
@@ -239,29 +291,99 @@ export class EventConsumer {
   }
 
   private async processOne(item: Item): Promise<void> {
-    const { delivery, event } = item;
     try {
       await this.apply([item]);
     } catch (error) {
-      const failure = { code: errorCode(error), message: errorMessage(error) };
-      const context = contextFromTraceparent(event.traceparent, event.tenantid);
-      runInContext(context, () => {
-        if (isUnrecoverable(error) || delivery.attempt >= this.maxAttempts) {
-          this.log.error({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; dead-lettered');
-        } else {
-          this.log.warn({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; will retry');
-        }
-      });
-      if (isUnrecoverable(error) || delivery.attempt >= this.maxAttempts) {
-        metrics.eventsDeadLettered.inc({ ...this.labels, type: event.type, code: failure.code });
-        await delivery.deadLetter(failure);
-      } else {
-        metrics.eventsRetried.inc({ ...this.labels, type: event.type });
-        await delivery.retry(delivery.attempt - 1, failure);
-      }
+      await this.fail(item, error);
       return;
     }
+    await item.delivery.ack();
+  }
+
+  /** Through the retry tiers, or to the DLQ on the last attempt or an unrecoverable error. */
+  private async fail({ delivery, event }: Item, error: unknown): Promise<void> {
+    const failure = { code: errorCode(error), message: errorMessage(error) };
+    const context = contextFromTraceparent(event.traceparent, event.tenantid);
+    const dead = isUnrecoverable(error) || delivery.attempt >= this.maxAttempts;
+    runInContext(context, () => {
+      if (dead) this.log.error({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; dead-lettered');
+      else this.log.warn({ eventId: event.id, type: event.type, attempt: delivery.attempt, ...failure }, 'event handling failed; will retry');
+    });
+    if (dead) {
+      metrics.eventsDeadLettered.inc({ ...this.labels, type: event.type, code: failure.code });
+      await delivery.deadLetter(failure);
+    } else {
+      metrics.eventsRetried.inc({ ...this.labels, type: event.type });
+      await delivery.retry(delivery.attempt - 1, failure);
+    }
+  }
+
+  /**
+   * A staged handler's event: skipped if the inbox has it (a redelivery after the effect
+   * committed), else handled with no transaction open; acked once the handler returns, handed
+   * back later if it asks, failed as {@link processOne} does if it throws.
+   */
+  private async processStaged(item: Item): Promise<void> {
+    const { delivery, event } = item;
+    const { db, service } = this.options;
+    const [seen] = await queryRows(db.fork(), 'select 1 as seen from tributary_inbox where consumer = ? and event_id = ?', [this.consumerKey, event.id]);
+    if (seen) {
+      metrics.eventsConsumed.inc({ ...this.labels, type: event.type, outcome: 'duplicate' });
+      await delivery.ack();
+      return;
+    }
+    const transactionContext = (em: EntityManager): TransactionContext => ({ em, publish: (events) => publish(em, service, events).then(() => undefined) });
+    let outcome: 'settled' | 'declined' | 'duplicate' | undefined;
+    const context: StagedHandlerContext = {
+      transaction: (work) => db.fork().transactional((tx) => work(transactionContext(tx))),
+      settle: async (work) => {
+        outcome = await db
+          .fork()
+          .transactional(async (tx) => {
+            const inserted = await queryRows(tx, 'insert into tributary_inbox (consumer, event_id, type) values (?, ?, ?) on conflict do nothing returning event_id', [
+              this.consumerKey,
+              event.id,
+              event.type,
+            ]);
+            if (inserted.length === 0) return 'duplicate' as const;
+            if (!(await work(transactionContext(tx)))) throw DECLINED;
+            return 'settled' as const;
+          })
+          .catch((error: unknown) => {
+            if (error === DECLINED) return 'declined' as const;
+            throw error;
+          });
+        return outcome;
+      },
+      log: this.log,
+      attempt: delivery.attempt,
+      lastAttempt: delivery.attempt >= this.maxAttempts,
+    };
+    let later: void | { retryInMs: number };
+    try {
+      later = await withSpan(`${this.queue} process`, SpanKind.CONSUMER, this.parentOf(event), this.spanAttributes(event), () => this.options.stagedHandler!(event, context));
+    } catch (error) {
+      await this.fail(item, error);
+      return;
+    }
+    if (later) {
+      this.defer(delivery, later.retryInMs);
+      return;
+    }
+    if (outcome) metrics.eventsConsumed.inc({ ...this.labels, type: event.type, outcome: outcome === 'settled' ? 'applied' : 'duplicate' });
+    if (outcome === 'settled') this.options.onApplied?.(1);
     await delivery.ack();
+  }
+
+  /** Hand a delivery back to the queue of waiting ones after `ms`, still unacked. */
+  private defer(delivery: Delivery, ms: number): void {
+    const timer = setTimeout(() => {
+      this.deferred.delete(timer);
+      if (this.stopping) return;
+      this.waiting.unshift(delivery);
+      this.pump(true);
+    }, Math.max(0, ms));
+    this.deferred.set(timer, delivery);
   }
 
   /** One transaction: inbox rows for all, then the handler for those not seen before. */
