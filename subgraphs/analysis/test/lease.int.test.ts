@@ -1,0 +1,268 @@
+/**
+ * The analysis stage's lease design on PostgreSQL and RabbitMQ: no database connection is held
+ * during a model call, and each document gets exactly one model call and one
+ * `analysis.completed`, whether its event is delivered twice at once, two analysis processes
+ * share the queue, or a worker is SIGKILLed mid-call.
+ */
+import { OfflineAnalyzer, type AnalysisInput, type AnalysisResult, type Analyzer } from '@tributary/ai';
+import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
+import { createLogger } from '@tributary/core';
+import { dropDatabase, queryRows, type Database } from '@tributary/core/db';
+import { deleteNamespace, RabbitMqTransport, type Delivery } from '@tributary/core/events';
+import { startService, type RunningService } from '@tributary/core/service';
+import { brokerQueues, freePort, openTestDatabase, servicesAvailable, stopProcesses, TEST_AMQP_URL, TEST_DATABASE_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createAnalysisService } from '../src/service.ts';
+
+const available = await servicesAvailable();
+const silent = createLogger({ service: 'test', level: 'silent' });
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+
+/** A `document.uploaded` envelope as the relay puts it on the wire. */
+function uploaded(n: number) {
+  const documentId = randomUUID();
+  const envelope = {
+    id: randomUUID(),
+    type: 'document.uploaded',
+    source: 'documents',
+    specversion: '1.0',
+    time: new Date().toISOString(),
+    dataschema: 'document.uploaded/v1',
+    subject: documentId,
+    tenantid: 'tenant-a',
+    data: { documentId, jobId: randomUUID(), title: `Report ${n}`, text: `Report number ${n}: revenue grew and costs fell in every region.`, contentType: 'text/plain', uploadedAt: new Date().toISOString() },
+  };
+  return { documentId, message: { routingKey: 'document.uploaded', messageId: envelope.id, body: Buffer.from(JSON.stringify(envelope)) } };
+}
+
+/** One test's world: a database and a namespace of its own, analysis processes, an observer of analysis.* events. */
+class World {
+  readonly namespace = testNamespace('an');
+  readonly dbName = `tributary_test_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+  readonly events: Delivery[] = [];
+  private transport: RabbitMqTransport | undefined;
+  private readonly services: RunningService[] = [];
+  private readonly children: ChildProcess[] = [];
+  private readonly dbs: Database[] = [];
+
+  env(extra: Record<string, string> = {}): Record<string, string> {
+    return {
+      ANALYSIS_DATABASE_URL: `${TEST_DATABASE_URL.replace(/\/[^/]*$/, '')}/${this.dbName}`,
+      AMQP_URL: TEST_AMQP_URL,
+      TRIBUTARY_NAMESPACE: this.namespace,
+      INTERNAL_SIGNING_SECRET: 'lease-test-secret-lease-test-secret-0123',
+      LOG_LEVEL: 'silent',
+      ANALYSIS_RETRY_DELAYS_MS: '50,100',
+      ...extra,
+    };
+  }
+
+  /** An analysis service in this process. */
+  async service(env: Record<string, string>, analyzer: Analyzer): Promise<RunningService> {
+    const running = await startService(createAnalysisService({ analyzer }), { env: this.env(env), port: 0, logger: silent });
+    this.services.push(running);
+    return running;
+  }
+
+  /** An analysis service in a process of its own, started as the image starts it; resolves once ready. */
+  async process(env: Record<string, string>): Promise<ChildProcess> {
+    const port = await freePort();
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN], { env: { ...process.env, ...this.env({ ...env, PORT: String(port) }) }, stdio: 'ignore' });
+    this.children.push(child);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status === 200, 60_000, 'analysis process ready');
+    return child;
+  }
+
+  /** Record every analysis.* event (started once the queue exists: declare it after the services). */
+  async observe(): Promise<void> {
+    this.transport = new RabbitMqTransport({ url: TEST_AMQP_URL, namespace: this.namespace, logger: silent, connectionName: `${this.namespace}-test` });
+    await this.transport.start();
+    await this.transport.consume({ queue: `${this.namespace}.test.observer`, bindings: ['analysis.*'], prefetch: 1000, retryDelaysMs: [] }, (d) => {
+      this.events.push(d);
+      void d.ack();
+    });
+  }
+
+  publish(messages: ReturnType<typeof uploaded>['message'][]): Promise<void> {
+    return this.transport!.publish(messages);
+  }
+
+  /** Events of a type about a document. */
+  count(type: string, documentId: string): number {
+    return this.events.filter((d) => d.routingKey === type && JSON.parse(d.body.toString()).data.documentId === documentId).length;
+  }
+
+  /** A connection pool of the test's own onto the service's database. */
+  async probe(): Promise<Database> {
+    const db = await openTestDatabase({ kind: 'postgres', url: TEST_DATABASE_URL, dbName: this.dbName }, { logger: silent, poolSize: 1 });
+    this.dbs.push(db);
+    return db;
+  }
+
+  async cleanup(): Promise<void> {
+    await stopProcesses(this.children, 5_000);
+    for (const service of this.services) await service.stop().catch(() => {});
+    for (const db of this.dbs) await db.close().catch(() => {});
+    await this.transport?.close().catch(() => {});
+    await deleteNamespace(TEST_AMQP_URL, this.namespace, await brokerQueues(`${this.namespace}.`)).catch(() => {});
+    await dropDatabase(TEST_DATABASE_URL, this.dbName).catch(() => {});
+  }
+}
+
+/** Backends of the service's database that are inside a statement or a transaction, other than the probe's own. */
+async function busyConnections(probe: Database, dbName: string): Promise<number> {
+  const [row] = await queryRows<{ n: number | string }>(
+    probe.fork(),
+    `select count(*) as n from pg_stat_activity where datname = ? and pid <> pg_backend_pid() and state in ('active', 'idle in transaction', 'idle in transaction (aborted)')`,
+    [dbName],
+  );
+  return Number(row!.n);
+}
+
+/** An analyzer whose calls wait until released, counting calls per text. */
+class GatedAnalyzer implements Analyzer {
+  readonly provider = 'gated';
+  readonly model = 'gated-1';
+  readonly calls = new Map<string, number>();
+  inFlight = 0;
+  maxInFlight = 0;
+  private release!: () => void;
+  private readonly released = new Promise<void>((resolve) => (this.release = resolve));
+  private readonly offline = new OfflineAnalyzer();
+  constructor(private readonly onCall: (analyzer: GatedAnalyzer) => Promise<void> = async () => {}) {}
+
+  async analyze(input: AnalysisInput): Promise<AnalysisResult> {
+    this.calls.set(input.title ?? '', (this.calls.get(input.title ?? '') ?? 0) + 1);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await this.onCall(this);
+      await this.released;
+      return { ...(await this.offline.analyze(input)), provider: this.provider, model: this.model };
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  open(): void {
+    this.release();
+  }
+}
+
+describe.skipIf(!available)('the analysis lease on PostgreSQL and RabbitMQ', () => {
+  let world: World;
+  let server: OpenAITestServer | undefined;
+  beforeEach(() => {
+    world = new World();
+  });
+  afterEach(async () => {
+    await world.cleanup();
+    await server?.close();
+    server = undefined;
+  }, 60_000);
+
+  it('holds no database connection during a model call: 16 slow calls in flight at once on a pool of 2', async () => {
+    const analyzer = new GatedAnalyzer();
+    await world.service({ DATABASE_POOL_SIZE: '2', ANALYSIS_CONCURRENCY: '16' }, analyzer);
+    await world.observe();
+    const probe = await world.probe();
+    const docs = Array.from({ length: 16 }, (_, n) => uploaded(n));
+    await world.publish(docs.map((d) => d.message));
+
+    // Were a connection held per call, at most 2 calls could ever be in flight.
+    await waitFor(() => analyzer.inFlight === 16, 30_000, `16 calls in flight (got ${analyzer.maxInFlight})`);
+    // Once the claims have committed and their events are relayed, nothing is busy while 16 calls run.
+    await waitFor(() => docs.every((d) => world.count('analysis.started', d.documentId) === 1), 10_000, 'every claim announced');
+    await waitFor(async () => (await busyConnections(probe, world.dbName)) === 0, 5_000, 'no busy connection while the calls run');
+    expect(analyzer.inFlight).toBe(16);
+
+    analyzer.open();
+    await waitFor(() => docs.every((d) => world.count('analysis.completed', d.documentId) === 1), 30_000, 'every document completed');
+    for (const d of docs) expect(world.count('analysis.completed', d.documentId)).toBe(1);
+    expect([...analyzer.calls.values()]).toEqual(Array(16).fill(1));
+  });
+
+  it('would catch a regression: the probe sees a connection held in a transaction', async () => {
+    const analyzer = new GatedAnalyzer();
+    const running = await world.service({ DATABASE_POOL_SIZE: '2' }, analyzer);
+    const probe = await world.probe();
+    await running.db.fork().transactional(async (tx) => {
+      await tx.execute('select 1');
+      expect(await busyConnections(probe, world.dbName)).toBe(1);
+    });
+    expect(await busyConnections(probe, world.dbName)).toBe(0);
+  });
+
+  it('makes one call and publishes one analysis.completed when the same event is delivered twice at once', async () => {
+    const analyzer = new GatedAnalyzer(async () => new Promise((resolve) => setTimeout(resolve, 300)));
+    const running = await world.service({ ANALYSIS_LEASE_MS: '1500' }, analyzer);
+    await world.observe();
+    const doc = uploaded(1);
+    await world.publish([doc.message, doc.message]);
+    await waitFor(() => analyzer.inFlight === 1, 10_000, 'the call');
+    analyzer.open();
+    await waitFor(() => world.count('analysis.completed', doc.documentId) === 1, 10_000, 'completed');
+    // The second delivery waited out the lease, found the work done, and was acked without a call.
+    const [consumer] = running.consumers;
+    await waitFor(async () => (await consumer!.backlog()).depth === 0, 10_000, 'both deliveries settled');
+    expect(analyzer.calls.get('Report 1')).toBe(1);
+    expect(world.count('analysis.started', doc.documentId)).toBe(1);
+    expect(world.count('analysis.completed', doc.documentId)).toBe(1);
+  });
+
+  it('makes one call and publishes one analysis.completed per document with two analysis processes on one queue', async () => {
+    server = await startOpenAITestServer({ apiKey: 'sk-test' });
+    server.inject({ type: 'delay', ms: 300 }, { times: Number.POSITIVE_INFINITY, endpoint: 'chat' });
+    const env = { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'test-model', ANALYSIS_LEASE_MS: '2000' };
+    await Promise.all([world.process(env), world.process(env)]);
+    await world.observe();
+    const docs = Array.from({ length: 20 }, (_, n) => uploaded(n));
+    // Every event twice: the copies land on either process, often at once.
+    await world.publish(docs.flatMap((d) => [d.message, d.message]));
+    await waitFor(() => docs.every((d) => world.count('analysis.completed', d.documentId) === 1), 60_000, 'every document completed');
+    // A copy that met a live lease waits it out (2 s), then finds the work done: give it the time
+    // to make a second call if it wrongly would.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const probe = await world.probe();
+    const chats = server.requests.filter((r) => r.endpoint === 'chat');
+    for (const d of docs) {
+      expect(world.count('analysis.started', d.documentId)).toBe(1);
+      expect(world.count('analysis.completed', d.documentId)).toBe(1);
+    }
+    expect(chats).toHaveLength(20);
+    const [stored] = await queryRows<{ n: number | string }>(probe.fork(), `select count(*) as n from analyses where status = 'COMPLETED' and attempts = 1`);
+    expect(Number(stored!.n)).toBe(20);
+  });
+
+  it('takes over the work of a worker SIGKILLed mid-call only once its lease has expired, and completes the job once', async () => {
+    server = await startOpenAITestServer({ apiKey: 'sk-test' });
+    server.inject({ type: 'delay', ms: 20_000 }, { times: 1, endpoint: 'chat' });
+    const env = { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'test-model', ANALYSIS_LEASE_MS: '3000' };
+    const first = await world.process(env);
+    await world.observe();
+    const doc = uploaded(1);
+    await world.publish([doc.message]);
+    const chats = () => server!.requests.filter((r) => r.endpoint === 'chat');
+    await waitFor(() => chats().length === 1, 20_000, 'the first call');
+    first.kill('SIGKILL');
+    await new Promise((resolve) => first.once('exit', resolve));
+    const probe = await world.probe();
+    const [lease] = await queryRows<{ expires: string | Date; status: string }>(probe.fork(), 'select lease_expires_at as expires, status from analyses where document_id = ?', [doc.documentId]);
+    expect(lease!.status).toBe('RUNNING');
+    const expiresAt = new Date(lease!.expires).getTime();
+
+    await world.process(env);
+    await waitFor(() => world.count('analysis.completed', doc.documentId) === 1, 30_000, 'the job completed');
+    expect(chats()).toHaveLength(2);
+    // The second call waited for the lease to expire (the database's clock and ours are one machine's).
+    expect(chats()[1]!.receivedAt).toBeGreaterThanOrEqual(expiresAt - 50);
+    expect(world.count('analysis.started', doc.documentId)).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(world.count('analysis.completed', doc.documentId)).toBe(1);
+    const [row] = await queryRows<{ status: string; attempts: number }>(probe.fork(), 'select status, attempts from analyses where document_id = ?', [doc.documentId]);
+    expect(row).toEqual({ status: 'COMPLETED', attempts: 2 });
+  });
+});
