@@ -53,31 +53,20 @@
  *   DATABASE_URL, AMQP_URL (defaults: the local services).
  * Writes bench/results/deployed.json.
  */
-import { deleteNamespace } from '@tributary/core/events';
-import { dropDatabase } from '@tributary/core/db';
-import { brokerQueues, freePort, stopProcesses } from '@tributary/core/testing';
-import { runMain } from '@tributary/core/service';
-import { signToken } from '@tributary/gateway';
-import { createClient, type Client } from 'graphql-ws';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import type { Client } from 'graphql-ws';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
-import WebSocket from 'ws';
+import { cpuBetween, snapshot, type CpuFigures, type CpuSnapshot } from './cpu.ts';
+import { AMQP_URL, cleanupNamespace, DATABASE_URL, disposeAll, live, openClients, PROCESSES, ROOT, sleep, startSystem, stopChildren, within, type Mode, type RunningSystem, type Tree } from './system.ts';
 
 /** The last commit before the load work. */
 const DEFAULT_BASELINE = 'd31708b';
 
-const EMBEDDED_CHILD = 'BENCH_DEPLOYED_EMBEDDED_CHILD';
-const SERVICES = ['documents', 'jobs', 'analysis', 'insights'] as const;
-const PROCESSES = ['gateway', ...SERVICES] as const;
-const CLOCK_TICKS_PER_SECOND = 100; // getconf CLK_TCK on Linux x86-64
-const TICK_MS = 1000 / CLOCK_TICKS_PER_SECOND;
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const DEFAULT_NODE_FLAGS = ['--max-semi-space-size=64'];
 const UPLOAD = 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }';
 const JOB_COMPLETED = 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary } } } }';
 
@@ -95,389 +84,9 @@ function listEnv(name: string, fallback: string): string[] {
 }
 const flagEnv = (name: string, fallback: boolean) => (process.env[name] === undefined || process.env[name] === '' ? fallback : !['0', 'false', 'no', 'off'].includes(process.env[name]!.toLowerCase()));
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Resolve `promise`, or reject after `ms` (a bound on every wait the benchmark makes). */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 function percentile(sorted: readonly number[], p: number): number | null {
   if (sorted.length === 0) return null;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting from /proc
-
-interface ProcEntry {
-  ppid: number;
-  comm: string;
-  /** utime + stime + cutime + cstime, clock ticks: its own CPU and that of children it reaped. */
-  ticks: number;
-  /** utime + stime only. */
-  own: number;
-}
-
-function readProcs(): Map<number, ProcEntry> {
-  const procs = new Map<number, ProcEntry>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue; // exited between readdir and read
-    }
-    const close = stat.lastIndexOf(')');
-    // Fields after the command name (which may hold spaces and parentheses) start at state, field 3.
-    const fields = stat.slice(close + 2).split(' ');
-    const own = Number(fields[11]) + Number(fields[12]);
-    procs.set(Number(name), { ppid: Number(fields[1]), comm: stat.slice(stat.indexOf('(') + 1, close), own, ticks: own + Number(fields[13]) + Number(fields[14]) });
-  }
-  return procs;
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim();
-  } catch {
-    return '';
-  }
-}
-
-/** The pids in the trees rooted at `roots`, roots included. */
-function descendants(procs: Map<number, ProcEntry>, roots: readonly number[]): Set<number> {
-  const children = new Map<number, number[]>();
-  for (const [pid, p] of procs) children.set(p.ppid, [...(children.get(p.ppid) ?? []), pid]);
-  const out = new Set<number>();
-  const stack = roots.filter((pid) => procs.has(pid));
-  while (stack.length > 0) {
-    const pid = stack.pop()!;
-    if (out.has(pid)) continue;
-    out.add(pid);
-    stack.push(...(children.get(pid) ?? []));
-  }
-  return out;
-}
-
-/**
- * CPU of whole process trees: each live member's own time plus what it reaped from exited
- * children (cutime/cstime), so a PostgreSQL backend or a tsx esbuild helper that exits inside
- * the window still counts.
- */
-function treeTicks(procs: Map<number, ProcEntry>, roots: readonly number[]): number {
-  let sum = 0;
-  for (const pid of descendants(procs, roots)) sum += procs.get(pid)!.ticks;
-  return sum;
-}
-
-function postmasters(procs: Map<number, ProcEntry>): number[] {
-  return [...procs].filter(([, p]) => p.comm === 'postgres' && procs.get(p.ppid)?.comm !== 'postgres').map(([pid]) => pid);
-}
-
-function rabbitBrokers(procs: Map<number, ProcEntry>): number[] {
-  // Only the broker's VM: `rabbitmqctl` runs a beam.smp of its own for a moment.
-  return [...procs].filter(([pid, p]) => p.comm === 'beam.smp' && cmdline(pid).includes('rabbit boot')).map(([pid]) => pid);
-}
-
-/** Busy clock ticks of the whole machine (/proc/stat: user nice system irq softirq steal). */
-function machineBusyTicks(): number {
-  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return fields[0]! + fields[1]! + fields[2]! + fields[5]! + fields[6]! + fields[7]!;
-}
-
-/** PostgreSQL's own processes, which work for every database: the WAL, checkpoints, vacuum. */
-const PG_SHARED = /: (checkpointer|background writer|walwriter|autovacuum launcher|logical replication launcher|archiver|stats collector)\s*$/;
-
-interface CpuSnapshot {
-  at: number;
-  procs: Map<number, ProcEntry>;
-  /**
-   * Own ticks of the PostgreSQL processes that work for this run: backends and autovacuum workers
-   * whose command line names one of its databases, the shared background processes and the
-   * postmaster itself — not another client's backends on a shared server.
-   */
-  pgRun: Map<number, number>;
-  machine: number;
-  loadgen: NodeJS.CpuUsage;
-}
-
-function snapshot(namespace: string): CpuSnapshot {
-  const procs = readProcs();
-  const masters = new Set(postmasters(procs));
-  const pgRun = new Map<number, number>();
-  for (const [pid, p] of procs) {
-    if (p.comm !== 'postgres') continue;
-    const command = cmdline(pid);
-    if (masters.has(pid) || command.includes(`tributary_${namespace}_`) || PG_SHARED.test(command)) pgRun.set(pid, p.own);
-  }
-  return { at: performance.now(), procs, pgRun, machine: machineBusyTicks(), loadgen: process.cpuUsage() };
-}
-
-interface CpuFigures {
-  /**
-   * CPU ms in the window by process group: the services' process trees; `postgres`: the processes
-   * working for this run (see {@link CpuSnapshot.pgRun}); `rabbitmq`: the broker's whole tree.
-   */
-  ms: Record<string, number>;
-  /**
-   * Every PostgreSQL process, live and exited (the postmaster's reaped children), ms: equal to
-   * `ms.postgres` when nobody else uses the server, more when someone does.
-   */
-  postgresAllMs: number;
-  loadgenMs: number;
-  machineMs: number;
-  /** Machine CPU no group (nor the load generator) accounts for, ms: another user's work. */
-  otherMs: number;
-  windowMs: number;
-}
-
-function cpuBetween(a: CpuSnapshot, b: CpuSnapshot, pids: Record<string, number>): CpuFigures {
-  const ms: Record<string, number> = {};
-  const tree = (roots: (procs: Map<number, ProcEntry>) => number[]) => (treeTicks(b.procs, roots(b.procs)) - treeTicks(a.procs, roots(a.procs))) * TICK_MS;
-  for (const [name, pid] of Object.entries(pids)) ms[name] = tree(() => [pid]);
-  let pg = 0;
-  // A backend that opened inside the window counts from zero.
-  for (const [pid, ticks] of b.pgRun) pg += ticks - (a.pgRun.get(pid) ?? 0);
-  ms.postgres = pg * TICK_MS;
-  ms.rabbitmq = tree(rabbitBrokers);
-  const loadgen = process.cpuUsage(a.loadgen);
-  const loadgenMs = (loadgen.user + loadgen.system) / 1000;
-  const machineMs = (b.machine - a.machine) * TICK_MS;
-  const attributed = Object.values(ms).reduce((sum, v) => sum + v, 0) + loadgenMs;
-  return { ms, postgresAllMs: tree(postmasters), loadgenMs, machineMs, otherMs: Math.max(0, machineMs - attributed), windowMs: b.at - a.at };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes and clean-up
-
-/** Everything still to undo, so a failure or Ctrl-C leaves nothing behind. */
-const live = {
-  children: new Set<ChildProcess>(),
-  namespaces: new Set<string>(),
-  worktree: undefined as { dir: string; parent: string } | undefined,
-};
-
-interface ChildLog {
-  /** Warn/error lines by `level msg`, so an odd run says what went wrong. */
-  counts: Map<string, number>;
-  tail: string;
-  /** Set when the system is being stopped: shutdown lines are not counted. */
-  stopping: boolean;
-}
-
-function spawnService(name: string, cwd: string, args: string[], env: Record<string, string>, log: Map<string, ChildLog>): ChildProcess {
-  if (cwd === ROOT && (PROFILE.has(name) || PROFILE.has('all'))) {
-    const dir = fileURLToPath(new URL('./results/profiles/', import.meta.url));
-    mkdirSync(dir, { recursive: true });
-    // Default names: each thread (tsx runs its loader in a worker) writes a profile of its own.
-    args = ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`, ...args];
-  }
-  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  live.children.add(child);
-  child.once('exit', () => live.children.delete(child));
-  const entry: ChildLog = { counts: new Map(), tail: '', stopping: false };
-  log.set(name, entry);
-  const count = (key: string) => {
-    if (entry.counts.size < 100 || entry.counts.has(key)) entry.counts.set(key, (entry.counts.get(key) ?? 0) + 1);
-  };
-  const lines = (stream: NodeJS.ReadableStream) => {
-    let rest = '';
-    stream.on('data', (chunk: Buffer) => {
-      const text = rest + chunk.toString();
-      entry.tail = (entry.tail + chunk.toString()).slice(-4000);
-      const parts = text.split('\n');
-      rest = parts.pop()!.slice(-10_000);
-      for (const line of parts) {
-        if (!line.trim() || entry.stopping) continue;
-        try {
-          const parsed = JSON.parse(line) as { level?: unknown; msg?: unknown };
-          count(`${String(parsed.level)} ${String(parsed.msg).slice(0, 120)}`);
-        } catch {
-          count(`raw ${line.slice(0, 120)}`);
-        }
-      }
-    });
-  };
-  lines(child.stdout!);
-  lines(child.stderr!);
-  return child;
-}
-
-async function waitReady(url: string, child: ChildProcess, name: string, log: Map<string, ChildLog>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before ready: ${log.get(name)?.tail ?? ''}`);
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
-      await response.arrayBuffer();
-      if (response.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${name} not ready within ${timeoutMs} ms: ${log.get(name)?.tail ?? ''}`);
-    await sleep(200);
-  }
-}
-
-/** SIGTERM, then SIGKILL after 10 s; resolves with the children that needed the kill. */
-const stopChildren = async (children: readonly ChildProcess[]) => (await stopProcesses(children)).killed;
-
-async function cleanupNamespace(namespace: string): Promise<string[]> {
-  const problems: string[] = [];
-  try {
-    await within(
-      (async () => deleteNamespace(AMQP_URL, namespace, await brokerQueues(`${namespace}.`)))(),
-      60_000,
-      'delete RabbitMQ namespace',
-    );
-  } catch (error) {
-    problems.push(`namespace ${namespace}: ${(error as Error).message}`);
-  }
-  for (const service of SERVICES) {
-    try {
-      await within(dropDatabase(DATABASE_URL, databaseName(namespace, service)), 30_000, 'drop database');
-    } catch (error) {
-      problems.push(`database ${databaseName(namespace, service)}: ${(error as Error).message}`);
-    }
-  }
-  live.namespaces.delete(namespace);
-  return problems;
-}
-
-const databaseName = (namespace: string, service: string) => `tributary_${namespace}_${service}`;
-
-function databaseUrl(namespace: string, service: string): string {
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${databaseName(namespace, service)}`;
-  return url.toString();
-}
-
-/** Node flags of a package's start script (`tsx <flags> src/main.ts`): how it is deployed. */
-function startFlags(packageDir: string): string[] {
-  try {
-    const pkg = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
-    const start = pkg.scripts?.start;
-    if (start?.startsWith('tsx ')) return start.split(/\s+/).filter((arg) => arg.startsWith('--'));
-  } catch {
-    // no readable start script: the flags every service ships with today
-  }
-  return DEFAULT_NODE_FLAGS;
-}
-
-/** The children's environment: the caller's, minus what would change what is measured. */
-function baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (value === undefined || key === EMBEDDED_CHILD) continue;
-    // A model API key would put a remote model's latency in the figures; the rest would point the
-    // children at someone else's databases, queues, ports or token issuer.
-    if (/^(OPENAI_|AUTH_|NODE_OPTIONS$|PORT$|HOST$|TRIBUTARY_|INTERNAL_SIGNING_SECRET$)/.test(key) || /_URL$/.test(key)) continue;
-    env[key] = value;
-  }
-  return env;
-}
-
-interface RunningSystem {
-  httpUrl: string;
-  wsUrl: string;
-  /** Pid per process group measured (`gateway`, `documents`, … or `system`). */
-  pids: Record<string, number>;
-  namespace: string;
-  token: string;
-  log: Map<string, ChildLog>;
-  /** Children that died on their own while the system ran. */
-  exits: string[];
-  stop(): Promise<string[]>;
-}
-
-async function startSystem(tree: Tree, mode: Mode): Promise<RunningSystem> {
-  const namespace = `bench_${randomBytes(4).toString('hex')}`;
-  const authSecret = randomBytes(32).toString('base64url');
-  const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench', expiresIn: '12h' });
-  const common: Record<string, string> = {
-    ...baseEnv(),
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'warn',
-    TRIBUTARY_NAMESPACE: namespace,
-    AUTH_JWT_SECRET: authSecret,
-    INTERNAL_SIGNING_SECRET: randomBytes(32).toString('base64url'),
-    // One benchmark user uploads far more than a person would.
-    UPLOAD_RATE_LIMIT_PER_MINUTE: '100000000',
-  };
-  if (mode !== 'embedded') {
-    common.AMQP_URL = AMQP_URL;
-    for (const service of SERVICES) common[`${service.toUpperCase()}_DATABASE_URL`] = databaseUrl(namespace, service);
-    live.namespaces.add(namespace);
-  }
-  const log = new Map<string, ChildLog>();
-  const children: ChildProcess[] = [];
-  const exits: string[] = [];
-  let stopping = false;
-  const watch = (name: string, child: ChildProcess) => {
-    children.push(child);
-    child.once('exit', (code, signal) => {
-      if (!stopping) exits.push(`${name} exited (${code ?? signal}): ${log.get(name)?.tail.slice(-1500) ?? ''}`);
-    });
-  };
-  const stop = async () => {
-    stopping = true;
-    for (const entry of log.values()) entry.stopping = true;
-    const problems = (await stopChildren(children)).map((c) => `not stopped by SIGTERM within 10 s: ${c}`);
-    if (mode !== 'embedded') problems.push(...(await cleanupNamespace(namespace)));
-    return problems;
-  };
-  try {
-    const pids: Record<string, number> = {};
-    const startMs = START_TIMEOUT_S * 1000;
-    if (mode === 'processes') {
-      const urls: Record<string, string> = {};
-      await Promise.all(
-        SERVICES.map(async (service) => {
-          const port = await freePort();
-          const dir = join(tree.dir, 'subgraphs', service);
-          const child = spawnService(service, tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, PORT: String(port) }, log);
-          watch(service, child);
-          pids[service] = child.pid!;
-          urls[`${service.toUpperCase()}_URL`] = `http://127.0.0.1:${port}/graphql`;
-          await waitReady(`http://127.0.0.1:${port}/ready`, child, service, log, startMs);
-        }),
-      );
-      const port = await freePort();
-      const dir = join(tree.dir, 'gateway');
-      const child = spawnService('gateway', tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, ...urls, PORT: String(port) }, log);
-      watch('gateway', child);
-      pids.gateway = child.pid!;
-      await waitReady(`http://127.0.0.1:${port}/ready`, child, 'gateway', log, startMs);
-      // Ordered as reported.
-      const ordered = Object.fromEntries(PROCESSES.map((p) => [p, pids[p]!]));
-      return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
-    }
-    const port = await freePort();
-    const env: Record<string, string> = { ...common, PORT: String(port), [EMBEDDED_CHILD]: '1' };
-    if (mode === 'embedded') env.TRIBUTARY_DATA_DIR = 'memory://';
-    const child = spawnService('system', ROOT, [...startFlags(join(ROOT, 'gateway')), '--import', 'tsx', fileURLToPath(import.meta.url)], env, log);
-    watch('system', child);
-    pids.system = child.pid!;
-    await waitReady(`http://127.0.0.1:${port}/ready`, child, 'system', log, startMs);
-    return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids, namespace, token, log, exits, stop };
-  } catch (error) {
-    const problems = await stop();
-    if (problems.length > 0) console.error(problems.join('\n'));
-    throw error;
-  }
-}
-
-/** Embedded modes' child: the whole system in this one process, as `pnpm dev` starts it. */
-async function embeddedChild(): Promise<void> {
-  const { startEmbedded } = await import('@tributary/gateway/embedded');
-  await runMain('embedded', () => startEmbedded({ env: process.env, port: Number(process.env.PORT) }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,47 +138,6 @@ interface Pending {
   settled: boolean;
 }
 
-async function openClients(wsUrl: string, token: string, count: number): Promise<Client[]> {
-  const clients: Client[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const client = createClient({
-        url: wsUrl,
-        webSocketImpl: WebSocket,
-        // Not lazy: a lazy client closes its socket whenever no subscription is active, and a
-        // subscription started during that close is completed unanswered.
-        lazy: false,
-        retryAttempts: 0,
-        connectionParams: { authorization: `Bearer ${token}` },
-      });
-      clients.push(client);
-      await within(
-        new Promise<void>((resolve, reject) => {
-          const offConnected = client.on('connected', () => {
-            offConnected();
-            offClosed();
-            resolve();
-          });
-          const offClosed = client.on('closed', (event) => {
-            offConnected();
-            offClosed();
-            reject(new Error(`graphql-ws socket closed before connecting: ${(event as { code?: number }).code}`));
-          });
-        }),
-        10_000,
-        'graphql-ws connect',
-      );
-    }
-    return clients;
-  } catch (error) {
-    await disposeAll(clients);
-    throw error;
-  }
-}
-
-async function disposeAll(clients: readonly Client[]): Promise<void> {
-  await Promise.all(clients.map((c) => within(Promise.resolve(c.dispose()), 5_000, 'graphql-ws dispose').catch(() => {})));
-}
 
 const codesOf = (errors: unknown): string[] =>
   Array.isArray(errors) ? errors.map((e) => String((e as { extensions?: { code?: unknown } }).extensions?.code ?? 'NO_CODE')) : [];
@@ -713,14 +281,6 @@ async function runLoad(system: RunningSystem, rate: number, seconds: number, onW
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-type Mode = 'processes' | 'embedded' | 'embedded-real';
-interface Tree {
-  name: 'current' | 'baseline';
-  dir: string;
-  commit: string;
-  /** Files with uncommitted changes (the current tree is benchmarked as it is on disk). */
-  changedFiles: number;
-}
 
 interface RunResult extends LoadFigures {
   tree: Tree['name'];
@@ -754,7 +314,7 @@ function passes(r: LoadFigures): boolean {
 }
 
 async function runOne(tree: Tree, mode: Mode, rate: number): Promise<RunResult> {
-  const system = await startSystem(tree, mode);
+  const system = await startSystem(tree, mode, { profile: PROFILE, startTimeoutS: START_TIMEOUT_S });
   let figures: LoadFigures | undefined;
   let cpu: CpuFigures | undefined;
   let idle: CpuFigures | undefined;
@@ -934,8 +494,6 @@ function capacityOf(rows: (RunResult | Skipped)[]): Capacity {
 // ---------------------------------------------------------------------------------------------
 // Main
 
-const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const RATES = [...new Set(listEnv('BENCH_RATES', '10,20,30,40,60,80,100').map(Number))].sort((a, b) => a - b);
 const SECONDS = numberEnv('BENCH_SECONDS', 15, 0.1);
 const CAPACITY_P99_MS = numberEnv('BENCH_CAPACITY_P99_MS', 1000, 1);
@@ -1166,9 +724,7 @@ function combosOf(trees: readonly Tree[]): { tree: Tree; mode: Mode }[] {
   return combos;
 }
 
-if (process.env[EMBEDDED_CHILD] === '1') {
-  await embeddedChild();
-} else {
+{
   process.on('uncaughtException', (error) => {
     console.error(error);
     cleanupAll().finally(() => process.exit(1));

@@ -45,6 +45,8 @@ export interface OpenAITestServer {
   inject(fault: Fault, options?: { times?: number; endpoint?: Endpoint }): void;
   /** Drops every rule not yet used up. */
   clearFaults(): void;
+  /** Chat completions being answered now, the most at once so far, and those refused by `maxConcurrent`. */
+  chatStats(): { inFlight: number; maxInFlight: number; refused: number };
   close(): Promise<void>;
 }
 
@@ -53,6 +55,13 @@ export interface OpenAITestServerOptions {
   apiKey?: string;
   /** Embedding length when a request names no `dimensions`. Default 256. */
   dimensions?: number;
+  /** Every chat completion is answered this late, ms (a model's think time). Default 0. */
+  latencyMs?: number;
+  /**
+   * At most this many chat completions in progress at once; one more is refused at once with a
+   * 429 and `Retry-After: 1`, as a provider's concurrency limit does. Default: no limit.
+   */
+  maxConcurrent?: number;
 }
 
 interface Rule {
@@ -76,6 +85,7 @@ export async function startOpenAITestServer(options: OpenAITestServerOptions = {
   const requests: LoggedRequest[] = [];
   let rules: Rule[] = [];
   let counter = 0;
+  const chats = { inFlight: 0, maxInFlight: 0, refused: 0 };
 
   const takeFault = (endpoint: Endpoint): Fault | undefined => {
     const rule = rules.find((r) => r.endpoint === undefined || r.endpoint === endpoint);
@@ -125,6 +135,23 @@ export async function startOpenAITestServer(options: OpenAITestServerOptions = {
     }
     if (typeof body !== 'object' || body === null) return reply(400, errorBody('The body is not valid JSON.', 'invalid_request_error'));
 
+    if (endpoint === 'chat' && options.maxConcurrent !== undefined && chats.inFlight >= options.maxConcurrent) {
+      chats.refused += 1;
+      return reply(429, errorBody(`Concurrency limit of ${options.maxConcurrent} requests reached.`, 'requests', 'rate_limit_exceeded'), { 'retry-after': '1' });
+    }
+    if (endpoint !== 'chat') return answer(req, res, entry, endpoint, body, reply);
+    chats.inFlight += 1;
+    chats.maxInFlight = Math.max(chats.maxInFlight, chats.inFlight);
+    try {
+      if (options.latencyMs) await waitUnlessGone(res, options.latencyMs);
+      if (res.destroyed || res.writableEnded) return;
+      await answer(req, res, entry, endpoint, body, reply);
+    } finally {
+      chats.inFlight -= 1;
+    }
+  }
+
+  async function answer(req: IncomingMessage, res: ServerResponse, entry: LoggedRequest, endpoint: Endpoint, body: Json, reply: (status: number, payload: Json, headers?: Record<string, string>) => void): Promise<void> {
     const fault = takeFault(endpoint);
     entry.fault = fault?.type;
     if (fault?.type === 'disconnect') {
@@ -137,14 +164,7 @@ export async function startOpenAITestServer(options: OpenAITestServerOptions = {
       return reply(fault.status, errorBody(fault.message ?? `Injected ${fault.status}`, type, fault.status === 429 ? 'rate_limit_exceeded' : null), headers);
     }
     if (fault?.type === 'delay') {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, fault.ms);
-        // The client timed out and left: stop waiting, there is no one to answer.
-        res.once('close', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await waitUnlessGone(res, fault.ms);
       if (res.destroyed || res.writableEnded) return;
     }
 
@@ -224,11 +244,23 @@ export async function startOpenAITestServer(options: OpenAITestServerOptions = {
     clearFaults() {
       rules = [];
     },
+    chatStats: () => ({ ...chats }),
     close() {
       server.closeAllConnections();
       return new Promise((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));
     },
   };
+}
+
+/** Wait `ms`, or less if the client leaves first (it timed out: there is no one to answer). */
+function waitUnlessGone(res: ServerResponse, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    res.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 function readBody(req: IncomingMessage): Promise<string> {

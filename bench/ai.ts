@@ -1,0 +1,208 @@
+/**
+ * `pnpm bench:ai`: the AI stage at the model's speed. The repo's OpenAI-compatible test server
+ * plays a provider whose every chat completion takes L ms and which refuses (429, Retry-After)
+ * any call above C at once; N documents are uploaded through the gateway at once, each with a
+ * `jobCompleted` subscription, and the benchmark prints documents/s next to the physical limit
+ * C / L (no process can finish more than C calls per L), and their ratio. Per mode: the system
+ * as deployed (five processes on PostgreSQL and RabbitMQ, one analysis process) and embedded
+ * (`pnpm dev`: one process, PGlite, the in-memory bus). The analysis processes run with
+ * ANALYSIS_CONCURRENCY = C unless told otherwise. A benchmark, not a test: it asserts nothing.
+ *
+ * Env: BENCH_AI_DOCS (N, default 500), BENCH_AI_LATENCY_MS (L, default 2000), BENCH_AI_CAP (C,
+ * default 64), BENCH_AI_CONCURRENCY (ANALYSIS_CONCURRENCY, default C), BENCH_AI_MODES (default
+ * "processes,embedded"), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
+ * DATABASE_URL, AMQP_URL (defaults: the local services). Writes bench/results/ai.json.
+ */
+import { startOpenAITestServer } from '@tributary/ai/testing';
+import type { Client } from 'graphql-ws';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
+import { cpuBetween, snapshot, type CpuSnapshot } from './cpu.ts';
+import { cleanupNamespace, disposeAll, live, openClients, ROOT, startSystem, stopChildren, within, type Mode, type RunningSystem } from './system.ts';
+
+const number = (name: string, fallback: number) => {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${JSON.stringify(raw)}`);
+  return value;
+};
+const DOCS = Math.round(number('BENCH_AI_DOCS', 500));
+const LATENCY_MS = number('BENCH_AI_LATENCY_MS', 2000);
+const CAP = Math.round(number('BENCH_AI_CAP', 64));
+const CONCURRENCY = Math.round(number('BENCH_AI_CONCURRENCY', CAP));
+const TIMEOUT_S = number('BENCH_AI_TIMEOUT_S', 600);
+const WS_CLIENTS = Math.round(number('BENCH_WS_CLIENTS', 8));
+const MODES = (process.env.BENCH_AI_MODES || 'processes,embedded').split(',').map((m) => m.trim()) as Mode[];
+for (const mode of MODES) if (mode !== 'processes' && mode !== 'embedded') throw new Error(`BENCH_AI_MODES: unknown mode ${mode} (processes, embedded)`);
+const API_KEY = 'sk-bench';
+
+const UPLOAD = 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }';
+const JOB_COMPLETED = 'subscription($id: ID!) { jobCompleted(jobId: $id) { status error { code } document { analysis { provider } } } }';
+
+interface ModeResult {
+  mode: Mode;
+  docs: number;
+  accepted: number;
+  completed: number;
+  failed: number;
+  errors: Record<string, number>;
+  seconds: number;
+  docsPerSecond: number;
+  limit: number;
+  ratio: number;
+  chatCalls: number;
+  maxInFlight: number;
+  refused: number;
+  /** CPU ms per completed document by process group (the bench process includes the test server). */
+  cpuPerDocMs: Record<string, number>;
+  /** From the first upload's start, s: the last upload answered, the first and last chat call received, the last jobCompleted. */
+  timeline: { uploadsDone: number; firstCall: number | null; lastCall: number | null; lastCompleted: number };
+  /** Chat calls received in each second from the first upload's start. */
+  callsPerSecond: number[];
+}
+
+/** A distinct text per document: the response cache must not answer any of them. */
+const text = (n: number) =>
+  `Report ${n} (${randomBytes(6).toString('hex')}): revenue grew in every region while support costs fell. ` +
+  'The team shipped the new onboarding flow, and churn among new customers dropped for the third quarter running.';
+
+async function runMode(mode: Mode): Promise<ModeResult> {
+  const server = await startOpenAITestServer({ apiKey: API_KEY, latencyMs: LATENCY_MS, maxConcurrent: CAP });
+  let system: RunningSystem | undefined;
+  let clients: Client[] = [];
+  const dispatcher = new Agent({ connections: 256, keepAliveTimeout: 30_000 });
+  try {
+    system = await startSystem({ name: 'current', dir: ROOT, commit: 'HEAD', changedFiles: 0 }, mode, {
+      env: { OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'bench-model', ANALYSIS_CONCURRENCY: String(CONCURRENCY), ...(mode === 'embedded' ? { TRIBUTARY_DATA_DIR: 'memory://' } : {}) },
+    });
+    const running = system;
+    clients = await openClients(running.wsUrl, running.token, WS_CLIENTS);
+    const errors: Record<string, number> = {};
+    const count = (code: string) => (errors[code] = (errors[code] ?? 0) + 1);
+    let accepted = 0;
+    let failed = 0;
+    let completed = 0;
+    const before: CpuSnapshot = snapshot(running.namespace);
+    const started = performance.now();
+    const startedAt = Date.now();
+    let last = started;
+    let uploadsDone = started;
+    await within(
+      Promise.all(
+        Array.from({ length: DOCS }, async (_, n) => {
+          const response = await request(running.httpUrl, {
+            method: 'POST',
+            dispatcher,
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${running.token}` },
+            body: JSON.stringify({ query: UPLOAD, variables: { input: { title: `Report ${n}`, content: text(n) } } }),
+          }).then((r) => r.body.json() as Promise<{ data?: { uploadDocument: { job: { id: string } } }; errors?: { extensions?: { code?: string } }[] }>);
+          uploadsDone = Math.max(uploadsDone, performance.now());
+          const id = response.data?.uploadDocument.job.id;
+          if (!id) return void count(response.errors?.[0]?.extensions?.code ?? 'UPLOAD_FAILED');
+          accepted++;
+          const message = await new Promise<{ status: string; error: { code: string } | null } | undefined>((resolve) => {
+            let got: { status: string; error: { code: string } | null } | undefined;
+            clients[n % clients.length]!.subscribe<{ jobCompleted: { status: string; error: { code: string } | null } }>(
+              { query: JOB_COMPLETED, variables: { id } },
+              {
+                next: (m) => {
+                  if (m.errors) count(String(m.errors[0]?.extensions?.code ?? 'SUBSCRIPTION_ERROR'));
+                  got ??= m.data?.jobCompleted;
+                },
+                error: () => resolve(got ?? (count('NETWORK'), undefined)),
+                complete: () => resolve(got),
+              },
+            );
+          });
+          last = Math.max(last, performance.now());
+          if (message?.status === 'COMPLETED') completed++;
+          else if (message) {
+            failed++;
+            count(message.error?.code ?? message.status);
+          }
+        }),
+      ),
+      TIMEOUT_S * 1000,
+      `${mode}: ${DOCS} documents`,
+    );
+    const seconds = (last - started) / 1000;
+    const cpu = cpuBetween(before, snapshot(running.namespace), running.pids);
+    const cpuPerDocMs: Record<string, number> = {};
+    for (const [name, ms] of Object.entries({ ...cpu.ms, bench: cpu.loadgenMs })) cpuPerDocMs[name] = ms / Math.max(1, completed);
+    cpuPerDocMs.total = Object.values(cpuPerDocMs).reduce((sum, v) => sum + v, 0);
+    const stats = server.chatStats();
+    const limit = CAP / (LATENCY_MS / 1000);
+    const docsPerSecond = completed / seconds;
+    const calls = server.requests.filter((r) => r.endpoint === 'chat').map((r) => (r.receivedAt - startedAt) / 1000);
+    return {
+      mode,
+      docs: DOCS,
+      accepted,
+      completed,
+      failed,
+      errors,
+      seconds,
+      docsPerSecond,
+      limit,
+      ratio: docsPerSecond / limit,
+      chatCalls: calls.length,
+      maxInFlight: stats.maxInFlight,
+      refused: stats.refused,
+      cpuPerDocMs,
+      callsPerSecond: calls.reduce<number[]>((buckets, t) => {
+        const i = Math.floor(t);
+        while (buckets.length <= i) buckets.push(0);
+        buckets[i]! += 1;
+        return buckets;
+      }, []),
+      timeline: { uploadsDone: (uploadsDone - started) / 1000, firstCall: calls.length ? Math.min(...calls) : null, lastCall: calls.length ? Math.max(...calls) : null, lastCompleted: seconds },
+    };
+  } finally {
+    await disposeAll(clients);
+    await dispatcher.close();
+    const problems = (await system?.stop()) ?? [];
+    if (problems.length > 0) console.error(problems.join('\n'));
+    await server.close();
+  }
+}
+
+async function main(): Promise<void> {
+  console.log(`AI benchmark: ${DOCS} documents at once through the gateway; the provider answers each chat completion after ${LATENCY_MS} ms and refuses calls above ${CAP} at once; ANALYSIS_CONCURRENCY=${CONCURRENCY}`);
+  console.log(`physical limit C / L = ${CAP} / ${LATENCY_MS / 1000} s = ${(CAP / (LATENCY_MS / 1000)).toFixed(1)} docs/s per analysis process`);
+  const results: ModeResult[] = [];
+  for (const mode of MODES) {
+    const r = await runMode(mode);
+    results.push(r);
+    const errors = Object.entries(r.errors).map(([code, n]) => `${code} ${n}`).join(', ') || 'none';
+    console.log(
+      `${mode.padEnd(10)} ${r.completed}/${r.docs} completed in ${r.seconds.toFixed(1)} s: ${r.docsPerSecond.toFixed(1)} docs/s = ${r.ratio.toFixed(2)} × the limit; ` +
+        `chat calls ${r.chatCalls}, at most ${r.maxInFlight} in flight, ${r.refused} refused (429); failed ${r.failed}; errors: ${errors}`,
+    );
+    const t = r.timeline;
+    console.log(`${''.padEnd(10)} CPU ms per document: ${Object.entries(r.cpuPerDocMs).map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`);
+    console.log(`${''.padEnd(10)} chat calls per second: ${r.callsPerSecond.join(' ')}`);
+    console.log(`${''.padEnd(10)} uploads answered by ${t.uploadsDone.toFixed(1)} s; chat calls received from ${t.firstCall?.toFixed(1) ?? '—'} s to ${t.lastCall?.toFixed(1) ?? '—'} s; last jobCompleted at ${t.lastCompleted.toFixed(1)} s`);
+  }
+  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
+  const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+  writeFileSync(new URL('./results/ai.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), commit, docs: DOCS, latencyMs: LATENCY_MS, cap: CAP, concurrency: CONCURRENCY, results }, null, 2));
+  console.log('wrote bench/results/ai.json');
+}
+
+process.on('uncaughtException', (error) => {
+  console.error(error);
+  void (async () => {
+    await stopChildren([...live.children]);
+    for (const namespace of [...live.namespaces]) await cleanupNamespace(namespace);
+  })().finally(() => process.exit(1));
+});
+try {
+  await main();
+} catch (error) {
+  console.error(error);
+  process.exitCode = 1;
+}
+// Whatever a library left open (sockets, timers) must not keep the benchmark alive.
+process.exit(process.exitCode ?? 0);
