@@ -9,8 +9,10 @@
  * ANALYSIS_CONCURRENCY = C unless told otherwise. A benchmark, not a test: it asserts nothing.
  *
  * Env: BENCH_AI_DOCS (N, default 500), BENCH_AI_LATENCY_MS (L, default 2000), BENCH_AI_CAP (C,
- * default 64), BENCH_AI_CONCURRENCY (ANALYSIS_CONCURRENCY, default C), BENCH_AI_MODES (default
+ * default 64), BENCH_AI_CONCURRENCY (ANALYSIS_CONCURRENCY, default C), BENCH_AI_WARMUP (documents
+ * analysed first, not counted: JIT, connection pools; default 20, 0 for none), BENCH_AI_MODES (default
  * "processes,embedded"), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
+ * BENCH_PROFILE (processes to run under --cpu-prof, as in bench:deployed; profiles in bench/results/profiles/),
  * DATABASE_URL, AMQP_URL (defaults: the local services). Writes bench/results/ai.json.
  */
 import { startOpenAITestServer } from '@tributary/ai/testing';
@@ -34,6 +36,8 @@ const CAP = Math.round(number('BENCH_AI_CAP', 64));
 const CONCURRENCY = Math.round(number('BENCH_AI_CONCURRENCY', CAP));
 const TIMEOUT_S = number('BENCH_AI_TIMEOUT_S', 600);
 const WS_CLIENTS = Math.round(number('BENCH_WS_CLIENTS', 8));
+const WARMUP = Math.round(Number(process.env.BENCH_AI_WARMUP ?? 20));
+const PROFILE = new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean));
 const MODES = (process.env.BENCH_AI_MODES || 'processes,embedded').split(',').map((m) => m.trim()) as Mode[];
 for (const mode of MODES) if (mode !== 'processes' && mode !== 'embedded') throw new Error(`BENCH_AI_MODES: unknown mode ${mode} (processes, embedded)`);
 const API_KEY = 'sk-bench';
@@ -49,6 +53,7 @@ interface ModeResult {
   failed: number;
   errors: Record<string, number>;
   seconds: number;
+  /** Completed documents over the whole run: first upload's start to last jobCompleted. */
   docsPerSecond: number;
   limit: number;
   ratio: number;
@@ -59,6 +64,8 @@ interface ModeResult {
   cpuPerDocMs: Record<string, number>;
   /** From the first upload's start, s: the last upload answered, the first and last chat call received, the last jobCompleted. */
   timeline: { uploadsDone: number; firstCall: number | null; lastCall: number | null; lastCompleted: number };
+  /** Warn/error log lines of every process, counted by message. */
+  logs: Record<string, Record<string, number>>;
   /** Chat calls received in each second from the first upload's start. */
   callsPerSecond: number[];
 }
@@ -68,6 +75,57 @@ const text = (n: number) =>
   `Report ${n} (${randomBytes(6).toString('hex')}): revenue grew in every region while support costs fell. ` +
   'The team shipped the new onboarding flow, and churn among new customers dropped for the third quarter running.';
 
+/** Upload `documents` documents at once, each with its jobCompleted subscription; resolves when every one has its message. */
+async function burst(running: RunningSystem, clients: Client[], dispatcher: Agent, documents: number, label: string) {
+  const errors: Record<string, number> = {};
+  const count = (code: string) => (errors[code] = (errors[code] ?? 0) + 1);
+  let accepted = 0;
+  let failed = 0;
+  let completed = 0;
+  const started = performance.now();
+  let last = started;
+  let uploadsDone = started;
+  await within(
+    Promise.all(
+      Array.from({ length: documents }, async (_, n) => {
+        const response = await request(running.httpUrl, {
+          method: 'POST',
+          dispatcher,
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${running.token}` },
+          body: JSON.stringify({ query: UPLOAD, variables: { input: { title: `Report ${n}`, content: text(n) } } }),
+        }).then((r) => r.body.json() as Promise<{ data?: { uploadDocument: { job: { id: string } } }; errors?: { extensions?: { code?: string } }[] }>);
+        uploadsDone = Math.max(uploadsDone, performance.now());
+        const id = response.data?.uploadDocument.job.id;
+        if (!id) return void count(response.errors?.[0]?.extensions?.code ?? 'UPLOAD_FAILED');
+        accepted++;
+        const message = await new Promise<{ status: string; error: { code: string } | null } | undefined>((resolve) => {
+          let got: { status: string; error: { code: string } | null } | undefined;
+          clients[n % clients.length]!.subscribe<{ jobCompleted: { status: string; error: { code: string } | null } }>(
+            { query: JOB_COMPLETED, variables: { id } },
+            {
+              next: (m) => {
+                if (m.errors) count(String(m.errors[0]?.extensions?.code ?? 'SUBSCRIPTION_ERROR'));
+                got ??= m.data?.jobCompleted;
+              },
+              error: () => resolve(got ?? (count('NETWORK'), undefined)),
+              complete: () => resolve(got),
+            },
+          );
+        });
+        last = Math.max(last, performance.now());
+        if (message?.status === 'COMPLETED') completed++;
+        else if (message) {
+          failed++;
+          count(message.error?.code ?? message.status);
+        }
+      }),
+    ),
+    TIMEOUT_S * 1000,
+    `${label}: ${documents} documents`,
+  );
+  return { started, last, uploadsDone, accepted, completed, failed, errors };
+}
+
 async function runMode(mode: Mode): Promise<ModeResult> {
   const server = await startOpenAITestServer({ apiKey: API_KEY, latencyMs: LATENCY_MS, maxConcurrent: CAP });
   let system: RunningSystem | undefined;
@@ -75,58 +133,17 @@ async function runMode(mode: Mode): Promise<ModeResult> {
   const dispatcher = new Agent({ connections: 256, keepAliveTimeout: 30_000 });
   try {
     system = await startSystem({ name: 'current', dir: ROOT, commit: 'HEAD', changedFiles: 0 }, mode, {
+      profile: PROFILE,
       env: { OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'bench-model', ANALYSIS_CONCURRENCY: String(CONCURRENCY), ...(mode === 'embedded' ? { TRIBUTARY_DATA_DIR: 'memory://' } : {}) },
     });
     const running = system;
     clients = await openClients(running.wsUrl, running.token, WS_CLIENTS);
-    const errors: Record<string, number> = {};
-    const count = (code: string) => (errors[code] = (errors[code] ?? 0) + 1);
-    let accepted = 0;
-    let failed = 0;
-    let completed = 0;
+    if (WARMUP > 0) await burst(running, clients, dispatcher, WARMUP, 'warm-up');
+    server.resetChatStats();
+    const firstRequest = server.requests.length;
     const before: CpuSnapshot = snapshot(running.namespace);
-    const started = performance.now();
     const startedAt = Date.now();
-    let last = started;
-    let uploadsDone = started;
-    await within(
-      Promise.all(
-        Array.from({ length: DOCS }, async (_, n) => {
-          const response = await request(running.httpUrl, {
-            method: 'POST',
-            dispatcher,
-            headers: { 'content-type': 'application/json', authorization: `Bearer ${running.token}` },
-            body: JSON.stringify({ query: UPLOAD, variables: { input: { title: `Report ${n}`, content: text(n) } } }),
-          }).then((r) => r.body.json() as Promise<{ data?: { uploadDocument: { job: { id: string } } }; errors?: { extensions?: { code?: string } }[] }>);
-          uploadsDone = Math.max(uploadsDone, performance.now());
-          const id = response.data?.uploadDocument.job.id;
-          if (!id) return void count(response.errors?.[0]?.extensions?.code ?? 'UPLOAD_FAILED');
-          accepted++;
-          const message = await new Promise<{ status: string; error: { code: string } | null } | undefined>((resolve) => {
-            let got: { status: string; error: { code: string } | null } | undefined;
-            clients[n % clients.length]!.subscribe<{ jobCompleted: { status: string; error: { code: string } | null } }>(
-              { query: JOB_COMPLETED, variables: { id } },
-              {
-                next: (m) => {
-                  if (m.errors) count(String(m.errors[0]?.extensions?.code ?? 'SUBSCRIPTION_ERROR'));
-                  got ??= m.data?.jobCompleted;
-                },
-                error: () => resolve(got ?? (count('NETWORK'), undefined)),
-                complete: () => resolve(got),
-              },
-            );
-          });
-          last = Math.max(last, performance.now());
-          if (message?.status === 'COMPLETED') completed++;
-          else if (message) {
-            failed++;
-            count(message.error?.code ?? message.status);
-          }
-        }),
-      ),
-      TIMEOUT_S * 1000,
-      `${mode}: ${DOCS} documents`,
-    );
+    const { started, last, uploadsDone, accepted, completed, failed, errors } = await burst(running, clients, dispatcher, DOCS, mode);
     const seconds = (last - started) / 1000;
     const cpu = cpuBetween(before, snapshot(running.namespace), running.pids);
     const cpuPerDocMs: Record<string, number> = {};
@@ -135,7 +152,8 @@ async function runMode(mode: Mode): Promise<ModeResult> {
     const stats = server.chatStats();
     const limit = CAP / (LATENCY_MS / 1000);
     const docsPerSecond = completed / seconds;
-    const calls = server.requests.filter((r) => r.endpoint === 'chat').map((r) => (r.receivedAt - startedAt) / 1000);
+
+    const calls = server.requests.slice(firstRequest).filter((r) => r.endpoint === 'chat').map((r) => (r.receivedAt - startedAt) / 1000);
     return {
       mode,
       docs: DOCS,
@@ -151,6 +169,7 @@ async function runMode(mode: Mode): Promise<ModeResult> {
       maxInFlight: stats.maxInFlight,
       refused: stats.refused,
       cpuPerDocMs,
+      logs: Object.fromEntries([...running.log].filter(([, entry]) => entry.counts.size > 0).map(([name, entry]) => [name, Object.fromEntries(entry.counts)])),
       callsPerSecond: calls.reduce<number[]>((buckets, t) => {
         const i = Math.floor(t);
         while (buckets.length <= i) buckets.push(0);
@@ -180,6 +199,7 @@ async function main(): Promise<void> {
       `${mode.padEnd(10)} ${r.completed}/${r.docs} completed in ${r.seconds.toFixed(1)} s: ${r.docsPerSecond.toFixed(1)} docs/s = ${r.ratio.toFixed(2)} × the limit; ` +
         `chat calls ${r.chatCalls}, at most ${r.maxInFlight} in flight, ${r.refused} refused (429); failed ${r.failed}; errors: ${errors}`,
     );
+    for (const [name, counts] of Object.entries(r.logs)) console.log(`${''.padEnd(10)} ${name} logged: ${Object.entries(counts).map(([line, n]) => `${n}× ${line}`).join('; ')}`);
     const t = r.timeline;
     console.log(`${''.padEnd(10)} CPU ms per document: ${Object.entries(r.cpuPerDocMs).map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`);
     console.log(`${''.padEnd(10)} chat calls per second: ${r.callsPerSecond.join(' ')}`);

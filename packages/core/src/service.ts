@@ -44,6 +44,8 @@ export interface ServiceDeps<C extends SubgraphConfig = SubgraphConfig> {
   transport: Transport;
   logger: Logger;
   config: C;
+  /** The environment the config was read from, for settings named at run time (e.g. `AI_<NAME>_MODEL`). */
+  env: Readonly<Record<string, string | undefined>>;
 }
 
 export type ConsumerDefinition = Omit<EventConsumerOptions, 'db' | 'transport' | 'logger' | 'service'>;
@@ -99,7 +101,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   });
   const sharedTransport = options.transport;
   const transport = sharedTransport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.${process.pid}`);
-  const deps: ServiceDeps<C> = { db, transport, logger, config };
+  const deps: ServiceDeps<C> = { db, transport, logger, config, env };
   initTracing({ serviceName: definition.name, endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   const relay = new OutboxRelay({ service: definition.name, db, transport, logger });
   const unwatch = watchOutbox(definition.name, db);

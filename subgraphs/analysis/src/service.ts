@@ -264,21 +264,26 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
     migrations: [...migrations, ...aiMigrations],
     configSchema,
     defaultPort: 4003,
-    consumers: ({ config, logger, db }) => {
+    consumers: ({ config, env, logger, db }) => {
       if (!aiMetricsExported) {
         aiMetricsExported = true;
         exportAiMetrics();
       }
-      const analyzer = options.analyzer ?? createAnalyzerFromEnv(config, { db, logger });
-      const embedder = options.embedder ?? createEmbedderFromEnv(config, { logger });
+      // Providers and their settings are named at run time (AI_PROVIDERS): read from the environment.
+      const ai = { ...env, ...config };
+      const analyzer = options.analyzer ?? createAnalyzerFromEnv(ai, { db, logger, callConcurrency: config.ANALYSIS_CONCURRENCY });
+      const embedder = options.embedder ?? createEmbedderFromEnv(ai, { logger });
       return [
         {
           name: 'document-uploaded',
           types: ['document.uploaded'],
           stagedHandler: analyzeDocument(analyzer, embedder, config.ANALYSIS_LEASE_MS),
-          concurrency: config.ANALYSIS_CONCURRENCY,
-          // Room for deliveries waiting out another worker's lease beside those being analysed.
-          prefetch: config.ANALYSIS_CONCURRENCY * 2,
+          // Twice the model calls: while ANALYSIS_CONCURRENCY calls run, as many documents are
+          // claimed and waiting for a call slot, so a slot that frees is taken at once, not after
+          // the next claim's round trips.
+          concurrency: config.ANALYSIS_CONCURRENCY * 2,
+          // And room for deliveries waiting out another worker's lease.
+          prefetch: config.ANALYSIS_CONCURRENCY * 4,
           maxAttempts: config.ANALYSIS_MAX_ATTEMPTS,
           retryDelaysMs: config.ANALYSIS_RETRY_DELAYS_MS,
         },

@@ -47,6 +47,8 @@ export interface OpenAITestServer {
   clearFaults(): void;
   /** Chat completions being answered now, the most at once so far, and those refused by `maxConcurrent`. */
   chatStats(): { inFlight: number; maxInFlight: number; refused: number };
+  /** Starts `maxInFlight` and `refused` over (e.g. after a warm-up). */
+  resetChatStats(): void;
   close(): Promise<void>;
 }
 
@@ -245,6 +247,10 @@ export async function startOpenAITestServer(options: OpenAITestServerOptions = {
       rules = [];
     },
     chatStats: () => ({ ...chats }),
+    resetChatStats() {
+      chats.maxInFlight = chats.inFlight;
+      chats.refused = 0;
+    },
     close() {
       server.closeAllConnections();
       return new Promise((resolve, reject) => server.close((error) => (error ? reject(error) : resolve())));

@@ -55,7 +55,9 @@ export interface StagedHandlerContext {
 
 /**
  * Handles one event whose work is too long to hold a transaction (a model call): it runs with
- * no transaction open and commits its effects itself through the context. Returning
+ * no transaction open and commits its effects itself through the context. It also sees an event
+ * redelivered after it settled (its ack was lost): its first transaction should find the work
+ * done and return, as `settle` would answer `'duplicate'` anyway. Returning
  * `{ retryInMs }` hands the delivery back for later without counting an attempt (the work is
  * someone else's for now, e.g. under a live lease); the delivery stays unacked meanwhile, so
  * a crash loses nothing. A throw goes through the retry tiers as with the other handlers.
@@ -319,19 +321,14 @@ export class EventConsumer {
   }
 
   /**
-   * A staged handler's event: skipped if the inbox has it (a redelivery after the effect
-   * committed), else handled with no transaction open; acked once the handler returns, handed
-   * back later if it asks, failed as {@link processOne} does if it throws.
+   * A staged handler's event, handled with no transaction open; acked once the handler returns,
+   * handed back later if it asks, failed as {@link processOne} does if it throws. No inbox
+   * lookup first (a statement per event on the hot path): the handler's own first transaction
+   * finds work a redelivered event already did, and `settle` refuses a second effect.
    */
   private async processStaged(item: Item): Promise<void> {
     const { delivery, event } = item;
     const { db, service } = this.options;
-    const [seen] = await queryRows(db.fork(), 'select 1 as seen from tributary_inbox where consumer = ? and event_id = ?', [this.consumerKey, event.id]);
-    if (seen) {
-      metrics.eventsConsumed.inc({ ...this.labels, type: event.type, outcome: 'duplicate' });
-      await delivery.ack();
-      return;
-    }
     const transactionContext = (em: EntityManager): TransactionContext => ({ em, publish: (events) => publish(em, service, events).then(() => undefined) });
     let outcome: 'settled' | 'declined' | 'duplicate' | undefined;
     const context: StagedHandlerContext = {

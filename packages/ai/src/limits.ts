@@ -1,0 +1,289 @@
+import type { Database } from '@tributary/core/db';
+import type { LimitFunction } from 'p-limit';
+import { AiError, isAiError } from './errors.ts';
+import type { LlmProvider } from './provider.ts';
+import type { AnalysisInput, AnalysisResult, AnalyzeOptions } from './types.ts';
+
+/** A provider's rate limits, over any sliding window of {@link RateLimits.windowMs}. */
+export interface RateLimits {
+  /** Calls per window; unset: no limit. */
+  requests?: number;
+  /** Tokens per window (each call counts its high estimate, as providers count `max_tokens`); unset: no limit. */
+  tokens?: number;
+  /** Default 60,000 ms (the `…_PER_MINUTE` settings). */
+  windowMs?: number;
+}
+
+export type Admission = { ok: true } | { ok: false; waitMs: number };
+
+/**
+ * Where the calls of every process of a deployment are counted, so their limits hold together:
+ * the analysis database ({@link SqlRateLimitStore}) or Redis ({@link RedisRateLimitStore}).
+ */
+export interface RateLimitStore {
+  /**
+   * Admit one call of `tokens` for `key` if the window before now holds room for it under
+   * `limits`, and no pause is on; else how long to wait before asking again. Atomic across
+   * processes: two callers racing for the last slot cannot both get it.
+   */
+  tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission>;
+  /** No call for `key` in any process until `ms` from now (a 429's `Retry-After`). */
+  pause(key: string, ms: number): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/** How long to wait after a call or pause leaves the window, so the next ask finds room. */
+const SLACK_MS = 5;
+
+/**
+ * The wait a sliding-window log implies: `calls` (oldest first, times in ms, as the store's clock
+ * has them) are those within the window before `now`. 0 when a call of `tokens` fits now.
+ */
+export function windowWait(calls: readonly { at: number; tokens: number }[], now: number, tokens: number, limits: Required<RateLimits>): number {
+  let wait = 0;
+  if (limits.requests > 0 && calls.length + 1 > limits.requests) {
+    // The (n - limit + 1)-th oldest must leave the window first.
+    wait = calls[calls.length - limits.requests]!.at + limits.windowMs - now;
+  }
+  if (limits.tokens > 0) {
+    let held = calls.reduce((sum, c) => sum + c.tokens, 0);
+    for (const call of calls) {
+      if (held + tokens <= limits.tokens) break;
+      held -= call.tokens;
+      wait = Math.max(wait, call.at + limits.windowMs - now);
+    }
+  }
+  return wait > 0 ? wait + SLACK_MS : 0;
+}
+
+/**
+ * The store in the analysis database (PostgreSQL or PGlite): one row per admitted call in
+ * `ai_rate_calls` (pruned as it leaves the window), pauses in `ai_rate_pauses`. Admission is one
+ * short transaction under a per-key advisory lock, on the database's clock.
+ */
+export class SqlRateLimitStore implements RateLimitStore {
+  constructor(private readonly db: Database) {}
+
+  async tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission> {
+    if (!limits.requests && !limits.tokens) {
+      // Nothing to count: only a pause can hold the call, and reading it needs no lock.
+      const [pause] = await this.db
+        .fork()
+        .getConnection()
+        .execute<{ paused_ms: number | string }[]>(`select extract(epoch from (until - now())) * 1000 as paused_ms from ai_rate_pauses where key = ? and until > now()`, [key]);
+      return pause ? { ok: false, waitMs: Math.ceil(Number(pause.paused_ms)) + SLACK_MS } : { ok: true };
+    }
+    return this.db.fork().transactional(async (em) => {
+      const run = <T extends object>(sql: string, params: unknown[]) => em.getConnection().execute<T[]>(sql, params, 'all', em.getTransactionContext());
+      await run(`select pg_advisory_xact_lock(hashtext(?))`, [`tributary-ai-rate:${key}`]);
+      const [clock] = await run<{ now: number | string; paused_ms: number | string | null }>(
+        `select extract(epoch from now()) * 1000 as now, (select extract(epoch from (until - now())) * 1000 from ai_rate_pauses where key = ? and until > now()) as paused_ms`,
+        [key],
+      );
+      if (clock!.paused_ms !== null) return { ok: false, waitMs: Math.ceil(Number(clock!.paused_ms)) + SLACK_MS };
+      await run(`delete from ai_rate_calls where key = ? and at <= now() - (? * interval '1 millisecond')`, [key, limits.windowMs]);
+      const rows = await run<{ at: number | string; tokens: number }>(`select extract(epoch from at) * 1000 as at, tokens from ai_rate_calls where key = ? order by at, id`, [key]);
+      const wait = windowWait(
+        rows.map((r) => ({ at: Number(r.at), tokens: r.tokens })),
+        Number(clock!.now),
+        tokens,
+        limits,
+      );
+      if (wait > 0) return { ok: false, waitMs: Math.ceil(wait) };
+      await run(`insert into ai_rate_calls (key, at, tokens) values (?, now(), ?)`, [key, tokens]);
+      return { ok: true };
+    });
+  }
+
+  async pause(key: string, ms: number): Promise<void> {
+    await this.db
+      .fork()
+      .getConnection()
+      .execute(
+        `insert into ai_rate_pauses (key, until) values (?, now() + (? * interval '1 millisecond'))
+         on conflict (key) do update set until = greatest(ai_rate_pauses.until, excluded.until)`,
+        [key, ms],
+      );
+  }
+}
+
+/**
+ * The store in this process's memory: for embedded PGlite, whose database no other process can
+ * open, so this process's calls are all the deployment's calls.
+ */
+export class MemoryRateLimitStore implements RateLimitStore {
+  private readonly calls = new Map<string, { at: number; tokens: number }[]>();
+  private readonly pauses = new Map<string, number>();
+
+  async tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission> {
+    const now = Date.now();
+    const paused = (this.pauses.get(key) ?? 0) - now;
+    if (paused > 0) return { ok: false, waitMs: paused + SLACK_MS };
+    if (!limits.requests && !limits.tokens) return { ok: true };
+    const window = (this.calls.get(key) ?? []).filter((c) => c.at > now - limits.windowMs);
+    this.calls.set(key, window);
+    const wait = windowWait(window, now, tokens, limits);
+    if (wait > 0) return { ok: false, waitMs: Math.ceil(wait) };
+    window.push({ at: now, tokens });
+    return { ok: true };
+  }
+
+  async pause(key: string, ms: number): Promise<void> {
+    this.pauses.set(key, Math.max(this.pauses.get(key) ?? 0, Date.now() + ms));
+  }
+}
+
+/** The subset of an ioredis client the Redis store uses. */
+export interface RedisLike {
+  eval(script: string, keys: number, ...args: (string | number)[]): Promise<unknown>;
+  quit(): Promise<unknown>;
+}
+
+/**
+ * Admission as one Lua script, atomic on the Redis server and on its clock: a sorted set per
+ * key holds the window's calls (score: time in ms, member: `<id>:<tokens>`), a key with a TTL the
+ * pause. Returns 0 when admitted, else the wait in ms.
+ */
+const ACQUIRE = `
+local calls, pause = KEYS[1], KEYS[2]
+local requests, tokenLimit, tokens, window, id = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local paused = redis.call('PTTL', pause)
+if paused > 0 then return paused + ${SLACK_MS} end
+if requests <= 0 and tokenLimit <= 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', calls, '-inf', now - window)
+local entries = redis.call('ZRANGE', calls, 0, -1, 'WITHSCORES')
+local n = #entries / 2
+local wait = 0
+if requests > 0 and n + 1 > requests then
+  wait = tonumber(entries[(n - requests + 1) * 2]) + window - now
+end
+if tokenLimit > 0 then
+  local held = 0
+  for i = 1, n do held = held + tonumber(string.match(entries[i * 2 - 1], ':(%d+)$')) end
+  local i = 1
+  while held + tokens > tokenLimit and i <= n do
+    held = held - tonumber(string.match(entries[i * 2 - 1], ':(%d+)$'))
+    local w = tonumber(entries[i * 2]) + window - now
+    if w > wait then wait = w end
+    i = i + 1
+  end
+end
+if wait > 0 then return wait + ${SLACK_MS} end
+redis.call('ZADD', calls, now, id .. ':' .. tokens)
+redis.call('PEXPIRE', calls, window)
+return 0
+`;
+
+const PAUSE = `
+local current = redis.call('PTTL', KEYS[1])
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 0
+`;
+
+/** The store in Redis (`REDIS_URL`), for deployments that have one. */
+export class RedisRateLimitStore implements RateLimitStore {
+  private counter = 0;
+  private readonly instance = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+
+  constructor(
+    private readonly redis: RedisLike,
+    private readonly prefix = 'tributary:ai-rate',
+  ) {}
+
+  async tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission> {
+    const id = `${this.instance}-${++this.counter}`;
+    const wait = Number(await this.redis.eval(ACQUIRE, 2, `${this.prefix}:${key}:calls`, `${this.prefix}:${key}:pause`, limits.requests, limits.tokens, tokens, limits.windowMs, id));
+    return wait > 0 ? { ok: false, waitMs: wait } : { ok: true };
+  }
+
+  async pause(key: string, ms: number): Promise<void> {
+    await this.redis.eval(PAUSE, 1, `${this.prefix}:${key}:pause`, Math.max(1, Math.ceil(ms)));
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit();
+  }
+}
+
+/** Sleep `ms`, or less if `signal` aborts (then throw its reason). */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export interface LimitedProviderOptions {
+  /** Calls in flight at once in this process (shared by the providers given the same function). */
+  slots?: LimitFunction;
+  /** The provider's rate limits (none: only the pauses 429s set), counted in `store`. */
+  rate?: { limits?: RateLimits; store: RateLimitStore };
+}
+
+/**
+ * An {@link LlmProvider} within its limits. A call first takes one of the process's call slots
+ * (so only the HTTP call holds one: everything before and after it, in every layer, runs
+ * outside), then waits for room in the provider's shared rate window; it waits, it does not
+ * fail. A 429 from the provider pauses the provider for every process sharing the store, for its
+ * `Retry-After` (the chain's retry then waits it out too).
+ */
+export class LimitedProvider implements LlmProvider {
+  readonly provider: string;
+  readonly model: string;
+  private readonly limits: Required<RateLimits>;
+
+  constructor(
+    private readonly inner: LlmProvider,
+    private readonly options: LimitedProviderOptions,
+  ) {
+    this.provider = inner.provider;
+    this.model = inner.model;
+    const limits = options.rate?.limits ?? {};
+    this.limits = { requests: limits.requests ?? 0, tokens: limits.tokens ?? 0, windowMs: limits.windowMs ?? 60_000 };
+  }
+
+  estimateTokens(input: AnalysisInput): number {
+    return this.inner.estimateTokens(input);
+  }
+
+  cacheKey(input: AnalysisInput): string {
+    return this.inner.cacheKey(input);
+  }
+
+  analyze(input: AnalysisInput, options: AnalyzeOptions = {}): Promise<AnalysisResult> {
+    const call = () => this.call(input, options);
+    return this.options.slots ? this.options.slots(call) : call();
+  }
+
+  private async call(input: AnalysisInput, options: AnalyzeOptions): Promise<AnalysisResult> {
+    const store = this.options.rate?.store;
+    if (store) {
+      // Without limits this only looks for a pause another worker's 429 set.
+      const tokens = this.limits.tokens > 0 ? this.inner.estimateTokens(input) : 0;
+      if (this.limits.tokens > 0 && tokens > this.limits.tokens) {
+        throw new AiError('PROVIDER_REJECTED', `${this.provider}: one call needs about ${tokens} tokens, more than its limit of ${this.limits.tokens} per window`, { provider: this.provider });
+      }
+      for (;;) {
+        const admission = await store.tryAcquire(this.provider, tokens, this.limits);
+        if (admission.ok) break;
+        await sleep(admission.waitMs, options.signal);
+      }
+    }
+    try {
+      return await this.inner.analyze(input, options);
+    } catch (error) {
+      if (store && isAiError(error) && error.code === 'RATE_LIMITED' && error.retryAfterMs) await store.pause(this.provider, error.retryAfterMs).catch(() => {});
+      throw error;
+    }
+  }
+}
