@@ -27,7 +27,21 @@ export {
   createAnalyzerFromEnv,
   createEmbedderFromEnv,
   loadAiConfig,
+  providersFromEnv,
   type AiConfig,
+  type ProviderSettings,
   type AiEnv,
   type AnalyzerFactoryOptions,
 } from './config.ts';
+export {
+  LimitedProvider,
+  MemoryRateLimitStore,
+  RedisRateLimitStore,
+  SqlRateLimitStore,
+  windowWait,
+  type Admission,
+  type LimitedProviderOptions,
+  type RateLimits,
+  type RateLimitStore,
+  type RedisLike,
+} from './limits.ts';

@@ -9,6 +9,7 @@ import {
   isTransientAiError,
   loadAiConfig,
   parseRetryAfter,
+  providersFromEnv,
   toStrictJsonSchema,
 } from '../src/index.ts';
 
@@ -119,5 +120,41 @@ describe('loadAiConfig', () => {
   it('treats an empty value as unset', () => {
     expect(loadAiConfig({ OPENAI_API_KEY: '', AI_MODEL: '' })).toMatchObject({ AI_MODEL: 'gpt-4o-mini' });
     expect(loadAiConfig({ OPENAI_API_KEY: '' }).OPENAI_API_KEY).toBeUndefined();
+  });
+});
+
+describe('providersFromEnv', () => {
+  it('keeps the single-provider settings: one openai provider from OPENAI_API_KEY, none without a key', () => {
+    expect(providersFromEnv({})).toEqual([]);
+    expect(providersFromEnv({ OPENAI_API_KEY: 'sk', OPENAI_BASE_URL: 'http://localhost:11434/v1', AI_MODEL: 'llama', AI_MAX_REQUESTS_PER_MINUTE: '60' })).toEqual([
+      { name: 'openai', apiKey: 'sk', baseURL: 'http://localhost:11434/v1', model: 'llama', limits: { requests: 60 } },
+    ]);
+  });
+
+  it('reads AI_PROVIDERS in order, each with its own settings and limits (the global ones as defaults)', () => {
+    const env = {
+      AI_PROVIDERS: 'openai,local',
+      AI_MODEL: 'gpt-4o-mini',
+      AI_MAX_TOKENS_PER_MINUTE: '100000',
+      AI_OPENAI_API_KEY: 'sk-1',
+      AI_OPENAI_MAX_REQUESTS_PER_MINUTE: '500',
+      AI_LOCAL_API_KEY: 'none',
+      AI_LOCAL_BASE_URL: 'http://vllm:8000/v1',
+      AI_LOCAL_MODEL: 'qwen',
+      AI_LOCAL_MAX_TOKENS_PER_MINUTE: '5000',
+    };
+    expect(providersFromEnv(env)).toEqual([
+      { name: 'openai', apiKey: 'sk-1', baseURL: undefined, model: 'gpt-4o-mini', limits: { requests: 500, tokens: 100_000 } },
+      { name: 'local', apiKey: 'none', baseURL: 'http://vllm:8000/v1', model: 'qwen', limits: { tokens: 5_000 } },
+    ]);
+  });
+
+  it('names every bad setting at once', () => {
+    expect(() => providersFromEnv({ AI_PROVIDERS: 'a,b', AI_B_API_KEY: 'k', AI_B_BASE_URL: 'ftp://x', AI_B_MAX_REQUESTS_PER_MINUTE: '0' })).toThrow(
+      /AI_A_API_KEY[\s\S]*AI_B_BASE_URL[\s\S]*AI_B_MAX_REQUESTS_PER_MINUTE/,
+    );
+    expect(() => loadAiConfig({ AI_PROVIDERS: 'Open AI' })).toThrow(/AI_PROVIDERS/);
+    expect(() => loadAiConfig({ AI_PROVIDERS: 'a,a' })).toThrow(/AI_PROVIDERS.*twice/);
+    expect(() => loadAiConfig({ REDIS_URL: 'http://redis:6379' })).toThrow(/REDIS_URL/);
   });
 });

@@ -6,6 +6,8 @@ import { promisify } from 'node:util';
 /** Where tests find PostgreSQL and RabbitMQ. */
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const TEST_AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+/** Where tests find Redis. */
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 function reachable(url: string, defaultPort: number): Promise<boolean> {
   const u = new URL(url);
@@ -32,6 +34,14 @@ export async function servicesAvailable(): Promise<boolean> {
   const missing = [!postgres && `PostgreSQL (${TEST_DATABASE_URL})`, !rabbit && `RabbitMQ (${TEST_AMQP_URL})`].filter(Boolean).join(' and ');
   if (process.env.CI === 'true') throw new Error(`CI=true but ${missing} is not reachable: integration tests cannot run`);
   console.warn(`skipping integration tests: ${missing} not reachable`);
+  return false;
+}
+
+/** Whether Redis answers; as {@link servicesAvailable}, a failure with `CI=true`. */
+export async function redisAvailable(): Promise<boolean> {
+  if (await reachable(TEST_REDIS_URL, 6379)) return true;
+  if (process.env.CI === 'true') throw new Error(`CI=true but Redis (${TEST_REDIS_URL}) is not reachable: its integration tests cannot run`);
+  console.warn(`skipping Redis tests: ${TEST_REDIS_URL} not reachable`);
   return false;
 }
 

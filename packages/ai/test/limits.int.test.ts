@@ -1,0 +1,173 @@
+/**
+ * The shared rate windows: one contract for every store (the analysis database on PostgreSQL,
+ * this process's memory for PGlite, Redis), and the provider wrapper that waits on them.
+ */
+import type { Database } from '@tributary/core/db';
+import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, redisAvailable, servicesAvailable, TEST_REDIS_URL } from '@tributary/core/testing';
+import { Redis } from 'ioredis';
+import pLimit from 'p-limit';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { aiEntities, aiMigrations, AiMetrics, ChainAnalyzer, OpenAIProvider } from '../src/index.ts';
+import { LimitedProvider, MemoryRateLimitStore, RedisRateLimitStore, SqlRateLimitStore, windowWait, type RateLimitStore } from '../src/limits.ts';
+import { startOpenAITestServer } from '../src/testing/index.ts';
+
+const WINDOW = 1_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Admit as fast as allowed from `workers` racing loops for `ms`; the admission times. */
+async function race(store: RateLimitStore, key: string, limits: { requests: number; tokens: number; windowMs: number }, tokens: number, workers: number, ms: number): Promise<number[]> {
+  const admitted: number[] = [];
+  const until = Date.now() + ms;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (Date.now() < until) {
+        const admission = await store.tryAcquire(key, tokens, limits);
+        if (admission.ok) admitted.push(Date.now());
+        else await sleep(Math.min(admission.waitMs, until - Date.now() + 1));
+      }
+    }),
+  );
+  return admitted.sort((a, b) => a - b);
+}
+
+/** The most admissions in any window of `windowMs` (a sliding window over the admission times). */
+function busiestWindow(times: readonly number[], windowMs: number): number {
+  let most = 0;
+  let start = 0;
+  for (let end = 0; end < times.length; end++) {
+    while (times[end]! - times[start]! >= windowMs) start++;
+    most = Math.max(most, end - start + 1);
+  }
+  return most;
+}
+
+function describeStoreContract(name: string, available: boolean, open: () => Promise<{ stores: [RateLimitStore, RateLimitStore]; close(): Promise<void> }>) {
+  describe.skipIf(!available)(`rate-limit store: ${name}`, () => {
+    let stores: [RateLimitStore, RateLimitStore];
+    let close: () => Promise<void>;
+    beforeAll(async () => {
+      ({ stores, close } = await open());
+    });
+    afterAll(async () => {
+      await close?.();
+    });
+    const key = () => `provider-${randomUUID().slice(0, 8)}`;
+
+    it('never admits more calls than the limit in any window, however many workers race for them', async () => {
+      const k = key();
+      const limits = { requests: 5, tokens: 0, windowMs: WINDOW };
+      // Two handles (two processes' pools or clients), three workers each.
+      const [a, b] = await Promise.all([race(stores[0], k, limits, 0, 3, 2_500), race(stores[1], k, limits, 0, 3, 2_500)]);
+      const all = [...a, ...b].sort((x, y) => x - y);
+      // Our clock, not the store's: a few ms of skew between them is tolerated by the slack.
+      expect(busiestWindow(all, WINDOW - 20)).toBeLessThanOrEqual(5);
+      // …and it is not starved: about 5 per window over 2.5 windows.
+      expect(all.length).toBeGreaterThanOrEqual(10);
+      expect(all.length).toBeLessThanOrEqual(15);
+    });
+
+    it('counts tokens: a call waits until enough of the window has left', async () => {
+      const k = key();
+      const limits = { requests: 0, tokens: 100, windowMs: WINDOW };
+      expect(await stores[0].tryAcquire(k, 40, limits)).toEqual({ ok: true });
+      expect(await stores[1].tryAcquire(k, 40, limits)).toEqual({ ok: true });
+      const refused = await stores[0].tryAcquire(k, 40, limits);
+      expect(refused.ok).toBe(false);
+      if (!refused.ok) {
+        expect(refused.waitMs).toBeGreaterThan(WINDOW / 2);
+        expect(refused.waitMs).toBeLessThanOrEqual(WINDOW + 50);
+        await sleep(refused.waitMs);
+      }
+      expect(await stores[1].tryAcquire(k, 40, limits)).toEqual({ ok: true });
+    });
+
+    it('holds every call of a key, in every handle, for a pause, limits or not', async () => {
+      const k = key();
+      const none = { requests: 0, tokens: 0, windowMs: WINDOW };
+      await stores[0].pause(k, 400);
+      const held = await stores[1].tryAcquire(k, 0, none);
+      expect(held.ok).toBe(false);
+      if (!held.ok) expect(held.waitMs).toBeGreaterThan(300);
+      expect(await stores[1].tryAcquire(key(), 0, none)).toEqual({ ok: true });
+      await sleep(450);
+      expect(await stores[0].tryAcquire(k, 0, none)).toEqual({ ok: true });
+    });
+  });
+}
+
+describeStoreContract('the analysis database (PostgreSQL)', await servicesAvailable(), async () => {
+  const target = randomDatabaseTarget('tributary_ai');
+  const dbs: Database[] = [];
+  for (let i = 0; i < 2; i++) dbs.push(await openTestDatabase(target, { entities: aiEntities, migrations: aiMigrations, poolSize: 4 }));
+  return {
+    stores: [new SqlRateLimitStore(dbs[0]!), new SqlRateLimitStore(dbs[1]!)],
+    close: async () => {
+      for (const db of dbs) await db.close();
+      await dropTestDatabase(target);
+    },
+  };
+});
+describeStoreContract('memory (embedded PGlite)', true, async () => {
+  const store = new MemoryRateLimitStore();
+  return { stores: [store, store], close: async () => {} };
+});
+describeStoreContract('Redis', await redisAvailable(), async () => {
+  const prefix = `tributary-test:${randomUUID().slice(0, 8)}`;
+  const clients = [new Redis(TEST_REDIS_URL), new Redis(TEST_REDIS_URL)];
+  return {
+    stores: [new RedisRateLimitStore(clients[0]!, prefix), new RedisRateLimitStore(clients[1]!, prefix)],
+    close: async () => {
+      const keys = await clients[0]!.keys(`${prefix}:*`);
+      if (keys.length > 0) await clients[0]!.del(...keys);
+      for (const client of clients) await client.quit();
+    },
+  };
+});
+
+describe('windowWait', () => {
+  const limits = { requests: 2, tokens: 0, windowMs: 1_000 };
+  it('is 0 with room, else the time until the call that frees a slot leaves the window', () => {
+    expect(windowWait([{ at: 0, tokens: 0 }], 500, 0, limits)).toBe(0);
+    expect(windowWait([{ at: 0, tokens: 0 }, { at: 100, tokens: 0 }], 500, 0, limits)).toBeGreaterThanOrEqual(500);
+    expect(windowWait([{ at: 0, tokens: 50 }, { at: 100, tokens: 50 }], 500, 60, { requests: 0, tokens: 100, windowMs: 1_000 })).toBeGreaterThanOrEqual(600);
+  });
+});
+
+describe('a provider within its limits', () => {
+  it("pauses every caller, in every worker, for a 429's Retry-After", async () => {
+    const server = await startOpenAITestServer({ apiKey: 'k' });
+    try {
+      const store = new MemoryRateLimitStore();
+      const make = () =>
+        new ChainAnalyzer([new LimitedProvider(new OpenAIProvider({ apiKey: 'k', baseURL: server.baseURL, model: 'm', metrics: new AiMetrics() }), { slots: pLimit(2), rate: { store } })], {
+          retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 50 },
+          metrics: new AiMetrics(),
+        });
+      const [a, b] = [make(), make()];
+      server.inject({ type: 'status', status: 429, retryAfter: '1' }, { times: 1, endpoint: 'chat' });
+      const started = Date.now();
+      const first = a.analyze({ text: 'Revenue grew strongly this quarter.' });
+      await sleep(200);
+      // A second worker's call comes during the pause the first one's 429 set: it waits too.
+      const second = b.analyze({ text: 'Costs fell in every region.' });
+      await Promise.all([first, second]);
+      const chats = server.requests.filter((r) => r.endpoint === 'chat');
+      expect(chats).toHaveLength(3);
+      for (const call of chats.slice(1)) expect(call.receivedAt - started).toBeGreaterThanOrEqual(950);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses at once a call that could never fit the tokens per window', async () => {
+    const server = await startOpenAITestServer({ apiKey: 'k' });
+    try {
+      const provider = new LimitedProvider(new OpenAIProvider({ apiKey: 'k', baseURL: server.baseURL, model: 'm', metrics: new AiMetrics() }), { rate: { store: new MemoryRateLimitStore(), limits: { tokens: 10 } } });
+      await expect(provider.analyze({ text: 'Revenue grew strongly this quarter.' })).rejects.toMatchObject({ code: 'PROVIDER_REJECTED' });
+      expect(server.requests).toHaveLength(0);
+    } finally {
+      await server.close();
+    }
+  });
+});
