@@ -10,7 +10,9 @@
  *
  * Env: BENCH_AI_DOCS (N, default 500), BENCH_AI_LATENCY_MS (L, default 2000), BENCH_AI_CAP (C,
  * default 64), BENCH_AI_CONCURRENCY (ANALYSIS_CONCURRENCY, default C), BENCH_AI_WARMUP (documents
- * analysed first, not counted: JIT, connection pools; default 20, 0 for none), BENCH_AI_MODES (default
+ * analysed first, not counted: JIT, connection pools; default 20, 0 for none), BENCH_AI_LONG_KB (then
+ * one long document of this many kB alone: its chunks, calls, time and tokens; default 300, 0
+ * for none), BENCH_AI_MODES (default
  * "processes,embedded"), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
  * BENCH_PROFILE (processes to run under --cpu-prof, as in bench:deployed; profiles in bench/results/profiles/),
  * DATABASE_URL, AMQP_URL (defaults: the local services). Writes bench/results/ai.json.
@@ -37,6 +39,7 @@ const CONCURRENCY = Math.round(number('BENCH_AI_CONCURRENCY', CAP));
 const TIMEOUT_S = number('BENCH_AI_TIMEOUT_S', 600);
 const WS_CLIENTS = Math.round(number('BENCH_WS_CLIENTS', 8));
 const WARMUP = Math.round(Number(process.env.BENCH_AI_WARMUP ?? 20));
+const LONG_KB = Number(process.env.BENCH_AI_LONG_KB ?? 300);
 const PROFILE = new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean));
 const MODES = (process.env.BENCH_AI_MODES || 'processes,embedded').split(',').map((m) => m.trim()) as Mode[];
 for (const mode of MODES) if (mode !== 'processes' && mode !== 'embedded') throw new Error(`BENCH_AI_MODES: unknown mode ${mode} (processes, embedded)`);
@@ -64,6 +67,8 @@ interface ModeResult {
   cpuPerDocMs: Record<string, number>;
   /** From the first upload's start, s: the last upload answered, the first and last chat call received, the last jobCompleted. */
   timeline: { uploadsDone: number; firstCall: number | null; lastCall: number | null; lastCompleted: number };
+  /** The long document, alone after the burst: its chunks, the calls made, the time to jobCompleted, the tokens counted. */
+  long: { kb: number; chunks: number; truncated: boolean; calls: number; seconds: number; idealSeconds: number; tokens: { prompt: number; completion: number }; status: string } | null;
   /** Warn/error log lines of every process, counted by message. */
   logs: Record<string, Record<string, number>>;
   /** Chat calls received in each second from the first upload's start. */
@@ -126,6 +131,43 @@ async function burst(running: RunningSystem, clients: Client[], dispatcher: Agen
   return { started, last, uploadsDone, accepted, completed, failed, errors };
 }
 
+/** One long document alone through the gateway: what it took. */
+async function longDocument(running: RunningSystem, clients: Client[], dispatcher: Agent, callsSince: () => number): Promise<ModeResult['long']> {
+  const paragraphs: string[] = [];
+  for (let i = 0, size = 0; size < LONG_KB * 1000; i++) {
+    const paragraph = `Section ${i}. ${text(i)}`;
+    paragraphs.push(paragraph);
+    size += paragraph.length + 2;
+  }
+  const started = performance.now();
+  const response = await request(running.httpUrl, {
+    method: 'POST',
+    dispatcher,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${running.token}` },
+    body: JSON.stringify({ query: UPLOAD, variables: { input: { title: 'Annual report', content: paragraphs.join('\n\n') } } }),
+  }).then((r) => r.body.json() as Promise<{ data?: { uploadDocument: { job: { id: string } } }; errors?: unknown[] }>);
+  const id = response.data?.uploadDocument.job.id;
+  if (!id) throw new Error(`long document upload failed: ${JSON.stringify(response.errors)}`);
+  type Done = { status: string; document: { analysis: { chunks: number; truncated: boolean; tokens: { prompt: number; completion: number } } | null } };
+  const done = await within(
+    new Promise<Done | undefined>((resolve, reject) => {
+      let got: Done | undefined;
+      clients[0]!.subscribe<{ jobCompleted: Done }>(
+        { query: 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { chunks truncated tokens { prompt completion } } } } }', variables: { id } },
+        { next: (m) => void (got ??= m.data?.jobCompleted), error: reject, complete: () => resolve(got) },
+      );
+    }),
+    TIMEOUT_S * 1000,
+    'long document',
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const analysis = done?.document.analysis;
+  const chunks = analysis?.chunks ?? 0;
+  // Chunks in rounds of C calls, then the combining call: the least time it can take.
+  const idealSeconds = ((Math.ceil(chunks / CAP) + (chunks > 1 ? 1 : 0)) * LATENCY_MS) / 1000;
+  return { kb: LONG_KB, chunks, truncated: analysis?.truncated ?? false, calls: callsSince(), seconds, idealSeconds, tokens: analysis?.tokens ?? { prompt: 0, completion: 0 }, status: done?.status ?? 'NO_MESSAGE' };
+}
+
 async function runMode(mode: Mode): Promise<ModeResult> {
   const server = await startOpenAITestServer({ apiKey: API_KEY, latencyMs: LATENCY_MS, maxConcurrent: CAP });
   let system: RunningSystem | undefined;
@@ -145,7 +187,8 @@ async function runMode(mode: Mode): Promise<ModeResult> {
     const startedAt = Date.now();
     const { started, last, uploadsDone, accepted, completed, failed, errors } = await burst(running, clients, dispatcher, DOCS, mode);
     const seconds = (last - started) / 1000;
-    const cpu = cpuBetween(before, snapshot(running.namespace), running.pids);
+    const afterBurst = snapshot(running.namespace);
+    const cpu = cpuBetween(before, afterBurst, running.pids);
     const cpuPerDocMs: Record<string, number> = {};
     for (const [name, ms] of Object.entries({ ...cpu.ms, bench: cpu.loadgenMs })) cpuPerDocMs[name] = ms / Math.max(1, completed);
     cpuPerDocMs.total = Object.values(cpuPerDocMs).reduce((sum, v) => sum + v, 0);
@@ -153,7 +196,9 @@ async function runMode(mode: Mode): Promise<ModeResult> {
     const limit = CAP / (LATENCY_MS / 1000);
     const docsPerSecond = completed / seconds;
 
-    const calls = server.requests.slice(firstRequest).filter((r) => r.endpoint === 'chat').map((r) => (r.receivedAt - startedAt) / 1000);
+    const burstRequests = server.requests.length;
+    const long = LONG_KB > 0 ? await longDocument(running, clients, dispatcher, () => server.requests.slice(burstRequests).filter((r) => r.endpoint === 'chat').length) : null;
+    const calls = server.requests.slice(firstRequest, burstRequests).filter((r) => r.endpoint === 'chat').map((r) => (r.receivedAt - startedAt) / 1000);
     return {
       mode,
       docs: DOCS,
@@ -169,6 +214,7 @@ async function runMode(mode: Mode): Promise<ModeResult> {
       maxInFlight: stats.maxInFlight,
       refused: stats.refused,
       cpuPerDocMs,
+      long,
       logs: Object.fromEntries([...running.log].filter(([, entry]) => entry.counts.size > 0).map(([name, entry]) => [name, Object.fromEntries(entry.counts)])),
       callsPerSecond: calls.reduce<number[]>((buckets, t) => {
         const i = Math.floor(t);
@@ -203,6 +249,12 @@ async function main(): Promise<void> {
     const t = r.timeline;
     console.log(`${''.padEnd(10)} CPU ms per document: ${Object.entries(r.cpuPerDocMs).map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`);
     console.log(`${''.padEnd(10)} chat calls per second: ${r.callsPerSecond.join(' ')}`);
+    if (r.long) {
+      const l = r.long;
+      console.log(
+        `${''.padEnd(10)} a ${l.kb} kB document alone: ${l.status}, ${l.chunks} chunks${l.truncated ? ' (truncated)' : ''}, ${l.calls} calls, ${l.seconds.toFixed(1)} s (at least ${l.idealSeconds.toFixed(1)} s), tokens ${l.tokens.prompt} in / ${l.tokens.completion} out`,
+      );
+    }
     console.log(`${''.padEnd(10)} uploads answered by ${t.uploadsDone.toFixed(1)} s; chat calls received from ${t.firstCall?.toFixed(1) ?? '—'} s to ${t.lastCall?.toFixed(1) ?? '—'} s; last jobCompleted at ${t.lastCompleted.toFixed(1)} s`);
   }
   mkdirSync(new URL('./results/', import.meta.url), { recursive: true });

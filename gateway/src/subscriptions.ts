@@ -12,7 +12,11 @@ export type QueryExecutor = (query: DocumentNode, variables: Record<string, unkn
 
 const TERMINAL = new Set(['COMPLETED', 'FAILED']);
 
-const STATUS_QUERY = parse('query TributaryJobStatus($id: ID!) { job(id: $id) { status attempts } }');
+const STATUS_QUERY = parse('query TributaryJobStatus($id: ID!) { job(id: $id) { status attempts progress { done total } } }');
+
+/** What jobUpdated reports a change of: `STATUS/attempts/done:total`. */
+const stateOf = (job: { status: unknown; attempts: unknown; progress?: { done: number; total: number } | null | undefined }) =>
+  `${String(job.status)}/${String(job.attempts)}/${job.progress ? `${job.progress.done}:${job.progress.total}` : ''}`;
 
 export interface JobSubscriptionsOptions {
   hub: JobEventHub;
@@ -80,7 +84,7 @@ export class JobSubscriptions {
       });
     /**
      * Run the client's selection and send it, unless it shows the state `unchanged` (jobUpdated
-     * reports changes only). Returns the state it resolved (`STATUS/attempts`), null when the
+     * reports changes only). Returns the state it resolved ({@link stateOf}), null when the
      * job is gone (NOT_FOUND, sent), undefined when the read failed (its errors sent).
      */
     const emit = async (event: JobEvent | undefined, unchanged?: string): Promise<string | null | undefined> => {
@@ -96,9 +100,10 @@ export class JobSubscriptions {
       }
       let state: string | undefined;
       if (job) {
-        state = `${String(job[STATE_STATUS])}/${String(job[STATE_ATTEMPTS])}`;
+        state = stateOf({ status: job[STATE_STATUS], attempts: job[STATE_ATTEMPTS], progress: job[STATE_PROGRESS] as { done: number; total: number } | null });
         delete job[STATE_STATUS];
         delete job[STATE_ATTEMPTS];
+        delete job[STATE_PROGRESS];
       }
       if (state === undefined || state !== unchanged) queue.push(result);
       return state;
@@ -113,7 +118,7 @@ export class JobSubscriptions {
           queue.push({ errors: current.errors });
           return;
         }
-        const job = (current.data as { job: { status: string; attempts: number } | null } | undefined)?.job;
+        const job = (current.data as { job: { status: string; attempts: number; progress: { done: number; total: number } | null } | null } | undefined)?.job;
         if (!job) {
           queue.push({ data: null, errors: [notFoundError(s.jobId)] });
           return;
@@ -126,12 +131,12 @@ export class JobSubscriptions {
         // already shown (the job view catching up with the upload) is none; nor is a message
         // whose selection, read after a later change, showed that change already: the stream
         // ends on the first message that shows the job finished.
-        let last = `${job.status}/${job.attempts}`;
+        let last = stateOf(job);
         while (!queue.closed) {
           const event = await nextEvent();
           if (!event || queue.closed) continue;
           const terminal = TERMINAL.has(event.job.status);
-          if (s.once ? !terminal : `${event.job.status}/${event.job.attempts}` === last) continue;
+          if (s.once ? !terminal : stateOf(event.job) === last) continue;
           const state = await emit(event, s.once ? undefined : last);
           if (state === null || terminal || (state !== undefined && isTerminal(state))) return;
           if (state !== undefined) last = state;
@@ -150,10 +155,21 @@ export class JobSubscriptions {
 /** Aliases of the fields the stream decides by, added to the client's selection and removed from each message. */
 const STATE_STATUS = '_tributaryStatus';
 const STATE_ATTEMPTS = '_tributaryAttempts';
+const STATE_PROGRESS = '_tributaryProgress';
 
 function withStateFields(field: FieldNode): FieldNode {
-  const hidden = (alias: string, name: string): FieldNode => ({ kind: Kind.FIELD, alias: { kind: Kind.NAME, value: alias }, name: { kind: Kind.NAME, value: name } });
-  const selections = [...(field.selectionSet?.selections ?? []), hidden(STATE_STATUS, 'status'), hidden(STATE_ATTEMPTS, 'attempts')];
+  const hidden = (alias: string, name: string, fields?: string[]): FieldNode => ({
+    kind: Kind.FIELD,
+    alias: { kind: Kind.NAME, value: alias },
+    name: { kind: Kind.NAME, value: name },
+    ...(fields ? { selectionSet: { kind: Kind.SELECTION_SET, selections: fields.map((f): FieldNode => ({ kind: Kind.FIELD, name: { kind: Kind.NAME, value: f } })) } } : {}),
+  });
+  const selections = [
+    ...(field.selectionSet?.selections ?? []),
+    hidden(STATE_STATUS, 'status'),
+    hidden(STATE_ATTEMPTS, 'attempts'),
+    hidden(STATE_PROGRESS, 'progress', ['done', 'total']),
+  ];
   return { ...field, selectionSet: { kind: Kind.SELECTION_SET, selections } };
 }
 

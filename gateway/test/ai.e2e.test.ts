@@ -82,3 +82,86 @@ describe('a tiny daily token budget', () => {
     expect(server.requests.filter((r) => r.path.endsWith('/chat/completions'))).toHaveLength(0);
   });
 });
+
+/** A long report of numbered paragraphs, so a test can tell which of its text reached the model. */
+function longReport(bytes: number): { text: string; markers: string[] } {
+  const markers: string[] = [];
+  const paragraphs: string[] = [];
+  let size = 0;
+  for (let i = 0; size < bytes; i++) {
+    const marker = `[P${String(i).padStart(5, '0')}]`;
+    const paragraph = `${marker} Revenue in region ${i % 17} grew while costs fell. The team shipped feature ${i} on time, and customers praised the support they got. Churn dropped again this quarter.`;
+    markers.push(marker);
+    paragraphs.push(paragraph);
+    size += paragraph.length + 2;
+  }
+  return { text: paragraphs.join('\n\n'), markers };
+}
+
+const PROGRESS = 'subscription($id: ID!) { jobUpdated(jobId: $id) { status progress { done total } } }';
+
+describe('a long document (300 kB) through an OpenAI-compatible endpoint', () => {
+  let server: Awaited<ReturnType<typeof startOpenAITestServer>>;
+  let system: TestSystem;
+  beforeAll(async () => {
+    // Each call takes a while and two run at once, so the chunks finish one after another.
+    server = await startOpenAITestServer({ apiKey: 'sk-test', latencyMs: 150 });
+    system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'test-model', ANALYSIS_CONCURRENCY: '2' } });
+  }, 60_000);
+  afterAll(async () => {
+    await system?.stop();
+    await server?.close();
+  });
+
+  it('analyses the whole text in chunks, reports progress, combines one analysis and counts every call', async () => {
+    const { text, markers } = longReport(300_000);
+    const uploaded = await system.query(UPLOAD, { input: { title: 'Annual report', content: text } });
+    expect(uploaded.errors).toBeUndefined();
+    const id = uploaded.data.uploadDocument.job.id as string;
+    const [updates, [done]] = await Promise.all([
+      collect(system.ws(), PROGRESS, { id }, 120_000),
+      collect(system.ws(), 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary themes { name } keywords sentiment { label } tokens { prompt completion } chunks truncated } } } }', { id }, 120_000),
+    ]);
+    const analysis = done!.data.jobCompleted.document.analysis;
+    expect(done!.data.jobCompleted.status).toBe('COMPLETED');
+    const chats = server.requests.filter((r) => r.endpoint === 'chat');
+    // The chunks, then one call combining their summaries.
+    expect(analysis.chunks).toBeGreaterThan(5);
+    expect(analysis.truncated).toBe(false);
+    expect(chats).toHaveLength(analysis.chunks + 1);
+    // Every paragraph of the text reached the model in some prompt.
+    const prompts = chats.map((r) => r.body.messages.map((m: { content: string }) => m.content).join('\n')).join('\n');
+    const missing = markers.filter((m) => !prompts.includes(m));
+    expect(missing).toEqual([]);
+    // One combined analysis, tokens of every call counted (the server's usage: a token per 4 characters per message).
+    expect(analysis.summary.length).toBeGreaterThan(0);
+    expect(analysis.themes.length).toBeGreaterThan(0);
+    const prompt = chats.reduce((sum, r) => sum + r.body.messages.reduce((s: number, m: { content: string }) => s + Math.ceil(m.content.length / 4), 0), 0);
+    expect(analysis.tokens.prompt).toBe(prompt);
+    // Progress was visible while it ran: calls done of chunks + 1.
+    const progress = updates.map((m) => m.data?.jobUpdated.progress).filter(Boolean);
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.every((p: { total: number }) => p.total === analysis.chunks + 1), JSON.stringify({ progress, chunks: analysis.chunks })).toBe(true);
+    expect(progress.some((p: { done: number; total: number }) => p.done < p.total), JSON.stringify(progress)).toBe(true);
+  }, 150_000);
+});
+
+describe('a long document over the remaining budget', () => {
+  let server: Awaited<ReturnType<typeof startOpenAITestServer>>;
+  let system: TestSystem;
+  beforeAll(async () => {
+    server = await startOpenAITestServer({ apiKey: 'sk-test' });
+    system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_DAILY_TOKEN_BUDGET: '30000' } });
+  }, 60_000);
+  afterAll(async () => {
+    await system?.stop();
+    await server?.close();
+  });
+
+  it('is refused with BUDGET_EXCEEDED before any call, though its first chunks would fit', async () => {
+    const { text } = longReport(300_000);
+    const { job } = await analyse(system, 'Too long for the budget', text);
+    expect(job).toMatchObject({ status: 'FAILED', error: { code: 'BUDGET_EXCEEDED' } });
+    expect(server.requests.filter((r) => r.endpoint === 'chat')).toHaveLength(0);
+  });
+});

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { Redis } from 'ioredis';
 import pLimit from 'p-limit';
 import { ChainAnalyzer } from './chain.ts';
+import { ChunkedAnalyzer } from './chunks.ts';
 import { LimitedProvider, MemoryRateLimitStore, RedisRateLimitStore, SqlRateLimitStore, type RateLimitStore } from './limits.ts';
 import { OfflineEmbedder, type Embedder } from './embeddings.ts';
 import { GuardedAnalyzer } from './guarded.ts';
@@ -48,6 +49,10 @@ export const aiConfigSchema = z.object({
   AI_MAX_REQUESTS_PER_MINUTE: z.coerce.number().int().min(1).optional(),
   /** Tokens per minute per provider (each call counts its prompt estimate plus its completion cap), honoured together. Default: no limit. */
   AI_MAX_TOKENS_PER_MINUTE: z.coerce.number().int().min(1).optional(),
+  /** Text tokens one model call carries at most; a longer document is analysed in chunks of this size. Default 6,000. */
+  AI_MAX_CHUNK_TOKENS: z.coerce.number().int().min(200).max(1_000_000).default(6_000),
+  /** Chunks analysed at most per document; text beyond is left out, and the analysis says so (`truncated`). Default 64. */
+  AI_MAX_CHUNKS: z.coerce.number().int().min(1).max(1_000).default(64),
   /** Keep the shared rate windows in this Redis instead of the analysis database. */
   REDIS_URL: urlWithProtocol('redis:', 'rediss:').optional(),
 });
@@ -157,7 +162,10 @@ export function createAnalyzerFromEnv(env: AiEnv, options: AnalyzerFactoryOption
       ),
   );
   const chain = new ChainAnalyzer(providers, { metrics, logger: options.logger, ...(options.retry ? { retry: options.retry } : {}) });
-  const analyzer = new GuardedAnalyzer(chain, {
+  // Outside the chain: each chunk's call can fall back on its own. Inside the guard: the budget
+  // is reserved for every chunk's call before the first, and the combined answer is cached.
+  const chunked = new ChunkedAnalyzer(chain, { maxChunkTokens: config.AI_MAX_CHUNK_TOKENS, maxChunks: config.AI_MAX_CHUNKS });
+  const analyzer = new GuardedAnalyzer(chunked, {
     db: options.db,
     dailyTokenBudget: config.AI_DAILY_TOKEN_BUDGET,
     ...(config.AI_BUDGET_FALLBACK === 'offline' ? { budgetFallback: new OfflineAnalyzer() } : {}),

@@ -45,3 +45,4 @@ export {
   type RateLimitStore,
   type RedisLike,
 } from './limits.ts';
+export { ChunkedAnalyzer, splitText, type ChunkedAnalyzerOptions } from './chunks.ts';

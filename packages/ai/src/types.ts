@@ -31,6 +31,10 @@ export interface AnalysisResult extends AnalysisOutput {
   tokens: { prompt: number; completion: number };
   /** Whether the result came from a cache rather than the provider. */
   cached: boolean;
+  /** Calls the text was analysed in (a long one is split); 1 when not said. */
+  chunks?: number | undefined;
+  /** Whether text beyond the most chunks analysed was left out. */
+  truncated?: boolean | undefined;
 }
 
 export interface AnalyzeOptions {
@@ -38,6 +42,8 @@ export interface AnalyzeOptions {
   signal?: AbortSignal;
   /** The tenant the analysis is for (budgets, caches); providers that do not need it ignore it. */
   tenantId?: string;
+  /** Told after each call of an analysis made of several (a long text): calls done of the total. */
+  onProgress?: (progress: { done: number; total: number }) => void;
 }
 
 /**

@@ -26,6 +26,17 @@ export const analysisStartedV1 = z.object({
   startedAt: isoTime,
 });
 
+/** A long document's analysis moving on: calls done of the total (its chunks, then the combining one). */
+export const analysisProgressV1 = z
+  .object({
+    documentId: id,
+    jobId: id,
+    done: z.number().int().min(0),
+    total: z.number().int().min(1),
+    at: isoTime,
+  })
+  .refine((p) => p.done <= p.total, { message: 'done must not exceed total', path: ['done'] });
+
 export const themeScoreV1 = z.object({ name: z.string().min(1), score: z.number().min(0).max(1) });
 
 export const analysisCompletedV1 = z.object({
@@ -64,6 +75,8 @@ export const jobUpdatedV1 = z.object({
   createdAt: isoTime,
   updatedAt: isoTime,
   completedAt: isoTime.nullable(),
+  /** A long document's analysis progress (calls done of the total); absent or null when none was reported. */
+  progress: z.object({ done: z.number().int().min(0), total: z.number().int().min(1) }).nullable().optional(),
 });
 
 /**
@@ -73,6 +86,7 @@ export const jobUpdatedV1 = z.object({
 export const contracts = {
   'document.uploaded/v1': documentUploadedV1,
   'analysis.started/v1': analysisStartedV1,
+  'analysis.progress/v1': analysisProgressV1,
   'analysis.completed/v1': analysisCompletedV1,
   'analysis.failed/v1': analysisFailedV1,
   'job.updated/v1': jobUpdatedV1,
@@ -86,6 +100,7 @@ export type EventData<S extends DataSchema> = z.infer<(typeof contracts)[S]>;
 export const currentVersion = {
   'document.uploaded': 'document.uploaded/v1',
   'analysis.started': 'analysis.started/v1',
+  'analysis.progress': 'analysis.progress/v1',
   'analysis.completed': 'analysis.completed/v1',
   'analysis.failed': 'analysis.failed/v1',
   'job.updated': 'job.updated/v1',
@@ -93,6 +108,7 @@ export const currentVersion = {
 
 export type DocumentUploaded = EventData<'document.uploaded/v1'>;
 export type AnalysisStarted = EventData<'analysis.started/v1'>;
+export type AnalysisProgress = EventData<'analysis.progress/v1'>;
 export type AnalysisCompleted = EventData<'analysis.completed/v1'>;
 export type AnalysisFailed = EventData<'analysis.failed/v1'>;
 export type JobUpdated = EventData<'job.updated/v1'>;

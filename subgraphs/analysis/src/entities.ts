@@ -23,6 +23,10 @@ export const Analysis = defineEntity({
     promptTokens: p.integer().nullable(),
     completionTokens: p.integer().nullable(),
     cached: p.boolean(),
+    /** Model calls the text was analysed in (its chunks, or 1). */
+    chunks: p.integer(),
+    /** Whether text beyond the most chunks analysed was left out. */
+    truncated: p.boolean(),
     errorCode: p.text().nullable(),
     errorMessage: p.text().nullable(),
     attempts: p.integer(),
@@ -104,8 +108,16 @@ class AddLeases extends Migration {
   }
 }
 
+/** A long document is analysed in chunks; the analysis says in how many, and whether any text was left out. */
+class AddChunks extends Migration {
+  override up(): void {
+    this.addSql('alter table analyses add column chunks integer not null default 1, add column truncated boolean not null default false');
+  }
+}
+
 export const migrations = [
   { name: '0001-analyses', class: CreateAnalyses },
   { name: '0002-document-embeddings', class: CreateEmbeddings },
   { name: '0003-analysis-leases', class: AddLeases },
+  { name: '0004-analysis-chunks', class: AddChunks },
 ];

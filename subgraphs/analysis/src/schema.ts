@@ -31,6 +31,10 @@ export const typeDefs = gql`
     tokens: TokenUsage!
     "Whether the result came from the response cache (no tokens spent)."
     cached: Boolean!
+    "Model calls the document was analysed in: a long document is split into chunks, each analysed, then combined (1 for a short one)."
+    chunks: Int!
+    "Whether text beyond the most chunks analysed (AI_MAX_CHUNKS) was left out of the analysis."
+    truncated: Boolean!
   }
 
   type Theme {

@@ -132,9 +132,19 @@ export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs:
         (error: unknown) => log.warn({ documentId, err: errorMessage(error) }, 'could not renew an analysis lease; it may be taken over when it expires'),
       );
     }, leaseMs / 3);
+    // A long document's progress, each step in a short transaction of its own, in order; all of
+    // them written before the result (a job's view ignores progress once it is finished anyway).
+    let progressWrites = Promise.resolve();
+    const onProgress = ({ done, total }: { done: number; total: number }) => {
+      progressWrites = progressWrites.then(() =>
+        transaction(({ publish }) =>
+          publish([{ type: 'analysis.progress', subject: documentId, tenantId, causedBy: event, data: { documentId, jobId, done, total, at: new Date().toISOString() } }]),
+        ).catch((error: unknown) => log.warn({ documentId, err: errorMessage(error) }, 'could not publish analysis progress')),
+      );
+    };
     let outcome: { result: Awaited<ReturnType<Analyzer['analyze']>>; vector: number[] } | { error: unknown };
     try {
-      const result = await analyzer.analyze({ text, title }, { tenantId, signal: abort.signal });
+      const result = await analyzer.analyze({ text, title }, { tenantId, signal: abort.signal, onProgress });
       // The embedding goes with the analysis: a document is searchable once it is analysed.
       const [vector] = await embedder.embed([`${title}\n\n${text}`]);
       outcome = { result, vector: vector! };
@@ -142,6 +152,7 @@ export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs:
       outcome = { error };
     } finally {
       clearInterval(renewal);
+      await progressWrites;
     }
 
     const now = new Date().toISOString();
@@ -177,7 +188,7 @@ export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs:
       const updated = await queryRun(
         em,
         `update analyses set status = 'COMPLETED', summary = ?, themes = ?::jsonb, keywords = ?::jsonb, sentiment = ?::jsonb, provider = ?, model = ?,
-           prompt_tokens = ?, completion_tokens = ?, cached = ?, lease_expires_at = null, updated_at = ? where ${mine}`,
+           prompt_tokens = ?, completion_tokens = ?, cached = ?, chunks = ?, truncated = ?, lease_expires_at = null, updated_at = ? where ${mine}`,
         [
           result.summary,
           JSON.stringify(result.themes),
@@ -188,6 +199,8 @@ export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs:
           result.tokens.prompt,
           result.tokens.completion,
           result.cached,
+          result.chunks ?? 1,
+          result.truncated ?? false,
           now,
           documentId,
           lease.token,
@@ -237,6 +250,8 @@ interface AnalysisRow {
   prompt_tokens: number | null;
   completion_tokens: number | null;
   cached: boolean;
+  chunks: number;
+  truncated: boolean;
 }
 
 /** A json(b) column as the driver hands it over: parsed by pg, text from some drivers. */
@@ -252,6 +267,8 @@ function rowToGraphQL(row: AnalysisRow) {
     model: row.model ?? 'unknown',
     tokens: { prompt: row.prompt_tokens ?? 0, completion: row.completion_tokens ?? 0 },
     cached: row.cached,
+    chunks: row.chunks,
+    truncated: row.truncated,
   };
 }
 
@@ -312,7 +329,7 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
           // (each jobCompleted message), where the ORM's query building costs more than the query.
           const [row] = await queryRows<AnalysisRow>(
             ctx.em,
-            `select summary, themes, keywords, sentiment, provider, model, prompt_tokens, completion_tokens, cached from analyses
+            `select summary, themes, keywords, sentiment, provider, model, prompt_tokens, completion_tokens, cached, chunks, truncated from analyses
              where document_id = ? and tenant_id = ? and status = 'COMPLETED'`,
             [doc.id, ctx.tenantId],
           );

@@ -13,6 +13,8 @@ export const Job = defineEntity({
     documentId: p.text(),
     status: p.enum(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED'] as JobStatus[]),
     attempts: p.integer(),
+    progressDone: p.integer().nullable(),
+    progressTotal: p.integer().nullable(),
     errorCode: p.text().nullable(),
     errorMessage: p.text().nullable(),
     createdAt: p.datetime(),
@@ -41,4 +43,14 @@ class CreateJobs extends Migration {
   }
 }
 
-export const migrations = [{ name: '0001-jobs', class: CreateJobs }];
+/** A long document's analysis progress, as its events report it. */
+class AddProgress extends Migration {
+  override up(): void {
+    this.addSql('alter table jobs add column progress_done integer null, add column progress_total integer null');
+  }
+}
+
+export const migrations = [
+  { name: '0001-jobs', class: CreateJobs },
+  { name: '0002-job-progress', class: AddProgress },
+];

@@ -33,7 +33,14 @@ export const typeDefs = gql`
     createdAt: DateTime! @shareable
     updatedAt: DateTime! @shareable
     completedAt: DateTime @shareable
+    "A long document's analysis, while it runs: model calls done of the total (its chunks, then the combining call). Null until it reports any (a short document never does)."
+    progress: JobProgress
     document: Document! @shareable
+  }
+
+  type JobProgress {
+    done: Int!
+    total: Int!
   }
 
   enum JobStatus {

@@ -18,6 +18,7 @@ export function toGraphQL(job: Job) {
     createdAt: job.createdAt.toISOString(),
     updatedAt: job.updatedAt.toISOString(),
     completedAt: job.completedAt?.toISOString() ?? null,
+    progress: job.progressTotal === null || job.progressTotal === undefined ? null : { done: job.progressDone ?? 0, total: job.progressTotal },
     document: { id: job.documentId },
   };
 }
@@ -38,6 +39,7 @@ function rowToGraphQL(row: JobRow & { updated_at: Date | string }) {
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
     completedAt: row.completed_at === null ? null : iso(row.completed_at),
+    progress: row.progress_total === null ? null : { done: row.progress_done ?? 0, total: row.progress_total },
     document: { id: row.document_id },
   };
 }
@@ -52,9 +54,11 @@ interface JobRow {
   error_message: string | null;
   created_at: Date | string;
   completed_at: Date | string | null;
+  progress_done: number | null;
+  progress_total: number | null;
 }
 
-const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error_message, created_at, completed_at';
+const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error_message, created_at, completed_at, progress_done, progress_total';
 
 /**
  * Apply a batch of events to the job view in one transaction, and announce each job's new
@@ -108,12 +112,24 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
       error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
       createdAt: new Date(row.created_at),
       completedAt: row.completed_at === null ? null : new Date(row.completed_at),
+      progress: row.progress_total === null ? null : { done: row.progress_done ?? 0, total: row.progress_total },
     };
     let state = before;
     for (const event of jobEvents) state = applyEvent(state, event) ?? state;
     if (state === before && !created.has(row.id)) continue;
     if (state !== before) {
-      updates.push(row.id, state.status, state.attempts, state.error?.code ?? null, state.error?.message ?? null, state.createdAt.toISOString(), state.completedAt?.toISOString() ?? null, nowIso);
+      updates.push(
+        row.id,
+        state.status,
+        state.attempts,
+        state.error?.code ?? null,
+        state.error?.message ?? null,
+        state.createdAt.toISOString(),
+        state.completedAt?.toISOString() ?? null,
+        nowIso,
+        state.progress?.done ?? null,
+        state.progress?.total ?? null,
+      );
       if (state.status !== before.status && isTerminal(state.status)) {
         metrics.jobDuration.observe({ outcome: state.status.toLowerCase() }, Math.max(0, ((state.completedAt ?? now).getTime() - state.createdAt.getTime()) / 1000));
       }
@@ -133,6 +149,7 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
         createdAt: state.createdAt.toISOString(),
         updatedAt: nowIso,
         completedAt: state.completedAt?.toISOString() ?? null,
+        progress: state.progress,
       },
     });
   }
@@ -140,8 +157,9 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
     await queryRun(
       em,
       `update jobs set status = v.status, attempts = v.attempts::int, error_code = v.error_code, error_message = v.error_message,
-         created_at = v.created_at::timestamptz, completed_at = v.completed_at::timestamptz, updated_at = v.updated_at::timestamptz
-       from (values ${valuesPlaceholders(updates.length / 8, 8)}) as v (id, status, attempts, error_code, error_message, created_at, completed_at, updated_at)
+         created_at = v.created_at::timestamptz, completed_at = v.completed_at::timestamptz, updated_at = v.updated_at::timestamptz,
+         progress_done = v.progress_done::int, progress_total = v.progress_total::int
+       from (values ${valuesPlaceholders(updates.length / 10, 10)}) as v (id, status, attempts, error_code, error_message, created_at, completed_at, updated_at, progress_done, progress_total)
        where jobs.id = v.id::uuid`,
       updates,
     );
@@ -158,7 +176,7 @@ export const jobsService: ServiceDefinition = {
   consumers: () => [
     {
       name: 'job-view',
-      types: ['document.uploaded', 'analysis.started', 'analysis.completed', 'analysis.failed'],
+      types: ['document.uploaded', 'analysis.started', 'analysis.progress', 'analysis.completed', 'analysis.failed'],
       batchHandler: updateViews,
     },
   ],
@@ -186,7 +204,7 @@ export const jobsService: ServiceDefinition = {
         if (row) return rowToGraphQL(row);
         const createdAt = uuidTime(ref.id);
         if (!createdAt) return null;
-        return { id: ref.id, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null };
+        return { id: ref.id, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, progress: null };
       },
     },
   },

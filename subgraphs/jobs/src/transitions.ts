@@ -8,6 +8,8 @@ export interface JobState {
   error: { code: string; message: string } | null;
   createdAt: Date;
   completedAt: Date | null;
+  /** A long document's analysis: calls done of the total; null until it reports any. */
+  progress: { done: number; total: number } | null;
 }
 
 const rank: Record<JobStatus, number> = { QUEUED: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2 };
@@ -32,6 +34,15 @@ export function applyEvent(state: JobState, event: ParsedEvent): JobState | null
       if (rank[state.status] < rank.RUNNING) next.status = 'RUNNING';
       next.attempts = Math.max(state.attempts, event.data.attempt);
       break;
+    case 'analysis.progress/v1': {
+      if (isTerminal(state.status)) return null;
+      const { done, total } = event.data;
+      // Out of order or twice: only forward, and a retry's new plan (another total) replaces the old.
+      if (state.progress && state.progress.total === total && done <= state.progress.done) return null;
+      if (rank[state.status] < rank.RUNNING) next.status = 'RUNNING';
+      next.progress = { done, total };
+      break;
+    }
     case 'analysis.completed/v1':
       if (isTerminal(state.status)) return null;
       next.status = 'COMPLETED';
@@ -53,6 +64,8 @@ export function applyEvent(state: JobState, event: ParsedEvent): JobState | null
     next.attempts === state.attempts &&
     next.createdAt.getTime() === state.createdAt.getTime() &&
     (next.completedAt?.getTime() ?? null) === (state.completedAt?.getTime() ?? null) &&
-    next.error?.code === state.error?.code;
+    next.error?.code === state.error?.code &&
+    next.progress?.done === state.progress?.done &&
+    next.progress?.total === state.progress?.total;
   return same ? null : next;
 }

@@ -19,7 +19,9 @@ const completed = (attempts = 1) =>
 const failed = () =>
   ({ ...base, id: randomUUID(), type: 'analysis.failed', dataschema: 'analysis.failed/v1', data: { ...ids, error: { code: 'X', message: 'm' }, attempts: 3, failedAt: '2026-11-28T08:00:09.000Z' } }) as ParsedEvent;
 
-const queued = (): JobState => ({ status: 'QUEUED', attempts: 0, error: null, createdAt: new Date('2026-11-28T08:00:00.000Z'), completedAt: null });
+const queued = (): JobState => ({ status: 'QUEUED', attempts: 0, error: null, createdAt: new Date('2026-11-28T08:00:00.000Z'), completedAt: null, progress: null });
+const progress = (done: number, total: number) =>
+  ({ ...base, id: randomUUID(), type: 'analysis.progress', dataschema: 'analysis.progress/v1', data: { ...ids, done, total, at: '2026-11-28T08:00:02.000Z' } }) as ParsedEvent;
 
 function run(events: ParsedEvent[], state = queued()): JobState {
   for (const event of events) state = applyEvent(state, event) ?? state;
@@ -52,5 +54,18 @@ describe('job transitions', () => {
   it('takes the creation time from the upload whenever it arrives', () => {
     const state = run([started()], { ...queued(), createdAt: new Date('2026-11-28T09:00:00.000Z') });
     expect(run([uploaded('2026-11-28T07:59:00.000Z')], state).createdAt).toEqual(new Date('2026-11-28T07:59:00.000Z'));
+  });
+
+  it('moves progress forward only, while the job runs, and not after it finished', () => {
+    const running = run([started(), progress(2, 5), progress(1, 5), progress(2, 5)]);
+    expect(running).toMatchObject({ status: 'RUNNING', progress: { done: 2, total: 5 } });
+    expect(applyEvent(running, progress(2, 5))).toBeNull();
+    // A retry plans again: another total replaces the old progress.
+    expect(applyEvent(running, progress(1, 7))?.progress).toEqual({ done: 1, total: 7 });
+    const done = run([progress(5, 5), completed()], running);
+    expect(done.status).toBe('COMPLETED');
+    expect(applyEvent(done, progress(5, 5))).toBeNull();
+    // Progress before analysis.started (out of order) still means the job runs.
+    expect(run([progress(1, 3)])).toMatchObject({ status: 'RUNNING', progress: { done: 1, total: 3 } });
   });
 });

@@ -25,8 +25,6 @@ export interface OpenAIProviderOptions {
   timeoutMs?: number;
   /** The reply's token cap (`max_completion_tokens`), also the budget estimate's completion part. Default 1,024. */
   maxCompletionTokens?: number;
-  /** Longer texts are cut to this many characters before sending. Default 24,000 (about 6,000 tokens). */
-  maxInputChars?: number;
   /** Default: the process-wide {@link aiMetrics}. */
   metrics?: AiMetrics;
 }
@@ -48,7 +46,6 @@ export class OpenAIProvider implements LlmProvider {
   private readonly client: OpenAI;
   private readonly timeoutMs: number;
   private readonly maxCompletionTokens: number;
-  private readonly maxInputChars: number;
   private readonly metrics: AiMetrics;
 
   constructor(options: OpenAIProviderOptions) {
@@ -56,7 +53,6 @@ export class OpenAIProvider implements LlmProvider {
     this.model = options.model;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.maxCompletionTokens = options.maxCompletionTokens ?? 1_024;
-    this.maxInputChars = options.maxInputChars ?? 24_000;
     this.metrics = options.metrics ?? aiMetrics;
     this.client = new OpenAI({
       apiKey: options.apiKey,
@@ -97,7 +93,7 @@ export class OpenAIProvider implements LlmProvider {
   }
 
   private messages(input: AnalysisInput): PromptMessage[] {
-    return buildAnalysisMessages(input, this.maxInputChars);
+    return buildAnalysisMessages(input);
   }
 
   private async complete(messages: PromptMessage[], signal: AbortSignal | undefined): Promise<OpenAI.ChatCompletion> {

@@ -1,14 +1,17 @@
 import type { Database } from '@tributary/core/db';
+import { z } from 'zod';
 import { analysisOutputSchema, type AnalysisOutput, type AnalysisResult } from '../types.ts';
 import { execute } from './sql.ts';
 
-/** A cached answer. */
+/** A cached answer, with how many calls it was made of (a long text's chunks). */
 export interface CacheEntry {
   key: string;
   provider: string;
   model: string;
-  output: AnalysisOutput;
+  output: AnalysisOutput & { chunks?: number | undefined; truncated?: boolean | undefined };
 }
+
+const cachedOutputSchema = analysisOutputSchema.extend({ chunks: z.number().int().min(1).optional(), truncated: z.boolean().optional() });
 
 /** Validated LLM answers by request hash (`ai_response_cache`), shared by all tenants. */
 export class ResponseCache {
@@ -26,7 +29,7 @@ export class ResponseCache {
       const row = rows.find((r) => r.key === key);
       if (!row) continue;
       // The row was valid when written; the schema may have tightened since. A stale row is a miss.
-      const output = analysisOutputSchema.safeParse(typeof row.output === 'string' ? JSON.parse(row.output) : row.output);
+      const output = cachedOutputSchema.safeParse(typeof row.output === 'string' ? JSON.parse(row.output) : row.output);
       if (output.success) return { key, provider: row.provider, model: row.model, output: output.data };
     }
     return undefined;
@@ -34,7 +37,14 @@ export class ResponseCache {
 
   /** Stores an answer; the first writer of a key wins (both answered the same request). */
   async put(key: string, result: AnalysisResult): Promise<void> {
-    const output: AnalysisOutput = { summary: result.summary, themes: result.themes, keywords: result.keywords, sentiment: result.sentiment };
+    const output: CacheEntry['output'] = {
+      summary: result.summary,
+      themes: result.themes,
+      keywords: result.keywords,
+      sentiment: result.sentiment,
+      ...(result.chunks !== undefined ? { chunks: result.chunks } : {}),
+      ...(result.truncated !== undefined ? { truncated: result.truncated } : {}),
+    };
     await execute(
       this.db,
       `insert into ai_response_cache (key, provider, model, output, prompt_tokens, completion_tokens, created_at)
