@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import { cpuBetween, snapshot, type CpuSnapshot } from './cpu.ts';
-import { cleanupNamespace, disposeAll, live, openClients, ROOT, startSystem, stopChildren, within, type Mode, type RunningSystem } from './system.ts';
+import { disposeAll, openClients, ROOT, runBenchmark, startSystem, within, type Mode, type RunningSystem } from './system.ts';
 
 const number = (name: string, fallback: number) => {
   const raw = process.env[name];
@@ -263,18 +263,4 @@ async function main(): Promise<void> {
   console.log('wrote bench/results/ai.json');
 }
 
-process.on('uncaughtException', (error) => {
-  console.error(error);
-  void (async () => {
-    await stopChildren([...live.children]);
-    for (const namespace of [...live.namespaces]) await cleanupNamespace(namespace);
-  })().finally(() => process.exit(1));
-});
-try {
-  await main();
-} catch (error) {
-  console.error(error);
-  process.exitCode = 1;
-}
-// Whatever a library left open (sockets, timers) must not keep the benchmark alive.
-process.exit(process.exitCode ?? 0);
+await runBenchmark(main);

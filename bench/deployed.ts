@@ -62,7 +62,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { cpuBetween, snapshot, type CpuFigures, type CpuSnapshot } from './cpu.ts';
-import { AMQP_URL, cleanupNamespace, DATABASE_URL, disposeAll, live, openClients, PROCESSES, ROOT, sleep, startSystem, stopChildren, within, type Mode, type RunningSystem, type Tree } from './system.ts';
+import { AMQP_URL, cleanupLive, DATABASE_URL, disposeAll, live, openClients, PROCESSES, ROOT, runBenchmark, sleep, startSystem, within, type Mode, type RunningSystem, type Tree } from './system.ts';
 
 /** The last commit before the load work. */
 const DEFAULT_BASELINE = 'd31708b';
@@ -512,10 +512,7 @@ const PG_LOG = process.env.BENCH_PG_LOG || '/var/log/postgresql/postgresql-15-ma
 const PROFILE = new Set(listEnv('BENCH_PROFILE', ''));
 
 async function cleanupAll(): Promise<string[]> {
-  const problems = (await stopChildren([...live.children])).map((c) => `killed: ${c}`);
-  for (const namespace of [...live.namespaces]) problems.push(...(await cleanupNamespace(namespace)));
-  problems.push(...removeBaseline());
-  return problems;
+  return [...(await cleanupLive()), ...removeBaseline()];
 }
 
 async function main(): Promise<void> {
@@ -724,17 +721,4 @@ function combosOf(trees: readonly Tree[]): { tree: Tree; mode: Mode }[] {
   return combos;
 }
 
-{
-  process.on('uncaughtException', (error) => {
-    console.error(error);
-    cleanupAll().finally(() => process.exit(1));
-  });
-  try {
-    await main();
-  } catch (error) {
-    console.error(error);
-    process.exitCode = 1;
-  }
-  // Whatever a library left open (sockets, timers) must not keep the benchmark alive.
-  process.exit(process.exitCode ?? 0);
-}
+await runBenchmark(main, cleanupAll);

@@ -329,4 +329,29 @@ export async function disposeAll(clients: readonly Client[]): Promise<void> {
   await Promise.all(clients.map((c) => within(Promise.resolve(c.dispose()), 5_000, 'graphql-ws dispose').catch(() => {})));
 }
 
+/** Stop every child still running and remove every namespace still there; what could not be undone. */
+export async function cleanupLive(): Promise<string[]> {
+  const problems = (await stopChildren([...live.children])).map((c) => `killed: ${c}`);
+  for (const namespace of [...live.namespaces]) problems.push(...(await cleanupNamespace(namespace)));
+  return problems;
+}
+
+/**
+ * Run a benchmark's `main`: an uncaught error cleans up (`cleanup`, default {@link cleanupLive})
+ * before exiting 1; then the process exits, whatever a library left open (sockets, timers).
+ */
+export async function runBenchmark(main: () => Promise<void>, cleanup: () => Promise<unknown> = cleanupLive): Promise<never> {
+  process.on('uncaughtException', (error) => {
+    console.error(error);
+    cleanup().finally(() => process.exit(1));
+  });
+  try {
+    await main();
+  } catch (error) {
+    console.error(error);
+    process.exitCode = 1;
+  }
+  process.exit(process.exitCode ?? 0);
+}
+
 if (process.env[EMBEDDED_CHILD] === '1' && process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await embeddedChild();

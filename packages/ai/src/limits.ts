@@ -2,6 +2,7 @@ import type { Database } from '@tributary/core/db';
 import type { LimitFunction } from 'p-limit';
 import { AiError, isAiError } from './errors.ts';
 import type { LlmProvider } from './provider.ts';
+import { sleep } from './retry.ts';
 import type { AnalysisInput, AnalysisResult, AnalyzeOptions } from './types.ts';
 
 /** A provider's rate limits, over any sliding window of {@link RateLimits.windowMs}. */
@@ -205,22 +206,6 @@ export class RedisRateLimitStore implements RateLimitStore {
   async close(): Promise<void> {
     await this.redis.quit();
   }
-}
-
-/** Sleep `ms`, or less if `signal` aborts (then throw its reason). */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 export interface LimitedProviderOptions {

@@ -3,7 +3,7 @@
  * this process's memory for PGlite, Redis), and the provider wrapper that waits on them.
  */
 import type { Database } from '@tributary/core/db';
-import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, redisAvailable, servicesAvailable, TEST_REDIS_URL } from '@tributary/core/testing';
+import { busiestWindow, dropTestDatabase, openTestDatabase, randomDatabaseTarget, redisAvailable, servicesAvailable, TEST_REDIS_URL } from '@tributary/core/testing';
 import { Redis } from 'ioredis';
 import pLimit from 'p-limit';
 import { randomUUID } from 'node:crypto';
@@ -31,16 +31,6 @@ async function race(store: RateLimitStore, key: string, limits: { requests: numb
   return admitted.sort((a, b) => a - b);
 }
 
-/** The most admissions in any window of `windowMs` (a sliding window over the admission times). */
-function busiestWindow(times: readonly number[], windowMs: number): number {
-  let most = 0;
-  let start = 0;
-  for (let end = 0; end < times.length; end++) {
-    while (times[end]! - times[start]! >= windowMs) start++;
-    most = Math.max(most, end - start + 1);
-  }
-  return most;
-}
 
 function describeStoreContract(name: string, available: boolean, open: () => Promise<{ stores: [RateLimitStore, RateLimitStore]; close(): Promise<void> }>) {
   describe.skipIf(!available)(`rate-limit store: ${name}`, () => {
@@ -145,7 +135,7 @@ describe('a provider within its limits', () => {
           metrics: new AiMetrics(),
         });
       const [a, b] = [make(), make()];
-      server.inject({ type: 'status', status: 429, retryAfter: '1' }, { times: 1, endpoint: 'chat' });
+      server.inject({ type: 'status', status: 429, retryAfter: '2' }, { times: 1, endpoint: 'chat' });
       const started = Date.now();
       const first = a.analyze({ text: 'Revenue grew strongly this quarter.' });
       await sleep(200);
@@ -154,7 +144,7 @@ describe('a provider within its limits', () => {
       await Promise.all([first, second]);
       const chats = server.requests.filter((r) => r.endpoint === 'chat');
       expect(chats).toHaveLength(3);
-      for (const call of chats.slice(1)) expect(call.receivedAt - started).toBeGreaterThanOrEqual(950);
+      for (const call of chats.slice(1)) expect(call.receivedAt - started).toBeGreaterThanOrEqual(1_950);
     } finally {
       await server.close();
     }

@@ -114,6 +114,8 @@ describe('loadAiConfig', () => {
       AI_DAILY_TOKEN_BUDGET: 1_000_000,
       AI_TIMEOUT_MS: 30_000,
       AI_BUDGET_FALLBACK: 'none',
+      AI_MAX_CHUNK_TOKENS: 6_000,
+      AI_MAX_CHUNKS: 64,
     });
   });
 

@@ -4,23 +4,12 @@
  */
 import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
 import { queryRows } from '@tributary/core/db';
-import { servicesAvailable, waitFor } from '@tributary/core/testing';
+import { busiestWindow, servicesAvailable, waitFor } from '@tributary/core/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { uploaded, World } from './fixtures.ts';
 
 const available = await servicesAvailable();
 
-/** The most requests received in any window of `ms`. */
-function busiestWindow(times: readonly number[], ms: number): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let most = 0;
-  let start = 0;
-  for (let end = 0; end < sorted.length; end++) {
-    while (sorted[end]! - sorted[start]! >= ms) start++;
-    most = Math.max(most, end - start + 1);
-  }
-  return most;
-}
 
 describe.skipIf(!available)('AI providers from the environment', () => {
   let world: World;

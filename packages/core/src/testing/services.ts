@@ -99,3 +99,15 @@ export async function brokerQueues(prefix: string): Promise<string[]> {
     .map((l) => l.trim())
     .filter((name) => name.startsWith(prefix));
 }
+
+/** The most of `times` (ms) inside any window of `windowMs`: what a sliding-window limit bounds. */
+export function busiestWindow(times: readonly number[], windowMs: number): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let most = 0;
+  let start = 0;
+  for (let end = 0; end < sorted.length; end++) {
+    while (sorted[end]! - sorted[start]! >= windowMs) start++;
+    most = Math.max(most, end - start + 1);
+  }
+  return most;
+}
