@@ -15,7 +15,8 @@ export interface RateLimits {
   windowMs?: number;
 }
 
-export type Admission = { ok: true } | { ok: false; waitMs: number };
+/** Admitted (`call` names the admission, for {@link RateLimitStore.finish}; absent when nothing is counted), or the wait. */
+export type Admission = { ok: true; call?: string } | { ok: false; waitMs: number };
 
 /**
  * Where the calls of every process of a deployment are counted, so their limits hold together:
@@ -28,6 +29,13 @@ export interface RateLimitStore {
    * processes: two callers racing for the last slot cannot both get it.
    */
   tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission>;
+  /**
+   * The admitted call has ended: it now counts from this moment. The provider counts a call when
+   * it receives it, which is after its admission by however long the request took to send; from
+   * its end, the call's window certainly covers the provider's, so no window the provider
+   * sees holds more than the limit.
+   */
+  finish(key: string, call: string): Promise<void>;
   /** No call for `key` in any process until `ms` from now (a 429's `Retry-After`). */
   pause(key: string, ms: number): Promise<void>;
   close?(): Promise<void>;
@@ -91,9 +99,13 @@ export class SqlRateLimitStore implements RateLimitStore {
         limits,
       );
       if (wait > 0) return { ok: false, waitMs: Math.ceil(wait) };
-      await run(`insert into ai_rate_calls (key, at, tokens) values (?, now(), ?)`, [key, tokens]);
-      return { ok: true };
+      const [call] = await run<{ id: string | number }>(`insert into ai_rate_calls (key, at, tokens) values (?, now(), ?) returning id`, [key, tokens]);
+      return { ok: true, call: String(call!.id) };
     });
+  }
+
+  async finish(key: string, call: string): Promise<void> {
+    await this.db.fork().getConnection().execute(`update ai_rate_calls set at = greatest(at, now()) where id = ? and key = ?`, [call, key]);
   }
 
   async pause(key: string, ms: number): Promise<void> {
@@ -113,8 +125,9 @@ export class SqlRateLimitStore implements RateLimitStore {
  * open, so this process's calls are all the deployment's calls.
  */
 export class MemoryRateLimitStore implements RateLimitStore {
-  private readonly calls = new Map<string, { at: number; tokens: number }[]>();
+  private readonly calls = new Map<string, { at: number; tokens: number; id: string }[]>();
   private readonly pauses = new Map<string, number>();
+  private counter = 0;
 
   async tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission> {
     const now = Date.now();
@@ -125,8 +138,18 @@ export class MemoryRateLimitStore implements RateLimitStore {
     this.calls.set(key, window);
     const wait = windowWait(window, now, tokens, limits);
     if (wait > 0) return { ok: false, waitMs: Math.ceil(wait) };
-    window.push({ at: now, tokens });
-    return { ok: true };
+    const id = String(++this.counter);
+    window.push({ at: now, tokens, id });
+    return { ok: true, call: id };
+  }
+
+  async finish(key: string, call: string): Promise<void> {
+    const window = this.calls.get(key) ?? [];
+    const entry = window.find((c) => c.id === call);
+    if (!entry) return;
+    entry.at = Math.max(entry.at, Date.now());
+    // The log stays in time order, as windowWait reads it.
+    window.sort((a, b) => a.at - b.at);
   }
 
   async pause(key: string, ms: number): Promise<void> {
@@ -177,6 +200,15 @@ redis.call('PEXPIRE', calls, window)
 return 0
 `;
 
+/** The call ended: it counts from now (only if still in the window's log). */
+const FINISH = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', 'GT', now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+`;
+
 const PAUSE = `
 local current = redis.call('PTTL', KEYS[1])
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
@@ -186,6 +218,8 @@ return 0
 /** The store in Redis (`REDIS_URL`), for deployments that have one. */
 export class RedisRateLimitStore implements RateLimitStore {
   private counter = 0;
+  /** Each key's window, so the log of a finished call lives as long as the window it counts in. */
+  private readonly windows = new Map<string, number>();
   private readonly instance = `${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
 
   constructor(
@@ -196,7 +230,14 @@ export class RedisRateLimitStore implements RateLimitStore {
   async tryAcquire(key: string, tokens: number, limits: Required<RateLimits>): Promise<Admission> {
     const id = `${this.instance}-${++this.counter}`;
     const wait = Number(await this.redis.eval(ACQUIRE, 2, `${this.prefix}:${key}:calls`, `${this.prefix}:${key}:pause`, limits.requests, limits.tokens, tokens, limits.windowMs, id));
-    return wait > 0 ? { ok: false, waitMs: wait } : { ok: true };
+    if (wait > 0) return { ok: false, waitMs: wait };
+    if (limits.requests <= 0 && limits.tokens <= 0) return { ok: true };
+    this.windows.set(key, limits.windowMs);
+    return { ok: true, call: `${id}:${tokens}` };
+  }
+
+  async finish(key: string, call: string): Promise<void> {
+    await this.redis.eval(FINISH, 1, `${this.prefix}:${key}:calls`, call, this.windows.get(key) ?? 60_000);
   }
 
   async pause(key: string, ms: number): Promise<void> {
@@ -252,6 +293,7 @@ export class LimitedProvider implements LlmProvider {
 
   private async call(input: AnalysisInput, options: AnalyzeOptions): Promise<AnalysisResult> {
     const store = this.options.rate?.store;
+    let call: string | undefined;
     if (store) {
       // Without limits this only looks for a pause another worker's 429 set.
       const tokens = this.limits.tokens > 0 ? this.inner.estimateTokens(input) : 0;
@@ -260,7 +302,10 @@ export class LimitedProvider implements LlmProvider {
       }
       for (;;) {
         const admission = await store.tryAcquire(this.provider, tokens, this.limits);
-        if (admission.ok) break;
+        if (admission.ok) {
+          call = admission.call;
+          break;
+        }
         await sleep(admission.waitMs, options.signal);
       }
     }
@@ -269,6 +314,10 @@ export class LimitedProvider implements LlmProvider {
     } catch (error) {
       if (store && isAiError(error) && error.code === 'RATE_LIMITED' && error.retryAfterMs) await store.pause(this.provider, error.retryAfterMs).catch(() => {});
       throw error;
+    } finally {
+      // Best effort: a call whose end is not recorded still counts from its admission.
+      if (store && call !== undefined) await store.finish(this.provider, call).catch(() => {});
     }
   }
+
 }

@@ -60,8 +60,8 @@ function describeStoreContract(name: string, available: boolean, open: () => Pro
     it('counts tokens: a call waits until enough of the window has left', async () => {
       const k = key();
       const limits = { requests: 0, tokens: 100, windowMs: WINDOW };
-      expect(await stores[0].tryAcquire(k, 40, limits)).toEqual({ ok: true });
-      expect(await stores[1].tryAcquire(k, 40, limits)).toEqual({ ok: true });
+      expect(await stores[0].tryAcquire(k, 40, limits)).toMatchObject({ ok: true });
+      expect(await stores[1].tryAcquire(k, 40, limits)).toMatchObject({ ok: true });
       const refused = await stores[0].tryAcquire(k, 40, limits);
       expect(refused.ok).toBe(false);
       if (!refused.ok) {
@@ -69,7 +69,20 @@ function describeStoreContract(name: string, available: boolean, open: () => Pro
         expect(refused.waitMs).toBeLessThanOrEqual(WINDOW + 50);
         await sleep(refused.waitMs);
       }
-      expect(await stores[1].tryAcquire(k, 40, limits)).toEqual({ ok: true });
+      expect(await stores[1].tryAcquire(k, 40, limits)).toMatchObject({ ok: true });
+    });
+
+    it('counts a finished call from its end: the provider saw it no earlier than it was sent', async () => {
+      const k = key();
+      const limits = { requests: 1, tokens: 0, windowMs: WINDOW };
+      const first = await stores[0].tryAcquire(k, 0, limits);
+      expect(first.ok && first.call).toBeTruthy();
+      await sleep(400);
+      await stores[0].finish(k, (first as { call: string }).call);
+      const refused = await stores[1].tryAcquire(k, 0, limits);
+      expect(refused.ok).toBe(false);
+      // A full window from the end (400 ms after the admission), not from the admission.
+      if (!refused.ok) expect(refused.waitMs).toBeGreaterThan(WINDOW - 100);
     });
 
     it('holds every call of a key, in every handle, for a pause, limits or not', async () => {
