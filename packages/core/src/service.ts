@@ -103,7 +103,14 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   const transport = sharedTransport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.${process.pid}`);
   const deps: ServiceDeps<C> = { db, transport, logger, config, env };
   initTracing({ serviceName: definition.name, endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
-  const relay = new OutboxRelay({ service: definition.name, db, transport, logger });
+  // The relay's own connections: in the shared pool it would queue behind every request waiting
+  // for one (a burst of uploads holds hundreds), and nothing would leave the outbox until they
+  // had all committed. PGlite is one session in this process: there it shares.
+  const relayDb =
+    db.target.kind === 'postgres'
+      ? await openDatabase({ service: definition.name, target: db.target, entities: definition.entities, migrations: definition.migrations, logger, poolSize: 2 })
+      : db;
+  const relay = new OutboxRelay({ service: definition.name, db: relayDb, transport, logger });
   const unwatch = watchOutbox(definition.name, db);
   const consumers = (definition.consumers?.(deps) ?? []).map(
     (consumer) => new EventConsumer({ ...consumer, service: definition.name, db, transport, logger }),
@@ -139,6 +146,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     stop: async () => {
       unwatch();
       await subgraph.stop();
+      if (relayDb !== db) await relayDb.close();
     },
   };
 }
