@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { getMaxListeners, setMaxListeners } from 'node:events';
-import { estimateTextTokens } from './openai/prompt.ts';
+import { characterCounts, estimateTextTokens, tokensOfCounts } from './openai/prompt.ts';
 import type { LlmProvider } from './provider.ts';
 import type { AnalysisInput, AnalysisResult, AnalyzeOptions, SentimentLabel, ThemeScore } from './types.ts';
 
@@ -16,17 +16,10 @@ export function splitText(text: string, maxTokens: number): string[] {
     (pieces, boundary) => pieces.flatMap((piece) => (estimateTextTokens(piece) <= maxTokens ? [piece] : splitKeeping(piece, boundary))),
     [text],
   );
-  const chunks: string[] = [];
-  let current = '';
-  for (const unit of units.flatMap((u) => (estimateTextTokens(u) <= maxTokens ? [u] : hardSplit(u, maxTokens)))) {
-    if (current && estimateTextTokens(current + unit) > maxTokens) {
-      chunks.push(current);
-      current = '';
-    }
-    current += unit;
-  }
-  if (current) chunks.push(current);
-  return chunks;
+  return pack(
+    units.flatMap((unit) => (estimateTextTokens(unit) <= maxTokens ? [unit] : pack(Array.from(unit), maxTokens))),
+    maxTokens,
+  );
 }
 
 /** Split after each match of `boundary`, keeping every character (the separator stays with the left piece). */
@@ -43,19 +36,29 @@ function splitKeeping(text: string, boundary: RegExp): string[] {
   return pieces.length > 0 ? pieces : [text];
 }
 
-/** A unit with no boundary inside, cut by code points into pieces that fit. */
-function hardSplit(text: string, maxTokens: number): string[] {
-  const pieces: string[] = [];
-  let current = '';
-  for (const point of text) {
-    if (current && estimateTextTokens(current + point) > maxTokens) {
-      pieces.push(current);
-      current = '';
+/**
+ * Pieces, in order, packed greedily into chunks of at most `maxTokens` (a piece over it alone
+ * becomes a chunk of its own). The chunk's character counts are added up as it grows, not
+ * re-read, so packing is linear in the text.
+ */
+function pack(pieces: readonly string[], maxTokens: number): string[] {
+  const chunks: string[] = [];
+  let current: string[] = [];
+  let counts = { ascii: 0, other: 0 };
+  for (const piece of pieces) {
+    const own = characterCounts(piece);
+    const grown = { ascii: counts.ascii + own.ascii, other: counts.other + own.other };
+    if (current.length > 0 && tokensOfCounts(grown) > maxTokens) {
+      chunks.push(current.join(''));
+      current = [];
+      counts = own;
+    } else {
+      counts = grown;
     }
-    current += point;
+    current.push(piece);
   }
-  if (current) pieces.push(current);
-  return pieces;
+  if (current.length > 0) chunks.push(current.join(''));
+  return chunks;
 }
 
 export interface ChunkedAnalyzerOptions {
