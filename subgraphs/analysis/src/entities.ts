@@ -12,8 +12,6 @@ export const Analysis = defineEntity({
     tenantId: p.text(),
     status: p.enum(['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'] as AnalysisStatus[]),
     title: p.text(),
-    /** The text to analyse, carried by `document.uploaded` (event-carried state transfer). */
-    text: p.text(),
     summary: p.text().nullable(),
     themes: p.json<{ name: string; score: number }[]>().nullable(),
     keywords: p.json<string[]>().nullable(),
@@ -115,9 +113,21 @@ class AddChunks extends Migration {
   }
 }
 
+/**
+ * The text was kept for the old second stage, which read it back for the model call. The worker
+ * now analyses the text its `document.uploaded` carries, and nothing reads the column: writing
+ * up to 1 MiB per document into it was work for nothing.
+ */
+class DropText extends Migration {
+  override up(): void {
+    this.addSql('alter table analyses drop column text');
+  }
+}
+
 export const migrations = [
   { name: '0001-analyses', class: CreateAnalyses },
   { name: '0002-document-embeddings', class: CreateEmbeddings },
   { name: '0003-analysis-leases', class: AddLeases },
   { name: '0004-analysis-chunks', class: AddChunks },
+  { name: '0005-analysis-drop-text', class: DropText },
 ];

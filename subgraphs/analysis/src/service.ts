@@ -98,13 +98,13 @@ export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs:
       const now = new Date().toISOString();
       const [claimed] = await queryRows<{ attempts: number }>(
         em,
-        `insert into analyses (document_id, job_id, tenant_id, status, title, text, cached, attempts, lease_token, lease_expires_at, created_at, updated_at)
-         values (?, ?, ?, 'RUNNING', ?, ?, false, 1, ?, ${leaseSql}, ?, ?)
+        `insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, lease_token, lease_expires_at, created_at, updated_at)
+         values (?, ?, ?, 'RUNNING', ?, false, 1, ?, ${leaseSql}, ?, ?)
          on conflict (document_id) do update set status = 'RUNNING', attempts = analyses.attempts + 1, lease_token = excluded.lease_token,
            lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at
          where analyses.status in ('PENDING', 'RUNNING') and (analyses.lease_expires_at is null or analyses.lease_expires_at <= now())
          returning attempts`,
-        [documentId, jobId, tenantId, title, text, token, now, now],
+        [documentId, jobId, tenantId, title, token, now, now],
       );
       if (!claimed) {
         const [row] = await queryRows<{ status: string; wait_ms: number | string | null }>(
