@@ -149,11 +149,13 @@ export function createAnalyzerFromEnv(env: AiEnv, options: AnalyzerFactoryOption
   }
   // One pool of call slots for the process; each provider's rate window shared by every process.
   const slots = options.callConcurrency ? pLimit(options.callConcurrency) : undefined;
-  const store: RateLimitStore = config.REDIS_URL
-    ? new RedisRateLimitStore(new Redis(config.REDIS_URL, { maxRetriesPerRequest: 3 }))
-    : options.db.target.kind === 'pglite'
-      ? new MemoryRateLimitStore()
-      : new SqlRateLimitStore(options.db);
+  const rateStore = config.REDIS_URL ? 'redis' : options.db.target.kind === 'pglite' ? 'memory' : 'database';
+  const store: RateLimitStore =
+    rateStore === 'redis'
+      ? new RedisRateLimitStore(new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 3 }))
+      : rateStore === 'memory'
+        ? new MemoryRateLimitStore()
+        : new SqlRateLimitStore(options.db);
   const providers = settings.map(
     (p) =>
       new LimitedProvider(
@@ -181,7 +183,7 @@ export function createAnalyzerFromEnv(env: AiEnv, options: AnalyzerFactoryOption
         ...(p.limits.requests ? { maxRequestsPerMinute: p.limits.requests } : {}),
         ...(p.limits.tokens ? { maxTokensPerMinute: p.limits.tokens } : {}),
       })),
-      rateStore: config.REDIS_URL ? 'redis' : options.db.target.kind === 'pglite' ? 'memory' : 'database',
+      rateStore,
       callConcurrency: options.callConcurrency ?? null,
       dailyTokenBudget: config.AI_DAILY_TOKEN_BUDGET,
       budgetFallback: config.AI_BUDGET_FALLBACK,
