@@ -1,4 +1,4 @@
-import { startOpenAITestServer } from '@tributary/ai/testing';
+import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collect, startEmbeddedSystem, type TestSystem } from './fixtures/system.ts';
 
@@ -17,69 +17,65 @@ async function analyse(system: TestSystem, title: string, content: string, token
   return { documentId: document.id as string, job: message!.data.jobCompleted };
 }
 
-describe('analysis through an OpenAI-compatible endpoint (pnpm dev mode)', () => {
-  let server: Awaited<ReturnType<typeof startOpenAITestServer>>;
-  let system: TestSystem;
+/** An embedded system (pnpm dev mode) on a fresh OpenAI-compatible test server, for one describe block. */
+function aiSystem(serverOptions: Parameters<typeof startOpenAITestServer>[0], env: Record<string, string>) {
+  const ai = {} as { server: OpenAITestServer; system: TestSystem };
   beforeAll(async () => {
-    server = await startOpenAITestServer({ apiKey: 'sk-test' });
-    system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'test-model' } });
+    ai.server = await startOpenAITestServer({ apiKey: 'sk-test', ...serverOptions });
+    ai.system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: ai.server.baseURL, ...env } });
   }, 60_000);
   afterAll(async () => {
-    await system?.stop();
-    await server?.close();
+    await ai.system?.stop();
+    await ai.server?.close();
   });
+  return ai;
+}
+
+describe('analysis through an OpenAI-compatible endpoint (pnpm dev mode)', () => {
+  const ai = aiSystem({}, { AI_MODEL: 'test-model' });
 
   it('runs an upload end to end through the endpoint, and serves the same prompt again from the cache', async () => {
     const text = 'Offshore wind farms expanded quickly. Turbine makers reported record orders and strong margins.';
-    const first = await analyse(system, 'Wind', text);
+    const first = await analyse(ai.system, 'Wind', text);
     expect(first.job.status).toBe('COMPLETED');
     expect(first.job.document.analysis).toMatchObject({ provider: 'openai', model: 'test-model', cached: false });
     expect(first.job.document.analysis.tokens.prompt).toBeGreaterThan(0);
-    const calls = server.requests.filter((r) => r.path.endsWith('/chat/completions')).length;
+    const calls = ai.server.requests.filter((r) => r.path.endsWith('/chat/completions')).length;
     expect(calls).toBe(1);
-    expect(server.requests.some((r) => r.path.endsWith('/embeddings'))).toBe(true);
+    expect(ai.server.requests.some((r) => r.path.endsWith('/embeddings'))).toBe(true);
 
-    const again = await analyse(system, 'Wind', text);
+    const again = await analyse(ai.system, 'Wind', text);
     expect(again.job.document.analysis).toMatchObject({ provider: 'openai', cached: true, tokens: { prompt: 0, completion: 0 } });
-    expect(server.requests.filter((r) => r.path.endsWith('/chat/completions')).length).toBe(calls);
+    expect(ai.server.requests.filter((r) => r.path.endsWith('/chat/completions')).length).toBe(calls);
   });
 
   it('finds similar documents within the tenant only', async () => {
-    const a = await analyse(system, 'Solar A', 'Solar panels on rooftops cut household energy bills. Solar adoption keeps rising.');
-    const b = await analyse(system, 'Solar B', 'Rooftop solar panels keep spreading; solar energy bills fall for households.');
-    const c = await analyse(system, 'Cooking', 'Slow-cooked beans with garlic and rosemary make a cheap, hearty dinner.');
-    const similar = await system.query('query($id: ID!) { similarDocuments(documentId: $id, first: 5) { score document { id title } } }', { id: a.documentId });
+    const a = await analyse(ai.system, 'Solar A', 'Solar panels on rooftops cut household energy bills. Solar adoption keeps rising.');
+    const b = await analyse(ai.system, 'Solar B', 'Rooftop solar panels keep spreading; solar energy bills fall for households.');
+    const c = await analyse(ai.system, 'Cooking', 'Slow-cooked beans with garlic and rosemary make a cheap, hearty dinner.');
+    const similar = await ai.system.query('query($id: ID!) { similarDocuments(documentId: $id, first: 5) { score document { id title } } }', { id: a.documentId });
     const ids = similar.data.similarDocuments.map((s: { document: { id: string } }) => s.document.id);
     expect(ids.indexOf(b.documentId)).toBeLessThan(ids.indexOf(c.documentId));
     expect(similar.data.similarDocuments[0].document.title).toBe('Solar B');
 
-    const other = await system.token({ tenant: 'tenant-z', sub: 'zoe' });
-    const probe = await system.query('query($id: ID!) { similarDocuments(documentId: $id) { score } }', { id: a.documentId }, { token: other });
+    const other = await ai.system.token({ tenant: 'tenant-z', sub: 'zoe' });
+    const probe = await ai.system.query('query($id: ID!) { similarDocuments(documentId: $id) { score } }', { id: a.documentId }, { token: other });
     expect(probe.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
-    const mine = await analyse(system, 'Solar Z', 'Solar panels on rooftops cut household energy bills.', other);
-    const fromZ = await system.query('query($id: ID!) { similarDocuments(documentId: $id) { document { id } } }', { id: mine.documentId }, { token: other });
+    const mine = await analyse(ai.system, 'Solar Z', 'Solar panels on rooftops cut household energy bills.', other);
+    const fromZ = await ai.system.query('query($id: ID!) { similarDocuments(documentId: $id) { document { id } } }', { id: mine.documentId }, { token: other });
     expect(fromZ.data.similarDocuments).toEqual([]);
   });
 });
 
 describe('a tiny daily token budget', () => {
-  let server: Awaited<ReturnType<typeof startOpenAITestServer>>;
-  let system: TestSystem;
-  beforeAll(async () => {
-    server = await startOpenAITestServer({ apiKey: 'sk-test' });
-    system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_DAILY_TOKEN_BUDGET: '50' } });
-  }, 60_000);
-  afterAll(async () => {
-    await system?.stop();
-    await server?.close();
-  });
+  const ai = aiSystem({}, { AI_DAILY_TOKEN_BUDGET: '50' });
 
   it('ends the job FAILED with BUDGET_EXCEEDED, without retrying or calling the provider', async () => {
-    const { job } = await analyse(system, 'Expensive', 'A long report about budgets and spending that would need many tokens to analyse properly.');
+    const { job } = await analyse(ai.system, 'Expensive', 'A long report about budgets and spending that would need many tokens to analyse properly.');
     expect(job).toMatchObject({ status: 'FAILED', error: { code: 'BUDGET_EXCEEDED' } });
-    const read = await system.query('query { jobs(status: FAILED) { edges { node { attempts } } } }');
+    const read = await ai.system.query('query { jobs(status: FAILED) { edges { node { attempts } } } }');
     expect(read.data.jobs.edges[0].node.attempts).toBe(1);
-    expect(server.requests.filter((r) => r.path.endsWith('/chat/completions'))).toHaveLength(0);
+    expect(ai.server.requests.filter((r) => r.path.endsWith('/chat/completions'))).toHaveLength(0);
   });
 });
 
@@ -101,30 +97,21 @@ function longReport(bytes: number): { text: string; markers: string[] } {
 const PROGRESS = 'subscription($id: ID!) { jobUpdated(jobId: $id) { status progress { done total } } }';
 
 describe('a long document (300 kB) through an OpenAI-compatible endpoint', () => {
-  let server: Awaited<ReturnType<typeof startOpenAITestServer>>;
-  let system: TestSystem;
-  beforeAll(async () => {
-    // Each call takes a while and two run at once, so the chunks finish one after another.
-    server = await startOpenAITestServer({ apiKey: 'sk-test', latencyMs: 150 });
-    system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_MODEL: 'test-model', ANALYSIS_CONCURRENCY: '2' } });
-  }, 60_000);
-  afterAll(async () => {
-    await system?.stop();
-    await server?.close();
-  });
+  // Each call takes a while and two run at once, so the chunks finish one after another.
+  const ai = aiSystem({ latencyMs: 150 }, { AI_MODEL: 'test-model', ANALYSIS_CONCURRENCY: '2' });
 
   it('analyses the whole text in chunks, reports progress, combines one analysis and counts every call', async () => {
     const { text, markers } = longReport(300_000);
-    const uploaded = await system.query(UPLOAD, { input: { title: 'Annual report', content: text } });
+    const uploaded = await ai.system.query(UPLOAD, { input: { title: 'Annual report', content: text } });
     expect(uploaded.errors).toBeUndefined();
     const id = uploaded.data.uploadDocument.job.id as string;
     const [updates, [done]] = await Promise.all([
-      collect(system.ws(), PROGRESS, { id }, 120_000),
-      collect(system.ws(), 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary themes { name } keywords sentiment { label } tokens { prompt completion } chunks truncated } } } }', { id }, 120_000),
+      collect(ai.system.ws(), PROGRESS, { id }, 120_000),
+      collect(ai.system.ws(), 'subscription($id: ID!) { jobCompleted(jobId: $id) { status document { analysis { summary themes { name } keywords sentiment { label } tokens { prompt completion } chunks truncated } } } }', { id }, 120_000),
     ]);
     const analysis = done!.data.jobCompleted.document.analysis;
     expect(done!.data.jobCompleted.status).toBe('COMPLETED');
-    const chats = server.requests.filter((r) => r.endpoint === 'chat');
+    const chats = ai.server.requests.filter((r) => r.endpoint === 'chat');
     // The chunks, then one call combining their summaries.
     expect(analysis.chunks).toBeGreaterThan(5);
     expect(analysis.truncated).toBe(false);
@@ -147,21 +134,12 @@ describe('a long document (300 kB) through an OpenAI-compatible endpoint', () =>
 });
 
 describe('a long document over the remaining budget', () => {
-  let server: Awaited<ReturnType<typeof startOpenAITestServer>>;
-  let system: TestSystem;
-  beforeAll(async () => {
-    server = await startOpenAITestServer({ apiKey: 'sk-test' });
-    system = await startEmbeddedSystem({ env: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: server.baseURL, AI_DAILY_TOKEN_BUDGET: '30000' } });
-  }, 60_000);
-  afterAll(async () => {
-    await system?.stop();
-    await server?.close();
-  });
+  const ai = aiSystem({}, { AI_DAILY_TOKEN_BUDGET: '30000' });
 
   it('is refused with BUDGET_EXCEEDED before any call, though its first chunks would fit', async () => {
     const { text } = longReport(300_000);
-    const { job } = await analyse(system, 'Too long for the budget', text);
+    const { job } = await analyse(ai.system, 'Too long for the budget', text);
     expect(job).toMatchObject({ status: 'FAILED', error: { code: 'BUDGET_EXCEEDED' } });
-    expect(server.requests.filter((r) => r.endpoint === 'chat')).toHaveLength(0);
+    expect(ai.server.requests.filter((r) => r.endpoint === 'chat')).toHaveLength(0);
   });
 });
