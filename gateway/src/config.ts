@@ -1,17 +1,63 @@
 import { baseConfigSchema, commaList, ConfigError, loadConfig, urlWithProtocol, type ConfigIssue } from '@tributary/core/config';
+import { Kind, parse, type ConstDirectiveNode } from 'graphql';
 import { availableParallelism } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 
-const subgraphUrl = urlWithProtocol('http:', 'https:');
+const SUBGRAPH_PROTOCOLS = ['http:', 'https:'];
+const subgraphUrl = urlWithProtocol(...SUBGRAPH_PROTOCOLS);
+
+/**
+ * `name=url,name2=url2`: the URL of each named subgraph. Entries are trimmed and empty ones
+ * dropped; every problem (no `=`, an empty name, a URL that is not http(s), a name given twice)
+ * is an issue of its own.
+ */
+const subgraphUrlList = z
+  .string()
+  .default('')
+  .transform((value, ctx) => {
+    const urls: Record<string, string> = Object.create(null) as Record<string, string>;
+    for (const entry of value.split(',').map((item) => item.trim()).filter(Boolean)) {
+      const eq = entry.indexOf('=');
+      const name = eq < 0 ? '' : entry.slice(0, eq).trim();
+      const url = eq < 0 ? '' : entry.slice(eq + 1).trim();
+      const problem =
+        eq < 0
+          ? 'must be name=url'
+          : !name
+            ? 'names no subgraph (empty name)'
+            : !(URL.canParse(url) && SUBGRAPH_PROTOCOLS.includes(new URL(url).protocol))
+              ? 'must be an http or https URL'
+              : name in urls
+                ? 'names a subgraph given before'
+                : undefined;
+      if (problem) ctx.issues.push({ code: 'custom', message: `"${entry}": ${problem}`, input: value });
+      else urls[name] = url;
+    }
+    return urls;
+  });
+
+/** Tributary's own subgraphs' URL settings (`DOCUMENTS_URL`, …), kept beside SUBGRAPH_URLS. */
+const NAMED_URL_KEYS = { documents: 'DOCUMENTS_URL', jobs: 'JOBS_URL', analysis: 'ANALYSIS_URL', insights: 'INSIGHTS_URL' } as const;
 
 export const configSchema = baseConfigSchema.extend({
   PORT: z.coerce.number().int().min(0).max(65535).default(4000),
-  /** Where each subgraph listens; default: the URLs in the supergraph (localhost:4001-4004). */
+  /**
+   * Where subgraphs listen, for any subgraph of the supergraph: `name=url,name2=url2` (http or
+   * https). Default: the URLs in the supergraph. A name the supergraph does not have is refused
+   * at start (see {@link subgraphUrlOverrides}).
+   */
+  SUBGRAPH_URLS: subgraphUrlList,
+  /** Where Tributary's own subgraphs listen (the same as `SUBGRAPH_URLS=documents=…`); default: the supergraph's URLs (localhost:4001-4004). */
   DOCUMENTS_URL: subgraphUrl.optional(),
   JOBS_URL: subgraphUrl.optional(),
   ANALYSIS_URL: subgraphUrl.optional(),
   INSIGHTS_URL: subgraphUrl.optional(),
-  /** The composed supergraph; default: schema/supergraph.graphql of this repository. */
+  /**
+   * The composed supergraph; default: schema/supergraph.graphql of this repository. A relative
+   * path is resolved by {@link loadGatewayConfig} against the directory the command was started
+   * in (pnpm's INIT_CWD, else the working directory): the value is always absolute.
+   */
   SUPERGRAPH_PATH: z.string().min(1).optional(),
   /** Largest request body, bytes. Default 2 MiB (uploads are up to 1 MiB of content). */
   GATEWAY_MAX_BODY_BYTES: z.coerce.number().int().positive().default(2 * 1024 * 1024),
@@ -57,13 +103,58 @@ export const configSchema = baseConfigSchema.extend({
 });
 export type GatewayConfig = z.infer<typeof configSchema>;
 
-export function subgraphUrlOverrides(config: GatewayConfig): Record<string, string> {
-  const overrides: Record<string, string> = {};
-  if (config.DOCUMENTS_URL) overrides.documents = config.DOCUMENTS_URL;
-  if (config.JOBS_URL) overrides.jobs = config.JOBS_URL;
-  if (config.ANALYSIS_URL) overrides.analysis = config.ANALYSIS_URL;
-  if (config.INSIGHTS_URL) overrides.insights = config.INSIGHTS_URL;
+/**
+ * Subgraph URLs that replace the supergraph's, by subgraph name: SUBGRAPH_URLS and the
+ * `<NAME>_URL` settings of Tributary's own subgraphs. With `subgraphNames` (the supergraph's,
+ * see {@link supergraphSubgraphNames}), an override naming no subgraph of the supergraph is a
+ * configuration error rather than a setting that silently does nothing.
+ * @throws ConfigError when `subgraphNames` is given and an override names none of them
+ */
+export function subgraphUrlOverrides(config: GatewayConfig, subgraphNames?: Iterable<string>): Record<string, string> {
+  // No prototype: a subgraph named `constructor` must not find Object's.
+  const overrides: Record<string, string> = Object.assign(Object.create(null) as Record<string, string>, config.SUBGRAPH_URLS);
+  const source: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const name of Object.keys(overrides)) source[name] = 'SUBGRAPH_URLS';
+  for (const [name, key] of Object.entries(NAMED_URL_KEYS)) {
+    const url = config[key];
+    if (!url) continue;
+    overrides[name] = url;
+    source[name] = key;
+  }
+  if (subgraphNames !== undefined) {
+    const known = new Set(subgraphNames);
+    const unknown = Object.keys(overrides).filter((name) => !known.has(name));
+    if (unknown.length > 0) {
+      const has = known.size > 0 ? `it has ${[...known].join(', ')}` : 'it has none';
+      throw new ConfigError(unknown.map((name) => ({ key: source[name] ?? 'SUBGRAPH_URLS', message: `the supergraph has no subgraph named "${name}" (${has})` })));
+    }
+  }
   return overrides;
+}
+
+/**
+ * The names of the subgraphs a supergraph composes (its `join__Graph` values' `@join__graph(name:)`),
+ * in the supergraph's order: what {@link subgraphUrlOverrides} checks overrides against.
+ */
+export function supergraphSubgraphNames(supergraphSdl: string): string[] {
+  for (const definition of parse(supergraphSdl, { noLocation: true }).definitions) {
+    if (definition.kind !== Kind.ENUM_TYPE_DEFINITION || definition.name.value !== 'join__Graph') continue;
+    return (definition.values ?? []).map((value) => {
+      const graph: ConstDirectiveNode | undefined = value.directives?.find((d) => d.name.value === 'join__graph');
+      const name = graph?.arguments?.find((a) => a.name.value === 'name')?.value;
+      return name?.kind === Kind.STRING ? name.value : value.name.value.toLowerCase();
+    });
+  }
+  return [];
+}
+
+/** Settings that say the same thing twice: a subgraph in SUBGRAPH_URLS and in its own `<NAME>_URL`. */
+function duplicateUrlIssues(env: Record<string, string | undefined>): ConfigIssue[] {
+  const listed = subgraphUrlList.safeParse(env.SUBGRAPH_URLS ?? '');
+  if (!listed.success) return []; // its own issues say what is wrong with it
+  return Object.entries(NAMED_URL_KEYS)
+    .filter(([name, key]) => env[key] && name in listed.data)
+    .map(([name, key]) => ({ key, message: `${name} is also in SUBGRAPH_URLS: set its URL in one of them` }));
 }
 
 /** Exactly one way to verify tokens: checked apart from the schema so its issue joins the others. */
@@ -82,14 +173,18 @@ function authIssues(env: Record<string, string | undefined>): ConfigIssue[] {
  * @throws ConfigError
  */
 export function loadGatewayConfig(env: Record<string, string | undefined> = process.env): GatewayConfig {
-  const auth = authIssues(env);
+  const extra = [...authIssues(env), ...duplicateUrlIssues(env)];
   let config: GatewayConfig;
   try {
     config = loadConfig(configSchema, env);
   } catch (error) {
-    if (error instanceof ConfigError) throw new ConfigError([...auth, ...error.issues]);
+    if (error instanceof ConfigError) throw new ConfigError([...extra, ...error.issues]);
     throw error;
   }
-  if (auth.length > 0) throw new ConfigError(auth);
+  if (extra.length > 0) throw new ConfigError(extra);
+  if (config.SUPERGRAPH_PATH && !isAbsolute(config.SUPERGRAPH_PATH)) {
+    // `pnpm --filter @tributary/gateway start` runs in gateway/; INIT_CWD is where the user typed it.
+    config.SUPERGRAPH_PATH = resolve(env.INIT_CWD || process.cwd(), config.SUPERGRAPH_PATH);
+  }
   return config;
 }

@@ -2,7 +2,10 @@ import { ConfigError, loadConfig } from '@tributary/core';
 import { subgraphConfigSchema } from '@tributary/core/service';
 import { describe, expect, it } from 'vitest';
 import { bearerToken, createAuthenticator, signToken } from '../src/auth.ts';
-import { loadGatewayConfig } from '../src/config.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames } from '../src/config.ts';
+import { defaultSupergraphPath } from '../src/gateway.ts';
 import { RateLimiter } from '../src/limits.ts';
 import { startEmbedded } from '../src/embedded.ts';
 
@@ -38,6 +41,75 @@ describe('gateway configuration', () => {
 
   it('refuses a production embedded start without authentication', async () => {
     await expect(startEmbedded({ env: { NODE_ENV: 'production', TRIBUTARY_DATA_DIR: 'memory://' }, port: 0 })).rejects.toBeInstanceOf(ConfigError);
+  });
+});
+
+describe('subgraph URLs', () => {
+  const base = { INTERNAL_SIGNING_SECRET: secret, AUTH_JWT_SECRET: secret };
+  const names = ['documents', 'jobs', 'analysis', 'insights', 'reviews'];
+
+  it('overrides any subgraph by name with SUBGRAPH_URLS, beside DOCUMENTS_URL and the other three', () => {
+    const config = loadGatewayConfig({ ...base, SUBGRAPH_URLS: ' reviews=https://reviews.internal/graphql , analysis=http://analysis:4003/graphql,', JOBS_URL: 'http://jobs:4002/graphql' });
+    expect({ ...subgraphUrlOverrides(config, names) }).toEqual({
+      reviews: 'https://reviews.internal/graphql',
+      analysis: 'http://analysis:4003/graphql',
+      jobs: 'http://jobs:4002/graphql',
+    });
+    expect({ ...subgraphUrlOverrides(loadGatewayConfig(base)) }).toEqual({});
+  });
+
+  it('keeps a URL with = in its query string whole', () => {
+    const config = loadGatewayConfig({ ...base, SUBGRAPH_URLS: 'reviews=http://r/graphql?a=b' });
+    expect(subgraphUrlOverrides(config).reviews).toBe('http://r/graphql?a=b');
+  });
+
+  it('reports each malformed SUBGRAPH_URLS entry with the other problems', () => {
+    expect(issues(() => loadGatewayConfig({ INTERNAL_SIGNING_SECRET: secret, SUBGRAPH_URLS: 'reviews,=http://x/graphql,a=ftp://x,b=not a url,c=http://c/graphql,c=http://c2/graphql' }))).toEqual([
+      'AUTH_JWT_SECRET: no authentication configured: set AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL or AUTH_PUBLIC_KEY; `pnpm dev` generates a development secret',
+      'SUBGRAPH_URLS: "reviews": must be name=url',
+      'SUBGRAPH_URLS: "=http://x/graphql": names no subgraph (empty name)',
+      'SUBGRAPH_URLS: "a=ftp://x": must be an http or https URL',
+      'SUBGRAPH_URLS: "b=not a url": must be an http or https URL',
+      'SUBGRAPH_URLS: "c=http://c2/graphql": names a subgraph given before',
+    ]);
+  });
+
+  it('refuses a subgraph named both in SUBGRAPH_URLS and in its own setting', () => {
+    expect(issues(() => loadGatewayConfig({ ...base, SUBGRAPH_URLS: 'documents=http://a/graphql', DOCUMENTS_URL: 'http://b/graphql' }))).toEqual([
+      'DOCUMENTS_URL: documents is also in SUBGRAPH_URLS: set its URL in one of them',
+    ]);
+  });
+
+  it('refuses at start an override naming no subgraph of the supergraph', () => {
+    const config = loadGatewayConfig({ ...base, SUBGRAPH_URLS: 'reviews=http://r/graphql,revues=http://r/graphql', INSIGHTS_URL: 'http://i/graphql' });
+    expect(issues(() => subgraphUrlOverrides(config, ['documents', 'reviews']))).toEqual([
+      'SUBGRAPH_URLS: the supergraph has no subgraph named "revues" (it has documents, reviews)',
+      'INSIGHTS_URL: the supergraph has no subgraph named "insights" (it has documents, reviews)',
+    ]);
+  });
+
+  it("reads the subgraphs' names from a supergraph", () => {
+    expect(supergraphSubgraphNames(readFileSync(defaultSupergraphPath, 'utf8')).sort()).toEqual(['analysis', 'documents', 'insights', 'jobs']);
+    expect(supergraphSubgraphNames('type Query { a: Int }')).toEqual([]);
+  });
+
+  it('gives a subgraph named like an Object property no URL of its own', () => {
+    expect(subgraphUrlOverrides(loadGatewayConfig(base), ['constructor']).constructor).toBeUndefined();
+  });
+});
+
+describe('the supergraph path', () => {
+  const base = { INTERNAL_SIGNING_SECRET: secret, AUTH_JWT_SECRET: secret };
+
+  it('resolves a relative SUPERGRAPH_PATH against the directory pnpm was started in (INIT_CWD)', () => {
+    expect(loadGatewayConfig({ ...base, SUPERGRAPH_PATH: 'schema/mine.graphql', INIT_CWD: '/home/me/project' }).SUPERGRAPH_PATH).toBe('/home/me/project/schema/mine.graphql');
+    expect(loadGatewayConfig({ ...base, SUPERGRAPH_PATH: '../mine.graphql', INIT_CWD: '/home/me/project' }).SUPERGRAPH_PATH).toBe('/home/me/mine.graphql');
+  });
+
+  it('resolves it against the working directory without INIT_CWD, and keeps an absolute one', () => {
+    expect(loadGatewayConfig({ ...base, SUPERGRAPH_PATH: 'mine.graphql' }).SUPERGRAPH_PATH).toBe(join(process.cwd(), 'mine.graphql'));
+    expect(loadGatewayConfig({ ...base, SUPERGRAPH_PATH: '/srv/supergraph.graphql', INIT_CWD: '/home/me' }).SUPERGRAPH_PATH).toBe('/srv/supergraph.graphql');
+    expect(loadGatewayConfig(base).SUPERGRAPH_PATH).toBeUndefined();
   });
 });
 
