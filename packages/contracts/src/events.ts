@@ -80,6 +80,20 @@ export const jobUpdatedV1 = z.object({
 });
 
 /**
+ * A tenant's aggregates after a fold of analysis results that changed them: one per tenant and
+ * batch, published in the fold's transaction. The counts are the tenant's totals after the fold.
+ */
+export const insightsUpdatedV1 = z.object({
+  /** Documents with a result, `analyzed + failed`. */
+  documents: z.number().int().min(0),
+  analyzed: z.number().int().min(0),
+  failed: z.number().int().min(0),
+  /** Names of the themes whose stats this fold changed, lower-cased as stored. */
+  themes: z.array(z.string()),
+  updatedAt: isoTime,
+});
+
+/**
  * Registry of every contract, keyed by `dataschema` (`<type>/v<n>`).
  * Producers pick the version they write; consumers accept every registered version of a type.
  */
@@ -90,6 +104,7 @@ export const contracts = {
   'analysis.completed/v1': analysisCompletedV1,
   'analysis.failed/v1': analysisFailedV1,
   'job.updated/v1': jobUpdatedV1,
+  'insights.updated/v1': insightsUpdatedV1,
 } as const;
 
 export type DataSchema = keyof typeof contracts;
@@ -104,6 +119,7 @@ export const currentVersion = {
   'analysis.completed': 'analysis.completed/v1',
   'analysis.failed': 'analysis.failed/v1',
   'job.updated': 'job.updated/v1',
+  'insights.updated': 'insights.updated/v1',
 } as const satisfies Record<EventType, DataSchema>;
 
 export type DocumentUploaded = EventData<'document.uploaded/v1'>;
@@ -112,3 +128,4 @@ export type AnalysisProgress = EventData<'analysis.progress/v1'>;
 export type AnalysisCompleted = EventData<'analysis.completed/v1'>;
 export type AnalysisFailed = EventData<'analysis.failed/v1'>;
 export type JobUpdated = EventData<'job.updated/v1'>;
+export type InsightsUpdated = EventData<'insights.updated/v1'>;

@@ -250,7 +250,7 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
     await relay.start();
     await consumer(transport, {
       handler: async (event, context) => {
-        if (event.type !== 'document.uploaded') return;
+        if (event.dataschema !== 'document.uploaded/v1') return;
         await context.publish([
           { type: 'analysis.started', subject: event.data.documentId, data: { documentId: event.data.documentId, jobId: event.data.jobId, attempt: context.attempt, startedAt: new Date().toISOString() } },
         ]);

@@ -1,6 +1,6 @@
 import type { ParsedEvent } from '@tributary/contracts';
 import { pageSize } from '@tributary/core/graphql';
-import type { HandlerContext } from '@tributary/core/events';
+import type { HandlerContext, NewEvent } from '@tributary/core/events';
 import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
 import { InsightDocument, migrations, TenantStat, ThemeStat } from './entities.ts';
@@ -18,12 +18,17 @@ const byKey = (a: [string, string], b: [string, string]) => (a[0] < b[0] ? -1 : 
  * statement per table; every table's rows are locked in key order (documents, then tenants, then
  * themes), so concurrent batches wait for each other instead of deadlocking. A document first
  * seen by two batches at once makes one of them fail on its primary key and be retried event by
- * event, when it finds the other's row.
+ * event, when it finds the other's row. Each tenant whose aggregates changed gets one
+ * `insights.updated` with its totals after the fold, written to the outbox last (new rows only,
+ * no lock another batch waits on); a batch of repeats changes nothing and announces nothing.
  */
-export async function aggregate(events: ParsedEvent[], { em }: HandlerContext): Promise<void> {
+export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerContext): Promise<void> {
   const byDocument = new Map<string, { key: [string, string]; events: ParsedEvent[] }>();
+  // Each tenant's last event in delivery order: its announcement continues that trace.
+  const lastOfTenant = new Map<string, ParsedEvent>();
   for (const event of events) {
     if (event.dataschema !== 'analysis.completed/v1' && event.dataschema !== 'analysis.failed/v1') continue;
+    lastOfTenant.set(event.tenantid, event);
     const key: [string, string] = [event.tenantid, event.data.documentId];
     const id = JSON.stringify(key);
     const entry = byDocument.get(id);
@@ -91,16 +96,19 @@ export async function aggregate(events: ParsedEvent[], { em }: HandlerContext): 
       changed,
     );
   }
+  // A document's first result adds to analyzed or failed and FAILED -> COMPLETED adds to analyzed,
+  // so a tenant has a nonzero delta exactly when the batch changed its aggregates (themes only
+  // change with analyzed).
   const tenantRows = [...tenants].filter(([, c]) => c.analyzed !== 0 || c.failed !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  if (tenantRows.length > 0) {
-    await queryRun(
-      em,
-      `insert into tenant_stats (tenant_id, analyzed, failed)
-       select v.tenant_id, v.analyzed::int, v.failed::int from (values ${valuesPlaceholders(tenantRows.length, 3)}) as v (tenant_id, analyzed, failed) order by v.tenant_id
-       on conflict (tenant_id) do update set analyzed = tenant_stats.analyzed + excluded.analyzed, failed = tenant_stats.failed + excluded.failed`,
-      tenantRows.flatMap(([tenant, c]) => [tenant, c.analyzed, c.failed]),
-    );
-  }
+  if (tenantRows.length === 0) return;
+  const totals = await queryRows<{ tenant_id: string; analyzed: number; failed: number }>(
+    em,
+    `insert into tenant_stats (tenant_id, analyzed, failed)
+     select v.tenant_id, v.analyzed::int, v.failed::int from (values ${valuesPlaceholders(tenantRows.length, 3)}) as v (tenant_id, analyzed, failed) order by v.tenant_id
+     on conflict (tenant_id) do update set analyzed = tenant_stats.analyzed + excluded.analyzed, failed = tenant_stats.failed + excluded.failed
+     returning tenant_id, analyzed, failed`,
+    tenantRows.flatMap(([tenant, c]) => [tenant, c.analyzed, c.failed]),
+  );
   const themeRows = [...themes.values()].sort((a, b) => byKey(a.key, b.key));
   if (themeRows.length > 0) {
     await queryRun(
@@ -114,6 +122,24 @@ export async function aggregate(events: ParsedEvent[], { em }: HandlerContext): 
       themeRows.flatMap((t) => [t.key[0], t.key[1], t.count, t.scoreSum, t.lastSeenAt]),
     );
   }
+  const changedThemes = new Map<string, string[]>();
+  for (const { key: [tenant, name] } of themeRows) {
+    const names = changedThemes.get(tenant);
+    if (names) names.push(name);
+    else changedThemes.set(tenant, [name]);
+  }
+  const byTenant = new Map(totals.map((r) => [r.tenant_id, r]));
+  const announce: NewEvent<'insights.updated'>[] = tenantRows.map(([tenant]) => {
+    const row = byTenant.get(tenant)!;
+    return {
+      type: 'insights.updated',
+      subject: tenant,
+      tenantId: tenant,
+      causedBy: lastOfTenant.get(tenant)!,
+      data: { documents: row.analyzed + row.failed, analyzed: row.analyzed, failed: row.failed, themes: changedThemes.get(tenant) ?? [], updatedAt: now },
+    };
+  });
+  await publish(announce);
 }
 
 export const insightsService: ServiceDefinition = {

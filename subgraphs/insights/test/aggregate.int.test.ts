@@ -1,8 +1,8 @@
-import type { ParsedEvent } from '@tributary/contracts';
+import type { Envelope, InsightsUpdated, ParsedEvent } from '@tributary/contracts';
 import { parse } from '@tributary/contracts';
 import { createLogger } from '@tributary/core';
 import type { Database } from '@tributary/core/db';
-import { publish, type NewEvent } from '@tributary/core/events';
+import { publish, type HandlerContext, type NewEvent } from '@tributary/core/events';
 import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable } from '@tributary/core/testing';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,13 +12,13 @@ import { aggregate } from '../src/service.ts';
 const available = await servicesAvailable();
 const log = createLogger({ service: 'test', level: 'silent' });
 
-function event(type: 'analysis.completed' | 'analysis.failed', tenant: string, documentId: string, themes: string[] = []): ParsedEvent {
+function event(type: 'analysis.completed' | 'analysis.failed', tenant: string, documentId: string, themes: string[] = [], traceparent?: string): ParsedEvent {
   const at = new Date().toISOString();
   const data =
     type === 'analysis.completed'
       ? { documentId, jobId: randomUUID(), summary: 's', themes: themes.map((name) => ({ name, score: 0.5 })), keywords: [], sentiment: { label: 'NEUTRAL', score: 0 }, provider: 'offline', model: 'm', tokens: { prompt: 1, completion: 1 }, attempts: 1, completedAt: at }
       : { documentId, jobId: randomUUID(), error: { code: 'X', message: 'm' }, attempts: 3, failedAt: at };
-  return parse(JSON.stringify({ id: randomUUID(), type, source: 'test', specversion: '1.0', time: at, dataschema: `${type}/v1`, subject: documentId, tenantid: tenant, data }));
+  return parse(JSON.stringify({ id: randomUUID(), type, source: 'test', specversion: '1.0', time: at, dataschema: `${type}/v1`, subject: documentId, tenantid: tenant, traceparent, data }));
 }
 
 describe.skipIf(!available)('the insights aggregates on PostgreSQL', () => {
@@ -32,8 +32,13 @@ describe.skipIf(!available)('the insights aggregates on PostgreSQL', () => {
     await dropTestDatabase(target);
   });
 
-  const apply = (events: ParsedEvent[]) =>
-    db.fork().transactional((em) => aggregate(events, { em, publish: (e: readonly NewEvent[]) => publish(em, 'insights', e).then(() => undefined), log, attempt: 1, lastAttempt: false }));
+  const context = (em: HandlerContext['em']): HandlerContext => ({ em, publish: (e: readonly NewEvent[]) => publish(em, 'insights', e).then(() => undefined), log, attempt: 1, lastAttempt: false });
+  const apply = (events: ParsedEvent[]) => db.fork().transactional((em) => aggregate(events, context(em)));
+  /** The `insights.updated` events in the outbox for a tenant, oldest first. */
+  const announced = async (tenant: string) =>
+    (await db.fork().execute<{ payload: string }[]>(`select payload from tributary_outbox where type = 'insights.updated' and tenant_id = ? order by id`, [tenant])).map(
+      (r) => JSON.parse(r.payload) as Envelope<InsightsUpdated>,
+    );
   const stats = async (tenant: string) => (await db.fork().execute<{ analyzed: number; failed: number }[]>(`select analyzed, failed from tenant_stats where tenant_id = '${tenant}'`))[0];
   const theme = async (tenant: string, name: string) => (await db.fork().execute<{ document_count: number }[]>(`select document_count from theme_stats where tenant_id = '${tenant}' and name = '${name}'`))[0]?.document_count;
 
@@ -61,6 +66,65 @@ describe.skipIf(!available)('the insights aggregates on PostgreSQL', () => {
     expect(await stats(tenant)).toEqual({ analyzed: 1, failed: 0 });
     expect(await theme(tenant, 'solar')).toBe(1);
     await apply([event('analysis.failed', tenant, doc)]);
+    expect(await stats(tenant)).toEqual({ analyzed: 1, failed: 0 });
+  });
+
+  it('announces each tenant whose aggregates changed once per batch, with its totals after the fold and the changed themes', async () => {
+    const [a, b, idle] = [`t-a-${randomUUID()}`, `t-b-${randomUUID()}`, `t-idle-${randomUUID()}`];
+    const failedThenCompleted = randomUUID();
+    const seen = randomUUID();
+    await apply([event('analysis.failed', a, failedThenCompleted), event('analysis.completed', idle, seen, ['Old'])]);
+    expect((await announced(a)).map((e) => e.data)).toEqual([expect.objectContaining({ documents: 1, analyzed: 0, failed: 1, themes: [] })]);
+    expect(await announced(idle)).toHaveLength(1);
+
+    const trace = (n: number) => `00-${randomUUID().replaceAll('-', '')}-${String(n).padStart(16, '0')}-01`;
+    const lastOfA = event('analysis.completed', a, randomUUID(), ['pricing'], trace(3));
+    const lastOfB = event('analysis.failed', b, randomUUID(), [], trace(4));
+    await apply([
+      event('analysis.completed', a, failedThenCompleted, ['Solar', 'Pricing '], trace(1)),
+      event('analysis.completed', b, randomUUID(), ['wind'], trace(2)),
+      // A repeat for a tenant the batch otherwise leaves alone.
+      event('analysis.completed', idle, seen, ['other']),
+      lastOfA,
+      lastOfB,
+    ]);
+
+    const [, updatedA] = await announced(a);
+    expect((await announced(a)).length).toBe(2);
+    expect(updatedA).toMatchObject({ type: 'insights.updated', source: 'insights', dataschema: 'insights.updated/v1', subject: a, tenantid: a });
+    expect(updatedA!.data).toEqual({ documents: 2, analyzed: 2, failed: 0, themes: ['pricing', 'solar'], updatedAt: expect.any(String) });
+    const updatedB = await announced(b);
+    expect(updatedB.map((e) => e.data)).toEqual([{ documents: 2, analyzed: 1, failed: 1, themes: ['wind'], updatedAt: expect.any(String) }]);
+    // Each announcement continues the trace of its tenant's last event in the batch.
+    expect(updatedA!.traceparent!.split('-')[1]).toBe(lastOfA.traceparent!.split('-')[1]);
+    expect(updatedB[0]!.traceparent!.split('-')[1]).toBe(lastOfB.traceparent!.split('-')[1]);
+    expect(await announced(idle)).toHaveLength(1);
+    expect(await stats(a)).toEqual({ analyzed: 2, failed: 0 });
+  });
+
+  it('announces nothing when the fold rolls back', async () => {
+    const tenant = `t-${randomUUID()}`;
+    await expect(
+      db.fork().transactional(async (em) => {
+        await aggregate([event('analysis.completed', tenant, randomUUID(), ['solar'])], context(em));
+        throw new Error('rolled back after the fold');
+      }),
+    ).rejects.toThrow('rolled back after the fold');
+    expect(await announced(tenant)).toEqual([]);
+    expect(await stats(tenant)).toBeUndefined();
+  });
+
+  it('announces nothing for a redelivered or repeated result', async () => {
+    const tenant = `t-${randomUUID()}`;
+    const doc = randomUUID();
+    const completed = event('analysis.completed', tenant, doc, ['solar']);
+    await apply([completed]);
+    expect(await announced(tenant)).toHaveLength(1);
+    // The same event again (its inbox row lost with a restored backup, say), another completion
+    // of the same document, and a late failure of it: none changes the aggregates.
+    await apply([completed]);
+    await apply([event('analysis.completed', tenant, doc, ['solar', 'wind']), event('analysis.failed', tenant, doc)]);
+    expect(await announced(tenant)).toHaveLength(1);
     expect(await stats(tenant)).toEqual({ analyzed: 1, failed: 0 });
   });
 });

@@ -60,6 +60,11 @@ interface JobRow {
 
 const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error_message, created_at, completed_at, progress_done, progress_total';
 
+/** The events that move a job, each naming its job and document (those the job view consumes). */
+type JobEvent = ParsedEvent<'document.uploaded/v1' | 'analysis.started/v1' | 'analysis.progress/v1' | 'analysis.completed/v1' | 'analysis.failed/v1'>;
+const jobEventSchemas = new Set<string>(['document.uploaded/v1', 'analysis.started/v1', 'analysis.progress/v1', 'analysis.completed/v1', 'analysis.failed/v1']);
+const movesJob = (event: ParsedEvent): event is JobEvent => jobEventSchemas.has(event.dataschema);
+
 /**
  * Apply a batch of events to the job view in one transaction, and announce each job's new
  * state with one `job.updated` (a job several events moved in this batch gets one, its last).
@@ -69,9 +74,9 @@ const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error
  * concurrent batches touching the same jobs wait for each other instead of deadlocking.
  */
 export async function updateViews(events: ParsedEvent[], { em, publish }: HandlerContext): Promise<void> {
-  const byJob = new Map<string, ParsedEvent[]>();
+  const byJob = new Map<string, JobEvent[]>();
   for (const event of events) {
-    if (event.dataschema === 'job.updated/v1') continue;
+    if (!movesJob(event)) continue;
     const list = byJob.get(event.data.jobId);
     if (list) list.push(event);
     else byJob.set(event.data.jobId, [event]);
