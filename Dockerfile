@@ -24,12 +24,9 @@ RUN --mount=type=cache,id=tributary-pnpm-store,target=/pnpm/store \
 
 FROM node:${NODE_VERSION}-slim AS runtime
 ARG SERVICE
-# There is no build step: tsx runs the TypeScript sources. The services do not list it as a
-# production dependency, so it is installed here, at the version pnpm-lock.yaml resolves.
-ARG TSX_VERSION=4.23.15
-RUN npm install --global --no-audit --no-fund "tsx@${TSX_VERSION}" \
- && npm cache clean --force \
- && mkdir -p /var/lib/tributary \
+# There is no build step: tsx, a production dependency of every service (so `pnpm deploy` puts
+# the locked version in node_modules), loads the TypeScript sources into node.
+RUN mkdir -p /var/lib/tributary \
  && chown node:node /var/lib/tributary
 ENV NODE_ENV=production \
     TRIBUTARY_SERVICE=${SERVICE} \
@@ -45,5 +42,7 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
   CMD ["node", "-e", "const ports = { gateway: 4000, documents: 4001, jobs: 4002, analysis: 4003, insights: 4004 }; fetch('http://127.0.0.1:' + (process.env.PORT || ports[process.env.TRIBUTARY_SERVICE]) + '/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # A larger young generation (semi-space up to 64 MiB, grown only as needed): a GraphQL server
 # allocates short-lived objects by the million, and fewer scavenges gave the gateway 25-30% more
-# throughput on `pnpm bench:gateway` at the same peak memory. The same as each package's start script.
-CMD ["tsx", "--max-semi-space-size=64", "src/main.ts"]
+# throughput on `pnpm bench:gateway` at the same peak memory. The same as each package's start
+# script: one node process (tsx as a loader, not its CLI, which runs node as a child), PID 1,
+# which handles SIGTERM itself (`docker stop` stops the service gracefully).
+CMD ["node", "--import", "tsx", "--max-semi-space-size=64", "src/main.ts"]

@@ -153,12 +153,15 @@ function databaseUrl(namespace: string, service: string): string {
   return url.toString();
 }
 
-/** Node flags of a package's start script (`tsx <flags> src/main.ts`): how it is deployed. */
+/**
+ * Node flags of a package's start script (`exec node --import tsx <flags> src/main.ts`): how it is
+ * deployed. The tsx loader itself is left out; the callers add it.
+ */
 function startFlags(packageDir: string): string[] {
   try {
     const pkg = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
-    const start = pkg.scripts?.start;
-    if (start?.startsWith('tsx ')) return start.split(/\s+/).filter((arg) => arg.startsWith('--'));
+    const [command, ...args] = pkg.scripts?.start?.replace(/^exec /, '').split(/\s+/) ?? [];
+    if (command === 'node') return args.filter((arg, i) => arg.startsWith('--') && arg !== '--import' && args[i - 1] !== '--import');
   } catch {
     // no readable start script: the flags every service ships with today
   }

@@ -110,10 +110,12 @@ export function memory(pid: number): { rssMiB: number; peakMiB: number } {
 }
 
 /**
- * The node flags the gateway ships with: those of its start script (`tsx <flags> src/main.ts`),
- * which the image's CMD repeats. Benchmarks run "ours" with them.
+ * The node flags the gateway ships with: those of its start script (`exec node --import tsx <flags>
+ * src/main.ts`), which the image's CMD repeats, less the tsx loader (this process's execArgv,
+ * which forked children inherit, has it). Benchmarks run "ours" with them.
  */
 export function gatewayStartFlags(): string[] {
   const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../gateway/package.json', import.meta.url)), 'utf8')) as { scripts: { start: string } };
-  return pkg.scripts.start.split(/\s+/).filter((arg) => arg.startsWith('--'));
+  const args = pkg.scripts.start.replace(/^exec /, '').split(/\s+/).slice(1);
+  return args.filter((arg, i) => arg.startsWith('--') && arg !== '--import' && args[i - 1] !== '--import');
 }

@@ -17,7 +17,7 @@
  *   apollo, apollo-fast, hive, ours, ours-before, ours-undici, ours-dedup: see target.ts.
  *   A target may carry node flags for its process after `@`, e.g. `apollo@--max-semi-space-size=64`.
  *   `ours*` targets without flags of their own get those of the gateway's start script (how it
- *   ships: `tsx --max-semi-space-size=64 src/main.ts`); `ours@` runs ours on node's defaults.
+ *   ships: `exec node --import tsx --max-semi-space-size=64 src/main.ts`); `ours@` runs ours on node's defaults.
  *
  * Per target: requests/s, latency p50/p99, the gateway process's CPU seconds in the measured
  * window (/proc/<pid>/stat) and per request, its peak RSS (VmHWM, since it started), the

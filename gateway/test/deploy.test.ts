@@ -471,7 +471,8 @@ describe('Dockerfile', () => {
     expect(env.NODE_ENV).toBe('production');
 
     const cmd = JSON.parse(content(must(ofKind(runtime, 'CMD').at(-1), 'CMD'))) as string[];
-    for (const { name, pkg } of servicePackages) expect(cmd.join(' '), name).toBe(pkg.scripts?.start);
+    // The script's `exec` is for its shell (see below); the exec form of CMD has no shell.
+    for (const { name, pkg } of servicePackages) expect(cmd.join(' '), name).toBe(pkg.scripts?.start?.replace(/^exec /, ''));
 
     const healthcheck = content(must(ofKind(runtime, 'HEALTHCHECK').at(-1), 'HEALTHCHECK'));
     const command = JSON.parse(healthcheck.slice(healthcheck.indexOf('CMD') + 3).trim()) as string[];
@@ -485,10 +486,23 @@ describe('Dockerfile', () => {
     }
   });
 
-  it('pins pnpm and tsx to the versions the workspace uses', () => {
+  it('pins pnpm to the version the workspace uses, and deploys tsx, which CMD loads, with each service', () => {
     expect(`pnpm@${argDefault('PNPM_VERSION')}`).toBe(packageJson('.').packageManager);
-    const tsx = must(lockfile.importers['.']?.devDependencies?.tsx, 'tsx in the root devDependencies').version;
-    expect(argDefault('TSX_VERSION')).toBe(tsx.replace(/\(.*$/, ''));
+    // `node --import tsx` resolves tsx from the service's own node_modules: a global install would not do.
+    for (const { dir, name } of servicePackages) expect(productionClosure(dir).has('tsx'), name).toBe(true);
+    expect(runtime.instructions.map(content).filter((c) => /npm\s+(i|install)\b/.test(c))).toEqual([]);
+  });
+
+  it('starts each service as one node process: tsx as a loader, not the tsx CLI that runs node as its child', () => {
+    for (const { name, pkg } of servicePackages) {
+      // pnpm runs a script with `sh -c` and signals the shell, which does not pass SIGTERM on:
+      // `exec` makes node pnpm's own child, so `kill <pnpm>` stops the service gracefully.
+      const [shellExec, command, ...args] = must(pkg.scripts?.start, `${name} start`).split(/\s+/);
+      expect(shellExec, name).toBe('exec');
+      expect(command, name).toBe('node');
+      expect(args.slice(0, 2), name).toEqual(['--import', 'tsx']);
+      expect(args.at(-1), name).toBe('src/main.ts');
+    }
   });
 
   it('lays the image out so that CMD starts the package and the gateway finds the supergraph', () => {
