@@ -9,8 +9,7 @@
  * under test. Each counts the requests and entity representations it receives.
  */
 import { composeServices } from '@apollo/composition';
-import type { InvalidationRules } from '@tributary/gateway';
-import { z } from 'zod';
+import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { execute, parse, validate, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { createServer, type Server } from 'node:http';
@@ -25,20 +24,23 @@ export const BENCH_QUERY = `query TestQuery {
   topProducts { name price inStock shippingEstimate upc weight reviews { id body author { id username name reviews { id body product { inStock name price shippingEstimate upc weight } } } } }
 }`;
 
-const LINK = 'extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key", "@shareable", "@external", "@provides", "@requires"])';
+// Each subgraph declares which event changes its entity (@changedBy), as a Tributary subgraph
+// would: the supergraph carries it to our gateway's cache; the other gateways ignore it.
+const LINK = `extend schema @link(url: "https://specs.apollo.dev/federation/v2.3", import: ["@key", "@shareable", "@external", "@provides", "@requires", "@composeDirective"]) ${eventsSpecLink}
+  ${eventDirectiveDefinitions}`;
 
 const SDL: Record<SubgraphName, string> = {
   accounts: `${LINK}
     type Query { me: User  user(id: ID!): User  users: [User] }
     type Mutation { setUserName(id: ID!, name: String!): User }
-    type User @key(fields: "id") { id: ID!  name: String  username: String @shareable  birthday: Int }`,
+    type User @key(fields: "id") @changedBy(event: "user.updated/v1", key: "id") { id: ID!  name: String  username: String @shareable  birthday: Int }`,
   products: `${LINK}
     type Query { topProducts(first: Int = 5): [Product] }
     type Mutation { setPrice(upc: String!, price: Int!): Product }
-    type Product @key(fields: "upc") { upc: String!  name: String  price: Int  weight: Int }`,
+    type Product @key(fields: "upc") @changedBy(event: "product.updated/v1", key: "upc") { upc: String!  name: String  price: Int  weight: Int }`,
   reviews: `${LINK}
     type Mutation { setReviewBody(id: ID!, body: String!): Review }
-    type Review @key(fields: "id") { id: ID!  body: String  product: Product  author: User @provides(fields: "username") }
+    type Review @key(fields: "id") @changedBy(event: "review.updated/v1", key: "id") { id: ID!  body: String  product: Product  author: User @provides(fields: "username") }
     type User @key(fields: "id") { id: ID!  username: String @external  reviews: [Review] }
     type Product @key(fields: "upc") { upc: String!  reviews: [Review] }`,
   inventory: `${LINK}
@@ -111,12 +113,6 @@ export const MUTATIONS = {
 export type ChangeEvent = { type: 'product.updated'; data: { upc: string } } | { type: 'user.updated'; data: { id: string } } | { type: 'review.updated'; data: { id: string } };
 /** The tenant the benchmark's token names: the fixture's events belong to it. */
 export const BENCH_TENANT = 'bench';
-/** How those events invalidate Tributary's cache (the `ours-cache` target). */
-export const BENCH_CACHE_RULES: InvalidationRules = {
-  'product.updated/v1': { schema: z.object({ upc: z.string().min(1) }), types: ['Product'], changes: (d) => [{ type: 'Product', id: d.upc }] },
-  'user.updated/v1': { schema: z.object({ id: z.string().min(1) }), types: ['User'], changes: (d) => [{ type: 'User', id: d.id }] },
-  'review.updated/v1': { schema: z.object({ id: z.string().min(1) }), types: ['Review'], changes: (d) => [{ type: 'Review', id: d.id }] },
-};
 let announce: (event: ChangeEvent) => Promise<void> = async () => {};
 /** Where the subgraphs announce their changes (the subgraphs process sends them to RabbitMQ). */
 export function onChange(publish: (event: ChangeEvent) => Promise<void>): void {

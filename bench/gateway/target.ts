@@ -20,7 +20,6 @@ import { ApolloServer } from '@apollo/server';
 import { startStandaloneServer } from '@apollo/server/standalone';
 import { createGatewayRuntime } from '@graphql-hive/gateway';
 import { FastDataSource, startGateway } from '@tributary/gateway';
-import { BENCH_CACHE_RULES } from './fixture.ts';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -82,7 +81,6 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
     },
     port: 0,
     host,
-    cacheRules: BENCH_CACHE_RULES,
   });
   return { url: gateway.url, stop: () => gateway.stop() };
 }

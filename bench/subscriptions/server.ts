@@ -121,7 +121,7 @@ let commits: number[] = [];
 /** One job change, committed with its job.updated event. */
 async function change(jobId: string): Promise<void> {
   const t0 = performance.now();
-  const stop = system.gateway.hub.listen(jobId, () => {
+  const stop = system.gateway.hub.listen({ events: ['job.updated/v1'], tenantId: TENANT, index: { path: ['jobId'], value: jobId } }, () => {
     toHub.push(performance.now() - t0);
     stop();
   });

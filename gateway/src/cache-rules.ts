@@ -1,17 +1,45 @@
-import { analysisCompletedV1, documentUploadedV1, jobUpdatedV1 } from '@tributary/contracts';
-import type { InvalidationRules } from './cache.ts';
+import { contracts } from '@tributary/contracts';
+import { keyValue, valueAt, type ChangeBinding } from '@tributary/core/bindings';
+import type { ZodType } from 'zod';
+import type { EntityChange, InvalidationRules } from './cache.ts';
 
 /**
- * What each of our events changes, for the gateway's cache. Every rule's event is written by the
- * owner of the data in the transaction that changes it (the outbox), so it can never arrive before
- * the change is visible. Types no such event covers (`Stats`, `ThemeStat`: insights publishes
- * nothing when its view moves) are never cached.
+ * The cache's invalidation rules from the supergraph's `@changedBy` declarations: per event
+ * version, the types it changes and where their keys are in its data. Each declaration is its
+ * owner's promise that the event is written in the transaction that changes the type (the
+ * outbox), so it never arrives before the change is visible. Types no event is declared for are
+ * never cached.
  */
-export const productRules: InvalidationRules = {
-  // A new document and its job: lists of documents and jobs change.
-  'document.uploaded/v1': { schema: documentUploadedV1, types: ['Document', 'Job'], changes: (d) => [{ type: 'Document', id: d.documentId }, { type: 'Job', id: d.jobId }] },
-  // `Document.analysis` and the document's place in `similarDocuments` (its embedding is stored with it).
-  'analysis.completed/v1': { schema: analysisCompletedV1, types: ['Document'], changes: (d) => [{ type: 'Document', id: d.documentId }] },
-  // Every change of the job view is published as job.updated in the same transaction.
-  'job.updated/v1': { schema: jobUpdatedV1, types: ['Job'], changes: (d) => [{ type: 'Job', id: d.jobId }] },
-};
+export function invalidationRules(changes: readonly ChangeBinding[]): InvalidationRules {
+  const byEvent = new Map<string, ChangeBinding[]>();
+  for (const change of changes) byEvent.set(change.event, [...(byEvent.get(change.event) ?? []), change]);
+  const rules: Record<string, InvalidationRules[string]> = {};
+  for (const [event, bindings] of byEvent) {
+    const contract = contractOf(event);
+    rules[event] = {
+      types: [...new Set(bindings.map((b) => b.type))],
+      changes: (data) => {
+        // Data that breaks its contract may hold any key: it says nothing reliable.
+        if (contract && !contract.safeParse(data).success) return undefined;
+        const found: EntityChange[] = [];
+        for (const b of bindings) {
+          if (!b.key) {
+            found.push({ type: b.type });
+            continue;
+          }
+          const id = keyValue(valueAt(data, b.key));
+          // A key missing from the data: the event cannot say what changed.
+          if (id === undefined) return undefined;
+          found.push({ type: b.type, id });
+        }
+        return found;
+      },
+    };
+  }
+  return rules;
+}
+
+/** The registered contract of an event version, when there is one (a user's own subgraph may bring events of its own). */
+export function contractOf(dataschema: string): ZodType | undefined {
+  return Object.hasOwn(contracts, dataschema) ? (contracts as Record<string, ZodType>)[dataschema] : undefined;
+}

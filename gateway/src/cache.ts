@@ -1,6 +1,6 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { Envelope } from '@tributary/contracts';
-import { errorMessage, type Logger } from '@tributary/core';
+import type { Logger } from '@tributary/core';
 import { ConfigError } from '@tributary/core/config';
 import { externalCounter } from '@tributary/core/metrics';
 import {
@@ -21,7 +21,6 @@ import {
   type SelectionSetNode,
   type ValueNode,
 } from 'graphql';
-import type { z } from 'zod';
 import type { GatewayContext } from './context.ts';
 
 /**
@@ -49,28 +48,35 @@ export interface EntityChange {
   id?: string | readonly string[];
 }
 
-/** How one event version invalidates: the schema its data must match, and what it changed. */
-export interface InvalidationRule<T = never> {
-  schema: z.ZodType<T>;
-  /** The entity types whose changes it reports: only these may be cached. */
+/** How one event version invalidates: the types it reports changes of, and what its data says changed. */
+export interface InvalidationRule {
+  /** Only these may be cached. */
   types: readonly string[];
-  changes(data: T): EntityChange[];
+  /** The changes; undefined when the data does not say (the tenant's results are dropped). */
+  changes(data: unknown): EntityChange[] | undefined;
 }
 
-/** Keyed by the event's `dataschema` (`job.updated/v1`). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each rule's data type is its own
-export type InvalidationRules = Readonly<Record<string, InvalidationRule<any>>>;
+/** Keyed by the event's `dataschema` (`<type>/v<n>`). */
+export type InvalidationRules = Readonly<Record<string, InvalidationRule>>;
 
 export interface EntityCacheOptions {
   /** The types results may hold (entities, and value types met outside any entity). */
   types: readonly string[];
   rules: InvalidationRules;
+  /** Types events change as a whole (`@changedBy` without a key), e.g. a tenant's aggregates. */
+  wholeTypes?: readonly string[];
   /** The composed supergraph: where the entity keys come from. */
   supergraphSdl: string;
   ttlMs: number;
   maxEntries: number;
   logger: Logger;
   now?: () => number;
+}
+
+interface SchemaFacts {
+  keys: ReadonlyMap<string, readonly string[] | null>;
+  wholeTypes: ReadonlySet<string>;
+  rules: InvalidationRules;
 }
 
 /** A cache plan for one operation: whether it may be cached, and the tags it always carries. */
@@ -167,6 +173,8 @@ class Planner {
     private readonly schema: GraphQLSchema,
     private readonly keys: ReadonlyMap<string, readonly string[] | null>,
     private readonly types: ReadonlySet<string>,
+    /** Types whose changes events report for the type as a whole (no key): they decide a result like entities do. */
+    private readonly wholeTypes: ReadonlySet<string>,
     private readonly fragments: ReadonlyMap<string, FragmentDefinitionNode>,
     /** Mutations are walked only to find what they changed: every type is allowed. */
     private readonly checkTypes: boolean,
@@ -244,7 +252,7 @@ class Planner {
     const found = new Set<string>();
     if (seen.has(type.name)) return found;
     seen.add(type.name);
-    if (this.keys.has(type.name)) return found.add(type.name);
+    if (this.keys.has(type.name) || this.wholeTypes.has(type.name)) return found.add(type.name);
     for (const field of Object.values(type.getFields())) {
       const named = getNamedType(field.type);
       const objects = isObjectType(named) ? [named] : isAbstractType(named) ? this.schema.getPossibleTypes(named) : [];
@@ -292,7 +300,8 @@ function collectTags(value: unknown, shape: Shape, tags: string[], root: boolean
 
 export class EntityCache {
   readonly types: ReadonlySet<string>;
-  private readonly keys: Map<string, readonly string[] | null>;
+  /** What the loaded supergraph says: entity keys, types changed as a whole, and the rules. */
+  private schema: SchemaFacts;
   /** Insertion order is recency: a hit moves its entry to the end. */
   private readonly entries = new Map<string, Entry>();
   private readonly byTag = new Map<string, Set<string>>();
@@ -303,21 +312,41 @@ export class EntityCache {
   private readonly recent: { sequence: number; tags: ReadonlySet<string> | 'everything' }[] = [];
   private readonly now: () => number;
 
-  /** @throws ConfigError when a type is not an entity, or no event announces its changes */
+  /** @throws ConfigError when no event announces a type's changes */
   constructor(private readonly options: EntityCacheOptions) {
     this.types = new Set(options.types);
-    this.keys = entityKeys(options.supergraphSdl);
     this.now = options.now ?? Date.now;
+    this.schema = this.checked(options);
+  }
+
+  /**
+   * Take a new supergraph's keys and rules (a reload). Every cached result is dropped: it was
+   * planned against the old one.
+   * @throws ConfigError as the constructor, and then keeps the old ones
+   */
+  update(next: Pick<EntityCacheOptions, 'rules' | 'wholeTypes' | 'supergraphSdl'>): void {
+    this.schema = this.checked(next);
+    this.clear();
+  }
+
+  private checked(options: Pick<EntityCacheOptions, 'rules' | 'wholeTypes' | 'supergraphSdl'>): SchemaFacts {
+    const keys = entityKeys(options.supergraphSdl);
+    const wholeTypes = new Set(options.wholeTypes ?? []);
     const announced = new Set(Object.values(options.rules).flatMap((rule) => rule.types));
     const problems = [...this.types].flatMap((name) =>
-      !this.keys.has(name) ? [`${name} is not an entity type of the supergraph (a type with @key)`] : !announced.has(name) ? [`no event announces changes of ${name}, so it cannot be cached`] : [],
+      !announced.has(name)
+        ? [`no event announces changes of ${name} (declare them with @changedBy in its subgraph), so it cannot be cached`]
+        : !keys.has(name) && !wholeTypes.has(name)
+          ? [`${name} is neither an entity (a type with @key) nor changed as a whole by any event`]
+          : [],
     );
     if (problems.length > 0) throw new ConfigError(problems.map((message) => ({ key: 'GATEWAY_CACHE_TYPES', message })));
+    return { keys, wholeTypes, rules: options.rules };
   }
 
   /** The event types (routing keys) whose events invalidate: the gateway binds its queue to them. */
   get eventTypes(): string[] {
-    return [...new Set(Object.keys(this.options.rules).map((schema) => schema.replace(/\/v\d+$/, '')))];
+    return [...new Set(Object.keys(this.schema.rules).map((schema) => schema.replace(/\/v\d+$/, '')))];
   }
 
   plan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
@@ -337,7 +366,7 @@ export class EntityCache {
     const root = operation && schema.getRootType(operation.operation);
     if (!operation || !root) return undefined;
     const fragments = new Map(document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-    return { operation, root, planner: new Planner(schema, this.keys, this.types, fragments, checkTypes) };
+    return { operation, root, planner: new Planner(schema, this.schema.keys, this.types, this.schema.wholeTypes, fragments, checkTypes) };
   }
 
   private makePlan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
@@ -483,15 +512,15 @@ export class EntityCache {
 
   /** Apply an event: the changes its rule names, or the whole tenant when its data is unreadable. */
   onEvent(event: Envelope): void {
-    const rule = this.options.rules[event.dataschema];
+    const rule = this.schema.rules[event.dataschema];
     if (!rule) return;
-    const data = rule.schema.safeParse(event.data);
-    if (!data.success) {
-      this.options.logger.warn({ dataschema: event.dataschema, err: errorMessage(data.error) }, 'cache: unreadable event; dropping every cached result of its tenant');
+    const changes = rule.changes(event.data);
+    if (!changes) {
+      this.options.logger.warn({ dataschema: event.dataschema, id: event.id }, 'cache: the event does not say what changed; dropping every cached result of its tenant');
       this.invalidateTenant(event.tenantid);
       return;
     }
-    this.invalidate(event.tenantid, rule.changes(data.data as never), 'event');
+    this.invalidate(event.tenantid, changes, 'event');
   }
 
   /** What a mutation's result says it changed: its identified entities, or their types. */

@@ -18,10 +18,11 @@ import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
 import { formatError, limitRules, RateLimiter, unknownOperation, uploadRateLimit } from './limits.ts';
-import { JobEventHub } from './job-events.ts';
-import { EntityCache, type InvalidationRules } from './cache.ts';
-import { productRules } from './cache-rules.ts';
-import { JobSubscriptions } from './subscriptions.ts';
+import { EventHub, type HubBindings } from './event-hub.ts';
+import { EntityCache, entityKeys } from './cache.ts';
+import { invalidationRules } from './cache-rules.ts';
+import { EventSubscriptions } from './subscriptions.ts';
+import { BindingError, checkBindings, eventTypeOf, readBindings, type Bindings, type Path } from '@tributary/core/bindings';
 import { createUi } from './ui/server.ts';
 
 /**
@@ -55,38 +56,86 @@ export interface GatewayOptions {
   host?: string;
   /** A token the demo page and GraphiQL pre-fill; development only (ignored with NODE_ENV=production). */
   devToken?: string;
-  /** How events invalidate the cache (GATEWAY_CACHE_TYPES); default: Tributary's own events. */
-  cacheRules?: InvalidationRules;
 }
 
 export interface RunningGateway {
   url: string;
   /** `ws://…/graphql` */
   wsUrl: string;
-  hub: JobEventHub;
+  hub: EventHub;
   /** The result cache, when GATEWAY_CACHE_TYPES names any type. */
   cache: EntityCache | undefined;
+  /**
+   * Read SUPERGRAPH_PATH again and serve it: queries, subscriptions, queue bindings and cache
+   * rules all follow it (main.ts calls it on SIGHUP). Rejects, keeping the old one, when the
+   * file cannot be read or its event bindings are broken.
+   */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export const defaultSupergraphPath = fileURLToPath(new URL('../../schema/supergraph.graphql', import.meta.url));
 
 /**
- * The gateway: Apollo Gateway over the committed supergraph for queries and mutations, and
- * graphql-ws on the same path for subscriptions, fed by this instance's own `job.updated` queue.
+ * What the gateway needs from a supergraph's event bindings: the subscriptions, what its queue
+ * binds, and the cache's rules.
+ * @throws BindingError when a binding is broken (the directives, or what they name in `apiSchema`)
+ */
+function derive(sdl: string, apiSchema: GraphQLSchema | undefined): Bindings {
+  const { bindings, problems } = readBindings(sdl);
+  if (apiSchema && problems.length === 0) problems.push(...checkBindings(bindings, apiSchema, entityKeys(sdl)));
+  if (problems.length > 0) throw new BindingError(problems);
+  return bindings;
+}
+
+function hubBindings(bindings: Bindings, cache: EntityCache | undefined): HubBindings {
+  const paths = new Map<string, Path[]>();
+  for (const b of bindings.subscriptions) {
+    const first = b.match[0];
+    for (const event of b.events) {
+      if (!first) continue;
+      const list = paths.get(event) ?? [];
+      if (!list.some((p) => p.join('.') === first.path.join('.'))) list.push(first.path);
+      paths.set(event, list);
+    }
+  }
+  const types = [...bindings.subscriptions.flatMap((b) => b.events.map(eventTypeOf)), ...(cache?.eventTypes ?? [])];
+  return { types: [...new Set(types)], paths };
+}
+
+const wholeTypesOf = (bindings: Bindings) => [...new Set(bindings.changes.filter((c) => !c.key).map((c) => c.type))];
+
+/**
+ * The gateway: Apollo Gateway over the supergraph for queries and mutations, and graphql-ws on
+ * the same path for the subscriptions the supergraph declares, fed by this instance's own queue.
  */
 export async function startGateway(options: GatewayOptions = {}): Promise<RunningGateway> {
   const config: GatewayConfig = loadGatewayConfig(options.env ?? process.env);
   const logger = options.logger ?? createLogger({ service: 'gateway', level: config.LOG_LEVEL });
   const overrides = subgraphUrlOverrides(config);
-  const supergraphSdl = readFileSync(config.SUPERGRAPH_PATH ?? defaultSupergraphPath, 'utf8');
+  const supergraphPath = config.SUPERGRAPH_PATH ?? defaultSupergraphPath;
+  const supergraphSdl = readFileSync(supergraphPath, 'utf8');
+  // The directives are checked before anything starts; what they name, once Apollo has built the API schema.
+  let bindings = derive(supergraphSdl, undefined);
   const cache =
     config.GATEWAY_CACHE_TYPES.length > 0
-      ? new EntityCache({ types: config.GATEWAY_CACHE_TYPES, rules: options.cacheRules ?? productRules, supergraphSdl, ttlMs: config.GATEWAY_CACHE_TTL_MS, maxEntries: config.GATEWAY_CACHE_MAX_ENTRIES, logger })
+      ? new EntityCache({
+          types: config.GATEWAY_CACHE_TYPES,
+          rules: invalidationRules(bindings.changes),
+          wholeTypes: wholeTypesOf(bindings),
+          supergraphSdl,
+          ttlMs: config.GATEWAY_CACHE_TTL_MS,
+          maxEntries: config.GATEWAY_CACHE_MAX_ENTRIES,
+          logger,
+        })
       : undefined;
   const dataSources: IdentityDataSource[] = [];
+  let updateSupergraph: ((sdl: string) => void) | undefined;
   const gateway = new ApolloGateway({
-    supergraphSdl,
+    supergraphSdl: async ({ update }) => {
+      updateSupergraph = update;
+      return { supergraphSdl };
+    },
     buildService: ({ name, url }) => {
       const source = new IdentityDataSource({ url: overrides[name] ?? url ?? '' }, config.INTERNAL_SIGNING_SECRET);
       dataSources.push(source);
@@ -95,8 +144,12 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     logger: { debug: () => {}, info: (m) => logger.info(String(m)), warn: (m) => logger.warn(String(m)), error: (m) => logger.error(String(m)) },
   });
   let apiSchema: GraphQLSchema | undefined;
-  gateway.onSchemaLoadOrUpdate(({ apiSchema: schema }) => {
+  /** Set on a reload: what its new supergraph's bindings did (applied, or why not). */
+  let applied: Promise<void> = Promise.resolve();
+  let onLoaded: ((sdl: string, schema: GraphQLSchema) => Promise<void>) | undefined;
+  gateway.onSchemaLoadOrUpdate(({ apiSchema: schema, coreSupergraphSdl }) => {
     apiSchema = schema;
+    if (onLoaded) applied = onLoaded(coreSupergraphSdl, schema);
   });
 
   initTracing({ serviceName: 'gateway', endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
@@ -121,16 +174,21 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     ],
   });
   await apollo.start();
+  try {
+    bindings = derive(supergraphSdl, apiSchema);
+  } catch (error) {
+    await apollo.stop();
+    throw error;
+  }
 
   const ownTransport = !options.transport;
   const transport = options.transport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.gateway.${process.pid}`);
   if (ownTransport) await transport.start();
-  const hub = new JobEventHub(
+  const hub = new EventHub(
     transport,
     logger,
     cache
       ? {
-          bindings: cache.eventTypes,
           onEvent: (event) => cache.onEvent(event),
           // While the queue was gone, invalidating events went nowhere: nothing cached is sure.
           onResubscribed: () => {
@@ -140,7 +198,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
         }
       : {},
   );
-  await hub.start();
+  await hub.bind(hubBindings(bindings, cache));
 
   const contextFor = (principal: Principal): GatewayContext => {
     const trace = currentContext();
@@ -155,7 +213,18 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     if (!errors?.length) return rest as ExecutionResult;
     return { ...rest, errors: errors.map((e) => new GraphQLError(e.message, { ...(e.path ? { path: e.path } : {}), ...(e.extensions ? { extensions: e.extensions } : {}) })) } as ExecutionResult;
   };
-  const subscriptions = new JobSubscriptions({ hub, execute, logger });
+  const subscriptions = new EventSubscriptions({ hub, execute, logger });
+  subscriptions.use(bindings.subscriptions);
+  // A new supergraph (reload): its bindings replace the old ones only if they all hold.
+  onLoaded = async (sdl, schema) => {
+    const next = derive(sdl, schema);
+    cache?.update({ rules: invalidationRules(next.changes), wholeTypes: wholeTypesOf(next), supergraphSdl: sdl });
+    // Bound first: a stream that starts on the new bindings hears its events from the start.
+    await hub.bind(hubBindings(next, cache));
+    subscriptions.use(next.subscriptions);
+    bindings = next;
+    logger.info({ subscriptions: next.subscriptions.length, changes: next.changes.length }, 'supergraph reloaded');
+  };
 
   const ui = createUi({ logger, production, devToken: options.devToken });
   const handle = createHttpHandler({
@@ -222,6 +291,14 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     wsUrl: url.replace(/^http/, 'ws'),
     hub,
     cache,
+    reload: async () => {
+      const sdl = readFileSync(supergraphPath, 'utf8');
+      // Checked before Apollo takes it; what the bindings name is checked once it has.
+      derive(sdl, undefined);
+      if (!updateSupergraph) throw new Error('the gateway has not loaded a supergraph yet');
+      updateSupergraph(sdl);
+      await applied;
+    },
     stop: async () => {
       if (stopped) return;
       stopped = true;

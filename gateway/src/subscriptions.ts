@@ -1,43 +1,45 @@
-import type { ExecutionArgs, ExecutionResult, FieldNode, OperationDefinitionNode, SelectionSetNode } from 'graphql';
-import { GraphQLError, Kind, getOperationAST, parse, type DocumentNode } from 'graphql';
-import { getArgumentValues } from 'graphql/execution/values.js';
+import type { Envelope } from '@tributary/contracts';
 import { ApiErrorCode, type Logger } from '@tributary/core';
+import { conditionHolds, KEY_VARIABLE, keyValue, lookupQuery, takeHidden, valueAt, type SubscriptionBinding } from '@tributary/core/bindings';
 import { SpanKind, withSpan } from '@tributary/core/tracing';
-import type { JobEvent, JobEventHub } from './job-events.ts';
-import { PushQueue } from './push-queue.ts';
+import type { DocumentNode, ExecutionArgs, ExecutionResult, FieldNode } from 'graphql';
+import { GraphQLError, Kind, getOperationAST } from 'graphql';
+import { getArgumentValues } from 'graphql/execution/values.js';
 import type { GatewayContext } from './context.ts';
+import type { EventHub, ListenSpec } from './event-hub.ts';
+import { PushQueue } from './push-queue.ts';
 
 /** Runs a query through the gateway (federation), as the subscribing client. */
 export type QueryExecutor = (query: DocumentNode, variables: Record<string, unknown> | undefined, context: GatewayContext) => Promise<ExecutionResult>;
 
-const TERMINAL = new Set(['COMPLETED', 'FAILED']);
-
-const STATUS_QUERY = parse('query TributaryJobStatus($id: ID!) { job(id: $id) { status attempts progress { done total } } }');
-
-/** What jobUpdated reports a change of: `STATUS/attempts/done:total`. */
-const stateOf = (job: { status: unknown; attempts: unknown; progress?: { done: number; total: number } | null | undefined }) =>
-  `${String(job.status)}/${String(job.attempts)}/${job.progress ? `${job.progress.done}:${job.progress.total}` : ''}`;
-
-export interface JobSubscriptionsOptions {
-  hub: JobEventHub;
+export interface EventSubscriptionsOptions {
+  hub: EventHub;
   execute: QueryExecutor;
   logger: Logger;
 }
 
 /**
- * `jobCompleted` and `jobUpdated` over graphql-ws. Apollo Gateway cannot execute subscriptions,
- * so each is turned into the equivalent query (`subscription { jobCompleted(jobId: $id) {…} }`
- * → `query { jobCompleted: job(id: $id) {…} }`, same variables and fragments) and that query
- * runs through the gateway whenever the job changes: the client's whole selection is resolved
- * across subgraphs, exactly as a query would be.
+ * The subscriptions the supergraph declares with `@eventSubscription`, over graphql-ws. Apollo
+ * Gateway cannot execute subscriptions, so each message is the equivalent query through the
+ * binding's lookup (`subscription { jobCompleted(jobId: $id) {…} }` → `query { jobCompleted:
+ * job(id: $key) {…} }`, same variables and fragments), run through the gateway when a matching
+ * event arrives: the client's whole selection is resolved across subgraphs, as a query would be.
  *
- * The listener is registered before the current state is read, so a job that finishes between
- * "subscribe" and "read" is never missed. The read answers null only for a job that does not
- * exist (`job(id:)` is answered by the service that creates jobs, not by the job view, which may
- * lag): that is NOT_FOUND at once; any other job is waited for, however long its events take.
+ * When the binding's key is bound to an argument, the entity is known at subscribe: the listener
+ * is registered, then its current state is read, so a change between the two is never missed. A
+ * null read is NOT_FOUND at once (the lookup answers null only for what does not exist); any
+ * other entity is waited for, however long its events take. A state that already meets
+ * `completeWhen` is sent and the stream completes.
  */
-export class JobSubscriptions {
-  constructor(private readonly options: JobSubscriptionsOptions) {}
+export class EventSubscriptions {
+  private bindings = new Map<string, SubscriptionBinding>();
+
+  constructor(private readonly options: EventSubscriptionsOptions) {}
+
+  /** The bindings of the supergraph just loaded; streams already open keep theirs. */
+  use(bindings: readonly SubscriptionBinding[]): void {
+    this.bindings = new Map(bindings.map((b) => [b.field, b]));
+  }
 
   subscribe(args: ExecutionArgs): AsyncGenerator<ExecutionResult> | ExecutionResult {
     const operation = getOperationAST(args.document, args.operationName);
@@ -46,25 +48,45 @@ export class JobSubscriptions {
       return { errors: [new GraphQLError('expected a subscription with one root field', { extensions: { code: ApiErrorCode.BAD_USER_INPUT } })] };
     }
     const rootField = args.schema.getSubscriptionType()?.getFields()[field.name.value];
-    if (!rootField || (field.name.value !== 'jobCompleted' && field.name.value !== 'jobUpdated')) {
+    const binding = this.bindings.get(field.name.value);
+    if (!rootField || !binding) {
       return { errors: [new GraphQLError(`unknown subscription field ${field.name.value}`, { extensions: { code: ApiErrorCode.BAD_USER_INPUT } })] };
     }
-    const jobId = String(getArgumentValues(rootField, field, args.variableValues ?? {}).jobId);
-    const query = toJobQuery(args.document, operation, field);
-    const responseKey = field.alias?.value ?? field.name.value;
-    const context = args.contextValue as GatewayContext;
-    const variables = (args.variableValues ?? undefined) as Record<string, unknown> | undefined;
-    const once = field.name.value === 'jobCompleted';
-    return this.stream({ jobId, query, variables, context, responseKey, once, field: field.name.value });
+    const argumentValues = getArgumentValues(rootField, field, args.variableValues ?? {});
+    const fragments = args.document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION);
+    return this.stream({
+      binding,
+      query: lookupQuery(binding, args.schema, { operation, field, fragments }),
+      // What is read first when the message is not sent first: the hidden fields alone.
+      stateQuery: lookupQuery(binding, args.schema, { operation, field: withoutSelection(field), fragments: [] }),
+      variables: (args.variableValues ?? undefined) as Record<string, unknown> | undefined,
+      context: args.contextValue as GatewayContext,
+      responseKey: field.alias?.value ?? field.name.value,
+      match: binding.match.map((m) => ({ path: m.path, value: keyValue(argumentValues[m.argument]) ?? '' })),
+      key: binding.keyArgument === undefined ? undefined : keyValue(argumentValues[binding.keyArgument]),
+    });
   }
 
-  private stream(s: { jobId: string; query: DocumentNode; variables: Record<string, unknown> | undefined; context: GatewayContext; responseKey: string; once: boolean; field: string }): AsyncGenerator<ExecutionResult> {
+  private stream(s: {
+    binding: SubscriptionBinding;
+    query: DocumentNode;
+    stateQuery: DocumentNode;
+    variables: Record<string, unknown> | undefined;
+    context: GatewayContext;
+    responseKey: string;
+    match: { path: readonly string[]; value: string }[];
+    /** The entity's key, when the arguments give it. */
+    key: string | undefined;
+  }): AsyncGenerator<ExecutionResult> {
     const { hub, execute, logger } = this.options;
-    const pending: JobEvent[] = [];
+    const { binding } = s;
+    const pending: Envelope[] = [];
     let wake: (() => void) | undefined;
-    const stopListening = hub.listen(s.jobId, (event) => {
-      // Only the subscriber's own tenant's events; the query below is tenant-scoped as well.
-      if (event.tenantId !== s.context.tenantId) return;
+    // Only the subscriber's own tenant's events (the hub's index); the query is tenant-scoped as well.
+    const spec: ListenSpec = { events: binding.events, tenantId: s.context.tenantId, ...(s.match[0] ? { index: s.match[0] } : {}) };
+    const stopListening = hub.listen(spec, (event) => {
+      if (!s.match.every((m) => keyValue(valueAt(event.data, m.path)) === m.value)) return;
+      if (binding.where && !conditionHolds(binding.where, event.data)) return;
       pending.push(event);
       wake?.();
     });
@@ -74,7 +96,7 @@ export class JobSubscriptions {
       wake?.();
     });
     // Resolves with the next event, or undefined once the client has gone.
-    const nextEvent = (): Promise<JobEvent | undefined> =>
+    const nextEvent = (): Promise<Envelope | undefined> =>
       new Promise((resolve) => {
         if (pending.length > 0 || queue.closed) return resolve(pending.shift());
         wake = () => {
@@ -82,67 +104,99 @@ export class JobSubscriptions {
           resolve(pending.shift());
         };
       });
+    const notFound = (id: string) => new GraphQLError(`${binding.entity} ${id} not found`, { extensions: { code: ApiErrorCode.NOT_FOUND, type: binding.entity, id } });
+    const variablesFor = (key: string | undefined) => (key === undefined ? s.variables : { ...s.variables, [KEY_VARIABLE]: key });
+    const completes = (hidden: Record<string, unknown>) => binding.completeWhen !== undefined && conditionHolds(binding.completeWhen, hidden);
+
     /**
-     * Run the client's selection and send it, unless it shows the state `unchanged` (jobUpdated
-     * reports changes only). Returns the state it resolved ({@link stateOf}), null when the
-     * job is gone (NOT_FOUND, sent), undefined when the read failed (its errors sent).
+     * Resolve the client's selection for the entity `key`; send it unless the mode says not to.
+     * Returns what it read ({ state, done }), 'gone' when the entity is not there (NOT_FOUND
+     * sent for a keyed stream), undefined when the read failed (its errors sent).
      */
-    const emit = async (event: JobEvent | undefined, unchanged?: string): Promise<string | null | undefined> => {
+    const emit = async (event: Envelope | undefined, key: string | undefined, last: string | undefined): Promise<{ state: string; done: boolean } | 'gone' | undefined> => {
       // The message continues the trace of the event that caused it (the upload's, end to end).
-      const result = await withSpan(`gateway subscription ${s.field}`, SpanKind.CONSUMER, event?.traceparent, { 'graphql.operation.type': 'subscription', 'tributary.job.id': s.jobId }, () =>
-        execute(s.query, s.variables, s.context),
+      const result = await withSpan(`gateway subscription ${binding.field}`, SpanKind.CONSUMER, event?.traceparent, { 'graphql.operation.type': 'subscription', ...(key !== undefined ? { 'tributary.entity.key': key } : {}) }, () =>
+        execute(s.query, variablesFor(key), s.context),
       );
       const data = result.data as Record<string, Record<string, unknown> | null> | null | undefined;
-      const job = data?.[s.responseKey];
-      if (data && job === null && !result.errors?.length) {
-        queue.push({ data: null, errors: [notFoundError(s.jobId)] });
-        return null;
+      const value = data?.[s.responseKey];
+      if (data && value === null && !result.errors?.length) {
+        if (s.key !== undefined) queue.push({ data: null, errors: [notFound(s.key)] });
+        return 'gone';
       }
-      let state: string | undefined;
-      if (job) {
-        state = stateOf({ status: job[STATE_STATUS], attempts: job[STATE_ATTEMPTS], progress: job[STATE_PROGRESS] as { done: number; total: number } | null });
-        delete job[STATE_STATUS];
-        delete job[STATE_ATTEMPTS];
-        delete job[STATE_PROGRESS];
+      if (!value) {
+        queue.push(result);
+        return undefined;
       }
-      if (state === undefined || state !== unchanged) queue.push(result);
-      return state;
+      const hidden = takeHidden(value);
+      const state = JSON.stringify(binding.state ? hidden : value);
+      const done = completes(hidden);
+      const send = binding.send === 'EVERY' || (binding.send === 'CHANGES' ? state !== last : done);
+      if (send) queue.push(result);
+      return { state, done };
     };
-    const isTerminal = (state: string) => TERMINAL.has(state.slice(0, state.indexOf('/')));
 
     void (async () => {
       try {
-        const current = await execute(STATUS_QUERY, { id: s.jobId }, s.context);
-        // A failed read is not "not found": report it rather than say NOT_FOUND.
-        if (current.errors?.length) {
-          queue.push({ errors: current.errors });
-          return;
+        let last: string | undefined;
+        // A known entity is read first: it may not exist, or be complete already. A tenant-wide
+        // value is read first when there is something to learn from it.
+        const known = s.key !== undefined || (!binding.key && (binding.initial || binding.completeWhen !== undefined || binding.state !== undefined));
+        if (known) {
+          if (binding.initial) {
+            // Sent first: the whole message is the read.
+            const read = await emit(undefined, s.key, undefined);
+            if (read === 'gone') {
+              if (s.key !== undefined) return;
+            } else if (!read || read.done) return;
+            else last = read.state;
+          } else {
+            const current = await execute(s.stateQuery, variablesFor(s.key), s.context);
+            // A failed read is not "not found": report it rather than say NOT_FOUND.
+            if (current.errors?.length) {
+              queue.push({ errors: current.errors });
+              return;
+            }
+            const value = (current.data as Record<string, Record<string, unknown> | null> | undefined)?.[s.responseKey];
+            if (value === null || value === undefined) {
+              if (s.key !== undefined) {
+                queue.push({ data: null, errors: [notFound(s.key)] });
+                return;
+              }
+            } else {
+              const hidden = takeHidden(value);
+              if (completes(hidden)) {
+                const cause = pending.at(-1) ?? (s.match[0] ? hub.latest({ ...spec, index: s.match[0] }) : undefined);
+                await emit(cause, s.key, undefined);
+                return;
+              }
+              // CHANGES compares with the state just read: an event that says what was already
+              // true (the view catching up with the upload) is no change.
+              if (binding.state) last = JSON.stringify(hidden);
+            }
+          }
         }
-        const job = (current.data as { job: { status: string; attempts: number; progress: { done: number; total: number } | null } | null } | undefined)?.job;
-        if (!job) {
-          queue.push({ data: null, errors: [notFoundError(s.jobId)] });
-          return;
-        }
-        if (TERMINAL.has(job.status)) {
-          await emit(pending.find((e) => TERMINAL.has(e.job.status)) ?? hub.latest(s.jobId, s.context.tenantId));
-          return;
-        }
-        // jobUpdated reports changes from the state just read. An event that says what was
-        // already shown (the job view catching up with the upload) is none; nor is a message
-        // whose selection, read after a later change, showed that change already: the stream
-        // ends on the first message that shows the job finished.
-        let last = stateOf(job);
         while (!queue.closed) {
           const event = await nextEvent();
           if (!event || queue.closed) continue;
-          const terminal = TERMINAL.has(event.job.status);
-          if (s.once ? !terminal : stateOf(event.job) === last) continue;
-          const state = await emit(event, s.once ? undefined : last);
-          if (state === null || terminal || (state !== undefined && isTerminal(state))) return;
-          if (state !== undefined) last = state;
+          const key = s.key ?? (binding.key ? keyValue(valueAt(event.data, binding.key)) : undefined);
+          if (binding.key && key === undefined) {
+            logger.warn({ field: binding.field, dataschema: event.dataschema, id: event.id }, 'subscription: the event has no key at its binding path; ignored');
+            continue;
+          }
+          // A message read after a later change may show that change already: the stream ends
+          // on the first message that completes it.
+          const read = await emit(event, key, last);
+          if (read === 'gone') {
+            if (s.key !== undefined) return;
+          } else if (read === undefined) {
+            // The read failed (its errors were sent): a stream waiting for its completion had it.
+            if (binding.send === 'COMPLETION') return;
+          } else if (read.done) return;
+          else last = read.state;
         }
       } catch (error) {
-        logger.error({ err: error instanceof Error ? error.message : String(error), jobId: s.jobId }, 'subscription failed');
+        logger.error({ err: error instanceof Error ? error.message : String(error), field: binding.field }, 'subscription failed');
         queue.push({ errors: [new GraphQLError('subscription failed', { extensions: { code: ApiErrorCode.INTERNAL_SERVER_ERROR } })] });
       } finally {
         queue.end();
@@ -152,45 +206,7 @@ export class JobSubscriptions {
   }
 }
 
-/** Aliases of the fields the stream decides by, added to the client's selection and removed from each message. */
-const STATE_STATUS = '_tributaryStatus';
-const STATE_ATTEMPTS = '_tributaryAttempts';
-const STATE_PROGRESS = '_tributaryProgress';
-
-function withStateFields(field: FieldNode): FieldNode {
-  const hidden = (alias: string, name: string, fields?: string[]): FieldNode => ({
-    kind: Kind.FIELD,
-    alias: { kind: Kind.NAME, value: alias },
-    name: { kind: Kind.NAME, value: name },
-    ...(fields ? { selectionSet: { kind: Kind.SELECTION_SET, selections: fields.map((f): FieldNode => ({ kind: Kind.FIELD, name: { kind: Kind.NAME, value: f } })) } } : {}),
-  });
-  const selections = [
-    ...(field.selectionSet?.selections ?? []),
-    hidden(STATE_STATUS, 'status'),
-    hidden(STATE_ATTEMPTS, 'attempts'),
-    hidden(STATE_PROGRESS, 'progress', ['done', 'total']),
-  ];
-  return { ...field, selectionSet: { kind: Kind.SELECTION_SET, selections } };
+function withoutSelection(field: FieldNode): FieldNode {
+  const { selectionSet: _, ...rest } = field;
+  return rest;
 }
-
-function notFoundError(jobId: string): GraphQLError {
-  return new GraphQLError(`Job ${jobId} not found`, { extensions: { code: ApiErrorCode.NOT_FOUND, type: 'Job', id: jobId } });
-}
-
-/** `subscription Op($v…) { alias: jobX(jobId: …) {…} }` + fragments → `query Op($v…) { alias: job(id: …) {…} }` + fragments. */
-export function toJobQuery(document: DocumentNode, operation: OperationDefinitionNode, field: FieldNode): DocumentNode {
-  const jobIdArgument = field.arguments?.find((a) => a.name.value === 'jobId');
-  const jobField: FieldNode = {
-    kind: Kind.FIELD,
-    alias: { kind: Kind.NAME, value: field.alias?.value ?? field.name.value },
-    name: { kind: Kind.NAME, value: 'job' },
-    arguments: jobIdArgument ? [{ ...jobIdArgument, name: { kind: Kind.NAME, value: 'id' } }] : [],
-    ...(field.directives ? { directives: field.directives } : {}),
-    ...(field.selectionSet ? { selectionSet: field.selectionSet } : {}),
-  };
-  const selectionSet: SelectionSetNode = { kind: Kind.SELECTION_SET, selections: [withStateFields(jobField)] };
-  const query: OperationDefinitionNode = { ...operation, operation: 'query' as OperationDefinitionNode['operation'], selectionSet };
-  const fragments = document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION);
-  return { kind: Kind.DOCUMENT, definitions: [query, ...fragments] };
-}
-

@@ -5,16 +5,21 @@ import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { EntityCache, entityKeys, type EntityCacheOptions } from '../src/cache.ts';
-import { productRules } from '../src/cache-rules.ts';
+import { readBindings } from '@tributary/core/bindings';
+import { invalidationRules } from '../src/cache-rules.ts';
 import { defaultSupergraphPath } from '../src/gateway.ts';
 
 const supergraphSdl = readFileSync(defaultSupergraphPath, 'utf8');
 // The supergraph's own definitions make a schema good enough to plan against.
 const schema = buildASTSchema(parse(supergraphSdl));
 const logger = createLogger({ service: 'test', level: 'silent' });
+// The rules the gateway derives from the supergraph's @changedBy declarations.
+const { changes } = readBindings(supergraphSdl).bindings;
+const productRules = invalidationRules(changes);
+const wholeTypes = [...new Set(changes.filter((c) => !c.key).map((c) => c.type))];
 
 function cacheWith(options: Partial<EntityCacheOptions> = {}) {
-  return new EntityCache({ types: ['Job', 'Document'], rules: productRules, supergraphSdl, ttlMs: 60_000, maxEntries: 100, logger, ...options });
+  return new EntityCache({ types: ['Job', 'Document'], rules: productRules, wholeTypes, supergraphSdl, ttlMs: 60_000, maxEntries: 100, logger, ...options });
 }
 
 function planOf(cache: EntityCache, query: string) {
@@ -69,16 +74,28 @@ describe('what may be cached', () => {
 
   it.each([
     ['a type not opted in', '{ document(id: "d1") { id } }', ['Job'], 'Document is not a cached type'],
-    ['a list no entity decides', '{ stats { documents } }', ['Job', 'Document'], 'Query.stats: no entity type decides its result'],
+    ['a type changed as a whole that is not cached', '{ stats { documents } }', ['Job', 'Document'], 'Stats is not a cached type'],
     ['a mutation', 'mutation { uploadDocument(input: { title: "t", content: "c" }) { document { id } } }', ['Job', 'Document'], 'mutation'],
     ['introspection', '{ __schema { queryType { name } } }', ['Job', 'Document'], '__schema is not cacheable'],
   ])('does not cache %s', (_name, query, types, reason) => {
     expect(planOf(cacheWith({ types }), query)).toEqual({ cacheable: false, reason });
   });
 
-  it('refuses to cache types that are not entities or that no event announces', () => {
-    expect(() => cacheWith({ types: ['Stats'] })).toThrow(ConfigError);
+  it('refuses to cache types that no event announces, or that are neither entities nor changed as a whole', () => {
+    expect(() => cacheWith({ types: ['JobProgress'] })).toThrow(ConfigError);
+    expect(() => cacheWith({ types: ['Stats'], wholeTypes: [] })).toThrow(/neither an entity/);
     expect(() => cacheWith({ types: ['Job', 'Document'], rules: { 'job.updated/v1': productRules['job.updated/v1']! } })).toThrow(/no event announces changes of Document/);
+  });
+
+  it('caches a type changed as a whole (the tenant’s stats), dropped by the event that changes it', () => {
+    const cache = cacheWith({ types: ['Stats', 'ThemeStat'] });
+    const STATS = '{ stats { documents analyzed } themes(first: 3) { name documentCount } }';
+    expect(planOf(cache, STATS).cacheable).toBe(true);
+    store(cache, 'a', STATS, { stats: { documents: 1, analyzed: 1 }, themes: [] });
+    store(cache, 'b', STATS, { stats: { documents: 2, analyzed: 2 }, themes: [] });
+    cache.onEvent({ dataschema: 'insights.updated/v1', tenantid: 'a', data: { documents: 2, analyzed: 2, failed: 0, themes: [], updatedAt: new Date().toISOString() } } as never);
+    expect(has(cache, 'a', STATS)).toBe(false);
+    expect(has(cache, 'b', STATS)).toBe(true);
   });
 });
 

@@ -1,11 +1,18 @@
+import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { gql } from 'graphql-tag';
 
 export const typeDefs = gql`
-  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key"])
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@composeDirective"]) ${eventsSpecLink}
+  ${eventDirectiveDefinitions}
 
   type Query {
     "The caller's documents most similar to this one (cosine of their embeddings), best first."
     similarDocuments(documentId: ID!, first: Int = 5): [SimilarDocument!]!
+  }
+
+  type Subscription {
+    "One message per newly analysed document of the caller's tenant, the whole selection resolved through federation."
+    documentAnalyzed: Document! @eventSubscription(events: ["analysis.completed/v1"], entity: "Document", key: "documentId", lookup: "document(id: $key)")
   }
 
   type SimilarDocument {
@@ -14,7 +21,8 @@ export const typeDefs = gql`
     score: Float!
   }
 
-  type Document @key(fields: "id") {
+  # Its analysis (and its place among similar documents) changes when the analysis completes.
+  type Document @key(fields: "id") @changedBy(event: "analysis.completed/v1", key: "documentId") {
     id: ID!
     "The AI analysis; null until the job has COMPLETED."
     analysis: Analysis

@@ -1,8 +1,11 @@
+import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { gql } from 'graphql-tag';
 
 export const typeDefs = gql`
   extend schema
-    @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable", "@external", "@provides"])
+    @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable", "@external", "@provides", "@composeDirective"])
+    ${eventsSpecLink}
+  ${eventDirectiveDefinitions}
 
   "An ISO-8601 date-time with offset, e.g. 2026-11-28T08:00:00.000Z."
   scalar DateTime
@@ -41,7 +44,7 @@ export const typeDefs = gql`
     job: Job! @provides(fields: "status attempts error { code message } createdAt updatedAt completedAt")
   }
 
-  type Document @key(fields: "id") {
+  type Document @key(fields: "id") @changedBy(event: "document.uploaded/v1", key: "documentId") {
     id: ID!
     title: String!
     "The content as uploaded."
@@ -69,7 +72,7 @@ export const typeDefs = gql`
     endCursor: String
   }
 
-  type Job @key(fields: "id") {
+  type Job @key(fields: "id") @changedBy(event: "document.uploaded/v1", key: "jobId") {
     id: ID!
     document: Document! @shareable
     status: JobStatus! @external

@@ -1,7 +1,9 @@
+import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { gql } from 'graphql-tag';
 
 export const typeDefs = gql`
-  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@shareable"])
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@shareable", "@composeDirective"]) ${eventsSpecLink}
+  ${eventDirectiveDefinitions}
 
   "An ISO-8601 date-time with offset, e.g. 2026-11-28T08:00:00.000Z."
   scalar DateTime
@@ -13,14 +15,20 @@ export const typeDefs = gql`
     stats: Stats!
   }
 
-  type ThemeStat {
+  type Subscription {
+    "A message whenever the caller's aggregates change (a fold of finished analyses)."
+    statsUpdated: Stats! @eventSubscription(events: ["insights.updated/v1"], entity: "Stats", lookup: "stats")
+  }
+
+  # Every change of the aggregates is published as insights.updated, in the fold's transaction.
+  type ThemeStat @changedBy(event: "insights.updated/v1") {
     name: String!
     documentCount: Int!
     averageScore: Float!
     lastSeenAt: DateTime!
   }
 
-  type Stats {
+  type Stats @changedBy(event: "insights.updated/v1") {
     "Documents whose analysis finished (analyzed + failed)."
     documents: Int!
     analyzed: Int!

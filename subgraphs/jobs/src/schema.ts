@@ -1,7 +1,9 @@
+import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { gql } from 'graphql-tag';
 
 export const typeDefs = gql`
-  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable"])
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable", "@composeDirective"]) ${eventsSpecLink}
+  ${eventDirectiveDefinitions}
 
   "An ISO-8601 date-time with offset, e.g. 2026-11-28T08:00:00.000Z."
   scalar DateTime
@@ -13,17 +15,38 @@ export const typeDefs = gql`
   }
 
   """
-  Served by the gateway over graphql-ws (same path as HTTP). The gateway resolves the whole
-  selection through federation when the job changes.
+  Served by the gateway over graphql-ws (same path as HTTP), from the \`job.updated\` events this
+  service publishes with every change of its view: the gateway resolves the whole selection
+  through federation (\`job(id:)\`) when the job changes.
   """
   type Subscription {
     "One message when the job is COMPLETED or FAILED (at once if it already is), then complete."
     jobCompleted(jobId: ID!): Job!
+      @eventSubscription(
+        events: ["job.updated/v1"]
+        match: ["jobId = $jobId"]
+        where: "status in [COMPLETED, FAILED]"
+        entity: "Job"
+        key: "jobId"
+        lookup: "job(id: $key)"
+        send: "COMPLETION"
+        completeWhen: "status in [COMPLETED, FAILED]"
+      )
     "A message on every state change of the job."
     jobUpdated(jobId: ID!): Job!
+      @eventSubscription(
+        events: ["job.updated/v1"]
+        match: ["jobId = $jobId"]
+        entity: "Job"
+        key: "jobId"
+        lookup: "job(id: $key)"
+        send: "CHANGES"
+        state: "status attempts progress { done total }"
+        completeWhen: "status in [COMPLETED, FAILED]"
+      )
   }
 
-  type Job @key(fields: "id") {
+  type Job @key(fields: "id") @changedBy(event: "job.updated/v1", key: "jobId") {
     id: ID!
     status: JobStatus! @shareable
     "Analysis attempts made so far."

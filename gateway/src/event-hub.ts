@@ -1,0 +1,177 @@
+import { parseEnvelope, type Envelope } from '@tributary/contracts';
+import { errorCode, errorMessage, type Logger } from '@tributary/core';
+import { keyValue, valueAt, type Path } from '@tributary/core/bindings';
+import { contractOf } from './cache-rules.ts';
+import { queueName, type ConsumerHandle, type Transport } from '@tributary/core/events';
+import { randomUUID } from 'node:crypto';
+
+type Listener = (event: Envelope) => void;
+
+/** Which events a listener hears: one tenant's, of these versions, and with `path` equal to `value` when given. */
+export interface ListenSpec {
+  events: readonly string[];
+  tenantId: string;
+  index?: { path: Path; value: string };
+}
+
+export interface EventHubOptions {
+  instanceId?: string;
+  /**
+   * Sees every event first, before any subscription hears of it: a subscriber that reads after
+   * its message never meets a cached result the event made stale.
+   */
+  onEvent?: (event: Envelope) => void;
+  /** This instance's queue was re-created (broker connection lost): events may have been missed. */
+  onResubscribed?: () => void;
+}
+
+/** What the hub binds: event types (routing keys), and per event version the data paths listeners are indexed by. */
+export interface HubBindings {
+  types: readonly string[];
+  paths: ReadonlyMap<string, readonly Path[]>;
+}
+
+const SEP = '\u0000';
+const RECENT_LIMIT = 10_000;
+const SEEN_LIMIT = 10_000;
+
+/**
+ * Delivers events to the subscriptions of this gateway instance. Each instance has its own
+ * exclusive, auto-delete queue, so every replica sees every event and serves its own clients.
+ * The gateway keeps no state worth retrying for, so events are acked at once.
+ *
+ * Listeners are indexed by tenant and by the value at one data path (`jobId`), so an event
+ * reaches its own listeners only, however many streams are open.
+ */
+export class EventHub {
+  private readonly listeners = new Map<string, Set<Listener>>();
+  /** The latest event per indexed value, for the most recent ones: lets a late subscriber's message join its trace. */
+  private readonly recent = new Map<string, Envelope>();
+  /** Event ids already handled: while a re-bind runs two queues, an event can come through both. */
+  private readonly seen = new Set<string>();
+  private bindings: HubBindings = { types: [], paths: new Map() };
+  private handle: ConsumerHandle | undefined;
+  private generation = 0;
+  private readonly instanceId: string;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly logger: Logger,
+    private readonly options: EventHubOptions = {},
+  ) {
+    this.instanceId = options.instanceId ?? randomUUID();
+  }
+
+  /** The queue this instance consumes now. */
+  get queue(): string {
+    return queueName(this.transport.namespace, 'gateway', this.generation === 0 ? this.instanceId : `${this.instanceId}.${this.generation}`);
+  }
+
+  /**
+   * Consume these event types. Called again with other types (a new supergraph), it opens a
+   * queue bound to them before it closes the old one, so no event is missed meanwhile; one that
+   * arrives through both is handled once.
+   */
+  async bind(bindings: HubBindings): Promise<void> {
+    const same = this.handle && sameSet(bindings.types, this.bindings.types);
+    this.bindings = bindings;
+    if (same) return;
+    const previous = this.handle;
+    if (previous) this.generation++;
+    this.handle = await this.transport.consume(
+      { queue: this.queue, bindings: [...new Set(bindings.types)], prefetch: 1_000, retryDelaysMs: [], exclusive: true, ...(this.options.onResubscribed ? { onResubscribed: this.options.onResubscribed } : {}) },
+      (delivery) => {
+        let event: Envelope;
+        try {
+          event = parseEnvelope(delivery.body);
+        } catch (error) {
+          this.logger.warn({ code: errorCode(error), err: errorMessage(error) }, 'event violates its contract; dropped');
+          void delivery.deadLetter({ code: errorCode(error), message: errorMessage(error) });
+          return;
+        }
+        void delivery.ack();
+        this.dispatch(event);
+      },
+    );
+    await previous?.close();
+  }
+
+  private dispatch(event: Envelope): void {
+    if (this.seen.has(event.id)) return;
+    this.seen.add(event.id);
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
+    // Even an event whose data is unreadable is shown to onEvent: the cache then drops the tenant's results.
+    this.options.onEvent?.(event);
+    if (contractOf(event.dataschema)?.safeParse(event.data).success === false) {
+      this.logger.warn({ dataschema: event.dataschema, id: event.id }, 'event data violates its contract; no subscription hears it');
+      return;
+    }
+    const base = event.dataschema + SEP + event.tenantid + SEP;
+    this.notify(base + SEP, event);
+    for (const path of this.bindings.paths.get(event.dataschema) ?? []) {
+      const value = keyValue(valueAt(event.data, path));
+      if (value === undefined) continue;
+      const key = base + path.join('.') + SEP + value;
+      this.remember(key, event);
+      this.notify(key, event);
+    }
+  }
+
+  private notify(key: string, event: Envelope): void {
+    const listeners = this.listeners.get(key);
+    if (listeners) for (const listener of listeners) listener(event);
+  }
+
+  private remember(key: string, event: Envelope): void {
+    const known = this.recent.get(key);
+    // Out-of-order delivery must not replace a later state with an earlier one.
+    if (known && known.time > event.time) return;
+    this.recent.delete(key);
+    this.recent.set(key, event);
+    if (this.recent.size > RECENT_LIMIT) this.recent.delete(this.recent.keys().next().value!);
+  }
+
+  /** The latest event of these versions this instance saw with `path` = `value` for the tenant, if recent. */
+  latest(spec: Required<ListenSpec>): Envelope | undefined {
+    let found: Envelope | undefined;
+    for (const dataschema of spec.events) {
+      const event = this.recent.get(dataschema + SEP + spec.tenantId + SEP + spec.index.path.join('.') + SEP + spec.index.value);
+      if (event && (!found || event.time > found.time)) found = event;
+    }
+    return found;
+  }
+
+  /** Listen to events; returns the function that stops listening. */
+  listen(spec: ListenSpec, listener: Listener): () => void {
+    const keys = spec.events.map((dataschema) => dataschema + SEP + spec.tenantId + SEP + (spec.index ? spec.index.path.join('.') + SEP + spec.index.value : SEP));
+    for (const key of keys) {
+      let set = this.listeners.get(key);
+      if (!set) this.listeners.set(key, (set = new Set()));
+      set.add(listener);
+    }
+    return () => {
+      for (const key of keys) {
+        const set = this.listeners.get(key);
+        if (!set) continue;
+        set.delete(listener);
+        if (set.size === 0) this.listeners.delete(key);
+      }
+    };
+  }
+
+  /** Distinct listened keys (metrics, tests). */
+  get size(): number {
+    return this.listeners.size;
+  }
+
+  async stop(): Promise<void> {
+    await this.handle?.close();
+    this.handle = undefined;
+  }
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const x = new Set(a);
+  const y = new Set(b);
+  return x.size === y.size && [...x].every((v) => y.has(v));
+}
