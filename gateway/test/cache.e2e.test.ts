@@ -4,7 +4,7 @@ import { OfflineAnalyzer, type Analyzer } from '@tributary/ai';
 import { closeBrokerConnections, servicesAvailable, waitFor } from '@tributary/core/testing';
 import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
-const CACHE_ENV = { GATEWAY_CACHE_TYPES: 'Job,Document' };
+const CACHE_ENV = { GATEWAY_CACHE_TYPES: 'Job,Document,Stats,ThemeStat' };
 const UPLOAD = 'mutation Upload($input: UploadDocumentInput!) { uploadDocument(input: $input) { document { id } job { id } } }';
 const JOB = 'query Job($id: ID!) { job(id: $id) { id status attempts document { id title } } }';
 const DOCUMENT = 'query Document($id: ID!) { document(id: $id) { id title analysis { summary } } }';
@@ -150,9 +150,37 @@ describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (name
     });
   }
 
-  it('does not cache what no event keeps fresh', async () => {
-    const stats = await read(system, '{ stats { documents } }');
-    expect(stats.body.errors).toBeUndefined();
-    expect(stats.cache).toBeNull();
+  it('never answers stats older than a statsUpdated message, while serving repeats from the cache', async () => {
+    const tenant = `stats-${name.length}-${Date.now()}`;
+    const token = await system.token({ tenant });
+    const STATS = '{ stats { documents analyzed } themes(first: 3) { name documentCount } }';
+    expect((await read(system, STATS, {}, tenant)).body.data.stats.analyzed).toBe(0);
+    expect((await read(system, STATS, {}, tenant)).cache).toBe('hit');
+    const client = system.ws({ token });
+    const messages: GraphQLResponse[] = [];
+    const seen: Promise<void>[] = [];
+    let arrived: (() => void) | undefined;
+    const first = new Promise<void>((resolve) => (arrived = resolve));
+    const stop = client.subscribe({ query: 'subscription { statsUpdated { analyzed } }' }, {
+      next: (message) => {
+        messages.push(message as GraphQLResponse);
+        // A read that starts after the message must not be older than it.
+        seen.push(read(system, STATS, {}, tenant).then(({ body }) => expect(body.data.stats.analyzed).toBeGreaterThanOrEqual((message as GraphQLResponse).data.statsUpdated.analyzed)));
+        arrived?.();
+      },
+      error: () => {},
+      complete: () => {},
+    });
+    // The subscription is registered once graphql-ws acknowledges it; give it a moment.
+    await sleep(200);
+    const uploaded = await system.query(UPLOAD, { input: { title: 'Counted', content: TEXT } }, { token });
+    expect(uploaded.errors).toBeUndefined();
+    await first;
+    await Promise.all(seen);
+    stop();
+    expect(messages[0]!.data.statsUpdated.analyzed).toBe(1);
+    const after = await read(system, STATS, {}, tenant);
+    expect(after.body.data.stats).toEqual({ documents: 1, analyzed: 1 });
+    expect(after.body.data.themes.length).toBeGreaterThan(0);
   });
 });

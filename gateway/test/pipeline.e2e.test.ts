@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { servicesAvailable, waitFor } from '@tributary/core/testing';
-import { collect, startEmbeddedSystem, startProcessSystem, type TestSystem } from './fixtures/system.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
 const UPLOAD = `mutation Upload($input: UploadDocumentInput!) {
   uploadDocument(input: $input) { document { id title } job { id status attempts createdAt } }
@@ -86,6 +87,64 @@ describe.skipIf(!available).each(modes)('the pipeline, %s', (_name, start) => {
     // Never backwards: QUEUED < RUNNING < COMPLETED.
     const rank = { QUEUED: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2 } as Record<string, number>;
     for (let i = 1; i < statuses.length; i++) expect(rank[statuses[i]]).toBeGreaterThanOrEqual(rank[statuses[i - 1]]!);
+  });
+
+  /** Open a subscription and gather its messages until `count` have come (or fail after `timeoutMs`). */
+  function gather(client: ReturnType<TestSystem['ws']>, query: string, count: number, timeoutMs = 30_000) {
+    const messages: GraphQLResponse[] = [];
+    let done: () => void = () => {};
+    const enough = new Promise<void>((resolve) => (done = resolve));
+    const stop = client.subscribe({ query }, { next: (m) => (messages.push(m as GraphQLResponse), messages.length >= count && done()), error: () => {}, complete: () => {} });
+    return {
+      messages,
+      all: async () => {
+        await Promise.race([enough, sleep(timeoutMs).then(() => Promise.reject(new Error(`${messages.length} of ${count} messages within ${timeoutMs} ms`)))]);
+        stop();
+        return messages;
+      },
+    };
+  }
+
+  it('streams documentAnalyzed: one message per newly analysed document of the tenant, resolved through federation', async () => {
+    const tenant = `analyzed-${randomUUID()}`;
+    const token = await system.token({ tenant });
+    const mine = gather(system.ws({ token }), 'subscription { documentAnalyzed { id title job { status } analysis { summary } } }', 2);
+    const other = gather(system.ws(), 'subscription { documentAnalyzed { id } }', 1);
+    // graphql-ws registers the subscription when its message arrives: give it a moment.
+    await sleep(200);
+    const ids: string[] = [];
+    for (const title of ['First analysed', 'Second analysed']) {
+      const response = await system.query(UPLOAD, { input: { title, content: TEXT } }, { token });
+      expect(response.errors).toBeUndefined();
+      ids.push(response.data.uploadDocument.document.id);
+    }
+    const messages = await mine.all();
+    expect(messages.map((m) => m.data.documentAnalyzed.id).sort()).toEqual([...ids].sort());
+    for (const m of messages) {
+      expect(m.errors).toBeUndefined();
+      expect(m.data.documentAnalyzed.job.status).toBe('COMPLETED');
+      expect(m.data.documentAnalyzed.analysis.summary.length).toBeGreaterThan(0);
+    }
+    // Events are always filtered by tenant: tenant-a's subscriber heard none of them.
+    await sleep(300);
+    expect(other.messages.filter((m) => ids.includes(m.data?.documentAnalyzed?.id))).toEqual([]);
+  });
+
+  it('streams statsUpdated whenever the tenant’s aggregates change', async () => {
+    const tenant = `stats-${randomUUID()}`;
+    const token = await system.token({ tenant });
+    const stream = gather(system.ws({ token }), 'subscription { statsUpdated { documents analyzed failed } }', 2);
+    await sleep(200);
+    for (const title of ['Counted once', 'Counted twice']) {
+      const response = await system.query(UPLOAD, { input: { title, content: TEXT } }, { token });
+      expect(response.errors).toBeUndefined();
+      await collect(system.ws({ token }), JOB_COMPLETED, { jobId: response.data.uploadDocument.job.id });
+    }
+    const messages = await stream.all();
+    expect(messages.map((m) => m.data.statsUpdated)).toEqual([
+      { documents: 1, analyzed: 1, failed: 0 },
+      { documents: 2, analyzed: 2, failed: 0 },
+    ]);
   });
 
   it('gives 200 concurrent uploads with a subscriber each exactly one jobCompleted, and leaves no job unfinished', async () => {
