@@ -30,9 +30,9 @@ import type { GatewayContext } from './context.ts';
  * Why results and not single entities: a cached entity still costs a query plan, the root
  * fetches and Apollo's merge of every subgraph response, which is most of a gateway's time; a
  * cached result costs a map lookup. Invalidation is still per entity: each result carries a tag
- * per entity it holds (`Job:<id>`), and `any:<Type>` where it depends on a type as a whole (a
+ * per entity it holds (`Order:<id>`), and `any:<Type>` where it depends on a type as a whole (a
  * list, an entity whose key was not selected). An event maps to entity changes, and a change of
- * `Job` 42 drops the results tagged `Job:42` or `any:Job` — and nothing else.
+ * `Order` 42 drops the results tagged `Order:42` or `any:Order` — and nothing else.
  *
  * Correctness rests on two rules. (1) A type is cacheable only when every change to it is
  * announced by an event its owner publishes in the same transaction as the change (the outbox),
@@ -84,7 +84,7 @@ type Plan =
   | { cacheable: false; reason: string }
   | { cacheable: true; staticTags: readonly string[]; anchors: readonly Anchor[] };
 
-/** A root field that looks one entity up by its key (`job(id:)`): its result belongs to that entity. */
+/** A root field that looks one entity up by its key (`order(id:)`): its result belongs to that entity. */
 interface Anchor {
   responseKey: string;
   type: string;
@@ -246,7 +246,7 @@ class Planner {
 
   /**
    * The entity types that decide what a value of `type` holds: itself if an entity, else those
-   * reachable through value types (`DocumentConnection` → `DocumentEdge` → `Document`).
+   * reachable through value types (`OrderConnection` → `OrderEdge` → `Order`).
    */
   members(type: GraphQLObjectType, seen = new Set<string>()): Set<string> {
     const found = new Set<string>();
@@ -261,7 +261,7 @@ class Planner {
     return found;
   }
 
-  /** A root field whose arguments are exactly its entity's key: `job(id: ID!): Job`. */
+  /** A root field whose arguments are exactly its entity's key: `order(id: ID!): Order`. */
   anchor(responseKey: string, field: GraphQLField<unknown, unknown>, node: FieldNode, type: GraphQLObjectType, tags: Set<string>): Anchor | undefined {
     const keyFields = this.keys.get(type.name);
     const unwrapped = isNonNullType(field.type) ? field.type.ofType : field.type;

@@ -40,7 +40,7 @@ const SEEN_LIMIT = 10_000;
  * exclusive, auto-delete queue, so every replica sees every event and serves its own clients.
  * The gateway keeps no state worth retrying for, so events are acked at once.
  *
- * Listeners are indexed by tenant and by the value at one data path (`jobId`), so an event
+ * Listeners are indexed by tenant and by the value at one data path (`orderId`), so an event
  * reaches its own listeners only, however many streams are open.
  */
 export class EventHub {

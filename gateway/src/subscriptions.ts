@@ -21,8 +21,8 @@ export interface EventSubscriptionsOptions {
 /**
  * The subscriptions the supergraph declares with `@eventSubscription`, over graphql-ws. Apollo
  * Gateway cannot execute subscriptions, so each message is the equivalent query through the
- * binding's lookup (`subscription { jobCompleted(jobId: $id) {…} }` → `query { jobCompleted:
- * job(id: $key) {…} }`, same variables and fragments), run through the gateway when a matching
+ * binding's lookup (`subscription { orderShipped(orderId: $id) {…} }` → `query { orderShipped:
+ * order(id: $key) {…} }`, same variables and fragments), run through the gateway when a matching
  * event arrives: the client's whole selection is resolved across subgraphs, as a query would be.
  *
  * When the binding's key is bound to an argument, the entity is known at subscribe: the listener
