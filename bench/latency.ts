@@ -12,7 +12,7 @@ import { progress } from '@tributary/core';
 import { deleteNamespace } from '@tributary/core/events';
 import { dropDatabase } from '@tributary/core/db';
 import { signToken } from '@tributary/gateway';
-import { startEmbedded } from '@tributary/gateway/embedded';
+import { startEmbedded } from '@tributary/embedded';
 import { createClient } from 'graphql-ws';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

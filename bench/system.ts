@@ -285,7 +285,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
 
 /** Embedded modes' child: the whole system in this one process, as `pnpm dev` starts it. */
 async function embeddedChild(): Promise<void> {
-  const { startEmbedded } = await import('@tributary/gateway/embedded');
+  const { startEmbedded } = await import('@tributary/embedded');
   await runMain('embedded', () => startEmbedded({ env: process.env, port: Number(process.env.PORT) }));
 }
 

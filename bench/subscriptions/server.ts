@@ -19,7 +19,7 @@
 import { publish } from '@tributary/core/events';
 import { metrics } from '@tributary/core/metrics';
 import { signToken } from '@tributary/gateway';
-import { startEmbedded } from '@tributary/gateway/embedded';
+import { startEmbedded } from '@tributary/embedded';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';

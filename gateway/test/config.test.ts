@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames } from '../src/config.ts';
 import { defaultSupergraphPath } from '../src/gateway.ts';
 import { RateLimiter } from '../src/limits.ts';
-import { startEmbedded } from '../src/embedded.ts';
 
 const secret = 'x'.repeat(40);
 
@@ -37,10 +36,6 @@ describe('gateway configuration', () => {
 
   it('makes subgraphs require the internal signing secret', () => {
     expect(issues(() => loadConfig(subgraphConfigSchema, {}))[0]).toMatch(/^INTERNAL_SIGNING_SECRET/);
-  });
-
-  it('refuses a production embedded start without authentication', async () => {
-    await expect(startEmbedded({ env: { NODE_ENV: 'production', TRIBUTARY_DATA_DIR: 'memory://' }, port: 0 })).rejects.toBeInstanceOf(ConfigError);
   });
 });
 

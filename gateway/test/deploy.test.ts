@@ -1,13 +1,10 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { analysisService } from '@tributary/analysis';
 import { loadConfig } from '@tributary/core/config';
 import { databaseTarget } from '@tributary/core/db';
 import { subgraphConfigSchema } from '@tributary/core/service';
-import { documentsService } from '@tributary/documents';
-import { insightsService } from '@tributary/insights';
-import { jobsService } from '@tributary/jobs';
+import { subgraphServices } from '@tributary/embedded';
 import { Arg, Copy, DockerfileParser, Env, From, type Instruction } from 'dockerfile-ast';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -76,7 +73,7 @@ interface Definition {
   defaultPort: number;
   configSchema?: unknown;
 }
-const subgraphDefinitions: Definition[] = [documentsService, jobsService, analysisService, insightsService];
+const subgraphDefinitions: Definition[] = [...subgraphServices];
 
 const specs: ServiceSpec[] = [
   ...subgraphDefinitions.map((definition): ServiceSpec => {

@@ -3,10 +3,33 @@ import { baseConfigSchema, ConfigError, loadConfig } from '@tributary/core';
 import { InMemoryTransport, type Transport } from '@tributary/core/events';
 import { startService, type RunningService, type ServiceDefinition, type SubgraphConfig } from '@tributary/core/service';
 import { documentsService } from '@tributary/documents';
+import { signToken, startGateway, type RunningGateway } from '@tributary/gateway';
 import { insightsService } from '@tributary/insights';
 import { jobsService } from '@tributary/jobs';
-import { generateSecret, signToken } from './auth.ts';
-import { startGateway, type RunningGateway } from './gateway.ts';
+import { randomBytes } from 'node:crypto';
+
+/** Tributary's subgraphs, in the order {@link startEmbedded} starts them (producers first). */
+export const subgraphServices = [documentsService, jobsService, analysisService, insightsService] as const;
+
+/** A random secret, as the gateway's own development secrets are made. */
+const generateSecret = () => randomBytes(48).toString('base64url');
+
+/**
+ * The gateway's SUBGRAPH_URLS for the subgraphs this process runs, keeping the caller's entries
+ * for any other subgraph (one of their own in their SUPERGRAPH_PATH); their `<NAME>_URL` blanked,
+ * since a subgraph named in both is refused.
+ */
+function subgraphUrls(env: Record<string, string | undefined>, services: RunningService[]): Record<string, string> {
+  const ours = new Set(services.map((s) => s.name));
+  const theirs = (env.SUBGRAPH_URLS ?? '')
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry && !ours.has((entry.split('=')[0] ?? '').trim()));
+  return {
+    ...Object.fromEntries(services.map((s) => [`${s.name.toUpperCase()}_URL`, ''])),
+    SUBGRAPH_URLS: [...services.map((s) => `${s.name}=${s.url}`), ...theirs].join(','),
+  };
+}
 
 export interface EmbeddedOptions {
   env?: Record<string, string | undefined>;
@@ -51,11 +74,12 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     services.push(await startService(definition, { env, port: 0, ...(shared ? { transport: shared } : {}) }));
   };
   try {
-    await start(documentsService);
-    await start(jobsService);
-    await start(options.analysis ? createAnalysisService(options.analysis) : analysisService);
-    await start(insightsService);
-    const urls = Object.fromEntries(services.map((s) => [`${s.name.toUpperCase()}_URL`, s.url]));
+    const [documents, jobs, analysis, insights] = subgraphServices;
+    await start(documents);
+    await start(jobs);
+    await start(options.analysis ? createAnalysisService(options.analysis) : analysis);
+    await start(insights);
+    const urls = subgraphUrls(env, services);
     const authSecret = env.AUTH_JWT_SECRET;
     const devToken = authSecret
       ? await signToken(authSecret, { sub: 'developer', tenant: 'dev', ...(env.AUTH_ISSUER ? { issuer: env.AUTH_ISSUER } : {}), ...(env.AUTH_AUDIENCE ? { audience: env.AUTH_AUDIENCE } : {}) })

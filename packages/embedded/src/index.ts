@@ -1,0 +1,1 @@
+export { startEmbedded, subgraphServices, type EmbeddedOptions, type EmbeddedSystem } from './embedded.ts';
