@@ -1,10 +1,10 @@
 /**
  * `pnpm schema:check [--base <git-ref>] [--json]`: composition, drift, breaking changes,
- * client operations and event contracts, each reported as its own step.
+ * client operations, event contracts and event bindings, each reported as its own step.
  * Exit 0 clean, 1 violations, 2 could not run.
  *
- * This file does the reading (repo files, git); the rules live in graphql.ts, drift.ts and
- * events.ts and take in-memory inputs.
+ * This file does the reading (repo files, git); the rules live in graphql.ts, drift.ts,
+ * events.ts and bindings.ts and take in-memory inputs.
  */
 import { contracts as repoContracts } from '@tributary/contracts';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +12,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { z } from 'zod';
+import { checkEventBindings } from './bindings.ts';
 import { composeSubgraphs, generatedFiles, paths, repoRoot, subgraphs as repoSubgraphs, type SubgraphSource } from './compose.ts';
 import { checkDrift } from './drift.ts';
 import { checkEvents, dataschemaOf, type JsonSchema } from './events.ts';
@@ -118,6 +119,19 @@ export async function runCheck(options: CheckOptions = {}): Promise<CheckReport>
         `${versions} contract versions match their snapshots; ${Object.keys(samples).length} golden samples parse`,
         'event contracts break their snapshots or samples (an incompatible shape is a new version: see schema/README.md)',
         notes,
+      );
+    }),
+  );
+
+  steps.push(
+    await step('bindings', 'Event bindings', () => {
+      if (!composed || !composedOk) return skipped('composition failed');
+      const { violations, subscriptions, changes } = checkEventBindings({ sdls: composed.sdls, schema: apiSchema(composedOk.supergraphSdl), contracts });
+      const n = Object.keys(composed.sdls).length;
+      return outcome(
+        violations,
+        `${subscriptions} @eventSubscription and ${changes} @changedBy bindings in ${n} subgraphs match the API schema and the event contracts`,
+        'event bindings name what the API schema or the event contracts do not have (the gateway refuses to start with them)',
       );
     }),
   );

@@ -64,10 +64,10 @@ interface Roots {
   seen: Map<JsonSchema, Set<JsonSchema>>;
 }
 
-const isSchema = (v: unknown): v is JsonSchema => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const isSchema = (v: unknown): v is JsonSchema => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Resolves a local `$ref` (`#/$defs/…`), as zod writes for recursive or registered schemas. */
-function deref(s: JsonSchema, root: JsonSchema): JsonSchema {
+export function deref(s: JsonSchema, root: JsonSchema): JsonSchema {
   for (let hops = 0; typeof s['$ref'] === 'string' && hops < 32; hops++) {
     let target: unknown = root;
     for (const key of s['$ref'].replace(/^#\/?/, '').split('/').filter(Boolean)) target = isSchema(target) ? target[key] : undefined;
@@ -78,7 +78,7 @@ function deref(s: JsonSchema, root: JsonSchema): JsonSchema {
 }
 
 /** The alternatives a schema accepts: `anyOf`/`oneOf` branches, and one per entry of a `type` array. */
-function variants(s: JsonSchema, root: JsonSchema): JsonSchema[] {
+export function variants(s: JsonSchema, root: JsonSchema): JsonSchema[] {
   s = deref(s, root);
   const union = s['anyOf'] ?? s['oneOf'];
   if (Array.isArray(union)) return union.filter(isSchema).flatMap((v) => variants(v, root));

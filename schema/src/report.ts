@@ -13,16 +13,17 @@ export type ViolationCode =
   | 'EVENT_VERSION_REMOVED'
   | 'EVENT_SNAPSHOT_MISSING'
   | 'EVENT_SAMPLE_MISSING'
-  | 'EVENT_SAMPLE_INVALID';
+  | 'EVENT_SAMPLE_INVALID'
+  | 'INVALID_EVENT_BINDING';
 
 /** One thing that fails the check. Only the location fields that apply are present. */
 export interface Violation {
   code: ViolationCode;
   message: string;
-  /** The finer code of the tool that found it: Apollo's composition error code, the inspector's change type, the event rule. */
+  /** The finer code of the tool that found it: Apollo's composition error code, the inspector's change type, the event rule, the binding problem (`UNKNOWN_EVENT`, `PATH_NOT_IN_EVENT`, …). */
   detail?: string;
   subgraphs?: string[];
-  /** Schema coordinate (`Type.field`) or JSON path (`$.error.code`). */
+  /** Schema coordinate (`Type.field`, or the type of a `@changedBy`) or JSON path (`$.error.code`). */
   coordinate?: string;
   file?: string;
   operation?: string;
@@ -49,7 +50,7 @@ export class SchemaCheckError extends Error {
 }
 
 /** The steps, in the order they run. */
-export type StepName = 'composition' | 'drift' | 'breaking' | 'operations' | 'events';
+export type StepName = 'composition' | 'drift' | 'breaking' | 'operations' | 'events' | 'bindings';
 
 /** The outcome of one step, with its own heading in the terminal. */
 export interface StepResult {

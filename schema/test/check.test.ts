@@ -14,7 +14,7 @@ describe('schema check on this repository', () => {
   it('passes', { timeout: 60_000 }, async () => {
     const report = await runCheck();
     expect(report.exitCode, formatReport(report)).toBe(0);
-    expect(report.steps.map((s) => s.step)).toEqual(['composition', 'drift', 'breaking', 'operations', 'events']);
+    expect(report.steps.map((s) => s.step)).toEqual(['composition', 'drift', 'breaking', 'operations', 'events', 'bindings']);
   });
 });
 
