@@ -316,7 +316,7 @@ export class EntityCache {
   constructor(private readonly options: EntityCacheOptions) {
     this.types = new Set(options.types);
     this.now = options.now ?? Date.now;
-    this.schema = this.checked(options);
+    this.schema = this.verify(options);
   }
 
   /**
@@ -325,11 +325,12 @@ export class EntityCache {
    * @throws ConfigError as the constructor, and then keeps the old ones
    */
   update(next: Pick<EntityCacheOptions, 'rules' | 'wholeTypes' | 'supergraphSdl'>): void {
-    this.schema = this.checked(next);
+    this.schema = this.verify(next);
     this.clear();
   }
 
-  private checked(options: Pick<EntityCacheOptions, 'rules' | 'wholeTypes' | 'supergraphSdl'>): SchemaFacts {
+  /** What {@link update} would take: throws as it would, changes nothing. */
+  verify(options: Pick<EntityCacheOptions, 'rules' | 'wholeTypes' | 'supergraphSdl'>): SchemaFacts {
     const keys = entityKeys(options.supergraphSdl);
     const wholeTypes = new Set(options.wholeTypes ?? []);
     const announced = new Set(Object.values(options.rules).flatMap((rule) => rule.types));

@@ -1,4 +1,5 @@
 import { ApolloGateway, type GraphQLDataSourceProcessOptions } from '@apollo/gateway';
+import { Supergraph } from '@apollo/federation-internals';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
@@ -13,7 +14,7 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
-import { loadGatewayConfig, subgraphUrlOverrides, type GatewayConfig } from './config.ts';
+import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames, type GatewayConfig } from './config.ts';
 import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
@@ -112,9 +113,9 @@ const wholeTypesOf = (bindings: Bindings) => [...new Set(bindings.changes.filter
 export async function startGateway(options: GatewayOptions = {}): Promise<RunningGateway> {
   const config: GatewayConfig = loadGatewayConfig(options.env ?? process.env);
   const logger = options.logger ?? createLogger({ service: 'gateway', level: config.LOG_LEVEL });
-  const overrides = subgraphUrlOverrides(config);
   const supergraphPath = config.SUPERGRAPH_PATH ?? defaultSupergraphPath;
   const supergraphSdl = readFileSync(supergraphPath, 'utf8');
+  let overrides = subgraphUrlOverrides(config, supergraphSubgraphNames(supergraphSdl));
   // The directives are checked before anything starts; what they name, once Apollo has built the API schema.
   let bindings = derive(supergraphSdl, undefined);
   const cache =
@@ -293,9 +294,12 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     cache,
     reload: async () => {
       const sdl = readFileSync(supergraphPath, 'utf8');
-      // Checked before Apollo takes it; what the bindings name is checked once it has.
-      derive(sdl, undefined);
+      // All checked before Apollo takes it: once it has, the schema it serves has changed.
+      const next = derive(sdl, Supergraph.build(sdl).apiSchema().toGraphQLJSSchema());
+      cache?.verify({ rules: invalidationRules(next.changes), wholeTypes: wholeTypesOf(next), supergraphSdl: sdl });
+      const nextOverrides = subgraphUrlOverrides(config, supergraphSubgraphNames(sdl));
       if (!updateSupergraph) throw new Error('the gateway has not loaded a supergraph yet');
+      overrides = nextOverrides;
       updateSupergraph(sdl);
       await applied;
     },

@@ -144,9 +144,9 @@ export function valueAt(value: unknown, path: Path): unknown {
   return at;
 }
 
-/** A key or match value as the gateway compares it: strings and numbers, as a string. */
+/** A key or match value as the gateway compares it: strings, numbers and booleans, as a string. */
 export function keyValue(value: unknown): string | undefined {
-  return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
+  return typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
 }
 
 export function conditionHolds(condition: Condition, value: unknown): boolean {

@@ -33,5 +33,7 @@ export const typeDefs = gql`
     documents: Int!
     analyzed: Int!
     failed: Int!
+    "The most frequent themes, as \`themes\` (a \`statsUpdated\` message can carry them)."
+    themes(first: Int = 10): [ThemeStat!]!
   }
 `;

@@ -142,6 +142,17 @@ export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerC
   await publish(announce);
 }
 
+/** The tenant's most frequent themes, best first. */
+async function topThemes(args: { first?: number | null }, ctx: SubgraphContext) {
+  const rows = await ctx.em.find(ThemeStat, { tenantId: ctx.tenantId }, { orderBy: { documentCount: 'desc', name: 'asc' }, limit: pageSize(args.first, 10) });
+  return rows.map((t) => ({
+    name: t.name,
+    documentCount: t.documentCount,
+    averageScore: Math.round((Number(t.scoreSum) / t.documentCount) * 1000) / 1000,
+    lastSeenAt: t.lastSeenAt.toISOString(),
+  }));
+}
+
 export const insightsService: ServiceDefinition = {
   name: 'insights',
   typeDefs,
@@ -151,21 +162,16 @@ export const insightsService: ServiceDefinition = {
   consumers: () => [{ name: 'aggregates', types: ['analysis.completed', 'analysis.failed'], batchHandler: aggregate }],
   resolvers: {
     Query: {
-      themes: async (_: unknown, args: { first?: number | null }, ctx: SubgraphContext) => {
-        const rows = await ctx.em.find(ThemeStat, { tenantId: ctx.tenantId }, { orderBy: { documentCount: 'desc', name: 'asc' }, limit: pageSize(args.first, 10) });
-        return rows.map((t) => ({
-          name: t.name,
-          documentCount: t.documentCount,
-          averageScore: Math.round((Number(t.scoreSum) / t.documentCount) * 1000) / 1000,
-          lastSeenAt: t.lastSeenAt.toISOString(),
-        }));
-      },
+      themes: (_: unknown, args: { first?: number | null }, ctx: SubgraphContext) => topThemes(args, ctx),
       stats: async (_: unknown, __: unknown, ctx: SubgraphContext) => {
         const row = await ctx.em.findOne(TenantStat, { tenantId: ctx.tenantId });
         const analyzed = row?.analyzed ?? 0;
         const failed = row?.failed ?? 0;
         return { documents: analyzed + failed, analyzed, failed };
       },
+    },
+    Stats: {
+      themes: (_: unknown, args: { first?: number | null }, ctx: SubgraphContext) => topThemes(args, ctx),
     },
   },
 };

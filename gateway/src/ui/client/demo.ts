@@ -42,6 +42,8 @@ const PROGRESS = `subscription DemoProgress($jobId: ID!) {
   }
 }`;
 const THEMES = `query DemoThemes { themes(first: 10) { name documentCount averageScore } }`;
+/** The chart follows the tenant's aggregates: a message each time they change, with the themes in it. */
+const STATS_UPDATED = `subscription DemoStats { statsUpdated { themes(first: 10) { name documentCount averageScore } } }`;
 
 class ApiError extends Error {
   override name = 'ApiError';
@@ -189,6 +191,33 @@ function showAnalysis(analysis: Analysis): void {
 async function refreshThemes(): Promise<void> {
   if (!token) return;
   const { themes } = await graphql<{ themes: ThemeStat[] }>(THEMES);
+  drawThemes(themes);
+  watchStats();
+}
+
+let stopWatchingStats: (() => void) | undefined;
+let watchedWith: string | undefined;
+/** One statsUpdated stream per token: the chart redraws from its messages. */
+function watchStats(): void {
+  if (watchedWith === token) return;
+  stopWatchingStats?.();
+  watchedWith = token;
+  stopWatchingStats = socketClient().subscribe<{ statsUpdated: { themes: ThemeStat[] } }>(
+    { query: STATS_UPDATED },
+    {
+      next: ({ data }) => {
+        if (data?.statsUpdated) drawThemes(data.statsUpdated.themes);
+      },
+      error: (error) => {
+        watchedWith = undefined;
+        showError(error);
+      },
+      complete: () => {},
+    },
+  );
+}
+
+function drawThemes(themes: ThemeStat[]): void {
   const most = Math.max(1, ...themes.map((t) => t.documentCount));
   ui.chart.replaceChildren(
     ...themes.map((theme) => {
@@ -215,10 +244,7 @@ function follow(jobId: string): void {
         if (!job) return;
         showStatus(job);
         if (job.status === 'FAILED') showError(new ApiError(job.error?.code ?? 'FAILED', job.error?.message ?? 'the analysis failed'));
-        if (job.status === 'COMPLETED') {
-          if (job.document?.analysis) showAnalysis(job.document.analysis);
-          refreshThemes().catch(showError);
-        }
+        if (job.status === 'COMPLETED' && job.document?.analysis) showAnalysis(job.document.analysis);
       },
       error: showError,
       complete: () => {},
