@@ -81,7 +81,7 @@ export const configSchema = baseConfigSchema.extend({
   QUERY_MAX_ALIASES: z.coerce.number().int().min(0).default(15),
   QUERY_MAX_COST: z.coerce.number().int().min(1).default(5000),
   /**
-   * Entity types whose query results the gateway caches, comma-separated (e.g. `Job,Document`);
+   * Entity types whose query results the gateway caches, comma-separated (e.g. `Order,Customer`);
    * empty: no cache. Results are dropped by the events that change them (see the README).
    */
   GATEWAY_CACHE_TYPES: commaList(),
