@@ -1,4 +1,4 @@
-import { buildASTSchema, parse, print, validate } from 'graphql';
+import { buildASTSchema, parse, print, validate, type FieldNode, type OperationDefinitionNode } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import { conditionHolds, eventDirectiveDefinitions, lookupQuery, parseCondition, readBindings, takeHidden } from '../src/bindings.ts';
 
@@ -38,8 +38,8 @@ describe('event bindings', () => {
   it('resolves the client’s selection through the lookup, with the completion field hidden and unused variables dropped', () => {
     const binding = readBindings(SDL).bindings.subscriptions[0]!;
     const document = parse('subscription Watch($id: ID!, $n: String) { shipped: orderShipped(orderId: $id, note: $n) { id ...L } } fragment L on Order { lines { sku } }');
-    const operation = document.definitions[0] as never;
-    const field = (document.definitions[0] as { selectionSet: { selections: unknown[] } }).selectionSet.selections[0] as never;
+    const operation = document.definitions[0] as OperationDefinitionNode;
+    const field = operation.selectionSet.selections[0] as FieldNode;
     const query = lookupQuery(binding, schema, { operation, field, fragments: [document.definitions[1]!] });
     expect(print(query)).toBe(print(parse('query Watch($_tributaryKey: ID!) { shipped: order(id: $_tributaryKey) { id ...L _tributary_status: status } } fragment L on Order { lines { sku } }')));
     expect(validate(schema, query)).toEqual([]);
