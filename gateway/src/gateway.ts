@@ -117,13 +117,13 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const supergraphSdl = readFileSync(supergraphPath, 'utf8');
   let overrides = subgraphUrlOverrides(config, supergraphSubgraphNames(supergraphSdl));
   // The directives are checked before anything starts; what they name, once Apollo has built the API schema.
-  let bindings = derive(supergraphSdl, undefined);
+  const initial = derive(supergraphSdl, undefined);
   const cache =
     config.GATEWAY_CACHE_TYPES.length > 0
       ? new EntityCache({
           types: config.GATEWAY_CACHE_TYPES,
-          rules: invalidationRules(bindings.changes),
-          wholeTypes: wholeTypesOf(bindings),
+          rules: invalidationRules(initial.changes),
+          wholeTypes: wholeTypesOf(initial),
           supergraphSdl,
           ttlMs: config.GATEWAY_CACHE_TTL_MS,
           maxEntries: config.GATEWAY_CACHE_MAX_ENTRIES,
@@ -175,6 +175,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     ],
   });
   await apollo.start();
+  let bindings: Bindings;
   try {
     bindings = derive(supergraphSdl, apiSchema);
   } catch (error) {
@@ -223,7 +224,6 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     // Bound first: a stream that starts on the new bindings hears its events from the start.
     await hub.bind(hubBindings(next, cache));
     subscriptions.use(next.subscriptions);
-    bindings = next;
     logger.info({ subscriptions: next.subscriptions.length, changes: next.changes.length }, 'supergraph reloaded');
   };
 
