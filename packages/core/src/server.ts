@@ -32,7 +32,38 @@ export interface SubgraphOptions<TContext extends BaseContext> {
   production?: boolean;
   /** Close the transport on stop (false when it is shared with other services). Default true. */
   closeTransport?: boolean;
+  /** Answers routes other than /graphql, /health, /ready and /metrics (return false to 404). */
+  routes?: ExtraRoutes;
 }
+
+/** A handler for routes of its own: returns true when it answers the request. */
+export type ExtraRoutes = (req: IncomingMessage, res: ServerResponse, url: URL) => boolean;
+
+/**
+ * A request refused before it reaches execution: answered with `status` and
+ * `{ errors }` (each error with its `extensions.code`). Thrown by a `multipart` reader.
+ */
+export class HttpRequestError extends Error {
+  override name = 'HttpRequestError';
+  readonly errors: { message: string; extensions: Record<string, unknown> }[];
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+    extensions: Record<string, unknown> = {},
+    errors?: { message: string; extensions: Record<string, unknown> }[],
+  ) {
+    super(message);
+    this.errors = errors ?? [{ message, extensions: { code, ...extensions } }];
+  }
+}
+
+/**
+ * Headers of which a multipart request must carry one (Apollo Server's CSRF prevention): a
+ * browser sends a `multipart/form-data` POST cross-origin without a preflight, but not one
+ * with a header of its page's own choosing.
+ */
+export const PREFLIGHT_HEADERS = ['apollo-require-preflight', 'x-apollo-operation-name'] as const;
 
 export interface Subgraph {
   readonly name: string;
@@ -91,7 +122,15 @@ export interface HttpHandlerOptions<TContext extends BaseContext> {
   ready: () => Promise<{ ok: boolean; details: Record<string, boolean> }>;
   maxBodyBytes: number;
   /** Answers routes other than /graphql, /health and /ready (return false to 404). */
-  extraRoutes?: (req: IncomingMessage, res: ServerResponse, url: URL) => boolean;
+  extraRoutes?: ExtraRoutes;
+  /**
+   * Reads a `multipart/form-data` POST to /graphql (the GraphQL multipart request spec) into
+   * the JSON body to execute, e.g. with each file replaced by a reference to where it was
+   * stored; throw {@link HttpRequestError} to refuse it. Called only for a request that carries
+   * one of {@link PREFLIGHT_HEADERS} (else it is refused with 400), with no body limit: the
+   * reader sets its own. Without it, multipart bodies are refused as not JSON.
+   */
+  multipart?: (req: IncomingMessage) => Promise<unknown>;
   /** Browser origins allowed (CORS); `*` allows any origin, never with credentials. Default none. */
   cors?: readonly string[];
 }
@@ -114,7 +153,7 @@ function applyCors(req: IncomingMessage, res: ServerResponse, origins: readonly 
   }
   if (req.method !== 'OPTIONS') return false;
   res.setHeader('access-control-allow-methods', 'GET, POST, OPTIONS');
-  res.setHeader('access-control-allow-headers', 'content-type, authorization, apollo-require-preflight, traceparent');
+  res.setHeader('access-control-allow-headers', 'content-type, authorization, apollo-require-preflight, x-apollo-operation-name, traceparent');
   res.setHeader('access-control-max-age', '600');
   res.statusCode = 204;
   res.end();
@@ -163,12 +202,21 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
     res.once('finish', () => stopTimer({ status: String(res.statusCode) }));
     void withSpan(`${options.service} ${req.method ?? 'GET'} /graphql`, SpanKind.SERVER, typeof traceparent === 'string' ? traceparent : undefined, { 'http.request.method': req.method ?? 'GET', 'tributary.service': options.service }, async () => {
       try {
-        const body = req.method === 'POST' ? await readBody(req, options.maxBodyBytes) : '';
         const headers = new HeaderMap();
         for (const [key, value] of Object.entries(req.headers)) {
           if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
         }
         let parsed: unknown = undefined;
+        if (req.method === 'POST' && options.multipart && isMultipart(req)) {
+          if (!PREFLIGHT_HEADERS.some((name) => typeof req.headers[name] === 'string' && req.headers[name] !== '')) {
+            req.resume();
+            throw new HttpRequestError(400, 'BAD_REQUEST', `a multipart request must carry one of the headers ${PREFLIGHT_HEADERS.join(', ')} (CSRF prevention)`);
+          }
+          parsed = await options.multipart(req);
+          // What Apollo executes is the JSON the reader made of it.
+          headers.set('content-type', 'application/json');
+        }
+        const body = req.method === 'POST' && parsed === undefined ? await readBody(req, options.maxBodyBytes) : '';
         if (body.length > 0) {
           try {
             parsed = JSON.parse(body);
@@ -189,6 +237,11 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
           res.end();
         }
       } catch (error) {
+        if (error instanceof HttpRequestError || (error as { name?: unknown } | null)?.name === 'HttpRequestError') {
+          const refused = error as HttpRequestError;
+          if (refused.status === 413) res.setHeader('connection', 'close');
+          return sendJson(res, refused.status, { errors: refused.errors });
+        }
         if (error instanceof BodyTooLargeError) {
           res.setHeader('connection', 'close');
           return sendJson(res, 413, { errors: [{ message: error.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] });
@@ -199,6 +252,10 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
       }
     });
   };
+}
+
+function isMultipart(req: IncomingMessage): boolean {
+  return /^multipart\/form-data\s*(;|$)/i.test(req.headers['content-type'] ?? '');
 }
 
 /** Times resolvers that do work of their own (not the default property reads). */
@@ -271,6 +328,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
       logger,
       maxBodyBytes: maxBody,
       context: (req) => options.context({ req, db }),
+      ...(options.routes ? { extraRoutes: options.routes } : {}),
       ready: async () => {
         const database = await db.ping();
         const broker = transport.isReady();

@@ -12,7 +12,7 @@ import { createTransport } from './events/create.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
 import { createLogger, type Logger } from './log.ts';
-import { createSubgraph, type Subgraph } from './server.ts';
+import { createSubgraph, type ExtraRoutes, type Subgraph } from './server.ts';
 import { watchOutbox } from './metrics.ts';
 import { initTracing } from './tracing.ts';
 import { verifyIdentity, type Identity } from './identity.ts';
@@ -62,6 +62,11 @@ export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
   consumers?: (deps: ServiceDeps<C>) => ConsumerDefinition[];
   /** Port when neither the caller nor `PORT` says otherwise. */
   defaultPort: number;
+  /**
+   * HTTP routes besides /graphql (e.g. a file upload endpoint). They verify the caller's
+   * signed identity themselves (`verifyIdentity`).
+   */
+  routes?: (deps: ServiceDeps<C>) => ExtraRoutes;
 }
 
 export interface StartOptions {
@@ -127,6 +132,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     relay,
     consumers,
     closeTransport: !sharedTransport,
+    ...(definition.routes ? { routes: definition.routes(deps) } : {}),
     production: config.NODE_ENV === 'production',
     context: async ({ req }) => {
       const identity = verifyIdentity(config.INTERNAL_SIGNING_SECRET, req.headers);
