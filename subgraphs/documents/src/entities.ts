@@ -40,4 +40,37 @@ class CreateDocuments extends Migration {
   }
 }
 
-export const migrations = [{ name: '0001-documents', class: CreateDocuments }];
+/**
+ * Uploaded files: `files` one row per file (its text kept until a document claims it), its
+ * bytes in `file_chunks` rows of FILE_CHUNK_BYTES, so no statement reads or writes a whole
+ * file. A file with no document is staged (uploaded, not yet named by an `uploadDocument`).
+ */
+class CreateFiles extends Migration {
+  override up(): void {
+    this.addSql(`create table files (
+      id uuid primary key,
+      tenant_id text not null,
+      uploaded_by text null,
+      name text not null,
+      content_type text not null,
+      size bigint not null,
+      sha256 text not null,
+      text text not null,
+      -- Deferred: the document row is flushed at commit, after the claim.
+      document_id uuid null unique references documents (id) deferrable initially deferred,
+      created_at timestamptz not null
+    )`);
+    this.addSql('create index files_unclaimed on files (created_at) where document_id is null');
+    this.addSql(`create table file_chunks (
+      file_id uuid not null references files (id) on delete cascade,
+      seq integer not null,
+      data bytea not null,
+      primary key (file_id, seq)
+    )`);
+  }
+}
+
+export const migrations = [
+  { name: '0001-documents', class: CreateDocuments },
+  { name: '0002-files', class: CreateFiles },
+];

@@ -10,6 +10,13 @@ export const typeDefs = gql`
   "An ISO-8601 date-time with offset, e.g. 2026-11-28T08:00:00.000Z."
   scalar DateTime
 
+  """
+  A file, sent as a part of a multipart request (the GraphQL multipart request spec,
+  https://github.com/jaydenseric/graphql-multipart-request-spec) through the gateway. The
+  gateway stores each part first; the value that reaches a resolver is its reference.
+  """
+  scalar Upload
+
   type Query {
     "A document of the caller's tenant; null when there is none with this id."
     document(id: ID!): Document
@@ -31,11 +38,18 @@ export const typeDefs = gql`
     uploadDocument(input: UploadDocumentInput!): UploadDocumentPayload!
   }
 
+  "Exactly one of \`content\` and \`file\`."
   input UploadDocumentInput {
     title: String!
-    content: String!
-    "text/plain (default), text/markdown or text/html; markup is stripped before analysis."
+    "The text itself (at most DOCUMENT_MAX_BYTES, UTF-8)."
+    content: String
+    "The content's type: text/plain (default), text/markdown or text/html; markup is stripped before analysis. Not for files, whose type is read from their bytes."
     contentType: String
+    """
+    A PDF, DOCX, HTML, Markdown or plain-text file (at most DOCUMENT_MAX_FILE_BYTES), in a
+    multipart request. Its type is detected from its bytes; its text is what is analysed.
+    """
+    file: Upload
   }
 
   type UploadDocumentPayload {
@@ -47,14 +61,31 @@ export const typeDefs = gql`
   type Document @key(fields: "id") @changedBy(event: "document.uploaded/v1", key: "documentId") {
     id: ID!
     title: String!
-    "The content as uploaded."
+    "The content as uploaded; for a file, the text read from it."
     content: String!
+    "text/plain, text/markdown, text/html, or for a file the type detected from its bytes (application/pdf, application/vnd.openxmlformats-officedocument.wordprocessingml.document, or a text type)."
     contentType: String!
     "Size of the content in bytes (UTF-8)."
     size: Int!
+    "The original file, for a document uploaded as one; null for text uploads."
+    file: DocumentFile
     createdAt: DateTime!
     "The analysis job started by the upload."
     job: Job!
+  }
+
+  "A document's original file, as uploaded."
+  type DocumentFile {
+    "The file's name as the client sent it (its last path segment)."
+    name: String!
+    "The type detected from its bytes."
+    contentType: String!
+    "Size in bytes."
+    size: Int!
+    "SHA-256 of the bytes, hex."
+    sha256: String!
+    "Where the gateway serves it: a path on the API's origin (GET with the bearer token), e.g. /files/<id>."
+    downloadUrl: String!
   }
 
   type DocumentConnection {

@@ -2,26 +2,60 @@ import { randomUUID } from 'node:crypto';
 import { v7 as uuidv7, validate as isUuid } from 'uuid';
 import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { publish } from '@tributary/core/events';
-import { queryRows } from '@tributary/core/db';
+import { queryRows, queryRun } from '@tributary/core/db';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
+import { GraphQLError, GraphQLScalarType } from 'graphql';
 import { z } from 'zod';
 import { Document, migrations } from './entities.ts';
+import { uploadRoutes } from './uploads.ts';
 import { typeDefs } from './schema.ts';
-import { CONTENT_TYPES, extractText, normalizeContentType } from './text.ts';
+import { CONTENT_TYPES, extractText, normalizeContentType, type ContentType } from './text.ts';
 
 export const configSchema = subgraphConfigSchema.extend({
   /** Largest accepted document content, in bytes (UTF-8). Default 1 MiB. */
   DOCUMENT_MAX_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
   /** Longest accepted title, in characters. Default 500. */
   DOCUMENT_MAX_TITLE_LENGTH: z.coerce.number().int().positive().default(500),
+  /** Largest accepted file (`uploadDocument(input: { file })`), in bytes. Default 25 MiB. */
+  DOCUMENT_MAX_FILE_BYTES: z.coerce.number().int().positive().default(25 * 1024 * 1024),
 });
 export type DocumentsConfig = z.infer<typeof configSchema>;
 
 interface UploadInput {
   title: string;
-  content: string;
+  content?: string | null;
   contentType?: string | null;
+  /** The reference POST /uploads answered with (the gateway puts it where the multipart map said). */
+  file?: string | null;
 }
+
+/** The Upload scalar: what reaches a resolver is a staged file's reference. */
+const Upload = new GraphQLScalarType({
+  name: 'Upload',
+  description: 'A file sent in a multipart request; a resolver sees its reference.',
+  serialize: () => {
+    throw new GraphQLError('Upload is an input type');
+  },
+  parseValue: (value) => {
+    if (typeof value === 'string' && isUuid(value)) return value;
+    throw badUserInput('file must be sent as a part of a multipart request (the GraphQL multipart request spec)', 'file');
+  },
+  parseLiteral: () => {
+    throw badUserInput('file must be sent as a part of a multipart request (the GraphQL multipart request spec)', 'file');
+  },
+});
+
+/** Where the gateway serves a document's file. */
+const downloadUrl = (fileId: string) => `/files/${fileId}`;
+
+interface FileRow {
+  id: string;
+  name: string;
+  content_type: string;
+  size: number | string;
+  sha256: string;
+}
+const toFile = (row: FileRow) => ({ name: row.name, contentType: row.content_type, size: Number(row.size), sha256: row.sha256, downloadUrl: downloadUrl(row.id) });
 
 interface DocumentRow {
   id: string;
@@ -63,7 +97,10 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
   migrations,
   configSchema,
   defaultPort: 4001,
+  routes: ({ db, logger, config }) =>
+    uploadRoutes({ db, logger, secret: config.INTERNAL_SIGNING_SECRET, maxFileBytes: config.DOCUMENT_MAX_FILE_BYTES, maxTextBytes: config.DOCUMENT_MAX_BYTES }),
   resolvers: ({ config }) => ({
+    Upload,
     Query: {
       document: (_: unknown, args: { id: string }, ctx: SubgraphContext) => readDocument(ctx.em, 'id', args.id, ctx.tenantId),
       documents: (_: unknown, args: { first?: number | null; after?: string | null }, ctx: SubgraphContext) =>
@@ -84,60 +121,100 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
         const title = input.title.trim();
         if (title.length === 0) throw badUserInput('title must not be empty', 'title');
         if (title.length > config.DOCUMENT_MAX_TITLE_LENGTH) throw badUserInput(`title must be at most ${config.DOCUMENT_MAX_TITLE_LENGTH} characters`, 'title');
-        if (input.content.trim().length === 0) throw badUserInput('content must not be empty', 'content');
-        const size = Buffer.byteLength(input.content, 'utf8');
-        if (size > config.DOCUMENT_MAX_BYTES) throw badUserInput(`content is ${size} bytes; the limit is ${config.DOCUMENT_MAX_BYTES}`, 'content');
-        const contentType = normalizeContentType(input.contentType);
-        if (!contentType) throw badUserInput(`contentType must be one of ${CONTENT_TYPES.join(', ')}`, 'contentType');
-        const text = extractText(input.content, contentType);
-        if (text.length === 0) throw badUserInput('content has no text once its markup is removed', 'content');
+        const hasContent = input.content !== null && input.content !== undefined;
+        const hasFile = input.file !== null && input.file !== undefined;
+        if (hasContent === hasFile) throw badUserInput('give exactly one of content and file', hasContent ? 'file' : 'content');
+        let content: string;
+        let text: string;
+        let contentType: string;
+        let eventType: ContentType;
+        if (hasFile) {
+          if (input.contentType) throw badUserInput("a file's type is read from its bytes: leave contentType out", 'contentType');
+          content = '';
+          text = '';
+          contentType = '';
+          eventType = 'text/plain';
+        } else {
+          content = input.content!;
+          if (content.trim().length === 0) throw badUserInput('content must not be empty', 'content');
+          const bytes = Buffer.byteLength(content, 'utf8');
+          if (bytes > config.DOCUMENT_MAX_BYTES) throw badUserInput(`content is ${bytes} bytes; the limit is ${config.DOCUMENT_MAX_BYTES}`, 'content');
+          const normalized = normalizeContentType(input.contentType);
+          if (!normalized) throw badUserInput(`contentType must be one of ${CONTENT_TYPES.join(', ')}`, 'contentType');
+          contentType = eventType = normalized;
+          text = extractText(content, normalized);
+          if (text.length === 0) throw badUserInput('content has no text once its markup is removed', 'content');
+        }
 
         const now = new Date();
-        const doc = ctx.em.create(Document, {
-          id: randomUUID(),
-          tenantId: ctx.tenantId,
-          title,
-          content: input.content,
-          text,
-          contentType,
-          size,
-          // A version 7 id carries its creation time: the job view can state a job it has not
-          // heard of yet (QUEUED since its upload) without asking anyone.
-          jobId: uuidv7({ msecs: now.getTime() }),
-          uploadedBy: ctx.userId,
-          createdAt: now,
-        });
-        // The document and its event commit together or not at all (transactional outbox).
-        await ctx.em.transactional(async (tx) => {
-          tx.persist(doc);
+        const id = randomUUID();
+        // A version 7 id carries its creation time: the job view can state a job it has not
+        // heard of yet (QUEUED since its upload) without asking anyone.
+        const jobId = uuidv7({ msecs: now.getTime() });
+        let file: ReturnType<typeof toFile> | null = null;
+        // The document, its file's claim and its event commit together or not at all (transactional outbox).
+        const doc = await ctx.em.transactional(async (tx) => {
+          if (hasFile) {
+            const [staged] = await queryRows<FileRow & { text: string }>(
+              tx,
+              'select id, name, content_type, size, sha256, text from files where id = ? and tenant_id = ? and document_id is null for update',
+              [input.file, ctx.tenantId],
+            );
+            if (!staged) throw badUserInput('no uploaded file has this reference (send the file in a multipart request)', 'file');
+            // Its text lives on in the document; the file keeps its bytes.
+            await queryRun(tx, "update files set document_id = ?, text = '' where id = ?", [id, staged.id]);
+            content = text = staged.text;
+            contentType = staged.content_type;
+            file = toFile(staged);
+          }
+          const created = tx.create(Document, {
+            id,
+            tenantId: ctx.tenantId,
+            title,
+            content,
+            text,
+            contentType,
+            size: Buffer.byteLength(content, 'utf8'),
+            jobId,
+            uploadedBy: ctx.userId,
+            createdAt: now,
+          });
+          tx.persist(created);
           await publish(tx, 'documents', [
             {
               type: 'document.uploaded',
-              subject: doc.id,
+              subject: id,
               tenantId: ctx.tenantId,
               data: {
-                documentId: doc.id,
-                jobId: doc.jobId,
+                documentId: id,
+                jobId,
                 title,
                 text,
-                contentType,
+                // The event's contract knows text types only; a file's text is plain text.
+                contentType: eventType,
                 ...(ctx.userId ? { uploadedBy: ctx.userId } : {}),
                 uploadedAt: now.toISOString(),
               },
             },
           ]);
+          return created;
         });
         const createdAt = now.toISOString();
         return {
-          document: toGraphQL(doc),
+          document: { ...toGraphQL(doc), file },
           // The job as it is at this instant; the jobs view catches up from the event.
-          job: { id: doc.jobId, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, document: toGraphQL(doc) },
+          job: { id: doc.jobId, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, document: { ...toGraphQL(doc), file } },
         };
       },
     },
     Document: {
       __resolveReference: (ref: { id: string }, ctx: SubgraphContext) => readDocument(ctx.em, 'id', ref.id, ctx.tenantId),
       job: (doc: { jobId: string; id: string }) => ({ id: doc.jobId, document: doc }),
+      file: async (doc: { id: string; file?: ReturnType<typeof toFile> | null }, _: unknown, ctx: SubgraphContext) => {
+        if (doc.file !== undefined) return doc.file;
+        const [row] = await queryRows<FileRow>(ctx.em, 'select id, name, content_type, size, sha256 from files where document_id = ? and tenant_id = ?', [doc.id, ctx.tenantId]);
+        return row ? toFile(row) : null;
+      },
       content: async (doc: { id: string; content?: string }, _: unknown, ctx: SubgraphContext) => {
         if (doc.content !== undefined) return doc.content;
         const [row] = await queryRows<{ content: string }>(ctx.em, 'select content from documents where id = ? and tenant_id = ?', [doc.id, ctx.tenantId]);
