@@ -98,6 +98,21 @@ export const configSchema = baseConfigSchema.extend({
     .regex(/^(auto|[1-9][0-9]{0,2})$/, 'must be a number of workers (1-999) or `auto`')
     .default('1')
     .transform((v) => (v === 'auto' ? availableParallelism() : Number(v))),
+  /**
+   * The subgraph that takes files of multipart requests (GraphQL multipart request spec): the
+   * gateway streams each to its `POST /uploads` and serves downloads from its `/files/<id>`,
+   * both beside its GraphQL URL (the supergraph's, or its override). `none`: multipart requests
+   * are refused. Default `documents`; a default the supergraph has no subgraph of turns uploads
+   * off, a name set explicitly stops the gateway at start.
+   */
+  GATEWAY_UPLOADS_SUBGRAPH: z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'must be a subgraph name or `none`').default('documents'),
+  /** Most files in one multipart request. Default 10. */
+  GATEWAY_MAX_FILES: z.coerce.number().int().min(1).max(1000).default(10),
+  /**
+   * Largest file the gateway passes on, bytes: a safety net against an endless part; the
+   * uploads subgraph's own limit (DOCUMENT_MAX_FILE_BYTES) is the one clients meet. Default 100 MiB.
+   */
+  GATEWAY_MAX_FILE_BYTES: z.coerce.number().int().positive().default(100 * 1024 * 1024),
   /** Uploads per user per minute, per gateway instance. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
 });
@@ -146,6 +161,21 @@ export function supergraphSubgraphNames(supergraphSdl: string): string[] {
     });
   }
   return [];
+}
+
+/** The URL of each subgraph a supergraph composes (`@join__graph(name:, url:)`), by name. */
+export function supergraphSubgraphUrls(supergraphSdl: string): Record<string, string> {
+  const urls: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const definition of parse(supergraphSdl, { noLocation: true }).definitions) {
+    if (definition.kind !== Kind.ENUM_TYPE_DEFINITION || definition.name.value !== 'join__Graph') continue;
+    for (const value of definition.values ?? []) {
+      const graph = value.directives?.find((d) => d.name.value === 'join__graph');
+      const name = graph?.arguments?.find((a) => a.name.value === 'name')?.value;
+      const url = graph?.arguments?.find((a) => a.name.value === 'url')?.value;
+      if (url?.kind === Kind.STRING) urls[name?.kind === Kind.STRING ? name.value : value.name.value.toLowerCase()] = url.value;
+    }
+  }
+  return urls;
 }
 
 /** Settings that say the same thing twice: a subgraph in SUBGRAPH_URLS and in its own `<NAME>_URL`. */

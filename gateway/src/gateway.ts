@@ -5,7 +5,8 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { createLogger, currentContext, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
-import { createHttpHandler, LISTEN_BACKLOG } from '@tributary/core/server';
+import { createHttpHandler, HttpRequestError, LISTEN_BACKLOG } from '@tributary/core/server';
+import { ConfigError } from '@tributary/core/config';
 import { initTracing } from '@tributary/core/tracing';
 import { GraphQLError, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
@@ -14,7 +15,8 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
-import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames, type GatewayConfig } from './config.ts';
+import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames, supergraphSubgraphUrls, type GatewayConfig } from './config.ts';
+import { FileUploads } from './uploads.ts';
 import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
@@ -116,6 +118,21 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const supergraphPath = config.SUPERGRAPH_PATH ?? defaultSupergraphPath;
   const supergraphSdl = readFileSync(supergraphPath, 'utf8');
   let overrides = subgraphUrlOverrides(config, supergraphSubgraphNames(supergraphSdl));
+  const uploadsSubgraph = config.GATEWAY_UPLOADS_SUBGRAPH === 'none' ? undefined : config.GATEWAY_UPLOADS_SUBGRAPH;
+  /** Where the uploads subgraph's GraphQL endpoint is in a supergraph (its files endpoints are beside it). */
+  const uploadsUrl = (sdl: string, urls: Record<string, string>): string | undefined => (uploadsSubgraph ? (urls[uploadsSubgraph] ?? supergraphSubgraphUrls(sdl)[uploadsSubgraph]) : undefined);
+  const explicitUploads = Boolean((options.env ?? process.env).GATEWAY_UPLOADS_SUBGRAPH);
+  if (uploadsSubgraph && explicitUploads && !supergraphSubgraphNames(supergraphSdl).includes(uploadsSubgraph)) {
+    throw new ConfigError([{ key: 'GATEWAY_UPLOADS_SUBGRAPH', message: `the supergraph has no subgraph named "${uploadsSubgraph}"` }]);
+  }
+  const uploads = new FileUploads({
+    secret: config.INTERNAL_SIGNING_SECRET,
+    logger,
+    maxFieldBytes: config.GATEWAY_MAX_BODY_BYTES,
+    maxFiles: config.GATEWAY_MAX_FILES,
+    maxFileBytes: config.GATEWAY_MAX_FILE_BYTES,
+  });
+  uploads.setTarget(uploadsUrl(supergraphSdl, overrides));
   // The directives are checked before anything starts; what they name, once Apollo has built the API schema.
   const initial = derive(supergraphSdl, undefined);
   const cache =
@@ -228,19 +245,34 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   };
 
   const ui = createUi({ logger, production, devToken: options.devToken });
+  const authenticate = async (req: IncomingMessage) => contextFor(await authenticator.verify(bearerToken(req.headers.authorization)));
   const handle = createHttpHandler({
     service: 'gateway',
     apollo,
     logger,
     maxBodyBytes: config.GATEWAY_MAX_BODY_BYTES,
-    context: async (req: IncomingMessage) => contextFor(await authenticator.verify(bearerToken(req.headers.authorization))),
+    context: authenticate,
+    multipart: async (req) => {
+      if (!uploads.enabled) {
+        req.resume();
+        throw new HttpRequestError(400, 'BAD_REQUEST', 'this gateway takes no file uploads (GATEWAY_UPLOADS_SUBGRAPH)');
+      }
+      let identity: GatewayContext;
+      try {
+        identity = await authenticate(req);
+      } catch (error) {
+        req.resume();
+        throw new HttpRequestError(401, 'UNAUTHENTICATED', error instanceof Error ? error.message : 'unauthenticated');
+      }
+      return uploads.readMultipart(req, identity);
+    },
     cors: config.CORS_ORIGINS,
     ready: async () => {
       const broker = transport.isReady();
       const schema = apiSchema !== undefined;
       return { ok: broker && schema, details: { broker, schema } };
     },
-    extraRoutes: ui.routes,
+    extraRoutes: (req, res, url) => uploads.route(req, res, url, authenticate) || ui.routes(req, res, url),
   });
   http.on('request', (req, res) => ui.graphiql(req, res) || handle(req, res));
 
@@ -300,6 +332,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       const nextOverrides = subgraphUrlOverrides(config, supergraphSubgraphNames(sdl));
       if (!updateSupergraph) throw new Error('the gateway has not loaded a supergraph yet');
       overrides = nextOverrides;
+      uploads.setTarget(uploadsUrl(sdl, overrides));
       updateSupergraph(sdl);
       await applied;
     },
@@ -311,6 +344,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       wss.close();
       await apollo.stop();
       await Promise.all(dataSources.map((source) => source.close()));
+      await uploads.close();
       if (ownTransport) await transport.close();
     },
   };
