@@ -67,6 +67,9 @@ export function demoPage(assets: PageAssets, config: UiConfig): string {
           <option value="text/markdown">Markdown (text/markdown)</option>
           <option value="text/html">HTML (text/html)</option>
         </select>
+        <label for="file">Or a file</label>
+        <input id="file" name="file" type="file" accept=".pdf,.docx,.html,.htm,.md,.markdown,.txt,application/pdf,application/vnd.openxmlformats-officedocument.wordprocessingml.document,text/html,text/markdown,text/plain" aria-describedby="file-hint">
+        <p class="hint" id="file-hint">PDF, DOCX, HTML, Markdown or plain text. Its type is read from its bytes; its text is analysed instead of the content above.</p>
         <button type="submit" id="upload-submit">Upload and analyse</button>
       </form>
       <div id="error" class="error" role="alert" hidden></div>
@@ -86,6 +89,7 @@ export function demoPage(assets: PageAssets, config: UiConfig): string {
     <section class="card" id="analysis" aria-labelledby="analysis-heading" hidden>
       <h2 id="analysis-heading">Analysis</h2>
       <p id="summary"></p>
+      <p id="original" hidden><a id="original-link" href="#">Download the original</a></p>
       <h3 id="doc-themes-heading">Themes</h3>
       <ul class="bars" id="doc-themes" aria-labelledby="doc-themes-heading"></ul>
       <h3>Sentiment</h3>

@@ -33,7 +33,7 @@ interface ThemeStat {
 }
 
 const UPLOAD = `mutation DemoUpload($input: UploadDocumentInput!) {
-  uploadDocument(input: $input) { document { id title } job { id status } }
+  uploadDocument(input: $input) { document { id title file { name downloadUrl } } job { id status } }
 }`;
 const PROGRESS = `subscription DemoProgress($jobId: ID!) {
   jobUpdated(jobId: $jobId) {
@@ -76,6 +76,9 @@ const ui = {
   title: element<HTMLInputElement>('title'),
   content: element<HTMLTextAreaElement>('content'),
   contentType: element<HTMLSelectElement>('content-type'),
+  file: element<HTMLInputElement>('file'),
+  original: element('original'),
+  originalLink: element<HTMLAnchorElement>('original-link'),
   error: element('error'),
   steps: element('steps'),
   status: element('job-status'),
@@ -107,12 +110,24 @@ function clearError(): void {
   ui.error.replaceChildren();
 }
 
-async function graphql<T>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
-  const response = await fetch(config.graphqlPath, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
+/**
+ * A JSON operation, or with `file` a multipart one (the GraphQL multipart request spec): the
+ * file goes at `variables.input.file`. The preflight header is what the gateway's CSRF
+ * check asks of every multipart request.
+ */
+async function graphql<T>(query: string, variables: Record<string, unknown> = {}, file?: File): Promise<T> {
+  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  let init: RequestInit;
+  if (file) {
+    const form = new FormData();
+    form.append('operations', JSON.stringify({ query, variables }));
+    form.append('map', JSON.stringify({ 0: ['variables.input.file'] }));
+    form.append('0', file, file.name);
+    init = { method: 'POST', headers: { accept: 'application/json', 'apollo-require-preflight': 'true', ...auth }, body: form };
+  } else {
+    init = { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json', ...auth }, body: JSON.stringify({ query, variables }) };
+  }
+  const response = await fetch(config.graphqlPath, init);
   let body: { data?: T | null; errors?: GraphQLError[] };
   try {
     body = (await response.json()) as typeof body;
@@ -270,9 +285,17 @@ ui.form.addEventListener('submit', (event) => {
   ui.submit.disabled = true;
   ui.analysis.hidden = true;
   ui.timeline.replaceChildren();
-  const input = { title: ui.title.value, content: ui.content.value, contentType: ui.contentType.value };
-  graphql<{ uploadDocument: { job: { id: string; status: JobUpdate['status'] } } }>(UPLOAD, { input })
-    .then(({ uploadDocument: { job } }) => {
+  ui.original.hidden = true;
+  const file = ui.file.files?.[0];
+  const input = file ? { title: ui.title.value, file: null } : { title: ui.title.value, content: ui.content.value, contentType: ui.contentType.value };
+  graphql<{ uploadDocument: { document: { file: { name: string; downloadUrl: string } | null }; job: { id: string; status: JobUpdate['status'] } } }>(UPLOAD, { input }, file)
+    .then(({ uploadDocument: { document, job } }) => {
+      if (document.file) {
+        ui.originalLink.dataset.url = document.file.downloadUrl;
+        ui.originalLink.dataset.name = document.file.name;
+        ui.originalLink.textContent = `Download the original (${document.file.name})`;
+        ui.original.hidden = false;
+      }
       showStatus(job);
       follow(job.id);
     })
@@ -280,6 +303,31 @@ ui.form.addEventListener('submit', (event) => {
     .finally(() => {
       ui.submit.disabled = false;
     });
+});
+
+// A chosen file replaces the content: the textarea is then not required.
+ui.file.addEventListener('change', () => {
+  const chosen = Boolean(ui.file.files?.length);
+  ui.content.required = !chosen;
+  ui.content.disabled = chosen;
+  ui.contentType.disabled = chosen;
+  if (chosen && ui.file.files?.[0]) ui.title.value = ui.file.files[0].name.replace(/\.[^.]+$/, '') || ui.title.value;
+});
+
+// The download needs the bearer token, which a plain link cannot carry.
+ui.originalLink.addEventListener('click', (event) => {
+  event.preventDefault();
+  const url = ui.originalLink.dataset.url;
+  if (!url) return;
+  fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} })
+    .then(async (response) => {
+      if (!response.ok) throw new ApiError(`HTTP_${response.status}`, 'the file could not be downloaded');
+      const href = URL.createObjectURL(await response.blob());
+      const a = Object.assign(document.createElement('a'), { href, download: ui.originalLink.dataset.name ?? 'document' });
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(href), 10_000);
+    })
+    .catch(showError);
 });
 
 refreshThemes().catch(showError);
