@@ -94,6 +94,16 @@ export const insightsUpdatedV1 = z.object({
 });
 
 /**
+ * One webhook delivery to make: written by the webhooks service in the transaction that creates
+ * the delivery row (which holds the payload, the endpoint and the attempts), and consumed by its
+ * own sender, whose retry tiers are the delivery's retries.
+ */
+export const webhookDeliveryV1 = z.object({
+  deliveryId: id,
+  webhookId: id,
+});
+
+/**
  * Registry of every contract, keyed by `dataschema` (`<type>/v<n>`).
  * Producers pick the version they write; consumers accept every registered version of a type.
  */
@@ -105,6 +115,7 @@ export const contracts = {
   'analysis.failed/v1': analysisFailedV1,
   'job.updated/v1': jobUpdatedV1,
   'insights.updated/v1': insightsUpdatedV1,
+  'webhook.delivery/v1': webhookDeliveryV1,
 } as const;
 
 export type DataSchema = keyof typeof contracts;
@@ -120,6 +131,7 @@ export const currentVersion = {
   'analysis.failed': 'analysis.failed/v1',
   'job.updated': 'job.updated/v1',
   'insights.updated': 'insights.updated/v1',
+  'webhook.delivery': 'webhook.delivery/v1',
 } as const satisfies Record<EventType, DataSchema>;
 
 export type DocumentUploaded = EventData<'document.uploaded/v1'>;
@@ -129,3 +141,4 @@ export type AnalysisCompleted = EventData<'analysis.completed/v1'>;
 export type AnalysisFailed = EventData<'analysis.failed/v1'>;
 export type JobUpdated = EventData<'job.updated/v1'>;
 export type InsightsUpdated = EventData<'insights.updated/v1'>;
+export type WebhookDelivery = EventData<'webhook.delivery/v1'>;
