@@ -1,0 +1,4 @@
+import { runServiceMain } from '@tributary/core/service';
+import { webhooksService } from './service.ts';
+
+await runServiceMain(webhooksService);
