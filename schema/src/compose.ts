@@ -12,6 +12,7 @@ import { contracts } from '@tributary/contracts';
 import { typeDefs as documents } from '@tributary/documents/schema';
 import { typeDefs as insights } from '@tributary/insights/schema';
 import { typeDefs as jobs } from '@tributary/jobs/schema';
+import { typeDefs as webhooks } from '@tributary/webhooks/schema';
 import type { DocumentNode } from 'graphql';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -34,6 +35,7 @@ export const subgraphs: SubgraphSource[] = [
   { name: 'jobs', url: 'http://localhost:4002/graphql', typeDefs: jobs },
   { name: 'analysis', url: 'http://localhost:4003/graphql', typeDefs: analysis },
   { name: 'insights', url: 'http://localhost:4004/graphql', typeDefs: insights },
+  { name: 'webhooks', url: 'http://localhost:4005/graphql', typeDefs: webhooks },
 ];
 
 /** The SDL a subgraph serves at `_service { sdl }`, as printed from its code. */

@@ -6,10 +6,11 @@ import { documentsService } from '@tributary/documents';
 import { signToken, startGateway, type RunningGateway } from '@tributary/gateway';
 import { insightsService } from '@tributary/insights';
 import { jobsService } from '@tributary/jobs';
+import { webhooksService } from '@tributary/webhooks';
 import { randomBytes } from 'node:crypto';
 
 /** Tributary's subgraphs, in the order {@link startEmbedded} starts them (producers first). */
-export const subgraphServices = [documentsService, jobsService, analysisService, insightsService] as const;
+export const subgraphServices = [documentsService, jobsService, analysisService, insightsService, webhooksService] as const;
 
 /** A random secret, as the gateway's own development secrets are made. */
 const generateSecret = () => randomBytes(48).toString('base64url');
@@ -49,7 +50,7 @@ export interface EmbeddedSystem {
 }
 
 /**
- * Gateway, the four subgraphs and their consumers in one process: what `pnpm dev` runs.
+ * Gateway, the five subgraphs and their consumers in one process: what `pnpm dev` runs.
  * Without AMQP_URL they share one in-memory bus; without DATABASE_URL each has its own PGlite
  * under TRIBUTARY_DATA_DIR. With both set, the same code runs on real services.
  */
@@ -74,11 +75,12 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     services.push(await startService(definition, { env, port: 0, ...(shared ? { transport: shared } : {}) }));
   };
   try {
-    const [documents, jobs, analysis, insights] = subgraphServices;
+    const [documents, jobs, analysis, insights, webhooks] = subgraphServices;
     await start(documents);
     await start(jobs);
     await start(options.analysis ? createAnalysisService(options.analysis) : analysis);
     await start(insights);
+    await start(webhooks);
     const urls = subgraphUrls(env, services);
     const authSecret = env.AUTH_JWT_SECRET;
     const devToken = authSecret

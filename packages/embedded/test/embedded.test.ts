@@ -8,6 +8,6 @@ describe('the embedded system', () => {
   });
 
   it('runs each of Tributary’s subgraphs once', () => {
-    expect(subgraphServices.map((s) => s.name)).toEqual(['documents', 'jobs', 'analysis', 'insights']);
+    expect(subgraphServices.map((s) => s.name)).toEqual(['documents', 'jobs', 'analysis', 'insights', 'webhooks']);
   });
 });
