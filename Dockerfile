@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image per service, with only that service's production dependencies:
 #   docker build --build-arg SERVICE=documents -t tributary-documents .
-# SERVICE names a workspace package @tributary/<SERVICE>: gateway, documents, jobs, analysis or
-# insights. `docker compose build` builds all five from this file.
+# SERVICE names a workspace package @tributary/<SERVICE>: gateway, documents, jobs, analysis,
+# insights or webhooks. `docker compose build` builds all six from this file.
 
 ARG NODE_VERSION=20
 
@@ -17,7 +17,7 @@ COPY . .
 # TypeScript sources) and their production dependencies, exactly as locked, into one folder.
 # The gateway reads ../../schema/supergraph.graphql from its src/, hence /out/schema next to it.
 RUN --mount=type=cache,id=tributary-pnpm-store,target=/pnpm/store \
-    pnpm --fail-if-no-match --filter "@tributary/${SERVICE:?build with --build-arg SERVICE=<gateway|documents|jobs|analysis|insights>}" \
+    pnpm --fail-if-no-match --filter "@tributary/${SERVICE:?build with --build-arg SERVICE=<gateway|documents|jobs|analysis|insights|webhooks>}" \
       deploy --prod --frozen-lockfile --store-dir /pnpm/store /out/service \
  && mkdir -p /out/schema \
  && cp schema/supergraph.graphql /out/schema/supergraph.graphql
@@ -37,9 +37,9 @@ WORKDIR /app/service
 COPY --from=build /out /app
 USER node
 # /ready answers 200 once the database and the broker do. PORT when set, else the service's
-# default port (gateway 4000, documents 4001, jobs 4002, analysis 4003, insights 4004).
+# default port (gateway 4000, documents 4001, jobs 4002, analysis 4003, insights 4004, webhooks 4005).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
-  CMD ["node", "-e", "const ports = { gateway: 4000, documents: 4001, jobs: 4002, analysis: 4003, insights: 4004 }; fetch('http://127.0.0.1:' + (process.env.PORT || ports[process.env.TRIBUTARY_SERVICE]) + '/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const ports = { gateway: 4000, documents: 4001, jobs: 4002, analysis: 4003, insights: 4004, webhooks: 4005 }; fetch('http://127.0.0.1:' + (process.env.PORT || ports[process.env.TRIBUTARY_SERVICE]) + '/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # A larger young generation (semi-space up to 64 MiB, grown only as needed): a GraphQL server
 # allocates short-lived objects by the million, and fewer scavenges gave the gateway 25-30% more
 # throughput on `pnpm bench:gateway` at the same peak memory. The same as each package's start

@@ -6,3 +6,4 @@ CREATE DATABASE tributary_documents;
 CREATE DATABASE tributary_jobs;
 CREATE DATABASE tributary_analysis;
 CREATE DATABASE tributary_insights;
+CREATE DATABASE tributary_webhooks;

@@ -9,7 +9,7 @@ import { Arg, Copy, DockerfileParser, Env, From, type Instruction } from 'docker
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { z } from 'zod';
-import { configSchema as gatewayConfigSchema, loadGatewayConfig } from '../src/config.ts';
+import { configSchema as gatewayConfigSchema, loadGatewayConfig, subgraphUrlOverrides } from '../src/config.ts';
 import { defaultSupergraphPath } from '../src/gateway.ts';
 
 // There is no Docker engine in CI: docker-compose.yml, the Dockerfile and .dockerignore are
@@ -136,15 +136,19 @@ const service = (name: string) => must(compose.services[name], `compose service 
 /** The host environment `docker compose up` runs with in these tests: just the two secrets. */
 const host: Environment = { INTERNAL_SIGNING_SECRET: 's'.repeat(48), AUTH_JWT_SECRET: 'j'.repeat(48) };
 
-/** Compose's substitution: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}. */
+/**
+ * Compose's substitution: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error},
+ * ${VAR?error}, ${VAR:+replacement}, ${VAR+replacement} (the argument itself interpolated).
+ */
 function interpolate(text: string, env: Environment): string {
-  return text.replace(/\$\$|\$\{([A-Za-z_]\w*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_]\w*)/g, (match: string, braced?: string, operator?: string, argument?: string, bare?: string) => {
+  return text.replace(/\$\$|\$\{([A-Za-z_]\w*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_]\w*)/g, (match: string, braced?: string, operator?: string, argument?: string, bare?: string) => {
     if (match === '$$') return '$';
     const name = must(braced ?? bare, match);
     const value = env[name];
     const missing = operator?.startsWith(':') ? !value : value === undefined;
+    if (operator?.endsWith('+')) return missing ? '' : interpolate(argument ?? '', env);
     if (missing && operator?.endsWith('?')) throw new Error(`${name}: ${argument ?? ''}`);
-    if (missing && operator?.endsWith('-')) return argument ?? '';
+    if (missing && operator?.endsWith('-')) return interpolate(argument ?? '', env);
     return value ?? '';
   });
 }
@@ -395,13 +399,13 @@ describe('docker-compose.yml', () => {
     expect(created.sort()).toEqual(databases.sort());
   });
 
-  it("points the gateway at each subgraph's compose service and port", () => {
-    const gateway = containerEnv('gateway');
-    for (const s of subgraphs) {
-      const key = `${s.name.toUpperCase()}_URL`;
-      expect(key in spec('gateway').shape, key).toBe(true);
-      expect(gateway[key], key).toBe(`http://${s.name}:${containerEnv(s.name).PORT}/graphql`);
-    }
+  it("points the gateway at each subgraph's compose service and port, keeping the user's SUBGRAPH_URLS", () => {
+    // Through the gateway's own reading of its settings: `<NAME>_URL` or an entry of SUBGRAPH_URLS.
+    const urls = (env: Environment) => subgraphUrlOverrides(loadGatewayConfig(containerEnv('gateway', env)));
+    const expected = Object.fromEntries(subgraphs.map((s) => [s.name, `http://${s.name}:${containerEnv(s.name).PORT}/graphql`]));
+    expect({ ...urls(host) }).toEqual(expected);
+    const own = 'reviews=http://reviews:4010/graphql';
+    expect({ ...urls({ ...host, SUBGRAPH_URLS: own }) }).toEqual({ ...expected, reviews: 'http://reviews:4010/graphql' });
   });
 
   it('starts each service once the services it needs are healthy', () => {
