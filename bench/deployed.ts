@@ -452,7 +452,7 @@ const ratio = (a: number | null | undefined, b: number | null | undefined) => (a
 function table(label: string, rows: (RunResult | Skipped)[], capacity: Capacity): string {
   const groups = rows.find((r): r is RunResult => 'cpuPerJobMs' in r)?.cpuPerJobMs;
   const cpuNames = groups ? Object.keys(groups) : [];
-  const short: Record<string, string> = { gateway: 'gw', documents: 'docs', jobs: 'jobs', analysis: 'anlys', insights: 'insig', system: 'system', postgres: 'pg', rabbitmq: 'mq', total: 'total' };
+  const short: Record<string, string> = { gateway: 'gw', documents: 'docs', jobs: 'jobs', analysis: 'anlys', insights: 'insig', webhooks: 'hooks', system: 'system', postgres: 'pg', rabbitmq: 'mq', total: 'total' };
   const head =
     ['rate', 'sent', 'acc', 'done', '1msg', '0msg', '>1', 'errors', 'p50', 'p95', 'p99', 'max', 'drain', 'jobs/s'].map((h, i) => (i === 7 ? h.padEnd(22) : h.padStart(i < 7 ? 5 : 6))).join(' ') +
     ' │ CPU ms/job ' +

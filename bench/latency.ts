@@ -24,7 +24,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const MODES = (process.env.BENCH_MODES ?? 'embedded,real').split(',');
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-const SERVICES = ['documents', 'jobs', 'analysis', 'insights'];
+const SERVICES = ['documents', 'jobs', 'analysis', 'insights', 'webhooks'];
 
 const TEXT =
   'The quarterly report shows revenue growth across every region. Customers praised the new analytics ' +

@@ -1,5 +1,5 @@
 /**
- * The system as the benchmarks run it: the gateway and the four subgraphs as five OS processes
+ * The system as the benchmarks run it: the gateway and the subgraphs as OS processes
  * started the way each package's `start` script starts it, or all in one process (`embedded`:
  * PGlite and the in-memory bus, as `pnpm dev`; `embedded-real`: on PostgreSQL and RabbitMQ), on
  * fresh databases and a fresh RabbitMQ namespace, removed again by `stop()`. Shared by
@@ -13,14 +13,18 @@ import { runMain } from '@tributary/core/service';
 import { signToken } from '@tributary/gateway';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
 const EMBEDDED_CHILD = 'BENCH_EMBEDDED_CHILD';
-export const SERVICES = ['documents', 'jobs', 'analysis', 'insights'] as const;
+export const SERVICES = ['documents', 'jobs', 'analysis', 'insights', 'webhooks'] as const;
+/** Subgraphs the gateway has a `<NAME>_URL` setting for; the others go into its SUBGRAPH_URLS. */
+const NAMED_URLS = new Set<string>(['documents', 'jobs', 'analysis', 'insights']);
+/** The services a tree has (a baseline from before the webhooks subgraph has four). */
+const servicesOf = (dir: string) => SERVICES.filter((service) => existsSync(join(dir, 'subgraphs', service, 'src/main.ts')));
 export const PROCESSES = ['gateway', ...SERVICES] as const;
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const DEFAULT_NODE_FLAGS = ['--max-semi-space-size=64'];
@@ -247,25 +251,27 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
     const startMs = (options.startTimeoutS ?? 90) * 1000;
     if (mode === 'processes') {
       const urls: Record<string, string> = {};
+      const others: string[] = [];
       await Promise.all(
-        SERVICES.map(async (service) => {
+        servicesOf(tree.dir).map(async (service) => {
           const port = await freePort();
           const dir = join(tree.dir, 'subgraphs', service);
           const child = spawnService(service, tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, PORT: String(port) }, log, profiled(service));
           watch(service, child);
           pids[service] = child.pid!;
-          urls[`${service.toUpperCase()}_URL`] = `http://127.0.0.1:${port}/graphql`;
+          if (NAMED_URLS.has(service)) urls[`${service.toUpperCase()}_URL`] = `http://127.0.0.1:${port}/graphql`;
+          else others.push(`${service}=http://127.0.0.1:${port}/graphql`);
           await waitReady(`http://127.0.0.1:${port}/ready`, child, service, log, startMs);
         }),
       );
       const port = await freePort();
       const dir = join(tree.dir, 'gateway');
-      const child = spawnService('gateway', tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, ...urls, PORT: String(port) }, log, profiled('gateway'));
+      const child = spawnService('gateway', tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, ...urls, ...(others.length > 0 ? { SUBGRAPH_URLS: others.join(',') } : {}), PORT: String(port) }, log, profiled('gateway'));
       watch('gateway', child);
       pids.gateway = child.pid!;
       await waitReady(`http://127.0.0.1:${port}/ready`, child, 'gateway', log, startMs);
       // Ordered as reported.
-      const ordered = Object.fromEntries(PROCESSES.map((p) => [p, pids[p]!]));
+      const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
       return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
     }
     const port = await freePort();
