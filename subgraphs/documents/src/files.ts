@@ -1,6 +1,6 @@
 import { fileTypeFromBuffer } from 'file-type';
 import mammoth from 'mammoth';
-import { extractText as extractPdfText, getDocumentProxy } from 'unpdf';
+import { getDocumentProxy } from 'unpdf';
 import { extractText, type ContentType } from './text.ts';
 
 /** Codes of refused files, on `extensions.code` (besides `BAD_USER_INPUT` and `PAYLOAD_TOO_LARGE`). */
@@ -82,23 +82,13 @@ const unreadable = (message: string, cause?: unknown) => new FileRefusedError(Fi
  * The text of a file of a detected type: unpdf (pdf.js) for PDF, mammoth for DOCX, the
  * `uploadDocument` content path for HTML, Markdown and text. Holds the whole file in memory
  * (the libraries need it): bounded by DOCUMENT_MAX_FILE_BYTES.
- * @throws FileRefusedError UNREADABLE_DOCUMENT when no text can be read (corrupt, encrypted, only images)
+ * @throws FileRefusedError UNREADABLE_DOCUMENT when no text can be read (corrupt, encrypted, only images);
+ *   BAD_USER_INPUT when its text is over `maxTextBytes` (DOCUMENT_MAX_BYTES)
  */
-export async function extractFileText(bytes: Uint8Array, type: FileType): Promise<string> {
+export async function extractFileText(bytes: Uint8Array, type: FileType, maxTextBytes = Number.POSITIVE_INFINITY): Promise<string> {
   let raw: string;
   if (type === PDF) {
-    try {
-      // pdf.js takes ownership of (detaches) the buffer it is given: hand it a copy's view.
-      const pdf = await getDocumentProxy(new Uint8Array(bytes), { verbosity: 0 });
-      try {
-        raw = (await extractPdfText(pdf, { mergePages: true })).text;
-      } finally {
-        await pdf.destroy().catch(() => {});
-      }
-    } catch (error) {
-      const name = (error as { name?: unknown } | null)?.name;
-      throw unreadable(name === 'PasswordException' ? 'the PDF is encrypted' : `the PDF cannot be read (${(error as Error).message ?? String(error)})`, error);
-    }
+    raw = await pdfText(bytes, maxTextBytes);
   } else if (type === DOCX) {
     try {
       raw = (await mammoth.extractRawText({ buffer: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) })).value;
@@ -112,5 +102,46 @@ export async function extractFileText(bytes: Uint8Array, type: FileType): Promis
   }
   const text = extractText(raw, type === PDF || type === DOCX ? 'text/plain' : (type as ContentType));
   if (text.length === 0) throw unreadable('the file has no text to read (a scan? only images?)');
+  const size = Buffer.byteLength(text, 'utf8');
+  if (size > maxTextBytes) throw tooMuchText(size, maxTextBytes);
   return text;
 }
+
+const tooMuchText = (size: number, max: number) => new FileRefusedError('BAD_USER_INPUT', `the file's text is ${Number.isFinite(size) ? `${size} bytes` : 'too long'}; the limit is ${max} (DOCUMENT_MAX_BYTES)`);
+
+/**
+ * A PDF's text, page by page (pdf.js), stopping as soon as it is over `maxTextBytes`: reading a
+ * long PDF costs about a second per 400,000 characters, and there is no point reading past
+ * what would be refused. Awaiting each page also lets other requests in between.
+ */
+async function pdfText(bytes: Uint8Array, maxTextBytes: number): Promise<string> {
+  let pdf: Awaited<ReturnType<typeof getDocumentProxy>>;
+  try {
+    // pdf.js takes ownership of (detaches) the buffer it is given: hand it a copy.
+    pdf = await getDocumentProxy(new Uint8Array(bytes), { verbosity: 0 });
+  } catch (error) {
+    const name = (error as { name?: unknown } | null)?.name;
+    throw unreadable(name === 'PasswordException' ? 'the PDF is encrypted' : `the PDF cannot be read (${errorText(error)})`, error);
+  }
+  try {
+    const pages: string[] = [];
+    let size = 0;
+    for (let n = 1; n <= pdf.numPages; n++) {
+      let page: string;
+      try {
+        const content = await (await pdf.getPage(n)).getTextContent();
+        page = content.items.map((item) => ('str' in item ? item.str + (item.hasEOL ? '\n' : '') : '')).join('');
+      } catch (error) {
+        throw unreadable(`page ${n} of the PDF cannot be read (${errorText(error)})`, error);
+      }
+      size += Buffer.byteLength(page, 'utf8');
+      if (size > maxTextBytes) throw tooMuchText(Number.POSITIVE_INFINITY, maxTextBytes);
+      pages.push(page);
+    }
+    return pages.join('\n\n');
+  } finally {
+    await pdf.destroy().catch(() => {});
+  }
+}
+
+const errorText = (error: unknown) => (error instanceof Error ? error.message : String(error));

@@ -154,9 +154,7 @@ export function uploadRoutes(options: UploadRoutesOptions): ExtraRoutes {
       // The libraries read whole files: this is the one copy in memory, at most maxFileBytes.
       const bytes = await readFile(path);
       const type = await detectFileType(bytes);
-      const text = await extractFileText(bytes, type);
-      const textBytes = Buffer.byteLength(text, 'utf8');
-      if (textBytes > options.maxTextBytes) return refuse(res, 400, 'BAD_USER_INPUT', `the file's text is ${textBytes} bytes; the limit is ${options.maxTextBytes}`, { field: 'file' });
+      const text = await extractFileText(bytes, type, options.maxTextBytes);
       const staged: StagedFile = { ref: randomUUID(), name: cleanFileName(req.headers['x-file-name'] as string | undefined), contentType: type, size, sha256 };
       await storeFile(db.fork(), { id: staged.ref, identity, name: staged.name, type, size, sha256, text, path });
       sendJson(res, 201, staged);

@@ -88,6 +88,16 @@ describe('text extraction', () => {
   });
 });
 
+describe('text limits', () => {
+  it('refuses a file whose text is over DOCUMENT_MAX_BYTES, a PDF as soon as its pages are', async () => {
+    const pdf = await pdfOf(['A line of text that repeats on every page of the document.'], 20);
+    expect((await extractFileText(pdf, PDF)).length).toBeGreaterThan(1000);
+    expect((await refused(extractFileText(pdf, PDF, 500))).code).toBe('BAD_USER_INPUT');
+    expect((await refused(extractFileText(await docxOf(['x'.repeat(600)]), DOCX, 500))).code).toBe('BAD_USER_INPUT');
+    expect((await refused(extractFileText(bytes('y'.repeat(600)), 'text/plain', 500))).code).toBe('BAD_USER_INPUT');
+  });
+});
+
 describe('file names', () => {
   it('keeps the last path segment, without control characters', () => {
     expect(cleanFileName(encodeURIComponent('C:\\Users\\me\\report.pdf'))).toBe('report.pdf');
