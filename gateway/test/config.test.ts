@@ -84,7 +84,7 @@ describe('subgraph URLs', () => {
   });
 
   it("reads the subgraphs' names from a supergraph", () => {
-    expect(supergraphSubgraphNames(readFileSync(defaultSupergraphPath, 'utf8')).sort()).toEqual(['analysis', 'documents', 'insights', 'jobs']);
+    expect(supergraphSubgraphNames(readFileSync(defaultSupergraphPath, 'utf8')).sort()).toEqual(['analysis', 'documents', 'insights', 'jobs', 'webhooks']);
     expect(supergraphSubgraphNames('type Query { a: Int }')).toEqual([]);
   });
 
