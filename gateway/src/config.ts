@@ -113,8 +113,20 @@ export const configSchema = baseConfigSchema.extend({
    * uploads subgraph's own limit (DOCUMENT_MAX_FILE_BYTES) is the one clients meet. Default 100 MiB.
    */
   GATEWAY_MAX_FILE_BYTES: z.coerce.number().int().positive().default(100 * 1024 * 1024),
-  /** Uploads per user per minute, per gateway instance. */
+  /** Uploads per user per minute: per gateway process, or together across all of them with REDIS_URL. Default 60. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
+  /**
+   * A Redis (`redis://` or `rediss://`) holding the upload rate limit, shared by every gateway
+   * process and cluster worker using it (keys `<TRIBUTARY_NAMESPACE>:upload-rate:<tenant>:<user>`).
+   * Unset: each process counts in its own memory.
+   */
+  REDIS_URL: urlWithProtocol('redis:', 'rediss:').optional(),
+  /**
+   * With REDIS_URL, what an upload gets while Redis is unreachable or failing: `allow` lets it
+   * through (fail open), `deny` refuses it with SERVICE_UNAVAILABLE (fail closed). Either way it
+   * is logged and counted in tributary_gateway_rate_limit_store_errors_total. Default `allow`.
+   */
+  RATE_LIMIT_ON_REDIS_ERROR: z.enum(['allow', 'deny']).default('allow'),
 });
 export type GatewayConfig = z.infer<typeof configSchema>;
 

@@ -20,7 +20,7 @@ import { FileUploads } from './uploads.ts';
 import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
-import { formatError, limitRules, RateLimiter, unknownOperation, uploadRateLimit } from './limits.ts';
+import { createRateLimiter, formatError, limitRules, unknownOperation, uploadRateLimit } from './limits.ts';
 import { EventHub, type HubBindings } from './event-hub.ts';
 import { EntityCache, entityKeys } from './cache.ts';
 import { invalidationRules } from './cache-rules.ts';
@@ -174,6 +174,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const authenticator = await createAuthenticator(config);
   const production = config.NODE_ENV === 'production';
   const http = createServer();
+  const rateLimiter = await createRateLimiter(config, logger);
   const apollo = new ApolloServer<GatewayContext>({
     gateway,
     // We own shutdown (see main.ts); Apollo's own signal handlers would race it.
@@ -187,7 +188,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
       ApolloServerPluginLandingPageDisabled(),
       unknownOperation,
-      uploadRateLimit(new RateLimiter(config.UPLOAD_RATE_LIMIT_PER_MINUTE)),
+      uploadRateLimit(rateLimiter, { onStoreError: config.RATE_LIMIT_ON_REDIS_ERROR, logger }),
       ...(cache ? [cache.plugin()] : []),
     ],
   });
@@ -197,6 +198,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     bindings = derive(supergraphSdl, apiSchema);
   } catch (error) {
     await apollo.stop();
+    await rateLimiter.close();
     throw error;
   }
 
@@ -346,6 +348,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       await Promise.all(dataSources.map((source) => source.close()));
       await uploads.close();
       if (ownTransport) await transport.close();
+      await rateLimiter.close();
     },
   };
 }

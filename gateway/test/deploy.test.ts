@@ -410,8 +410,10 @@ describe('docker-compose.yml', () => {
 
   it('starts each service once the services it needs are healthy', () => {
     const needs = (name: string) => Object.keys(service(name).depends_on ?? {}).sort();
-    for (const s of subgraphs) expect(needs(s.name), s.name).toEqual(['postgres', 'rabbitmq']);
-    expect(needs('gateway')).toEqual(['rabbitmq', ...subgraphs.map((s) => s.name)].sort());
+    // A service given REDIS_URL waits for Redis as well.
+    const redis = (name: string) => (containerEnv(name).REDIS_URL ? ['redis'] : []);
+    for (const s of subgraphs) expect(needs(s.name), s.name).toEqual(['postgres', 'rabbitmq', ...redis(s.name)].sort());
+    expect(needs('gateway')).toEqual(['rabbitmq', ...redis('gateway'), ...subgraphs.map((s) => s.name)].sort());
     for (const s of specs) {
       const dependsOn = service(s.name).depends_on;
       if (Array.isArray(dependsOn)) throw new Error(`${s.name}: depends_on needs conditions`);
@@ -420,6 +422,21 @@ describe('docker-compose.yml', () => {
         expect(service(dependency).healthcheck?.test, `${dependency} has a health check`).toBeDefined();
       }
     }
+  });
+
+  it('runs Redis for the shared rate limits, and points the gateway and analysis at it', () => {
+    const redis = service('redis');
+    expect(redis.image).toMatch(/^redis:7(\.|-|$)/);
+    expect(redis.healthcheck?.test).toEqual(['CMD', 'redis-cli', 'ping']);
+    for (const name of ['gateway', 'analysis']) {
+      const s = spec(name);
+      const url = new URL(must((s.load(containerEnv(name)) as { REDIS_URL?: string }).REDIS_URL, `${name}.REDIS_URL`));
+      expect([url.protocol, url.hostname, url.port || '6379'], name).toEqual(['redis:', 'redis', '6379']);
+      // The user's own Redis replaces it.
+      expect((s.load(containerEnv(name, { ...host, REDIS_URL: 'rediss://cache.example.com:6380' })) as { REDIS_URL?: string }).REDIS_URL, name).toBe('rediss://cache.example.com:6380');
+    }
+    expect(loadGatewayConfig(containerEnv('gateway')).RATE_LIMIT_ON_REDIS_ERROR).toBe('allow');
+    expect(loadGatewayConfig(containerEnv('gateway', { ...host, RATE_LIMIT_ON_REDIS_ERROR: 'deny' })).RATE_LIMIT_ON_REDIS_ERROR).toBe('deny');
   });
 
   it('keeps PostgreSQL and RabbitMQ data in named volumes', () => {
