@@ -1,7 +1,8 @@
 import type { Logger } from '@tributary/core';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { extname, relative } from 'node:path';
+import { dirname, extname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import type { UiConfig } from './config.ts';
@@ -18,6 +19,12 @@ export interface UiOptions {
   devToken?: string | undefined;
   /** Default `/graphql`. */
   graphqlPath?: string;
+  /**
+   * A folder written by `pnpm build` (its manifest.json and files) to serve instead of bundling.
+   * Default: the built gateway's dist/ui; none when running from the sources (development
+   * bundles on the first request).
+   */
+  prebuiltDir?: string | undefined;
 }
 
 export interface Ui {
@@ -38,7 +45,8 @@ interface Asset {
   gzip?: Buffer;
 }
 
-interface Bundle {
+/** The UI's files and which of them each page loads. */
+export interface Bundle {
   assets: Map<string, Asset>;
   graphiql: PageAssets;
   demo: PageAssets;
@@ -47,6 +55,23 @@ interface Bundle {
 }
 
 const clientDir = fileURLToPath(new URL('./client/', import.meta.url));
+
+// Defined as true by scripts/build.ts in gateway/dist/main.js, whose UI files are in dist/ui.
+declare const TRIBUTARY_PREBUILT_UI: boolean | undefined;
+/** Where the built gateway finds the files `pnpm build` wrote; undefined when running from the sources. */
+export const defaultPrebuiltUiDir: string | undefined =
+  typeof TRIBUTARY_PREBUILT_UI !== 'undefined' && TRIBUTARY_PREBUILT_UI ? fileURLToPath(new URL('./ui/', import.meta.url)) : undefined;
+
+/** dist/ui/manifest.json: what `writeUiBundle` wrote and `readUiBundle` serves. */
+interface Manifest {
+  graphiql: PageAssets;
+  demo: PageAssets;
+  workers: Record<string, string>;
+  /** URL path → its file (relative to the manifest), type and gzipped copy. */
+  assets: Record<string, { file: string; type: string; gzip?: string }>;
+  ms: number;
+}
+const MANIFEST = 'manifest.json';
 
 const TYPES: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',
@@ -87,7 +112,8 @@ function workerEntries(): Record<string, string> {
   };
 }
 
-async function buildBundle(): Promise<Bundle> {
+/** Bundles GraphiQL, the demo page and Monaco's workers with esbuild, into memory. */
+export async function buildUiBundle(): Promise<Bundle> {
   const started = performance.now();
   const esbuild = await import('esbuild');
   const common = {
@@ -139,6 +165,42 @@ async function buildBundle(): Promise<Bundle> {
   return { assets, graphiql: entry('graphiql'), demo: entry('demo'), workers: workerUrls, ms: Math.round(performance.now() - started) };
 }
 
+const isCompressible = (asset: { type: string; body: Buffer }) => asset.type.startsWith('text/') && asset.body.length > 1024;
+
+/**
+ * Writes a bundle to `dir` (each file under its URL's name, a gzipped copy of each compressible
+ * one, and manifest.json), for `readUiBundle`. Used by `pnpm build`.
+ */
+export function writeUiBundle(bundle: Bundle, dir: string, gzip: (data: Buffer) => Buffer = gzipSync): { files: number; bytes: number } {
+  mkdirSync(dir, { recursive: true });
+  const manifest: Manifest = { graphiql: bundle.graphiql, demo: bundle.demo, workers: bundle.workers, assets: {}, ms: bundle.ms };
+  let bytes = 0;
+  for (const [url, asset] of bundle.assets) {
+    const file = url.slice(UI_ASSET_PREFIX.length);
+    mkdirSync(dirname(join(dir, file)), { recursive: true });
+    writeFileSync(join(dir, file), asset.body);
+    bytes += asset.body.length;
+    const entry: Manifest['assets'][string] = { file, type: asset.type };
+    if (isCompressible(asset)) {
+      entry.gzip = `${file}.gz`;
+      writeFileSync(join(dir, entry.gzip), gzip(asset.body));
+    }
+    manifest.assets[url] = entry;
+  }
+  writeFileSync(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+  return { files: bundle.assets.size, bytes };
+}
+
+/** A bundle `writeUiBundle` wrote, read into memory (a few MB, read once per process). */
+export function readUiBundle(dir: string): Bundle {
+  const manifest = JSON.parse(readFileSync(join(dir, MANIFEST), 'utf8')) as Manifest;
+  const assets = new Map<string, Asset>();
+  for (const [url, entry] of Object.entries(manifest.assets)) {
+    assets.set(url, { body: readFileSync(join(dir, entry.file)), type: entry.type, ...(entry.gzip ? { gzip: readFileSync(join(dir, entry.gzip)) } : {}) });
+  }
+  return { assets, graphiql: manifest.graphiql, demo: manifest.demo, workers: manifest.workers, ms: 0 };
+}
+
 function sendPage(req: IncomingMessage, res: ServerResponse, html: string): void {
   const body = Buffer.from(html);
   res.writeHead(200, {
@@ -154,7 +216,7 @@ function sendPage(req: IncomingMessage, res: ServerResponse, html: string): void
 }
 
 function sendAsset(req: IncomingMessage, res: ServerResponse, asset: Asset): void {
-  const compressible = asset.type.startsWith('text/') && asset.body.length > 1024;
+  const compressible = isCompressible(asset);
   const gzip = compressible && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
   const body = gzip ? (asset.gzip ??= gzipSync(asset.body)) : asset.body;
   res.writeHead(200, {
@@ -174,25 +236,43 @@ function sendText(res: ServerResponse, status: number, text: string): void {
   res.end(text);
 }
 
-// One bundle per process, shared by every gateway in it: it does not depend on the options,
-// which only go into the HTML.
+// One bundle per process (per folder), shared by every gateway in it: it does not depend on the
+// options, which only go into the HTML.
 let pending: Promise<Bundle> | undefined;
+const prebuilt = new Map<string, Bundle>();
 
 /**
  * The gateway's browser pages: GraphiQL on a browser's `GET /graphql` and the demo page on `/`.
- * Both are bundled with esbuild into memory on the first request (graphiql, React, Monaco and
- * their CSS: about 3 s on 2 cores) and cached for the life of the process: nothing is written
- * to disk, nothing is loaded from a CDN.
+ * The built gateway serves the files `pnpm build` bundled (gateway/dist/ui), read into memory
+ * when the gateway starts. From the sources (`pnpm dev`, tests) they are bundled with esbuild
+ * into memory on the first request (graphiql, React, Monaco and their CSS: about 3 s on 2
+ * cores) and cached for the life of the process. Nothing is loaded from a CDN.
  */
 export function createUi(options: UiOptions): Ui {
   const { logger } = options;
   const graphqlPath = options.graphqlPath ?? '/graphql';
   const devToken = options.production ? undefined : options.devToken;
+  const prebuiltDir = 'prebuiltDir' in options ? options.prebuiltDir : defaultPrebuiltUiDir;
+
+  let files: Promise<Bundle> | undefined;
+  if (prebuiltDir !== undefined) {
+    let loaded = prebuilt.get(prebuiltDir);
+    if (!loaded && existsSync(join(prebuiltDir, MANIFEST))) {
+      loaded = readUiBundle(prebuiltDir);
+      prebuilt.set(prebuiltDir, loaded);
+      logger.debug({ dir: prebuiltDir, files: loaded.assets.size }, 'ui: serving the GraphiQL and demo page files built by pnpm build');
+    }
+    if (loaded) files = Promise.resolve(loaded);
+    // A built gateway without its files: esbuild is not in its image, so say what is missing.
+    else files = Promise.reject(new Error(`no UI files at ${prebuiltDir}: run pnpm build`));
+    files.catch(() => logger.error({ dir: prebuiltDir }, 'ui: the built gateway has no UI files (run pnpm build); / and GraphiQL answer 500'));
+  }
 
   const bundle = (): Promise<Bundle> => {
+    if (files) return files;
     if (!pending) {
       logger.info('ui: bundling GraphiQL and the demo page into memory (first request)');
-      pending = buildBundle().then(
+      pending = buildUiBundle().then(
         (built) => {
           let bytes = 0;
           for (const asset of built.assets.values()) bytes += asset.body.length;
