@@ -4,7 +4,8 @@
 # SERVICE names a workspace package @tributary/<SERVICE>: gateway, documents, jobs, analysis,
 # insights or webhooks. `docker compose build` builds all six from this file.
 
-ARG NODE_VERSION=20
+# Node 24 LTS (Node 20 reached end of life in April 2026); the engines field still allows >=20.19.
+ARG NODE_VERSION=24
 
 FROM node:${NODE_VERSION}-slim AS build
 ARG SERVICE
@@ -13,19 +14,25 @@ ARG PNPM_VERSION=12.4.2
 RUN npm install --global --no-audit --no-fund "pnpm@${PNPM_VERSION}"
 WORKDIR /repo
 COPY . .
-# `pnpm deploy` copies the service, the workspace packages it depends on (they export their
-# TypeScript sources) and their production dependencies, exactly as locked, into one folder.
-# The gateway reads ../../schema/supergraph.graphql from its src/, hence /out/schema next to it.
+# The whole workspace with its development dependencies (esbuild, tsx, the UI's React and
+# GraphiQL), then the service's JavaScript: scripts/build.ts bundles src/main.ts with the
+# workspace packages into dist/main.js (+ its source map), and for the gateway GraphiQL and the
+# demo page into dist/ui. `pnpm build` runs the same after `pnpm typecheck`, which CI runs.
+# `pnpm deploy --prod` then copies the service's files ("files": ["dist"]) and only its own
+# production dependencies, exactly as locked: every third-party package the bundle imports, and
+# no tsx, typescript or esbuild. The built gateway reads ../../schema/supergraph.graphql from its
+# dist/, hence /out/schema next to it.
 RUN --mount=type=cache,id=tributary-pnpm-store,target=/pnpm/store \
-    pnpm --fail-if-no-match --filter "@tributary/${SERVICE:?build with --build-arg SERVICE=<gateway|documents|jobs|analysis|insights|webhooks>}" \
+    pnpm install --frozen-lockfile --store-dir /pnpm/store \
+ && pnpm exec tsx scripts/build.ts "${SERVICE:?build with --build-arg SERVICE=<gateway|documents|jobs|analysis|insights|webhooks>}" \
+ && pnpm --fail-if-no-match --filter "@tributary/${SERVICE}" \
       deploy --prod --frozen-lockfile --store-dir /pnpm/store /out/service \
  && mkdir -p /out/schema \
  && cp schema/supergraph.graphql /out/schema/supergraph.graphql
 
 FROM node:${NODE_VERSION}-slim AS runtime
 ARG SERVICE
-# There is no build step: tsx, a production dependency of every service (so `pnpm deploy` puts
-# the locked version in node_modules), loads the TypeScript sources into node.
+# Plain JavaScript (dist/main.js): no loader, no TypeScript, no bundler at run time.
 RUN mkdir -p /var/lib/tributary \
  && chown node:node /var/lib/tributary
 ENV NODE_ENV=production \
@@ -40,9 +47,10 @@ USER node
 # default port (gateway 4000, documents 4001, jobs 4002, analysis 4003, insights 4004, webhooks 4005).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
   CMD ["node", "-e", "const ports = { gateway: 4000, documents: 4001, jobs: 4002, analysis: 4003, insights: 4004, webhooks: 4005 }; fetch('http://127.0.0.1:' + (process.env.PORT || ports[process.env.TRIBUTARY_SERVICE]) + '/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# A larger young generation (semi-space up to 64 MiB, grown only as needed): a GraphQL server
-# allocates short-lived objects by the million, and fewer scavenges gave the gateway 25-30% more
-# throughput on `pnpm bench:gateway` at the same peak memory. The same as each package's start
-# script: one node process (tsx as a loader, not its CLI, which runs node as a child), PID 1,
-# which handles SIGTERM itself (`docker stop` stops the service gracefully).
-CMD ["node", "--import", "tsx", "--max-semi-space-size=64", "src/main.ts"]
+# The same as each package's start script: one node process, PID 1, which handles SIGTERM itself
+# (`docker stop` stops the service gracefully). --enable-source-maps: stack traces name the
+# TypeScript (dist/main.js.map carries the sources). A larger young generation (semi-space up
+# to 64 MiB, grown only as needed): a GraphQL server allocates short-lived objects by the
+# million, and fewer scavenges gave the gateway 25-30% more throughput on `pnpm bench:gateway`
+# at the same peak memory.
+CMD ["node", "--enable-source-maps", "--max-semi-space-size=64", "dist/main.js"]

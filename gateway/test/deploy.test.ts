@@ -504,22 +504,46 @@ describe('Dockerfile', () => {
     }
   });
 
-  it('pins pnpm to the version the workspace uses, and deploys tsx, which CMD loads, with each service', () => {
+  it('pins pnpm to the version the workspace uses, and carries no tsx, typescript or esbuild in any image', () => {
     expect(`pnpm@${argDefault('PNPM_VERSION')}`).toBe(packageJson('.').packageManager);
-    // `node --import tsx` resolves tsx from the service's own node_modules: a global install would not do.
-    for (const { dir, name } of servicePackages) expect(productionClosure(dir).has('tsx'), name).toBe(true);
+    // The images run built JavaScript: what `pnpm deploy --prod` installs has no loader, compiler or bundler.
+    for (const { dir, name } of servicePackages) {
+      const closure = productionClosure(dir);
+      for (const tool of ['tsx', 'typescript', 'esbuild']) expect(closure.has(tool), `${name} carries ${tool}`).toBe(false);
+    }
     expect(runtime.instructions.map(content).filter((c) => /npm\s+(i|install)\b/.test(c))).toEqual([]);
   });
 
-  it('starts each service as one node process: tsx as a loader, not the tsx CLI that runs node as its child', () => {
+  it('runs the built output on node:24-slim: the build stage bundles the service before deploying it with its dist', () => {
+    const image = (stage: Stage) => must(stage.image, 'FROM image').replace(/\$\{NODE_VERSION\}|\$NODE_VERSION\b/g, argDefault('NODE_VERSION'));
+    expect(image(runtime)).toBe('node:24-slim');
+    const { stage, run } = deployStep();
+    expect(image(stage)).toBe('node:24-slim');
+    // scripts/build.ts (what `pnpm build` runs after typecheck) for $SERVICE, then the deploy, which copies its dist.
+    const build = /\bscripts\/build\.ts\s+"?\$\{SERVICE\b/.exec(run) ?? /\bpnpm\s+build\s+"?\$\{SERVICE\b/.exec(run);
+    expect(build, 'the build stage builds ${SERVICE}').not.toBeNull();
+    expect(build!.index).toBeLessThan(run.search(/\bdeploy\b/));
+    expect(run.slice(0, build!.index)).toMatch(/\bpnpm\s+install\s+--frozen-lockfile\b/);
+    for (const { dir, name, pkg } of servicePackages) {
+      const files = (JSON.parse(read(`${dir}/package.json`)) as { files?: string[] }).files;
+      // `pnpm deploy` copies a package's "files": its built output, not its sources or tests.
+      expect(files, `${name} files`).toEqual(['dist']);
+      const script = must(pkg.scripts?.start?.split(/\s+/).at(-1), `${name} start`);
+      expect(posix.normalize(script).startsWith('dist/'), `${name} starts ${script}`).toBe(true);
+    }
+  });
+
+  it('starts each service as one node process running its built JavaScript, with source maps', () => {
     for (const { name, pkg } of servicePackages) {
       // pnpm runs a script with `sh -c` and signals the shell, which does not pass SIGTERM on:
       // `exec` makes node pnpm's own child, so `kill <pnpm>` stops the service gracefully.
       const [shellExec, command, ...args] = must(pkg.scripts?.start, `${name} start`).split(/\s+/);
       expect(shellExec, name).toBe('exec');
       expect(command, name).toBe('node');
-      expect(args.slice(0, 2), name).toEqual(['--import', 'tsx']);
-      expect(args.at(-1), name).toBe('src/main.ts');
+      expect(args, `${name}: no loader`).not.toContain('--import');
+      expect(args.join(' '), name).not.toMatch(/tsx|\.ts\b/);
+      expect(args, `${name}: stack traces name the TypeScript`).toContain('--enable-source-maps');
+      expect(args.at(-1), name).toBe('dist/main.js');
     }
   });
 
@@ -537,8 +561,9 @@ describe('Dockerfile', () => {
   });
 
   it('keeps host installs out of the build context and everything the build needs in', () => {
-    for (const path of ['node_modules', 'gateway/node_modules', '.git', '.tributary', 'subgraphs/jobs/test/x.test.ts']) expect(ignored(path), path).toBe(true);
-    const needed = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', relative(root, defaultSupergraphPath), ...workspaceDirs.map((dir) => `${dir}/package.json`)];
+    for (const path of ['node_modules', 'gateway/node_modules', 'gateway/dist/main.js', 'subgraphs/jobs/dist', '.git', '.tributary', 'subgraphs/jobs/test/x.test.ts']) expect(ignored(path), path).toBe(true);
+    const needed = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', 'tsconfig.base.json', 'scripts/build.ts', relative(root, defaultSupergraphPath), ...workspaceDirs.map((dir) => `${dir}/package.json`)];
+    needed.push('gateway/src/ui/client/graphiql.ts', 'gateway/src/ui/client/demo.ts');
     for (const { dir } of servicePackages) needed.push(`${dir}/src/main.ts`);
     expect(needed.filter(ignored)).toEqual([]);
   });
