@@ -1,6 +1,7 @@
 /**
  * The system as the benchmarks run it: the gateway and the subgraphs as OS processes
- * started the way each package's `start` script starts it, or all in one process (`embedded`:
+ * started the way each package's `start` script starts it (its built dist/main.js, built by
+ * scripts/build.ts first; a baseline from before `pnpm build`: its sources through tsx), or all in one process (`embedded`:
  * PGlite and the in-memory bus, as `pnpm dev`; `embedded-real`: on PostgreSQL and RabbitMQ), on
  * fresh databases and a fresh RabbitMQ namespace, removed again by `stop()`. Shared by
  * `bench:deployed` and `bench:ai`. Run as a script with BENCH_EMBEDDED_CHILD=1, it is the
@@ -11,7 +12,7 @@ import { dropDatabase } from '@tributary/core/db';
 import { brokerQueues, freePort, stopProcesses } from '@tributary/core/testing';
 import { runMain } from '@tributary/core/service';
 import { signToken } from '@tributary/gateway';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -157,19 +158,62 @@ function databaseUrl(namespace: string, service: string): string {
   return url.toString();
 }
 
+interface StartScript {
+  /** Node flags, without a loader (`--import tsx`). */
+  flags: string[];
+  /** The script it runs, relative to the package: dist/main.js when built, else src/main.ts. */
+  script: string;
+}
+
 /**
- * Node flags of a package's start script (`exec node --import tsx <flags> src/main.ts`): how it is
- * deployed. The tsx loader itself is left out; the callers add it.
+ * A package's start script (`exec node <flags> dist/main.js` since `pnpm build`; a baseline from
+ * before it: `exec node --import tsx <flags> src/main.ts`): how it is deployed.
  */
-function startFlags(packageDir: string): string[] {
+function startScript(packageDir: string): StartScript {
   try {
     const pkg = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
     const [command, ...args] = pkg.scripts?.start?.replace(/^exec /, '').split(/\s+/) ?? [];
-    if (command === 'node') return args.filter((arg, i) => arg.startsWith('--') && arg !== '--import' && args[i - 1] !== '--import');
+    const script = args.at(-1);
+    if (command === 'node' && script && !script.startsWith('-')) {
+      return { flags: args.slice(0, -1).filter((arg, i, flags) => arg.startsWith('--') && arg !== '--import' && flags[i - 1] !== '--import'), script };
+    }
   } catch {
-    // no readable start script: the flags every service ships with today
+    // no readable start script: what every service shipped with before pnpm build
   }
-  return DEFAULT_NODE_FLAGS;
+  return { flags: DEFAULT_NODE_FLAGS, script: 'src/main.ts' };
+}
+
+/** Node flags of a package's start script, for a process that runs sources through tsx. */
+function startFlags(packageDir: string): string[] {
+  return startScript(packageDir).flags;
+}
+
+/**
+ * The node arguments that start a package as its start script does: its built JavaScript, or
+ * (a tree without `pnpm build`) its TypeScript sources through tsx as a loader.
+ */
+function startArgs(packageDir: string): string[] {
+  const { flags, script } = startScript(packageDir);
+  if (script.endsWith('.ts')) return [...flags, '--import', 'tsx', join(packageDir, script)];
+  return [...flags, join(packageDir, script)];
+}
+
+/** Trees built in this run (their dist/ is fresh). */
+const builtTrees = new Set<string>();
+
+/**
+ * Builds a tree whose start scripts run dist/main.js (scripts/build.ts, the bundling half of
+ * `pnpm build`; typecheck is CI's), once per run, so every process runs the tree's current code.
+ */
+function buildTree(dir: string, services: readonly string[]): void {
+  if (builtTrees.has(dir)) return;
+  const built = ['gateway', ...services.map((s) => `subgraphs/${s}`)].some((pkg) => startScript(join(dir, pkg)).script.endsWith('.js'));
+  if (built) {
+    const started = performance.now();
+    execFileSync(process.execPath, ['--import', 'tsx', 'scripts/build.ts'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+    console.error(`built ${dir} (scripts/build.ts) in ${Math.round(performance.now() - started)} ms`);
+  }
+  builtTrees.add(dir);
 }
 
 /** The children's environment: the caller's, minus what would change what is measured. */
@@ -250,13 +294,14 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
     const pids: Record<string, number> = {};
     const startMs = (options.startTimeoutS ?? 90) * 1000;
     if (mode === 'processes') {
+      buildTree(tree.dir, servicesOf(tree.dir));
       const urls: Record<string, string> = {};
       const others: string[] = [];
       await Promise.all(
         servicesOf(tree.dir).map(async (service) => {
           const port = await freePort();
           const dir = join(tree.dir, 'subgraphs', service);
-          const child = spawnService(service, tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, PORT: String(port) }, log, profiled(service));
+          const child = spawnService(service, tree.dir, startArgs(dir), { ...common, PORT: String(port) }, log, profiled(service));
           watch(service, child);
           pids[service] = child.pid!;
           if (NAMED_URLS.has(service)) urls[`${service.toUpperCase()}_URL`] = `http://127.0.0.1:${port}/graphql`;
@@ -266,7 +311,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
       );
       const port = await freePort();
       const dir = join(tree.dir, 'gateway');
-      const child = spawnService('gateway', tree.dir, [...startFlags(dir), '--import', 'tsx', join(dir, 'src/main.ts')], { ...common, ...urls, ...(others.length > 0 ? { SUBGRAPH_URLS: others.join(',') } : {}), PORT: String(port) }, log, profiled('gateway'));
+      const child = spawnService('gateway', tree.dir, startArgs(dir), { ...common, ...urls, ...(others.length > 0 ? { SUBGRAPH_URLS: others.join(',') } : {}), PORT: String(port) }, log, profiled('gateway'));
       watch('gateway', child);
       pids.gateway = child.pid!;
       await waitReady(`http://127.0.0.1:${port}/ready`, child, 'gateway', log, startMs);
@@ -277,6 +322,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
     const port = await freePort();
     const env: Record<string, string> = { ...common, PORT: String(port), [EMBEDDED_CHILD]: '1' };
     if (mode === 'embedded') env.TRIBUTARY_DATA_DIR = 'memory://';
+    // The embedded modes run the sources through tsx (as `pnpm dev`), with the gateway's node flags.
     const child = spawnService('system', ROOT, [...startFlags(join(ROOT, 'gateway')), '--import', 'tsx', fileURLToPath(import.meta.url)], env, log, profiled('system'));
     watch('system', child);
     pids.system = child.pid!;
