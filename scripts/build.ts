@@ -11,7 +11,9 @@
  * sources. Each external must be a production dependency of the service itself (what
  * `pnpm deploy --prod` installs into its image); the build fails when one is not, and reports
  * workspace packages left in `dependencies` (the bundle carries them: they belong in
- * devDependencies). Node runs the output with --enable-source-maps (each start script), so stack
+ * devDependencies). @tributary/core is `"sideEffects": false`, so a bundle leaves out the core
+ * modules its service does not use, with their imports (the gateway's: no MikroORM, PGlite or pg).
+ * Node runs the output with --enable-source-maps (each start script), so stack
  * traces name the TypeScript.
  *
  *   pnpm build                  every service
@@ -98,6 +100,9 @@ async function buildService(name: string, dir: string): Promise<string[]> {
       if (pkg.dependencies?.[dep]) problems.push(`${pkg.name}: ${dep} is only imported in development; list it in devDependencies`);
     } else if (!pkg.dependencies?.[dep]) problems.push(`${pkg.name}: the bundle imports ${dep} at run time, but it is not among its dependencies`);
   }
+  const unused = Object.keys(pkg.dependencies ?? {}).filter((dep) => !dep.startsWith('@tributary/') && !externals.has(dep));
+  // Not an error: a dependency may be loaded otherwise (createRequire, or as another one's peer).
+  if (unused.length > 0) console.log(`${pkg.name}: dependencies the bundle does not import: ${unused.join(', ')}`);
   for (const dep of Object.keys(pkg.dependencies ?? {})) {
     if (dep.startsWith('@tributary/')) problems.push(`${pkg.name}: ${dep} is bundled into dist/main.js; list it in devDependencies`);
   }
