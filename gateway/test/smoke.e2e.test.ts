@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { servicesAvailable } from '@tributary/core/testing';
 import { collect, SERVICES, startProcessSystem, type TestSystem } from './fixtures/system.ts';
@@ -18,6 +20,8 @@ const available = await servicesAvailable();
 const UPLOAD = 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { document { id } job { id status } } }';
 const JOB_COMPLETED = 'subscription($jobId: ID!) { jobCompleted(jobId: $jobId) { id status document { title analysis { summary } } } }';
 const TEXT = 'Solar and wind delivered record capacity this year. Battery storage costs fell again, and grid operators plan new transmission lines.';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
 const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter(Boolean);
@@ -85,7 +89,60 @@ describe.skipIf(!available)('the built system (pnpm build), as separate processe
     const asset = await fetch(`${origin}${script!}`, { headers: { 'accept-encoding': 'gzip' } });
     expect(asset.status).toBe(200);
     expect(asset.headers.get('content-type')).toMatch(/^text\/javascript/);
+    // Every file the build wrote is served as written (Monaco's workers and fonts included).
+    const ui = join(root, 'gateway/dist/ui');
+    const manifest = JSON.parse(readFileSync(join(ui, 'manifest.json'), 'utf8')) as { assets: Record<string, { file: string; type: string }>; workers: Record<string, string> };
+    expect(Object.keys(manifest.workers).sort()).toEqual(['editor', 'graphql', 'json']);
+    for (const [url, { file, type }] of Object.entries(manifest.assets)) {
+      const response = await fetch(`${origin}${url}`, { headers: { 'accept-encoding': 'identity' } });
+      expect(response.status, url).toBe(200);
+      expect(response.headers.get('content-type'), url).toBe(type);
+      expect(Buffer.from(await response.arrayBuffer()).equals(readFileSync(join(ui, file))), url).toBe(true);
+    }
   });
+
+  it.skipIf(!existsSync(CHROMIUM))('runs GraphiQL from the built files in Chromium: editors, workers, a query with the token typed on the demo page', async () => {
+    const userDataDir = mkdtempSync(join(tmpdir(), 'tributary-smoke-chromium-'));
+    const context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    try {
+      const problems: string[] = [];
+      const failed: string[] = [];
+      const page = context.pages()[0] ?? (await context.newPage());
+      page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+      page.on('response', (response) => {
+        if (response.url().startsWith(`${origin}/ui/`) && response.status() !== 200) failed.push(`${response.status()} ${response.url()}`);
+      });
+      const token = await system.token({ tenant: 'tenant-smoke', sub: 'smoke' });
+      await page.goto(`${origin}/`);
+      await page.getByLabel('Bearer token').fill(token);
+      await page.getByLabel('Bearer token').press('Tab');
+      await page.getByRole('link', { name: 'GraphiQL' }).click();
+      await page.waitForURL(`${origin}/graphql`);
+      await page.locator('.graphiql-execute-button').waitFor({ timeout: 30_000 });
+      const text = async (selector: string, expected: string) => {
+        const deadline = Date.now() + 20_000;
+        let shown = '';
+        while (Date.now() < deadline) {
+          shown = (await page.locator(`${selector} .view-lines`).allInnerTexts().catch(() => [])).join('\n').replace(/\u00a0/g, ' ');
+          if (shown.includes(expected)) return shown;
+          await page.waitForTimeout(100);
+        }
+        throw new Error(`${selector} never showed ${expected}: ${shown}`);
+      };
+      await text('.graphiql-query-editor', 'stats');
+      await page.locator('.graphiql-execute-button').click();
+      await text('.graphiql-response', '"documents"');
+      expect(problems).toEqual([]);
+      expect(failed).toEqual([]);
+    } finally {
+      await context.close();
+      rmSync(userDataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('runs each service as one node process of its dist/main.js, with source maps and no tsx anywhere in its tree', () => {
     expect(Object.keys(pids).sort()).toEqual(['gateway 0', ...SERVICES].sort());
