@@ -1,8 +1,7 @@
 import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { checkEventBindings, resolvePath } from '../src/bindings.ts';
@@ -11,6 +10,7 @@ import { composeSubgraphs, generatedFiles, paths, snapshotText, type SubgraphSou
 import { eventFileName, eventSnapshot } from '../src/events.ts';
 import { apiSchema } from '../src/graphql.ts';
 import { graphql } from '../src/graphql-js.ts';
+import { commitFixtureRepo } from './repo.ts';
 import { formatReport, type CheckReport, type Violation } from '../src/report.ts';
 
 const docAdded = z.object({
@@ -58,14 +58,7 @@ beforeAll(() => {
     [`${paths.eventsDir}/${eventFileName('doc.added/v1')}`]: snapshotText(docAdded),
     [`${paths.samplesDir}/${eventFileName('doc.added/v1')}`]: JSON.stringify(sample),
   };
-  for (const [file, text] of Object.entries(files)) {
-    mkdirSync(dirname(join(root, file)), { recursive: true });
-    writeFileSync(join(root, file), text);
-  }
-  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=test', '-c', 'user.email=test@example.com', ...args], { cwd: root, stdio: 'ignore' });
-  git('init', '-q');
-  git('add', '.');
-  git('commit', '-q', '-m', 'schema');
+  commitFixtureRepo(root, files);
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 

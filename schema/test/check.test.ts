@@ -1,13 +1,13 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { runCheck, type CheckOptions } from '../src/check.ts';
 import { composeSubgraphs, generatedFiles, paths, snapshotText, type SubgraphSource } from '../src/compose.ts';
 import { eventFileName } from '../src/events.ts';
 import { graphql } from '../src/graphql-js.ts';
+import { commitFixtureRepo } from './repo.ts';
 import { formatReport, type CheckReport } from '../src/report.ts';
 
 describe('schema check on this repository', () => {
@@ -36,14 +36,7 @@ function fixtureRepo(committed: SubgraphSource): string {
     [`${paths.samplesDir}/${eventFileName('doc.added/v1')}`]: '{ "docId": "d1" }',
     [`${paths.operationsDir}/doc.graphql`]: 'query Doc($id: ID!) { doc(id: $id) { id title } }',
   };
-  for (const [file, text] of Object.entries(files)) {
-    mkdirSync(dirname(join(root, file)), { recursive: true });
-    writeFileSync(join(root, file), text);
-  }
-  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=test', '-c', 'user.email=test@example.com', ...args], { cwd: root, stdio: 'ignore' });
-  git('init', '-q');
-  git('add', '.');
-  git('commit', '-q', '-m', 'schema');
+  commitFixtureRepo(root, files);
   roots.push(root);
   return root;
 }
