@@ -1,6 +1,7 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { Envelope } from '@tributary/contracts';
 import type { Logger } from '@tributary/core';
+import { eventTypeOf } from '@tributary/core/bindings';
 import { ConfigError } from '@tributary/core/config';
 import { externalCounter } from '@tributary/core/metrics';
 import {
@@ -347,7 +348,7 @@ export class EntityCache {
 
   /** The event types (routing keys) whose events invalidate: the gateway binds its queue to them. */
   get eventTypes(): string[] {
-    return [...new Set(Object.keys(this.schema.rules).map((schema) => schema.replace(/\/v\d+$/, '')))];
+    return [...new Set(Object.keys(this.schema.rules).map(eventTypeOf))];
   }
 
   plan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
