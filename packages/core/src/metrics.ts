@@ -33,7 +33,7 @@ export const metrics = {
   }),
   eventsConsumed: new client.Counter({
     name: 'tributary_events_consumed_total',
-    help: 'Events taken by a consumer: applied, or duplicate (already in the inbox)',
+    help: 'Events taken by a consumer: applied, duplicate (already in the inbox), or irrelevant (no effect possible here, acked with no transaction)',
     labelNames: ['service', 'consumer', 'type', 'outcome'] as const,
     registers: [registry],
   }),

@@ -69,6 +69,56 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
     expect(await effectStats(db)).toEqual({ rows: 1, distinct: 1 });
   });
 
+  it('acks an event `relevant` declines with no transaction and no inbox row, and applies the others', async () => {
+    const transport = await h.transport();
+    let applied = 0;
+    const asked: string[] = [];
+    let handled = 0;
+    await consumer(transport, {
+      handler: async (event, context) => {
+        handled++;
+        await recordEffect(event, context);
+      },
+      relevant: async (event, em) => {
+        // It may read, outside any transaction.
+        expect(em.isInTransaction()).toBe(false);
+        await em.execute('select 1');
+        asked.push(event.id);
+        return event.tenantid !== 'tenant-quiet';
+      },
+      onApplied: (n) => (applied += n),
+    });
+    const events = Array.from({ length: 10 }, (_, i) => wireEvent(i % 2 === 0 ? { tenantid: 'tenant-quiet' } : {}));
+    await transport.publish(events);
+    await waitFor(() => applied === 5, 10_000, 'the 5 relevant events applied');
+    await waitFor(async () => (await transport.queueDepth(`${h.namespace}.test.effects`)) === 0, 10_000, 'queue drained');
+    await waitFor(() => asked.length === 10, 10_000, 'every event asked about');
+    await new Promise((r) => setTimeout(r, 300));
+    const db = await h.db();
+    expect(handled).toBe(5);
+    expect(await effectStats(db)).toEqual({ rows: 5, distinct: 5 });
+    const [inbox] = await db.fork().execute<{ n: string }[]>('select count(*) as n from tributary_inbox');
+    expect(Number(inbox!.n)).toBe(5);
+  });
+
+  it('retries an event whose `relevant` check throws, then applies it', async () => {
+    const transport = await h.transport();
+    let applied = 0;
+    let calls = 0;
+    await consumer(transport, {
+      relevant: async () => {
+        calls++;
+        if (calls === 1) throw new Error('database unreachable');
+        return true;
+      },
+      onApplied: (n) => (applied += n),
+    });
+    await transport.publish([wireEvent()]);
+    await waitFor(() => applied === 1, 10_000, 'applied after the retry');
+    expect(calls).toBe(2);
+    expect(await effectStats(await h.db())).toEqual({ rows: 1, distinct: 1 });
+  });
+
   it('applies a burst in full batches, not in one-event transactions, and each event once', async () => {
     const transport = await h.transport();
     const batches: number[] = [];

@@ -1,6 +1,6 @@
 import type { ParsedEvent } from '@tributary/contracts';
 import { TributaryError } from '@tributary/core';
-import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
+import { queryRows, queryRun, valuesPlaceholders, type EntityManager } from '@tributary/core/db';
 import type { HandlerContext, NewEvent, StagedEventHandler } from '@tributary/core/events';
 import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { externalCounter } from '@tributary/core/metrics';
@@ -67,6 +67,26 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const eventOf: Record<'COMPLETED' | 'FAILED', WebhookEventType> = { COMPLETED: 'JOB_COMPLETED', FAILED: 'JOB_FAILED' };
 const bodyType: Record<WebhookEventType, string> = { JOB_COMPLETED: 'job.completed', JOB_FAILED: 'job.failed' };
 
+/** The webhook event a `job.updated` is, if any: only a job's move to COMPLETED or FAILED. */
+function kindOf(event: ParsedEvent): WebhookEventType | undefined {
+  if (event.dataschema !== 'job.updated/v1') return undefined;
+  const { status } = event.data;
+  return status === 'COMPLETED' || status === 'FAILED' ? eventOf[status] : undefined;
+}
+
+const hooksFor = (em: EntityManager, tenantId: string, kind: WebhookEventType) =>
+  queryRows<{ id: string }>(em, 'select id from webhooks where tenant_id = ? and events @> ?::jsonb order by id', [tenantId, JSON.stringify([kind])]);
+
+/**
+ * Whether {@link fanOut} can do anything with an event, asked before its transaction: most
+ * `job.updated` are not terminal, and most tenants have no webhook for them. A webhook created
+ * just after this read misses the event, as it would had the handler's own read run first.
+ */
+export async function fanOutRelevant(event: ParsedEvent, em: EntityManager): Promise<boolean> {
+  const kind = kindOf(event);
+  return kind !== undefined && (await hooksFor(em, event.tenantid, kind)).length > 0;
+}
+
 /**
  * `job.updated` → one delivery row per matching webhook of the event's tenant and one
  * `webhook.delivery` per row, in the consumer's inbox transaction. Only a job's move to COMPLETED
@@ -75,11 +95,10 @@ const bodyType: Record<WebhookEventType, string> = { JOB_COMPLETED: 'job.complet
  * delivered once.
  */
 export async function fanOut(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
-  if (event.dataschema !== 'job.updated/v1') return;
+  const kind = kindOf(event);
+  if (!kind || event.dataschema !== 'job.updated/v1') return;
   const job = event.data;
-  if (job.status !== 'COMPLETED' && job.status !== 'FAILED') return;
-  const kind = eventOf[job.status];
-  const hooks = await queryRows<{ id: string }>(em, 'select id from webhooks where tenant_id = ? and events @> ?::jsonb order by id', [event.tenantid, JSON.stringify([kind])]);
+  const hooks = await hooksFor(em, event.tenantid, kind);
   if (hooks.length === 0) return;
   // The body is fixed here, so every attempt sends the same bytes.
   const payload = JSON.stringify({
@@ -210,7 +229,7 @@ export function createWebhooksService(options: { resolve?: Resolver } = {}): Ser
     configSchema,
     defaultPort: 4005,
     consumers: ({ config }) => [
-      { name: 'fanout', types: ['job.updated'], handler: fanOut },
+      { name: 'fanout', types: ['job.updated'], handler: fanOut, relevant: fanOutRelevant },
       {
         name: 'sender',
         types: ['webhook.delivery'],

@@ -94,6 +94,15 @@ export interface EventConsumerOptions {
   exclusive?: boolean;
   /** Called after each batch commits, with how many events took effect (metrics, tests). */
   onApplied?: (count: number) => void;
+  /**
+   * Whether an event can have an effect here, asked before any transaction. An event it answers
+   * false for is acked with no transaction and no inbox row (counted as `irrelevant`): a
+   * transaction per event the handler would only return from costs as much as a real one.
+   * It may read (through `em`, no transaction) but must not write, and must answer false only
+   * where the handler would do nothing: a row it reads may change the moment after, just as it
+   * could between the delivery and the handler's own read.
+   */
+  relevant?: (event: ParsedEvent, em: EntityManager) => boolean | Promise<boolean>;
 }
 
 /** Thrown inside a staged handler's settling transaction to roll it back when its work declines. */
@@ -275,6 +284,25 @@ export class EventConsumer {
         metrics.eventsDeadLettered.inc({ ...this.labels, type: delivery.routingKey, code: errorCode(error) });
         await delivery.deadLetter({ code: errorCode(error), message: errorMessage(error) });
       }
+    }
+    if (this.options.relevant && items.length > 0) {
+      const kept: Item[] = [];
+      for (const item of items) {
+        let relevant: boolean;
+        try {
+          relevant = await this.options.relevant(item.event, this.options.db.fork());
+        } catch (error) {
+          await this.fail(item, error);
+          continue;
+        }
+        if (relevant) {
+          kept.push(item);
+          continue;
+        }
+        metrics.eventsConsumed.inc({ ...this.labels, type: item.event.type, outcome: 'irrelevant' });
+        await item.delivery.ack();
+      }
+      items.splice(0, items.length, ...kept);
     }
     if (items.length === 0) return;
     if (this.options.stagedHandler) {
