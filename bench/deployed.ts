@@ -126,6 +126,11 @@ interface LoadFigures {
   /** Latest an upload started after its slot: the load generator keeping up, ms. */
   maxScheduleLagMs: number;
   drainTimedOut: boolean;
+  /**
+   * Per second of the window, by upload start: uploads started, and the upload and
+   * upload → jobCompleted latencies (p50, max). A stall shows as the seconds it falls in.
+   */
+  timeline: { second: number; started: number; uploadP50: number | null; uploadMax: number | null; p50: number | null; max: number | null }[];
 }
 
 interface Pending {
@@ -138,6 +143,18 @@ interface Pending {
   settled: boolean;
 }
 
+function timelineOf(records: readonly Pending[], started: number): LoadFigures['timeline'] {
+  const seconds = new Map<number, Pending[]>();
+  for (const r of records) {
+    const second = Math.floor((r.t0 - started) / 1000);
+    seconds.set(second, [...(seconds.get(second) ?? []), r]);
+  }
+  return [...seconds].map(([second, rs]) => {
+    const uploads = rs.flatMap((r) => (r.uploadMs === undefined ? [] : [r.uploadMs])).sort((a, b) => a - b);
+    const trips = rs.flatMap((r) => (r.at === undefined ? [] : [r.at - r.t0])).sort((a, b) => a - b);
+    return { second, started: rs.length, uploadP50: percentile(uploads, 50), uploadMax: uploads.at(-1) ?? null, p50: percentile(trips, 50), max: trips.at(-1) ?? null };
+  });
+}
 
 const codesOf = (errors: unknown): string[] =>
   Array.isArray(errors) ? errors.map((e) => String((e as { extensions?: { code?: unknown } }).extensions?.code ?? 'NO_CODE')) : [];
@@ -269,6 +286,7 @@ async function runLoad(system: RunningSystem, rate: number, seconds: number, onW
       throughput: Number.isFinite(lastMessage) && lastMessage > started ? (completed.length * 1000) / (lastMessage - started) : 0,
       maxScheduleLagMs: maxLag,
       drainTimedOut,
+      timeline: timelineOf(records, started),
     };
   } finally {
     await disposeAll(clients);
