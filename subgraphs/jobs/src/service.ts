@@ -86,10 +86,13 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
   const now = new Date();
   const nowIso = now.toISOString();
   const insertParams: unknown[] = [];
+  const fresh = new Map<string, JobRow>();
   for (const id of ids) {
     const first = byJob.get(id)![0]!;
     // A version 7 id says when the upload was; document.uploaded, whenever it comes, confirms it.
-    insertParams.push(id, first.tenantid, first.data.documentId, uuidTime(id) ?? first.time, nowIso);
+    const createdAt = uuidTime(id) ?? first.time;
+    insertParams.push(id, first.tenantid, first.data.documentId, createdAt, nowIso);
+    fresh.set(id, { id, tenant_id: first.tenantid, document_id: first.data.documentId, status: 'QUEUED', attempts: 0, error_code: null, error_message: null, created_at: createdAt, completed_at: null, progress_done: null, progress_total: null });
   }
   const inserted = await queryRows<{ id: string }>(
     em,
@@ -100,7 +103,12 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
     insertParams,
   );
   const created = new Set(inserted.map((r) => r.id));
-  const rows = await queryRows<JobRow>(em, `select ${COLUMNS} from jobs where id = any(?::uuid[]) order by id for update`, [ids]);
+  // A row this statement inserted is locked already and holds exactly what was inserted: only
+  // the others are read (and locked, in id order, after the inserts, as before). A batch of
+  // uploads, whose jobs are all new, reads nothing.
+  const existing = ids.filter((id) => !created.has(id));
+  const read = existing.length === 0 ? [] : await queryRows<JobRow>(em, `select ${COLUMNS} from jobs where id = any(?::uuid[]) order by id for update`, [existing]);
+  const rows = [...read, ...[...created].map((id) => fresh.get(id)!)];
   const updates: unknown[] = [];
   const announce: NewEvent<'job.updated'>[] = [];
   for (const row of rows) {

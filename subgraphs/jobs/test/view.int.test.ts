@@ -51,6 +51,23 @@ describe.skipIf(!available)('the job view on PostgreSQL', () => {
     }
   });
 
+  it('announces a job it creates with the state stored for it, whether the batch created it or found it', async () => {
+    const fresh = { jobId: uuidv7(), documentId: randomUUID() };
+    const known = { jobId: uuidv7(), documentId: randomUUID() };
+    await apply([started(known.jobId, known.documentId)]);
+    const before = Number((await db.fork().execute<{ n: string }[]>(`select count(*) as n from tributary_outbox where type = 'job.updated'`))[0]!.n);
+    // One batch: a job new to the view (its row inserted, not read back) and one it already had.
+    await apply([uploaded(fresh.jobId, fresh.documentId), uploaded(known.jobId, known.documentId)]);
+    const announced = (await db.fork().execute<{ payload: string }[]>(`select payload from tributary_outbox where type = 'job.updated' order by id offset ${before}`)).map((r) => JSON.parse(r.payload).data);
+    expect(announced).toEqual([
+      expect.objectContaining({ jobId: fresh.jobId, documentId: fresh.documentId, status: 'QUEUED', attempts: 0, error: null, createdAt: uuidTime(fresh.jobId), completedAt: null, progress: null }),
+    ]);
+    const [row] = await db.fork().execute<{ status: string; attempts: number; created_at: Date | string; tenant_id: string }[]>(`select status, attempts, created_at, tenant_id from jobs where id = '${fresh.jobId}'`);
+    expect({ ...row, created_at: new Date(row!.created_at).toISOString() }).toEqual({ status: 'QUEUED', attempts: 0, created_at: uuidTime(fresh.jobId), tenant_id: TENANT });
+    const [other] = await db.fork().execute<{ status: string }[]>(`select status from jobs where id = '${known.jobId}'`);
+    expect(other!.status).toBe('RUNNING');
+  });
+
   it('announces each job once per batch, with its last state', async () => {
     const { jobId, documentId } = { jobId: uuidv7(), documentId: randomUUID() };
     const before = Number((await db.fork().execute<{ n: string }[]>(`select count(*) as n from tributary_outbox where type = 'job.updated'`))[0]!.n);
