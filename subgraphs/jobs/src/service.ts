@@ -108,7 +108,9 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
   // uploads, whose jobs are all new, reads nothing.
   const existing = ids.filter((id) => !created.has(id));
   const read = existing.length === 0 ? [] : await queryRows<JobRow>(em, `select ${COLUMNS} from jobs where id = any(?::uuid[]) order by id for update`, [existing]);
-  const rows = [...read, ...[...created].map((id) => fresh.get(id)!)];
+  const found = new Map(read.map((row) => [row.id, row]));
+  // In job id order, as announced before.
+  const rows = ids.flatMap((id) => (created.has(id) ? [fresh.get(id)!] : found.has(id) ? [found.get(id)!] : []));
   const updates: unknown[] = [];
   const announce: NewEvent<'job.updated'>[] = [];
   for (const row of rows) {
