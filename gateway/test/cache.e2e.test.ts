@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OfflineAnalyzer, type Analyzer } from '@tributary/ai';
+import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
 import { closeBrokerConnections, servicesAvailable, waitFor } from '@tributary/core/testing';
 import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
@@ -37,8 +38,17 @@ const slowAnalyzer: Analyzer = { provider: offline.provider, model: offline.mode
 
 const modes: [string, () => Promise<TestSystem>][] = [
   ['embedded (in-memory bus)', () => startEmbeddedSystem({ env: CACHE_ENV, analysis: { analyzer: slowAnalyzer } })],
-  ['separate processes on PostgreSQL and RabbitMQ', () => startProcessSystem({ gatewayEnv: CACHE_ENV })],
+  [
+    'separate processes on PostgreSQL and RabbitMQ',
+    async () => {
+      // The same for processes: a model that answers after 400 ms (the OpenAI-compatible test
+      // server, over the real wire) keeps a job RUNNING long enough for repeat reads to be cached.
+      slowModel = await startOpenAITestServer({ apiKey: 'sk-test', latencyMs: 400 });
+      return startProcessSystem({ gatewayEnv: CACHE_ENV, serviceEnv: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: slowModel.baseURL } });
+    },
+  ],
 ];
+let slowModel: OpenAITestServer | undefined;
 const available = await servicesAvailable();
 
 describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (name, start) => {
@@ -48,6 +58,8 @@ describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (name
   }, 120_000);
   afterAll(async () => {
     await system?.stop();
+    await slowModel?.close();
+    slowModel = undefined;
   }, 60_000);
 
   it('never answers a read that starts after a jobUpdated message with an older state, while serving repeats from the cache', async () => {
