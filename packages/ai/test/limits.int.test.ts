@@ -3,7 +3,7 @@
  * this process's memory for PGlite, Redis), and the provider wrapper that waits on them.
  */
 import type { Database } from '@tributary/core/db';
-import { busiestWindow, dropTestDatabase, openTestDatabase, randomDatabaseTarget, redisAvailable, servicesAvailable, TEST_REDIS_URL } from '@tributary/core/testing';
+import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, redisAvailable, servicesAvailable, TEST_REDIS_URL } from '@tributary/core/testing';
 import { Redis } from 'ioredis';
 import pLimit from 'p-limit';
 import { randomUUID } from 'node:crypto';
@@ -15,20 +15,43 @@ import { startOpenAITestServer } from '../src/testing/index.ts';
 const WINDOW = 1_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Admit as fast as allowed from `workers` racing loops for `ms`; the admission times. */
-async function race(store: RateLimitStore, key: string, limits: { requests: number; tokens: number; windowMs: number }, tokens: number, workers: number, ms: number): Promise<number[]> {
-  const admitted: number[] = [];
+/**
+ * Admit as fast as allowed from `workers` racing loops for `ms`. Each admission as the interval
+ * our clock can place it in: the store decides on its own clock (the database's, Redis's) some
+ * time between the request leaving and the answer arriving.
+ */
+async function race(store: RateLimitStore, key: string, limits: { requests: number; tokens: number; windowMs: number }, tokens: number, workers: number, ms: number): Promise<Admitted[]> {
+  const admitted: Admitted[] = [];
   const until = Date.now() + ms;
   await Promise.all(
     Array.from({ length: workers }, async () => {
       while (Date.now() < until) {
+        const sent = performance.now();
         const admission = await store.tryAcquire(key, tokens, limits);
-        if (admission.ok) admitted.push(Date.now());
+        if (admission.ok) admitted.push({ sent, answered: performance.now() });
         else await sleep(Math.min(admission.waitMs, until - Date.now() + 1));
       }
     }),
   );
-  return admitted.sort((a, b) => a - b);
+  return admitted.sort((a, b) => a.sent - b.sent);
+}
+
+interface Admitted {
+  sent: number;
+  answered: number;
+}
+
+/**
+ * The most admissions certainly inside one window: those sent at or after some admission's
+ * request left and answered less than `windowMs` after it. No slack for the time an answer
+ * spends on the way back (a loaded machine holds one back for tens of ms) is needed, nor given.
+ */
+function surelyInOneWindow(admitted: readonly Admitted[], windowMs: number): number {
+  let most = 0;
+  for (const start of admitted) {
+    most = Math.max(most, admitted.filter((a) => a.sent >= start.sent && a.answered < start.sent + windowMs).length);
+  }
+  return most;
 }
 
 
@@ -49,9 +72,8 @@ function describeStoreContract(name: string, available: boolean, open: () => Pro
       const limits = { requests: 5, tokens: 0, windowMs: WINDOW };
       // Two handles (two processes' pools or clients), three workers each.
       const [a, b] = await Promise.all([race(stores[0], k, limits, 0, 3, 2_500), race(stores[1], k, limits, 0, 3, 2_500)]);
-      const all = [...a, ...b].sort((x, y) => x - y);
-      // Our clock, not the store's: a few ms of skew between them is tolerated by the slack.
-      expect(busiestWindow(all, WINDOW - 20)).toBeLessThanOrEqual(5);
+      const all = [...a, ...b];
+      expect(surelyInOneWindow(all, WINDOW)).toBeLessThanOrEqual(5);
       // …and it is not starved: about 5 per window over 2.5 windows.
       expect(all.length).toBeGreaterThanOrEqual(10);
       expect(all.length).toBeLessThanOrEqual(15);
