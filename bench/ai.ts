@@ -73,6 +73,13 @@ interface ModeResult {
   logs: Record<string, Record<string, number>>;
   /** Chat calls received in each second from the first upload's start. */
   callsPerSecond: number[];
+  /**
+   * Where the time beyond ⌈N / C⌉ × L went, ms: `firstWave`, from the first call to the C-th (the
+   * slots filling while the uploads arrive); `slotGap`, p50 and p90, from an answer to the call
+   * that took its slot (the j-th call received took the slot of the (j − C)-th answer), which
+   * every chain of calls pays once per link.
+   */
+  overheadMs: { firstWave: number; slotGap: { p50: number; p90: number } } | null;
 }
 
 /** A distinct text per document: the response cache must not answer any of them. */
@@ -168,6 +175,15 @@ async function longDocument(running: RunningSystem, clients: Client[], dispatche
   return { kb: LONG_KB, chunks, truncated: analysis?.truncated ?? false, calls: callsSince(), seconds, idealSeconds, tokens: analysis?.tokens ?? { prompt: 0, completion: 0 }, status: done?.status ?? 'NO_MESSAGE' };
 }
 
+function overheads(chats: { receivedAt: number; answeredAt: number }[]): ModeResult['overheadMs'] {
+  if (chats.length <= CAP) return null;
+  const received = chats.map((c) => c.receivedAt).sort((a, b) => a - b);
+  const answered = chats.map((c) => c.answeredAt).filter((t) => t > 0).sort((a, b) => a - b);
+  const gaps = received.slice(CAP).map((at, j) => at - answered[j]!).filter(Number.isFinite).sort((a, b) => a - b);
+  const at = (q: number) => gaps[Math.min(gaps.length - 1, Math.floor(q * gaps.length))]!;
+  return { firstWave: received[CAP - 1]! - received[0]!, slotGap: { p50: at(0.5), p90: at(0.9) } };
+}
+
 async function runMode(mode: Mode): Promise<ModeResult> {
   const server = await startOpenAITestServer({ apiKey: API_KEY, latencyMs: LATENCY_MS, maxConcurrent: CAP });
   let system: RunningSystem | undefined;
@@ -198,7 +214,8 @@ async function runMode(mode: Mode): Promise<ModeResult> {
 
     const burstRequests = server.requests.length;
     const long = LONG_KB > 0 ? await longDocument(running, clients, dispatcher, () => server.requests.slice(burstRequests).filter((r) => r.endpoint === 'chat').length) : null;
-    const calls = server.requests.slice(firstRequest, burstRequests).filter((r) => r.endpoint === 'chat').map((r) => (r.receivedAt - startedAt) / 1000);
+    const chats = server.requests.slice(firstRequest, burstRequests).filter((r) => r.endpoint === 'chat');
+    const calls = chats.map((r) => (r.receivedAt - startedAt) / 1000);
     return {
       mode,
       docs: DOCS,
@@ -222,6 +239,7 @@ async function runMode(mode: Mode): Promise<ModeResult> {
         buckets[i]! += 1;
         return buckets;
       }, []),
+      overheadMs: overheads(chats),
       timeline: { uploadsDone: (uploadsDone - started) / 1000, firstCall: calls.length ? Math.min(...calls) : null, lastCall: calls.length ? Math.max(...calls) : null, lastCompleted: seconds },
     };
   } finally {
@@ -249,6 +267,10 @@ async function main(): Promise<void> {
     const t = r.timeline;
     console.log(`${''.padEnd(10)} CPU ms per document: ${Object.entries(r.cpuPerDocMs).map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`);
     console.log(`${''.padEnd(10)} chat calls per second: ${r.callsPerSecond.join(' ')}`);
+    if (r.overheadMs) {
+      const o = r.overheadMs;
+      console.log(`${''.padEnd(10)} the ${CAP} slots filled in ${o.firstWave} ms; from an answer to the next call in its slot: p50 ${o.slotGap.p50} ms, p90 ${o.slotGap.p90} ms`);
+    }
     if (r.long) {
       const l = r.long;
       console.log(

@@ -30,7 +30,10 @@ export interface LoggedRequest {
   fault: Fault['type'] | undefined;
   /** The status sent (0 when the connection was dropped or the client left first). */
   status: number;
+  /** When the whole request had been read, ms since the epoch. */
   receivedAt: number;
+  /** When the answer was written, ms since the epoch (0 when none was). */
+  answeredAt: number;
 }
 
 export interface OpenAITestServer {
@@ -123,12 +126,14 @@ export async function startOpenAITestServer(options: OpenAITestServerOptions = {
       fault: undefined,
       status: 0,
       receivedAt: Date.now(),
+      answeredAt: 0,
     };
     requests.push(entry);
     const reply = (status: number, payload: Json, headers: Record<string, string> = {}) => {
       if (res.destroyed) return;
       entry.status = status;
       send(res, status, payload, headers);
+      entry.answeredAt = Date.now();
     };
 
     if (endpoint === 'other' || req.method !== 'POST') return reply(404, errorBody(`Unknown route ${req.method} ${path}`, 'invalid_request_error'));
