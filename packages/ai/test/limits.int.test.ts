@@ -133,6 +133,40 @@ describeStoreContract('the analysis database (PostgreSQL)', await servicesAvaila
     },
   };
 });
+describe.skipIf(!(await servicesAvailable()))('rate-limit store: the analysis database, without limits', () => {
+  it('shares one read of the pauses among the calls that ask at once, and holds them all for a pause', async () => {
+    const target = randomDatabaseTarget('tributary_ai');
+    const db = await openTestDatabase(target, { entities: aiEntities, migrations: aiMigrations, poolSize: 4 });
+    try {
+      // Every fork's statements go through the driver's one connection object: count them there.
+      const connection = db.fork().getConnection();
+      const execute = connection.execute.bind(connection);
+      let statements = 0;
+      connection.execute = ((...args: Parameters<typeof execute>) => {
+        statements++;
+        return execute(...args);
+      }) as typeof connection.execute;
+      const store = new SqlRateLimitStore(db);
+      const none = { requests: 0, tokens: 0, windowMs: 60_000 };
+
+      const wave = await Promise.all(Array.from({ length: 32 }, () => store.tryAcquire('shared', 0, none)));
+      expect(wave.every((a) => a.ok)).toBe(true);
+      expect(statements).toBe(1);
+
+      await store.pause('shared', 2_000);
+      const paused = await Promise.all(Array.from({ length: 8 }, () => store.tryAcquire('shared', 0, none)));
+      for (const admission of paused) {
+        expect(admission.ok).toBe(false);
+        if (!admission.ok) expect(admission.waitMs).toBeGreaterThan(1_000);
+      }
+      // Another key reads for itself.
+      expect((await store.tryAcquire('other', 0, none)).ok).toBe(true);
+    } finally {
+      await db.close();
+      await dropTestDatabase(target);
+    }
+  });
+});
 describeStoreContract('memory (embedded PGlite)', true, async () => {
   const store = new MemoryRateLimitStore();
   return { stores: [store, store], close: async () => {} };
