@@ -45,7 +45,12 @@
  *   BENCH_BASELINE (a commit, default {@link DEFAULT_BASELINE}; "none" skips it),
  *   BENCH_MODES (default "processes"; also "embedded": all in one process as `pnpm dev` runs it,
  *   PGlite and the in-memory bus; "embedded-real": one process on PostgreSQL and RabbitMQ — both
- *   through `startEmbedded`, current tree only, in a child process so its CPU is its own),
+ *   through `startEmbedded`, current tree only, in a child process so its CPU is its own;
+ *   "floor": the same design written by hand on raw pg, amqplib, node:http and ws, in four
+ *   processes on PostgreSQL and RabbitMQ (bench/floor.ts): what this machine allows whoever
+ *   writes it, run once per rate like a tree; BENCH_FLOOR_DISPATCH "relay" (default: a relay
+ *   publishes what commits, as in the services) or "direct" (the committing process publishes its
+ *   own rows after the commit, a relay sweeps what is left)),
  *   BENCH_PROFILE (processes of the current tree to run under --cpu-prof, e.g. "jobs,gateway" or
  *   "all"; profiles in bench/results/profiles/, read with bench/gateway/profile-top.ts),
  *   BENCH_PG_LOG_CHECK (default 1: count "deadlock detected" lines PostgreSQL logged during the
@@ -536,7 +541,7 @@ async function cleanupAll(): Promise<string[]> {
 async function main(): Promise<void> {
   for (const rate of RATES) if (!(rate > 0)) throw new Error(`BENCH_RATES: ${rate} is not a positive rate`);
   for (const tree of TREES) if (tree !== 'current' && tree !== 'baseline') throw new Error(`BENCH_TREES: unknown tree ${tree}`);
-  for (const mode of MODES) if (!['processes', 'embedded', 'embedded-real'].includes(mode)) throw new Error(`BENCH_MODES: unknown mode ${mode}`);
+  for (const mode of MODES) if (!['processes', 'embedded', 'embedded-real', 'floor'].includes(mode)) throw new Error(`BENCH_MODES: unknown mode ${mode}`);
   const pgLogStart = PG_LOG_CHECK ? fileSize(PG_LOG) : null;
   const startedAt = new Date();
   const trees: Tree[] = [];

@@ -32,7 +32,11 @@ const DEFAULT_NODE_FLAGS = ['--max-semi-space-size=64'];
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 
-export type Mode = 'processes' | 'embedded' | 'embedded-real';
+/**
+ * `processes`: the five services as deployed; `embedded`: `pnpm dev`'s one process; `embedded-real`:
+ * one process on PostgreSQL and RabbitMQ; `floor`: the same design written by hand (bench/floor.ts).
+ */
+export type Mode = 'processes' | 'embedded' | 'embedded-real' | 'floor';
 export interface Tree {
   name: 'current' | 'baseline';
   dir: string;
@@ -318,6 +322,24 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
       // Ordered as reported.
       const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
       return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
+    }
+    if (mode === 'floor') {
+      // Four processes of bench/floor.ts, the subgraphs first, on the run's databases and namespace.
+      const script = fileURLToPath(new URL('./floor.ts', import.meta.url));
+      const urls: Record<string, string> = {};
+      for (const role of ['documents', 'analysis', 'jobs', 'gateway'] as const) {
+        const port = await freePort();
+        const env = { ...common, ...urls, FLOOR_ROLE: role, FLOOR_DISPATCH: process.env.BENCH_FLOOR_DISPATCH ?? 'relay', PORT: String(port), ...(role === 'gateway' ? {} : { FLOOR_DATABASE_URL: databaseUrl(namespace, role) }) };
+        const child = spawnService(role, ROOT, ['--import', 'tsx', script], env, log, profiled(role));
+        watch(role, child);
+        pids[role] = child.pid!;
+        await waitReady(`http://127.0.0.1:${port}/ready`, child, role, log, startMs);
+        urls[`FLOOR_${role.toUpperCase()}_URL`] = `http://127.0.0.1:${port}`;
+        if (role === 'gateway') {
+          const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
+          return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
+        }
+      }
     }
     const port = await freePort();
     const env: Record<string, string> = { ...common, PORT: String(port), [EMBEDDED_CHILD]: '1' };

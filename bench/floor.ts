@@ -1,0 +1,413 @@
+/**
+ * The hand-written floor of the pipeline as deployed: `bench:deployed`'s `floor` mode starts this
+ * file as four processes (FLOOR_ROLE = documents, analysis, jobs, gateway) in place of the system,
+ * and puts the same open-loop load through it. It is the same design with nothing of ours in it:
+ * raw pg and amqplib, node:http and ws, no GraphQL, no ORM, no validation, no tracing, no auth.
+ * What it keeps are the guarantees and the hops, statement for statement:
+ *   - documents: the upload and its `document.uploaded` in one transaction (outbox); a relay that
+ *     wakes on the commit's NOTIFY, claims rows `for update skip locked`, publishes them with
+ *     publisher confirms and commits after the confirm;
+ *   - analysis: a claim transaction (the lease row, `analysis.started`), the analysis with no
+ *     transaction open, a settling transaction (result, inbox row, `analysis.completed`);
+ *   - jobs: each event in a transaction with its inbox row, the view row and `job.updated`;
+ *   - gateway: one exclusive queue for `job.updated`; a subscription's first read, and on the
+ *     terminal event the read of the client's selection, as the query plan makes it (documents'
+ *     `job(id)`, then jobs' status, then analysis'), each an HTTP call to a process; the answer on
+ *     a graphql-ws socket (the subprotocol's few messages, by hand).
+ * Queues are quorum queues on the run's exchange, as the services declare theirs. So the gap
+ * from this floor to the system is what Tributary's layers add, and the floor itself is what this
+ * machine allows whoever writes it.
+ */
+import { connect, type Channel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import pg from 'pg';
+import { Agent, request } from 'undici';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+const ROLE = process.env.FLOOR_ROLE as 'documents' | 'analysis' | 'jobs' | 'gateway';
+const PORT = Number(process.env.PORT);
+const NAMESPACE = process.env.TRIBUTARY_NAMESPACE!;
+const EXCHANGE = `${NAMESPACE}.events`;
+const AMQP_URL = process.env.AMQP_URL!;
+const DATABASE_URL = process.env.FLOOR_DATABASE_URL;
+/**
+ * `relay` (default): as the services do, a relay publishes what commits. `direct`: the process
+ * that committed publishes its rows itself right after the commit and marks them sent once
+ * confirmed; the relay only sweeps rows left unsent for 5 s (a crash between commit and
+ * confirm). The same guarantees, one wake-up and claim fewer per hop.
+ */
+const DISPATCH = (process.env.FLOOR_DISPATCH ?? 'relay') as 'relay' | 'direct';
+
+interface Envelope {
+  id: string;
+  type: string;
+  tenant: string;
+  data: Record<string, unknown>;
+}
+
+const OUTBOX_SCHEMA = `
+  create table if not exists outbox (id bigserial primary key, event_id uuid not null, type text not null, payload text not null,
+    created_at timestamptz not null default now(), sent_at timestamptz);
+  create index if not exists outbox_unsent on outbox (id) where sent_at is null;
+  create table if not exists inbox (consumer text not null, event_id uuid not null, primary key (consumer, event_id));
+  create or replace function outbox_notify() returns trigger language plpgsql as $$ begin perform pg_notify('floor_outbox', ''); return null; end $$;
+  drop trigger if exists outbox_notify on outbox;
+  create trigger outbox_notify after insert on outbox for each statement execute function outbox_notify();`;
+
+const SCHEMAS: Record<string, string> = {
+  documents: `create table if not exists documents (id uuid primary key, job_id uuid not null unique, tenant_id text not null, title text not null,
+    content text not null, created_at timestamptz not null)`,
+  analysis: `create table if not exists analyses (document_id uuid primary key, job_id uuid not null, tenant_id text not null, status text not null,
+    attempts int not null, lease_token uuid, lease_expires_at timestamptz, summary text, updated_at timestamptz not null)`,
+  jobs: `create table if not exists jobs (id uuid primary key, tenant_id text not null, document_id uuid not null, status text not null,
+    updated_at timestamptz not null)`,
+};
+
+function outboxInsert(events: Envelope[]): { text: string; values: string[] } {
+  const values: string[] = [];
+  const rows = events.map((e, i) => {
+    values.push(e.id, e.type, JSON.stringify(e));
+    return `($${i * 3 + 1}, $${i * 3 + 2}, $${i * 3 + 3})`;
+  });
+  return { text: `insert into outbox (event_id, type, payload) values ${rows.join(', ')} returning id, type, payload`, values };
+}
+
+const event = (type: string, tenant: string, data: Record<string, unknown>): Envelope => ({ id: randomUUID(), type, tenant, data });
+
+type Publish = (events: Envelope[]) => Promise<void>;
+interface OutboxRow {
+  id: string;
+  type: string;
+  payload: string;
+}
+/** The channel `direct` dispatch publishes on (the relay's). */
+let direct: ConfirmChannel | undefined;
+
+/** A transaction whose `publish` writes to the outbox; with `direct` dispatch, its rows are published once it commits. */
+async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient, publish: Publish) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  const written: OutboxRow[] = [];
+  const publish: Publish = async (events) => {
+    const insert = outboxInsert(events);
+    written.push(...(await client.query<OutboxRow>(insert.text, insert.values)).rows);
+  };
+  try {
+    await client.query('begin');
+    const result = await work(client, publish);
+    await client.query('commit');
+    if (DISPATCH === 'direct' && written.length > 0) void dispatch(pool, written);
+    return result;
+  } catch (error) {
+    await client.query('rollback').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/** Publish committed rows now, and mark them sent once confirmed; on any failure the sweep has them. */
+async function dispatch(pool: pg.Pool, rows: OutboxRow[]): Promise<void> {
+  try {
+    for (const row of rows) direct!.publish(EXCHANGE, row.type, Buffer.from(row.payload), { persistent: true });
+    await direct!.waitForConfirms();
+    await pool.query('update outbox set sent_at = now() where id = any($1::bigint[]) and sent_at is null', [rows.map((r) => r.id)]);
+  } catch (error) {
+    console.error(`${ROLE}: dispatch failed, left to the sweep: ${(error as Error).message}`);
+  }
+}
+
+/** Publishes committed outbox rows: claim, publish with confirms, commit after the confirm. */
+async function startRelay(confirm: ConfirmChannel): Promise<() => Promise<void>> {
+  const listener = new pg.Client({ connectionString: DATABASE_URL });
+  const claimer = new pg.Client({ connectionString: DATABASE_URL });
+  await listener.connect();
+  await claimer.connect();
+  let wake: (() => void) | undefined;
+  let pending = true;
+  let running = true;
+  listener.on('notification', () => {
+    if (DISPATCH === 'direct') return;
+    pending = true;
+    wake?.();
+  });
+  await listener.query('listen floor_outbox');
+  const loop = (async () => {
+    while (running) {
+      if (!pending) await new Promise<void>((resolve) => ((wake = resolve), setTimeout(resolve, 1_000)));
+      wake = undefined;
+      pending = false;
+      for (;;) {
+        await claimer.query('begin');
+        const { rows } = await claimer.query<{ id: string; type: string; payload: string }>(
+          `update outbox set sent_at = now() where id in (select id from outbox where sent_at is null ${DISPATCH === 'direct' ? "and created_at < now() - interval '5 seconds'" : ''} order by id limit 500 for update skip locked) returning id, type, payload`,
+        );
+        if (rows.length === 0) {
+          await claimer.query('commit');
+          break;
+        }
+        rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
+        for (const row of rows) confirm.publish(EXCHANGE, row.type, Buffer.from(row.payload), { persistent: true });
+        await confirm.waitForConfirms();
+        await claimer.query('commit');
+      }
+    }
+  })();
+  return async () => {
+    running = false;
+    wake?.();
+    await loop.catch(() => {});
+    await listener.end();
+    await claimer.end();
+  };
+}
+
+async function consume(channel: Channel, name: string, keys: string[], handle: (e: Envelope) => Promise<void>, exclusive = false): Promise<void> {
+  const queue = `${NAMESPACE}.floor.${name}`;
+  await channel.assertQueue(queue, exclusive ? { exclusive: true, autoDelete: true } : { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+  for (const key of keys) await channel.bindQueue(queue, EXCHANGE, key);
+  await channel.prefetch(64);
+  await channel.consume(queue, (message: ConsumeMessage | null) => {
+    if (!message) return;
+    handle(JSON.parse(message.content.toString()) as Envelope).then(
+      () => channel.ack(message),
+      (error: unknown) => {
+        console.error(`${ROLE}: ${(error as Error).message}`);
+        channel.nack(message, false, true);
+      },
+    );
+  });
+}
+
+/** Each event once: its inbox row in the transaction of its effect. */
+async function once(client: pg.PoolClient, consumer: string, id: string): Promise<boolean> {
+  const { rowCount } = await client.query('insert into inbox (consumer, event_id) values ($1, $2) on conflict do nothing', [consumer, id]);
+  return rowCount === 1;
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString()));
+    req.on('error', reject);
+  });
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+type Route = (url: URL, req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+async function serve(routes: Record<string, Route>): Promise<() => Promise<void>> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://floor');
+    const route = routes[url.pathname];
+    if (url.pathname === '/ready') return json(res, 200, { ready: true });
+    if (!route) return json(res, 404, { error: 'not found' });
+    route(url, req, res).catch((error: unknown) => json(res, 500, { error: (error as Error).message }));
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve) => server.listen(PORT, '127.0.0.1', resolve));
+  return () => new Promise((resolve) => server.close(() => resolve()));
+}
+
+async function subgraph(pool: pg.Pool): Promise<Array<() => Promise<void>>> {
+  await pool.query(OUTBOX_SCHEMA);
+  await pool.query(SCHEMAS[ROLE]!);
+  const amqp = await connect(AMQP_URL, { noDelay: true });
+  const confirm = await amqp.createConfirmChannel();
+  await confirm.assertExchange(EXCHANGE, 'topic', { durable: true });
+  const channel = await amqp.createChannel();
+  direct = confirm;
+  const stops: Array<() => Promise<void>> = [await startRelay(confirm)];
+  const routes: Record<string, Route> = {};
+
+  if (ROLE === 'documents') {
+    routes['/upload'] = async (_url, req, res) => {
+      const input = JSON.parse(await readBody(req)) as { tenant: string; title: string; content: string };
+      const id = randomUUID();
+      const jobId = randomUUID();
+      await transaction(pool, async (tx, publish) => {
+        await tx.query('insert into documents (id, job_id, tenant_id, title, content, created_at) values ($1, $2, $3, $4, $5, now())', [id, jobId, input.tenant, input.title, input.content]);
+        await publish([event('document.uploaded', input.tenant, { documentId: id, jobId, title: input.title, text: input.content })]);
+      });
+      json(res, 200, { id, jobId });
+    };
+    routes['/job'] = async (url, _req, res) => {
+      const { rows } = await pool.query('select id, title, job_id, created_at from documents where job_id = $1 and tenant_id = $2', [url.searchParams.get('id'), url.searchParams.get('tenant')]);
+      json(res, rows[0] ? 200 : 404, rows[0] ?? { error: 'NOT_FOUND' });
+    };
+  }
+
+  if (ROLE === 'analysis') {
+    await consume(channel, 'analysis', ['document.uploaded'], async (e) => {
+      const { documentId, jobId, text } = e.data as { documentId: string; jobId: string; text: string };
+      const token = randomUUID();
+      const claimed = await transaction(pool, async (tx, publish) => {
+        const { rows } = await tx.query<{ attempts: number }>(
+          `insert into analyses (document_id, job_id, tenant_id, status, attempts, lease_token, lease_expires_at, updated_at)
+           values ($1, $2, $3, 'RUNNING', 1, $4, now() + interval '30 seconds', now())
+           on conflict (document_id) do update set attempts = analyses.attempts + 1, lease_token = excluded.lease_token, lease_expires_at = excluded.lease_expires_at
+           where analyses.status = 'RUNNING' and analyses.lease_expires_at <= now() returning attempts`,
+          [documentId, jobId, e.tenant, token],
+        );
+        if (!rows[0]) return false;
+        await publish([event('analysis.started', e.tenant, { documentId, jobId, attempt: rows[0].attempts })]);
+        return true;
+      });
+      if (!claimed) return;
+      // The offline analysis, in the floor's terms: the words counted.
+      const words = text.split(/\s+/).filter(Boolean);
+      const summary = words.slice(0, 12).join(' ');
+      await transaction(pool, async (tx, publish) => {
+        const { rowCount } = await tx.query(`update analyses set status = 'COMPLETED', summary = $1, updated_at = now() where document_id = $2 and lease_token = $3`, [summary, documentId, token]);
+        if (rowCount !== 1 || !(await once(tx, 'analysis', e.id))) return;
+        await publish([event('analysis.completed', e.tenant, { documentId, jobId, words: words.length })]);
+      });
+    });
+    routes['/analysis'] = async (url, _req, res) => {
+      const { rows } = await pool.query('select summary, status from analyses where document_id = $1 and tenant_id = $2', [url.searchParams.get('documentId'), url.searchParams.get('tenant')]);
+      json(res, 200, rows[0] ?? null);
+    };
+  }
+
+  if (ROLE === 'jobs') {
+    const statusOf: Record<string, string> = { 'document.uploaded': 'QUEUED', 'analysis.started': 'RUNNING', 'analysis.completed': 'COMPLETED' };
+    await consume(channel, 'jobs', Object.keys(statusOf), async (e) => {
+      const { documentId, jobId } = e.data as { documentId: string; jobId: string };
+      const status = statusOf[e.type]!;
+      await transaction(pool, async (tx, publish) => {
+        if (!(await once(tx, 'jobs', e.id))) return;
+        // A later status never goes back: QUEUED < RUNNING < COMPLETED.
+        const { rows } = await tx.query<{ status: string }>(
+          `insert into jobs (id, tenant_id, document_id, status, updated_at) values ($1, $2, $3, $4, now())
+           on conflict (id) do update set status = excluded.status, updated_at = now()
+           where array_position(array['QUEUED','RUNNING','COMPLETED'], jobs.status) < array_position(array['QUEUED','RUNNING','COMPLETED'], excluded.status)
+           returning status`,
+          [jobId, e.tenant, documentId, status],
+        );
+        if (!rows[0]) return;
+        await publish([event('job.updated', e.tenant, { jobId, documentId, status })]);
+      });
+    });
+    routes['/job'] = async (url, _req, res) => {
+      const { rows } = await pool.query('select id, status from jobs where id = $1 and tenant_id = $2', [url.searchParams.get('id'), url.searchParams.get('tenant')]);
+      json(res, 200, rows[0] ?? null);
+    };
+  }
+
+  stops.push(await serve(routes));
+  stops.push(async () => {
+    await amqp.close().catch(() => {});
+  });
+  return stops;
+}
+
+async function gateway(): Promise<Array<() => Promise<void>>> {
+  const agent = new Agent({ keepAliveTimeout: 30_000 });
+  const urls = { documents: process.env.FLOOR_DOCUMENTS_URL!, jobs: process.env.FLOOR_JOBS_URL!, analysis: process.env.FLOOR_ANALYSIS_URL! };
+  const get = async <T>(url: string): Promise<{ status: number; body: T }> => {
+    const response = await request(url, { dispatcher: agent });
+    return { status: response.statusCode, body: (await response.body.json()) as T };
+  };
+  const tenant = 'bench';
+  /** The client's selection, as the query plan reads it: documents' job(id), jobs' status, analysis'. */
+  const read = async (jobId: string) => {
+    const doc = await get<{ id: string; title: string }>(`${urls.documents}/job?id=${jobId}&tenant=${tenant}`);
+    if (doc.status === 404) return null;
+    const job = await get<{ status: string } | null>(`${urls.jobs}/job?id=${jobId}&tenant=${tenant}`);
+    const status = job.body?.status ?? 'QUEUED';
+    if (status !== 'COMPLETED') return { status };
+    const analysis = await get<{ summary: string } | null>(`${urls.analysis}/analysis?documentId=${doc.body.id}&tenant=${tenant}`);
+    return { status, document: { analysis: analysis.body ? { summary: analysis.body.summary } : null } };
+  };
+  const listeners = new Map<string, Array<{ socket: WebSocket; id: string }>>();
+  const send = (socket: WebSocket, message: unknown) => socket.send(JSON.stringify(message));
+  const finish = (jobId: string, data: unknown) => {
+    for (const { socket, id } of listeners.get(jobId) ?? []) {
+      send(socket, { id, type: 'next', payload: { data: { jobCompleted: data } } });
+      send(socket, { id, type: 'complete' });
+    }
+    listeners.delete(jobId);
+  };
+
+  const amqp = await connect(AMQP_URL, { noDelay: true });
+  const channel = await amqp.createChannel();
+  await channel.assertExchange(EXCHANGE, 'topic', { durable: true });
+  await consume(
+    channel,
+    `gateway-${randomUUID()}`,
+    ['job.updated'],
+    async (e) => {
+      const { jobId, status } = e.data as { jobId: string; status: string };
+      if (status !== 'COMPLETED' || !listeners.has(jobId)) return;
+      const data = await read(jobId);
+      if (data) finish(jobId, data);
+    },
+    true,
+  );
+
+  const server = createServer((req, res) => {
+    if (req.url === '/ready') return json(res, 200, { ready: true });
+    void (async () => {
+      const body = JSON.parse(await readBody(req)) as { variables: { input: { title: string; content: string } } };
+      const response = await request(`${urls.documents}/upload`, { method: 'POST', dispatcher: agent, body: JSON.stringify({ tenant, ...body.variables.input }) });
+      const uploaded = (await response.body.json()) as { jobId: string };
+      json(res, 200, { data: { uploadDocument: { job: { id: uploaded.jobId } } } });
+    })().catch((error: unknown) => json(res, 500, { errors: [{ message: (error as Error).message }] }));
+  });
+  const wss = new WebSocketServer({ server, path: '/graphql', handleProtocols: () => 'graphql-transport-ws' });
+  wss.on('connection', (socket) => {
+    socket.on('message', (raw) => {
+      const message = JSON.parse(raw.toString()) as { type: string; id?: string; payload?: { variables?: { id?: string } } };
+      if (message.type === 'connection_init') return send(socket, { type: 'connection_ack' });
+      if (message.type === 'ping') return send(socket, { type: 'pong' });
+      if (message.type !== 'subscribe' || !message.id) return;
+      const jobId = message.payload?.variables?.id ?? '';
+      const id = message.id;
+      const mine = listeners.get(jobId) ?? [];
+      mine.push({ socket, id });
+      listeners.set(jobId, mine);
+      // The first read: unknown → NOT_FOUND at once; already done → its one message now.
+      void read(jobId).then((data) => {
+        if (!data) {
+          listeners.delete(jobId);
+          send(socket, { id, type: 'error', payload: [{ message: 'not found', extensions: { code: 'NOT_FOUND' } }] });
+        } else if (data.status === 'COMPLETED') finish(jobId, data);
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(PORT, '127.0.0.1', resolve));
+  return [
+    () => new Promise((resolve) => (wss.close(), server.close(() => resolve()))),
+    async () => {
+      await amqp.close().catch(() => {});
+      await agent.close();
+    },
+  ];
+}
+
+const pool = DATABASE_URL ? new pg.Pool({ connectionString: DATABASE_URL, max: 10 }) : undefined;
+if (pool && DATABASE_URL) {
+  // The database is the run's: create it as the services' migrations would.
+  const url = new URL(DATABASE_URL);
+  const name = url.pathname.slice(1);
+  url.pathname = '/postgres';
+  const admin = new pg.Client({ connectionString: url.toString() });
+  await admin.connect();
+  const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
+  if (rowCount === 0) await admin.query(`create database "${name}"`);
+  await admin.end();
+}
+const stops = ROLE === 'gateway' ? await gateway() : await subgraph(pool!);
+process.once('SIGTERM', () => {
+  void (async () => {
+    for (const stop of stops) await stop().catch(() => {});
+    await pool?.end().catch(() => {});
+    process.exit(0);
+  })();
+});
