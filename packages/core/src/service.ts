@@ -110,10 +110,11 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   initTracing({ serviceName: definition.name, endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   // The relay's own connections: in the shared pool it would queue behind every request waiting
   // for one (a burst of uploads holds hundreds), and nothing would leave the outbox until they
-  // had all committed. PGlite is one session in this process: there it shares.
+  // had all committed. On PostgreSQL its batches open connections of their own; this pool only
+  // prunes. PGlite is one session in this process: there it shares.
   const relayDb =
     db.target.kind === 'postgres'
-      ? await openDatabase({ service: definition.name, target: db.target, entities: definition.entities, migrations: definition.migrations, logger, poolSize: 2 })
+      ? await openDatabase({ service: definition.name, target: db.target, entities: definition.entities, migrations: definition.migrations, logger, poolSize: 1 })
       : db;
   const relay = new OutboxRelay({ service: definition.name, db: relayDb, transport, logger });
   const unwatch = watchOutbox(definition.name, db);
