@@ -20,6 +20,7 @@ import { connect, type ConsumeMessage } from 'amqplib';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
+import { inTransaction as inTransactionOn } from './pg.ts';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -211,20 +212,7 @@ async function floor(): Promise<{ rate: number; writeRate: number }> {
   await setup.assertExchange(exchange, 'topic', { durable: true });
   await setup.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
   await setup.bindQueue(queue, exchange, 'document.uploaded');
-  const inTransaction = async <T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> => {
-    const client = await pool.connect();
-    try {
-      await client.query('begin');
-      const result = await work(client);
-      await client.query('commit');
-      return result;
-    } catch (error) {
-      await client.query('rollback').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
-  };
+  const inTransaction = <T>(work: (client: pg.PoolClient) => Promise<T>) => inTransactionOn(pool, work);
 
   let applied = 0;
   let finished!: () => void;
