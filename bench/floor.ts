@@ -5,8 +5,8 @@
  * raw pg and amqplib, node:http and ws, no GraphQL, no ORM, no validation, no tracing, no auth.
  * What it keeps are the guarantees and the hops, statement for statement:
  *   - documents: the upload and its `document.uploaded` in one transaction (outbox); a relay that
- *     wakes on the commit's NOTIFY, claims rows `for update skip locked`, publishes them with
- *     publisher confirms and commits after the confirm;
+ *     wakes on the commit's NOTIFY, claims rows `for update skip locked` (`begin` and the claim in
+ *     one round trip), publishes them with publisher confirms and commits after the confirm;
  *   - analysis: a claim transaction (the lease row, `analysis.started`), the analysis with no
  *     transaction open, a settling transaction (result, inbox row, `analysis.completed`);
  *   - jobs: each event in a transaction with its inbox row, the view row and `job.updated`;
@@ -18,12 +18,14 @@
  * from this floor to the system is what Tributary's layers add, and the floor itself is what this
  * machine allows whoever writes it.
  */
+import { ensureDatabase } from '@tributary/core/db';
 import { connect, type Channel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import pg from 'pg';
 import { Agent, request } from 'undici';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { inTransaction } from './pg.ts';
 
 const ROLE = process.env.FLOOR_ROLE as 'documents' | 'analysis' | 'jobs' | 'gateway';
 const PORT = Number(process.env.PORT);
@@ -86,31 +88,27 @@ let direct: ConfirmChannel | undefined;
 
 /** A transaction whose `publish` writes to the outbox; with `direct` dispatch, its rows are published once it commits. */
 async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient, publish: Publish) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
   const written: OutboxRow[] = [];
-  const publish: Publish = async (events) => {
-    const insert = outboxInsert(events);
-    written.push(...(await client.query<OutboxRow>(insert.text, insert.values)).rows);
-  };
-  try {
-    await client.query('begin');
-    const result = await work(client, publish);
-    await client.query('commit');
-    if (DISPATCH === 'direct' && written.length > 0) void dispatch(pool, written);
-    return result;
-  } catch (error) {
-    await client.query('rollback').catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  const result = await inTransaction(pool, (client) =>
+    work(client, async (events) => {
+      const insert = outboxInsert(events);
+      written.push(...(await client.query<OutboxRow>(insert.text, insert.values)).rows);
+    }),
+  );
+  if (DISPATCH === 'direct' && written.length > 0) void dispatch(pool, written);
+  return result;
+}
+
+/** Publish rows with confirms: resolves once the broker has them all. */
+async function publishRows(channel: ConfirmChannel, rows: OutboxRow[]): Promise<void> {
+  for (const row of rows) channel.publish(EXCHANGE, row.type, Buffer.from(row.payload), { persistent: true });
+  await channel.waitForConfirms();
 }
 
 /** Publish committed rows now, and mark them sent once confirmed; on any failure the sweep has them. */
 async function dispatch(pool: pg.Pool, rows: OutboxRow[]): Promise<void> {
   try {
-    for (const row of rows) direct!.publish(EXCHANGE, row.type, Buffer.from(row.payload), { persistent: true });
-    await direct!.waitForConfirms();
+    await publishRows(direct!, rows);
     await pool.query('update outbox set sent_at = now() where id = any($1::bigint[]) and sent_at is null', [rows.map((r) => r.id)]);
   } catch (error) {
     console.error(`${ROLE}: dispatch failed, left to the sweep: ${(error as Error).message}`);
@@ -138,18 +136,17 @@ async function startRelay(confirm: ConfirmChannel): Promise<() => Promise<void>>
       wake = undefined;
       pending = false;
       for (;;) {
-        await claimer.query('begin');
-        const { rows } = await claimer.query<{ id: string; type: string; payload: string }>(
-          `update outbox set sent_at = now() where id in (select id from outbox where sent_at is null ${DISPATCH === 'direct' ? "and created_at < now() - interval '5 seconds'" : ''} order by id limit 500 for update skip locked) returning id, type, payload`,
-        );
-        if (rows.length === 0) {
-          await claimer.query('commit');
-          break;
+        // `begin` and the claim in one round trip, `commit` after the confirm, as the services' relay.
+        const results = (await claimer.query(
+          `begin; update outbox set sent_at = now() where id in (select id from outbox where sent_at is null ${DISPATCH === 'direct' ? "and created_at < now() - interval '5 seconds'" : ''} order by id limit 500 for update skip locked) returning id, type, payload`,
+        )) as unknown as pg.QueryResult<OutboxRow>[];
+        const rows = results[1]!.rows;
+        if (rows.length > 0) {
+          rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
+          await publishRows(confirm, rows);
         }
-        rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
-        for (const row of rows) confirm.publish(EXCHANGE, row.type, Buffer.from(row.payload), { persistent: true });
-        await confirm.waitForConfirms();
         await claimer.query('commit');
+        if (rows.length === 0) break;
       }
     }
   })();
@@ -391,18 +388,9 @@ async function gateway(): Promise<Array<() => Promise<void>>> {
   ];
 }
 
+// The run's database, created as the services create theirs (set-up only, not measured).
+if (DATABASE_URL) await ensureDatabase(DATABASE_URL, new URL(DATABASE_URL).pathname.slice(1));
 const pool = DATABASE_URL ? new pg.Pool({ connectionString: DATABASE_URL, max: 10 }) : undefined;
-if (pool && DATABASE_URL) {
-  // The database is the run's: create it as the services' migrations would.
-  const url = new URL(DATABASE_URL);
-  const name = url.pathname.slice(1);
-  url.pathname = '/postgres';
-  const admin = new pg.Client({ connectionString: url.toString() });
-  await admin.connect();
-  const { rowCount } = await admin.query('select 1 from pg_database where datname = $1', [name]);
-  if (rowCount === 0) await admin.query(`create database "${name}"`);
-  await admin.end();
-}
 const stops = ROLE === 'gateway' ? await gateway() : await subgraph(pool!);
 process.once('SIGTERM', () => {
   void (async () => {

@@ -297,6 +297,11 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
   try {
     const pids: Record<string, number> = {};
     const startMs = (options.startTimeoutS ?? 90) * 1000;
+    // The system behind a gateway on `port`, its processes ordered as reported.
+    const running = (port: number): RunningSystem => {
+      const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
+      return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
+    };
     if (mode === 'processes') {
       buildTree(tree.dir, servicesOf(tree.dir));
       const urls: Record<string, string> = {};
@@ -319,9 +324,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
       watch('gateway', child);
       pids.gateway = child.pid!;
       await waitReady(`http://127.0.0.1:${port}/ready`, child, 'gateway', log, startMs);
-      // Ordered as reported.
-      const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
-      return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
+      return running(port);
     }
     if (mode === 'floor') {
       // Four processes of bench/floor.ts, the subgraphs first, on the run's databases and namespace.
@@ -335,10 +338,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
         pids[role] = child.pid!;
         await waitReady(`http://127.0.0.1:${port}/ready`, child, role, log, startMs);
         urls[`FLOOR_${role.toUpperCase()}_URL`] = `http://127.0.0.1:${port}`;
-        if (role === 'gateway') {
-          const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
-          return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
-        }
+        if (role === 'gateway') return running(port);
       }
     }
     const port = await freePort();
