@@ -58,6 +58,14 @@ export interface Database {
   fork(): EntityManager;
   /** Whether the database answers (`/ready`). */
   ping(): Promise<boolean>;
+  /**
+   * A PostgreSQL connection of the caller's own, outside the pool: for work that must not queue
+   * behind the pool's transactions (the outbox relay's batches, LISTEN, reads on a call's
+   * critical path). Connected; an error it emits while idle ends it (attach a handler to learn
+   * of it). The caller ends it; whatever is still open ends with {@link Database.close}.
+   * @throws Error on PGlite, whose one session is the pool.
+   */
+  connect(): Promise<pg.Client>;
   close(): Promise<void>;
 }
 
@@ -161,6 +169,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     throw new TributaryError(CoreErrorCode.DATABASE_UNAVAILABLE, `could not open the ${options.service} database: ${errorMessage(error)}`, { cause: error });
   }
 
+  const ownClients = new Set<pg.Client>();
   const database: Database = {
     orm,
     target,
@@ -173,7 +182,23 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
         return false;
       }
     },
+    connect: async () => {
+      if (target.kind !== 'postgres') throw new Error(`the ${options.service} database is embedded (PGlite): it has no connection outside its one session`);
+      const client = new pg.Client({ connectionString: withDatabase(target.url, target.dbName) });
+      // Without a listener, an error on an idle connection would crash the process.
+      client.on('error', () => client.end().catch(() => {}));
+      client.once('end', () => ownClients.delete(client));
+      ownClients.add(client);
+      try {
+        await client.connect();
+      } catch (error) {
+        ownClients.delete(client);
+        throw error;
+      }
+      return client;
+    },
     close: async () => {
+      await Promise.all([...ownClients].map((client) => client.end().catch(() => {})));
       await orm.close(true);
       await pglite?.close().catch(() => {});
     },

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Database } from '../db/index.ts';
 import { OUTBOX_CHANNEL } from '../db/entities.ts';
@@ -35,14 +35,6 @@ interface OutboxRow {
   type: string;
   payload: string;
   created_at: Date | string;
-}
-
-/** The connection string of a PostgreSQL database's own. */
-function databaseUrl(db: Database): string {
-  if (db.target.kind !== 'postgres') throw new Error('not a PostgreSQL database');
-  const url = new URL(db.target.url);
-  url.pathname = `/${encodeURIComponent(db.target.dbName)}`;
-  return url.toString();
 }
 
 /** Ascending outbox ids: bigint as a decimal string (pg) or a number (PGlite). */
@@ -195,14 +187,12 @@ export class OutboxRelay {
   }
 
   private async connect(): Promise<pg.Client> {
-    const client = new pg.Client({ connectionString: databaseUrl(this.options.db) });
-    // A connection that fails while idle is dropped here and replaced by the next batch.
+    const client = await this.options.db.connect();
+    // A connection that fails while idle (the database ends it) is dropped here and replaced by the next batch.
     client.on('error', () => {
       const i = this.idleClients.indexOf(client);
       if (i >= 0) this.idleClients.splice(i, 1);
-      client.end().catch(() => {});
     });
-    await client.connect();
     return client;
   }
 
@@ -278,18 +268,16 @@ export class OutboxRelay {
     }
     if (db.target.kind !== 'postgres') return;
     const connectListener = async (): Promise<void> => {
-      const client = new pg.Client({ connectionString: databaseUrl(db) });
+      const client = await db.connect();
       client.on('notification', () => this.wake());
       client.on('error', (error) => {
         this.log.warn({ err: errorMessage(error) }, 'outbox LISTEN connection lost; polling until it is back');
-        client.end().catch(() => {});
         if (this.listener === client) this.listener = undefined;
         // Reconnect later; meanwhile the poll keeps rows moving.
         setTimeout(() => {
           if (this.running && !this.listener) connectListener().catch(() => {});
         }, 2_000).unref();
       });
-      await client.connect();
       await client.query(`listen ${OUTBOX_CHANNEL}`);
       this.listener = client;
     };
