@@ -7,7 +7,7 @@ import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, redisAvailabl
 import { Redis } from 'ioredis';
 import pLimit from 'p-limit';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { aiEntities, aiMigrations, AiMetrics, ChainAnalyzer, OpenAIProvider } from '../src/index.ts';
 import { LimitedProvider, MemoryRateLimitStore, RedisRateLimitStore, SqlRateLimitStore, windowWait, type RateLimitStore } from '../src/limits.ts';
 import { startOpenAITestServer } from '../src/testing/index.ts';
@@ -134,24 +134,51 @@ describeStoreContract('the analysis database (PostgreSQL)', await servicesAvaila
   };
 });
 describe.skipIf(!(await servicesAvailable()))('rate-limit store: the analysis database, without limits', () => {
-  it('shares one read of the pauses among the calls that ask at once, and holds them all for a pause', async () => {
+  it('reads the pauses on a connection of its own, one read shared by the calls that ask at once, and holds them all for a pause', async () => {
     const target = randomDatabaseTarget('tributary_ai');
-    const db = await openTestDatabase(target, { entities: aiEntities, migrations: aiMigrations, poolSize: 4 });
+    const db = await openTestDatabase(target, { entities: aiEntities, migrations: aiMigrations, poolSize: 1 });
+    let release: (() => void) | undefined;
     try {
       // Every fork's statements go through the driver's one connection object: count them there.
       const connection = db.fork().getConnection();
       const execute = connection.execute.bind(connection);
-      let statements = 0;
+      let pooled = 0;
       connection.execute = ((...args: Parameters<typeof execute>) => {
-        statements++;
+        pooled++;
         return execute(...args);
       }) as typeof connection.execute;
+      // And those on connections outside the pool.
+      const connect = db.connect.bind(db);
+      let own = 0;
+      let connections = 0;
+      db.connect = async () => {
+        connections++;
+        const client = await connect();
+        const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+        (client as { query: unknown }).query = (...args: unknown[]) => {
+          own++;
+          return query(...args);
+        };
+        return client;
+      };
       const store = new SqlRateLimitStore(db);
       const none = { requests: 0, tokens: 0, windowMs: 60_000 };
 
-      const wave = await Promise.all(Array.from({ length: 32 }, () => store.tryAcquire('shared', 0, none)));
+      // The pool's one connection is held by a transaction for the whole wave: the reads must not need it.
+      const held = db.fork().transactional(async (em) => {
+        await em.getConnection().execute('select 1', [], 'all', em.getTransactionContext());
+        await new Promise<void>((resolve) => (release = resolve));
+      });
+      await vi.waitFor(() => expect(release).toBeTypeOf('function'));
+      const before = pooled;
+      const wave = await Promise.race([
+        Promise.all(Array.from({ length: 32 }, () => store.tryAcquire('shared', 0, none))),
+        sleep(5_000).then(() => Promise.reject(new Error('the pause reads waited for the pool'))),
+      ]);
       expect(wave.every((a) => a.ok)).toBe(true);
-      expect(statements).toBe(1);
+      expect({ pooled: pooled - before, own, connections }).toEqual({ pooled: 0, own: 1, connections: 1 });
+      release!();
+      await held;
 
       await store.pause('shared', 2_000);
       const paused = await Promise.all(Array.from({ length: 8 }, () => store.tryAcquire('shared', 0, none)));
@@ -159,9 +186,16 @@ describe.skipIf(!(await servicesAvailable()))('rate-limit store: the analysis da
         expect(admission.ok).toBe(false);
         if (!admission.ok) expect(admission.waitMs).toBeGreaterThan(1_000);
       }
-      // Another key reads for itself.
+      // Another key reads for itself, on the same connection.
       expect((await store.tryAcquire('other', 0, none)).ok).toBe(true);
+      expect(connections).toBe(1);
+
+      // The database ends that connection (a restart, a failover): the next read makes a new one.
+      await db.fork().getConnection().execute(`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and query like '%ai_rate_pauses%'`);
+      await vi.waitFor(async () => expect((await store.tryAcquire('other', 0, none)).ok).toBe(true), { timeout: 5_000 });
+      expect(connections).toBe(2);
     } finally {
+      release?.();
       await db.close();
       await dropTestDatabase(target);
     }
