@@ -76,9 +76,8 @@ export function windowWait(calls: readonly { at: number; tokens: number }[], now
 export class SqlRateLimitStore implements RateLimitStore {
   /** Pause reads in flight, by key. */
   private readonly pauseReads = new Map<string, Promise<Admission>>();
-  /** PostgreSQL: the connection pause reads go on, outside the pool (made on first use). */
-  private pauseClient: Client | undefined;
-  private connecting: Promise<Client> | undefined;
+  /** PostgreSQL: the connection pause reads go on, outside the pool (made on first use, and again once it ends). */
+  private pauseConnection: Promise<Client> | undefined;
 
   constructor(private readonly db: Database) {}
 
@@ -125,12 +124,13 @@ export class SqlRateLimitStore implements RateLimitStore {
     const sql = 'select extract(epoch from (until - now())) * 1000 as paused_ms from ai_rate_pauses where key = $1 and until > now()';
     let pause: { paused_ms: number | string } | undefined;
     if (this.db.target.kind === 'postgres') {
-      const client = await this.pauseConnection();
+      const connection = (this.pauseConnection ??= this.connectForPauses());
+      const client = await connection;
       try {
         [pause] = (await client.query<{ paused_ms: number | string }>(sql, [key])).rows;
       } catch (error) {
         // The next read makes a new connection.
-        if (this.pauseClient === client) this.pauseClient = undefined;
+        if (this.pauseConnection === connection) this.pauseConnection = undefined;
         await client.end().catch(() => {});
         throw error;
       }
@@ -140,20 +140,19 @@ export class SqlRateLimitStore implements RateLimitStore {
     return pause ? { ok: false, waitMs: Math.ceil(Number(pause.paused_ms)) + SLACK_MS } : { ok: true };
   }
 
-  private pauseConnection(): Promise<Client> {
-    if (this.pauseClient) return Promise.resolve(this.pauseClient);
-    this.connecting ??= this.db
-      .connect()
-      .then((client) => {
-        // Ended by the database or by Database.close: the next read makes a new one.
-        client.once('end', () => {
-          if (this.pauseClient === client) this.pauseClient = undefined;
-        });
-        this.pauseClient = client;
-        return client;
-      })
-      .finally(() => (this.connecting = undefined));
-    return this.connecting;
+  private connectForPauses(): Promise<Client> {
+    const connection: Promise<Client> = this.db.connect().then((client) => {
+      // Ended by the database or by Database.close: the next read makes a new one.
+      client.once('end', () => {
+        if (this.pauseConnection === connection) this.pauseConnection = undefined;
+      });
+      return client;
+    });
+    // Not connected: the next read tries again (this one fails with the error).
+    connection.catch(() => {
+      if (this.pauseConnection === connection) this.pauseConnection = undefined;
+    });
+    return connection;
   }
 
   async finish(key: string, call: string): Promise<void> {
