@@ -5,7 +5,10 @@
  * `jobCompleted` subscription, and the benchmark prints documents/s next to the physical limit
  * C / L (no process can finish more than C calls per L), and their ratio. Per mode: the system
  * as deployed (five processes on PostgreSQL and RabbitMQ, one analysis process) and embedded
- * (`pnpm dev`: one process, PGlite, the in-memory bus). The analysis processes run with
+ * (`pnpm dev`: one process, PGlite, the in-memory bus); `floor` adds bench:deployed's hand-written
+ * floor (bench/floor.ts: raw pg, amqplib and HTTP, the same transactions and hops), its analysis one
+ * chat completion per document with C calls at most, so the gap from what the machine allows
+ * whoever writes it to the system is measured in the same run. The analysis processes run with
  * ANALYSIS_CONCURRENCY = C unless told otherwise. A benchmark, not a test: it asserts nothing.
  *
  * Env: BENCH_AI_DOCS (N, default 500), BENCH_AI_LATENCY_MS (L, default 2000), BENCH_AI_CAP (C,
@@ -13,7 +16,7 @@
  * analysed first, not counted: JIT, connection pools; default 20, 0 for none), BENCH_AI_LONG_KB (then
  * one long document of this many kB alone: its chunks, calls, time and tokens; default 300, 0
  * for none), BENCH_AI_MODES (default
- * "processes,embedded"), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
+ * "processes,embedded"; also "floor"), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
  * BENCH_PROFILE (processes to run under --cpu-prof, as in bench:deployed; profiles in bench/results/profiles/),
  * DATABASE_URL, AMQP_URL (defaults: the local services). Writes bench/results/ai.json.
  */
@@ -42,7 +45,7 @@ const WARMUP = Math.round(Number(process.env.BENCH_AI_WARMUP ?? 20));
 const LONG_KB = Number(process.env.BENCH_AI_LONG_KB ?? 300);
 const PROFILE = new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean));
 const MODES = (process.env.BENCH_AI_MODES || 'processes,embedded').split(',').map((m) => m.trim()) as Mode[];
-for (const mode of MODES) if (mode !== 'processes' && mode !== 'embedded') throw new Error(`BENCH_AI_MODES: unknown mode ${mode} (processes, embedded)`);
+for (const mode of MODES) if (mode !== 'processes' && mode !== 'embedded' && mode !== 'floor') throw new Error(`BENCH_AI_MODES: unknown mode ${mode} (processes, embedded, floor)`);
 const API_KEY = 'sk-bench';
 
 const UPLOAD = 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }';
@@ -213,7 +216,8 @@ async function runMode(mode: Mode): Promise<ModeResult> {
     const docsPerSecond = completed / seconds;
 
     const burstRequests = server.requests.length;
-    const long = LONG_KB > 0 ? await longDocument(running, clients, dispatcher, () => server.requests.slice(burstRequests).filter((r) => r.endpoint === 'chat').length) : null;
+    // The floor's analysis is one call per document: it has no chunking to show.
+    const long = LONG_KB > 0 && mode !== 'floor' ? await longDocument(running, clients, dispatcher, () => server.requests.slice(burstRequests).filter((r) => r.endpoint === 'chat').length) : null;
     const chats = server.requests.slice(firstRequest, burstRequests).filter((r) => r.endpoint === 'chat');
     const calls = chats.map((r) => (r.receivedAt - startedAt) / 1000);
     return {
@@ -279,6 +283,8 @@ async function main(): Promise<void> {
     }
     console.log(`${''.padEnd(10)} uploads answered by ${t.uploadsDone.toFixed(1)} s; chat calls received from ${t.firstCall?.toFixed(1) ?? '—'} s to ${t.lastCall?.toFixed(1) ?? '—'} s; last jobCompleted at ${t.lastCompleted.toFixed(1)} s`);
   }
+  const floor = results.find((r) => r.mode === 'floor');
+  if (floor) for (const r of results) if (r !== floor) console.log(`${r.mode}: ${r.docsPerSecond.toFixed(1)} docs/s = ${(r.docsPerSecond / floor.docsPerSecond).toFixed(2)} × the floor's ${floor.docsPerSecond.toFixed(1)}`);
   mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
   const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
   writeFileSync(new URL('./results/ai.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), commit, docs: DOCS, latencyMs: LATENCY_MS, cap: CAP, concurrency: CONCURRENCY, results }, null, 2));

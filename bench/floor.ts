@@ -8,7 +8,10 @@
  *     wakes on the commit's NOTIFY, claims rows `for update skip locked` (`begin` and the claim in
  *     one round trip), publishes them with publisher confirms and commits after the confirm;
  *   - analysis: a claim transaction (the lease row, `analysis.started`), the analysis with no
- *     transaction open, a settling transaction (result, inbox row, `analysis.completed`);
+ *     transaction open, a settling transaction (result, inbox row, `analysis.completed`). With
+ *     OPENAI_BASE_URL set (bench:ai's provider), the analysis is one chat completion over plain
+ *     HTTP, at most ANALYSIS_CONCURRENCY at once, with twice as many documents taken from the
+ *     queue and claimed while they wait for a call, as the analysis service does;
  *   - jobs: each event in a transaction with its inbox row, the view row and `job.updated`;
  *   - gateway: one exclusive queue for `job.updated`; a subscription's first read, and on the
  *     terminal event the read of the client's selection, as the query plan makes it (documents'
@@ -40,6 +43,10 @@ const DATABASE_URL = process.env.FLOOR_DATABASE_URL;
  * confirm). The same guarantees, one wake-up and claim fewer per hop.
  */
 const DISPATCH = (process.env.FLOOR_DISPATCH ?? 'relay') as 'relay' | 'direct';
+/** bench:ai's OpenAI-compatible provider, read from the services' own settings; none: the offline analysis. */
+const AI = process.env.OPENAI_BASE_URL
+  ? { url: `${process.env.OPENAI_BASE_URL}/chat/completions`, key: process.env.OPENAI_API_KEY ?? '', model: process.env.AI_MODEL ?? 'gpt-4o-mini', calls: Number(process.env.ANALYSIS_CONCURRENCY ?? 32) }
+  : undefined;
 
 interface Envelope {
   id: string;
@@ -159,11 +166,11 @@ async function startRelay(confirm: ConfirmChannel): Promise<() => Promise<void>>
   };
 }
 
-async function consume(channel: Channel, name: string, keys: string[], handle: (e: Envelope) => Promise<void>, exclusive = false): Promise<void> {
+async function consume(channel: Channel, name: string, keys: string[], handle: (e: Envelope) => Promise<void>, exclusive = false, prefetch = 64): Promise<void> {
   const queue = `${NAMESPACE}.floor.${name}`;
   await channel.assertQueue(queue, exclusive ? { exclusive: true, autoDelete: true } : { durable: true, arguments: { 'x-queue-type': 'quorum' } });
   for (const key of keys) await channel.bindQueue(queue, EXCHANGE, key);
-  await channel.prefetch(64);
+  await channel.prefetch(prefetch);
   await channel.consume(queue, (message: ConsumeMessage | null) => {
     if (!message) return;
     handle(JSON.parse(message.content.toString()) as Envelope).then(
@@ -174,6 +181,41 @@ async function consume(channel: Channel, name: string, keys: string[], handle: (
       },
     );
   });
+}
+
+/** At most `n` of `work` at once; the rest wait their turn, first come first served. */
+function limiter(n: number): <T>(work: () => Promise<T>) => Promise<T> {
+  let free = n;
+  const waiting: Array<() => void> = [];
+  return async (work) => {
+    if (free > 0) free--;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else free++;
+    }
+  };
+}
+
+/** The analysis as one chat completion to bench:ai's provider: its reply is the summary. */
+function chatAnalysis(ai: NonNullable<typeof AI>): (text: string) => Promise<string> {
+  const agent = new Agent({ keepAliveTimeout: 30_000 });
+  const slot = limiter(ai.calls);
+  return (text) =>
+    slot(async () => {
+      const response = await request(ai.url, {
+        method: 'POST',
+        dispatcher: agent,
+        headers: { authorization: `Bearer ${ai.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: ai.model, messages: [{ role: 'user', content: text }] }),
+      });
+      const body = (await response.body.json()) as { choices?: Array<{ message?: { content?: string } }> };
+      if (response.statusCode !== 200) throw new Error(`chat completion: HTTP ${response.statusCode}`);
+      return body.choices?.[0]?.message?.content ?? '';
+    });
 }
 
 /** Each event once: its inbox row in the transaction of its effect. */
@@ -241,6 +283,7 @@ async function subgraph(pool: pg.Pool): Promise<Array<() => Promise<void>>> {
   }
 
   if (ROLE === 'analysis') {
+    const chat = AI ? chatAnalysis(AI) : undefined;
     await consume(channel, 'analysis', ['document.uploaded'], async (e) => {
       const { documentId, jobId, text } = e.data as { documentId: string; jobId: string; text: string };
       const token = randomUUID();
@@ -257,15 +300,24 @@ async function subgraph(pool: pg.Pool): Promise<Array<() => Promise<void>>> {
         return true;
       });
       if (!claimed) return;
-      // The offline analysis, in the floor's terms: the words counted.
+      // The offline analysis, in the floor's terms: the words counted; or the provider's answer.
       const words = text.split(/\s+/).filter(Boolean);
-      const summary = words.slice(0, 12).join(' ');
+      let summary = words.slice(0, 12).join(' ');
+      if (chat) {
+        try {
+          summary = await chat(text);
+        } catch (error) {
+          // The lease given back, so the redelivery claims at once.
+          await pool.query('update analyses set lease_expires_at = now() where document_id = $1 and lease_token = $2', [documentId, token]);
+          throw error;
+        }
+      }
       await transaction(pool, async (tx, publish) => {
         const { rowCount } = await tx.query(`update analyses set status = 'COMPLETED', summary = $1, updated_at = now() where document_id = $2 and lease_token = $3`, [summary, documentId, token]);
         if (rowCount !== 1 || !(await once(tx, 'analysis', e.id))) return;
         await publish([event('analysis.completed', e.tenant, { documentId, jobId, words: words.length })]);
       });
-    });
+    }, false, AI ? AI.calls * 2 : 64);
     routes['/analysis'] = async (url, _req, res) => {
       const { rows } = await pool.query('select summary, status from analyses where document_id = $1 and tenant_id = $2', [url.searchParams.get('documentId'), url.searchParams.get('tenant')]);
       json(res, 200, rows[0] ?? null);
