@@ -116,6 +116,16 @@ export const configSchema = baseConfigSchema.extend({
   /** Uploads per user per minute: per gateway process, or together across all of them with REDIS_URL. Default 60. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
   /**
+   * The mutation fields UPLOAD_RATE_LIMIT_PER_MINUTE counts, comma-separated root fields of the
+   * API schema's mutation type (each occurrence in a request counts, aliases included), so a
+   * subgraph's own upload mutation is limited without code in the gateway. Default
+   * `uploadDocument`; a name set explicitly that the supergraph has no mutation field of stops
+   * the gateway at start.
+   */
+  UPLOAD_RATE_LIMIT_FIELDS: commaList('uploadDocument').pipe(
+    z.array(z.string().regex(/^[_A-Za-z][_0-9A-Za-z]*$/, 'must be GraphQL field names, comma-separated')).min(1, 'must name at least one mutation field'),
+  ),
+  /**
    * A Redis (`redis://` or `rediss://`) holding the upload rate limit, shared by every gateway
    * process and cluster worker using it (keys `<TRIBUTARY_NAMESPACE>:upload-rate:<tenant>:<user>`).
    * Unset: each process counts in its own memory.

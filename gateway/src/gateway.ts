@@ -20,7 +20,7 @@ import { FileUploads } from './uploads.ts';
 import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
-import { createRateLimiter, formatError, limitRules, unknownOperation, uploadRateLimit } from './limits.ts';
+import { createRateLimiter, formatError, limitRules, unknownMutationFields, unknownOperation, uploadRateLimit } from './limits.ts';
 import { EventHub, type HubBindings } from './event-hub.ts';
 import { EntityCache, entityKeys } from './cache.ts';
 import { invalidationRules } from './cache-rules.ts';
@@ -122,6 +122,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   /** Where the uploads subgraph's GraphQL endpoint is in a supergraph (its files endpoints are beside it). */
   const uploadsUrl = (sdl: string, urls: Record<string, string>): string | undefined => (uploadsSubgraph ? (urls[uploadsSubgraph] ?? supergraphSubgraphUrls(sdl)[uploadsSubgraph]) : undefined);
   const explicitUploads = Boolean((options.env ?? process.env).GATEWAY_UPLOADS_SUBGRAPH);
+  const explicitRateLimitFields = Boolean((options.env ?? process.env).UPLOAD_RATE_LIMIT_FIELDS);
   if (uploadsSubgraph && explicitUploads && !supergraphSubgraphNames(supergraphSdl).includes(uploadsSubgraph)) {
     throw new ConfigError([{ key: 'GATEWAY_UPLOADS_SUBGRAPH', message: `the supergraph has no subgraph named "${uploadsSubgraph}"` }]);
   }
@@ -188,13 +189,15 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
       ApolloServerPluginLandingPageDisabled(),
       unknownOperation,
-      uploadRateLimit(rateLimiter, { onStoreError: config.RATE_LIMIT_ON_REDIS_ERROR, logger }),
+      uploadRateLimit(rateLimiter, { fields: config.UPLOAD_RATE_LIMIT_FIELDS, onStoreError: config.RATE_LIMIT_ON_REDIS_ERROR, logger }),
       ...(cache ? [cache.plugin()] : []),
     ],
   });
   await apollo.start();
   let bindings: Bindings;
   try {
+    const unknown = explicitRateLimitFields && apiSchema ? unknownMutationFields(apiSchema, config.UPLOAD_RATE_LIMIT_FIELDS) : [];
+    if (unknown.length > 0) throw new ConfigError([{ key: 'UPLOAD_RATE_LIMIT_FIELDS', message: `the API schema has no mutation field ${unknown.map((f) => `"${f}"`).join(', ')}` }]);
     bindings = derive(supergraphSdl, apiSchema);
   } catch (error) {
     await apollo.stop();

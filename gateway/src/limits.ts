@@ -2,7 +2,7 @@ import type { ApolloServerPlugin, GraphQLRequestContextDidResolveOperation } fro
 import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { maxAliasesRule } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
-import { GraphQLError, Kind, type GraphQLFormattedError, type ValidationContext, type ValidationRule } from 'graphql';
+import { GraphQLError, Kind, type GraphQLFormattedError, type GraphQLSchema, type ValidationContext, type ValidationRule } from 'graphql';
 import type { Logger } from '@tributary/core';
 import { externalCounter } from '@tributary/core/metrics';
 import { Redis } from 'ioredis';
@@ -227,27 +227,35 @@ function throttledWarn(logger: Logger, intervalMs: number) {
   };
 }
 
-/** Counts `uploadDocument` fields in a mutation (aliases would otherwise multiply one request). */
-function uploads(request: GraphQLRequestContextDidResolveOperation<GatewayContext>): number {
+/** Counts the rate-limited root fields of a mutation (aliases would otherwise multiply one request). */
+function uploads(request: GraphQLRequestContextDidResolveOperation<GatewayContext>, fields: ReadonlySet<string>): number {
   const operation = request.operation;
   if (!operation || operation.operation !== 'mutation') return 0;
-  return operation.selectionSet.selections.filter((s) => s.kind === Kind.FIELD && s.name.value === 'uploadDocument').length;
+  return operation.selectionSet.selections.filter((s) => s.kind === Kind.FIELD && fields.has(s.name.value)).length;
+}
+
+/** The names of `fields` the schema has no mutation field of (UPLOAD_RATE_LIMIT_FIELDS set by hand is checked against it). */
+export function unknownMutationFields(schema: GraphQLSchema, fields: readonly string[]): string[] {
+  const mutation = schema.getMutationType()?.getFields() ?? {};
+  return fields.filter((field) => !(field in mutation));
 }
 
 /**
- * The per-user upload rate limit, as an Apollo Server plugin: RATE_LIMITED (HTTP 429, with
- * `retryAfterSeconds`) over the limit. When the limiter's store fails, `onStoreError` says what
+ * The per-user upload rate limit, as an Apollo Server plugin: each of `fields` (root fields of a
+ * mutation, UPLOAD_RATE_LIMIT_FIELDS) takes a point, and over the limit the request is refused
+ * with RATE_LIMITED (HTTP 429, with `retryAfterSeconds`). When the limiter's store fails, `onStoreError` says what
  * to do: `allow` lets the upload through, `deny` refuses it with SERVICE_UNAVAILABLE (HTTP 503);
  * either way it is counted and logged (at most once per 10 s).
  */
-export function uploadRateLimit(limiter: RateLimiter, options: { onStoreError?: 'allow' | 'deny'; logger?: Logger } = {}): ApolloServerPlugin<GatewayContext> {
+export function uploadRateLimit(limiter: RateLimiter, options: { fields: readonly string[]; onStoreError?: 'allow' | 'deny'; logger?: Logger }): ApolloServerPlugin<GatewayContext> {
+  const fields = new Set(options.fields);
   const onStoreError = options.onStoreError ?? 'allow';
   const warn = options.logger ? throttledWarn(options.logger, 10_000) : () => {};
   return {
     async requestDidStart() {
       return {
         async didResolveOperation(request) {
-          const n = uploads(request);
+          const n = uploads(request, fields);
           if (n === 0) return;
           const key = `${request.contextValue.tenantId}:${request.contextValue.userId ?? ''}`;
           let waitMs: number;

@@ -1,11 +1,13 @@
-import { ConfigError, loadConfig } from '@tributary/core';
+import { ConfigError, createLogger, loadConfig } from '@tributary/core';
 import { subgraphConfigSchema } from '@tributary/core/service';
 import { describe, expect, it } from 'vitest';
 import { bearerToken, createAuthenticator, signToken } from '../src/auth.ts';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames } from '../src/config.ts';
-import { defaultSupergraphPath } from '../src/gateway.ts';
+import { buildSchema } from 'graphql';
+import { defaultSupergraphPath, startGateway } from '../src/gateway.ts';
+import { unknownMutationFields } from '../src/limits.ts';
 
 const secret = 'x'.repeat(40);
 
@@ -89,6 +91,26 @@ describe('subgraph URLs', () => {
 
   it('gives a subgraph named like an Object property no URL of its own', () => {
     expect(subgraphUrlOverrides(loadGatewayConfig(base), ['constructor']).constructor).toBeUndefined();
+  });
+});
+
+describe('the fields the upload rate limit counts', () => {
+  const base = { INTERNAL_SIGNING_SECRET: secret, AUTH_JWT_SECRET: secret };
+
+  it('are uploadDocument unless UPLOAD_RATE_LIMIT_FIELDS names others, and must be field names', () => {
+    expect(loadGatewayConfig(base).UPLOAD_RATE_LIMIT_FIELDS).toEqual(['uploadDocument']);
+    expect(loadGatewayConfig({ ...base, UPLOAD_RATE_LIMIT_FIELDS: ' uploadDocument, uploadInvoice ,' }).UPLOAD_RATE_LIMIT_FIELDS).toEqual(['uploadDocument', 'uploadInvoice']);
+    expect(issues(() => loadGatewayConfig({ ...base, UPLOAD_RATE_LIMIT_FIELDS: 'Mutation.uploadDocument' }))).toEqual(['UPLOAD_RATE_LIMIT_FIELDS.0: must be GraphQL field names, comma-separated']);
+    expect(issues(() => loadGatewayConfig({ ...base, UPLOAD_RATE_LIMIT_FIELDS: ' , ' }))).toEqual(['UPLOAD_RATE_LIMIT_FIELDS: must name at least one mutation field']);
+  });
+
+  it('are checked against the API schema: a name set by hand that is no mutation field stops the gateway at start', async () => {
+    const schema = buildSchema('type Query { a: Int } type Mutation { uploadDocument: Int }');
+    expect(unknownMutationFields(schema, ['uploadDocument', 'uploadInvoice'])).toEqual(['uploadInvoice']);
+    expect(unknownMutationFields(buildSchema('type Query { a: Int }'), ['uploadDocument'])).toEqual(['uploadDocument']);
+    const started = startGateway({ env: { ...base, UPLOAD_RATE_LIMIT_FIELDS: 'uploadDocument,uploadInvoice', PORT: '0' }, logger: createLogger({ service: 'gateway', level: 'silent' }) });
+    await expect(started).rejects.toBeInstanceOf(ConfigError);
+    await expect(started).rejects.toMatchObject({ issues: [{ key: 'UPLOAD_RATE_LIMIT_FIELDS', message: 'the API schema has no mutation field "uploadInvoice"' }] });
   });
 });
 

@@ -30,11 +30,11 @@ describe('the in-memory rate limiter', () => {
   });
 });
 
-const typeDefs = 'type Query { ok: Boolean } type Mutation { uploadDocument(title: String): Boolean }';
-const resolvers = { Mutation: { uploadDocument: () => true } };
+const typeDefs = 'type Query { ok: Boolean } type Mutation { uploadDocument(title: String): Boolean uploadInvoice: Boolean rename: Boolean }';
+const resolvers = { Mutation: { uploadDocument: () => true, uploadInvoice: () => true, rename: () => true } };
 
-async function serve(limiter: RateLimiter, onStoreError?: 'allow' | 'deny', logger?: Logger) {
-  const server = new ApolloServer<GatewayContext>({ typeDefs, resolvers, plugins: [uploadRateLimit(limiter, { ...(onStoreError ? { onStoreError } : {}), ...(logger ? { logger } : {}) })] });
+async function serve(limiter: RateLimiter, onStoreError?: 'allow' | 'deny', logger?: Logger, fields: readonly string[] = ['uploadDocument']) {
+  const server = new ApolloServer<GatewayContext>({ typeDefs, resolvers, plugins: [uploadRateLimit(limiter, { fields, ...(onStoreError ? { onStoreError } : {}), ...(logger ? { logger } : {}) })] });
   await server.start();
   const run = async (query: string, userId = 'alice') => {
     const response = await server.executeOperation({ query }, { contextValue: { tenantId: 'tenant-a', userId } });
@@ -66,6 +66,18 @@ describe('the upload rate limit plugin', () => {
       expect(refused.errors?.[0]).toMatchObject({ message: expect.stringMatching(/^upload rate limit exceeded; retry in \d+ s$/), extensions: { code: 'RATE_LIMITED', retryAfterSeconds: 30 } });
       expect((await run('mutation { uploadDocument(title: "d") }', 'bob')).errors).toBeUndefined();
       expect((await run('{ ok }')).errors).toBeUndefined();
+    } finally {
+      await stop();
+    }
+  });
+
+  it('counts the fields it is given (UPLOAD_RATE_LIMIT_FIELDS), and no others', async () => {
+    const { run, stop } = await serve(new MemoryRateLimiter(2), undefined, undefined, ['uploadInvoice', 'uploadDocument']);
+    try {
+      expect((await run('mutation { uploadInvoice rename }')).errors).toBeUndefined();
+      expect((await run('mutation { a: rename b: rename c: rename }')).errors).toBeUndefined();
+      expect((await run('mutation { uploadDocument }')).errors).toBeUndefined();
+      expect((await run('mutation { uploadInvoice }')).errors?.[0]?.extensions?.code).toBe('RATE_LIMITED');
     } finally {
       await stop();
     }
