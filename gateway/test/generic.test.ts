@@ -22,4 +22,13 @@ describe('the gateway knows no product', () => {
     );
     expect(found).toEqual([]);
   });
+
+  it('names our upload mutation only as the default of a setting (UPLOAD_RATE_LIMIT_FIELDS)', () => {
+    const found = files(src).flatMap((file) =>
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .flatMap((line, i) => (/uploadDocument/.test(line) ? [`${file.slice(src.length)}:${i + 1}`] : [])),
+    );
+    expect(found.filter((at) => !at.startsWith('config.ts:'))).toEqual([]);
+  });
 });
