@@ -242,6 +242,9 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   // A new supergraph (reload): its bindings replace the old ones only if they all hold.
   onLoaded = async (sdl, schema) => {
     const next = derive(sdl, schema);
+    // Checked at start, only warned of here: a reload must not take a running gateway down.
+    const unlimited = explicitRateLimitFields ? unknownMutationFields(schema, config.UPLOAD_RATE_LIMIT_FIELDS) : [];
+    if (unlimited.length > 0) logger.warn({ fields: unlimited }, 'the reloaded supergraph has no mutation field UPLOAD_RATE_LIMIT_FIELDS names; the upload rate limit counts the others');
     cache?.update({ rules: invalidationRules(next.changes), wholeTypes: wholeTypesOf(next), supergraphSdl: sdl });
     // Bound first: a stream that starts on the new bindings hears its events from the start.
     await hub.bind(hubBindings(next, cache));

@@ -237,15 +237,15 @@ function uploads(request: GraphQLRequestContextDidResolveOperation<GatewayContex
 /** The names of `fields` the schema has no mutation field of (UPLOAD_RATE_LIMIT_FIELDS set by hand is checked against it). */
 export function unknownMutationFields(schema: GraphQLSchema, fields: readonly string[]): string[] {
   const mutation = schema.getMutationType()?.getFields() ?? {};
-  return fields.filter((field) => !(field in mutation));
+  return fields.filter((field) => !Object.hasOwn(mutation, field));
 }
 
 /**
  * The per-user upload rate limit, as an Apollo Server plugin: each of `fields` (root fields of a
- * mutation, UPLOAD_RATE_LIMIT_FIELDS) takes a point, and over the limit the request is refused
- * with RATE_LIMITED (HTTP 429, with `retryAfterSeconds`). When the limiter's store fails, `onStoreError` says what
- * to do: `allow` lets the upload through, `deny` refuses it with SERVICE_UNAVAILABLE (HTTP 503);
- * either way it is counted and logged (at most once per 10 s).
+ * mutation, UPLOAD_RATE_LIMIT_FIELDS) in a request takes a point, and over the limit the request
+ * is refused with RATE_LIMITED (HTTP 429, with `retryAfterSeconds`). When the limiter's store
+ * fails, `onStoreError` says what to do: `allow` lets the upload through, `deny` refuses it with
+ * SERVICE_UNAVAILABLE (HTTP 503); either way it is counted and logged (at most once per 10 s).
  */
 export function uploadRateLimit(limiter: RateLimiter, options: { fields: readonly string[]; onStoreError?: 'allow' | 'deny'; logger?: Logger }): ApolloServerPlugin<GatewayContext> {
   const fields = new Set(options.fields);
