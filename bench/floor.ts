@@ -23,6 +23,7 @@
  */
 import { ensureDatabase } from '@tributary/core/db';
 import { connect, type Channel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import pLimit from 'p-limit';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import pg from 'pg';
@@ -183,27 +184,11 @@ async function consume(channel: Channel, name: string, keys: string[], handle: (
   });
 }
 
-/** At most `n` of `work` at once; the rest wait their turn, first come first served. */
-function limiter(n: number): <T>(work: () => Promise<T>) => Promise<T> {
-  let free = n;
-  const waiting: Array<() => void> = [];
-  return async (work) => {
-    if (free > 0) free--;
-    else await new Promise<void>((resolve) => waiting.push(resolve));
-    try {
-      return await work();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else free++;
-    }
-  };
-}
-
 /** The analysis as one chat completion to bench:ai's provider: its reply is the summary. */
 function chatAnalysis(ai: NonNullable<typeof AI>): (text: string) => Promise<string> {
   const agent = new Agent({ keepAliveTimeout: 30_000 });
-  const slot = limiter(ai.calls);
+  // The same call slots as the analysis service's (p-limit, first come first served).
+  const slot = pLimit(ai.calls);
   return (text) =>
     slot(async () => {
       const response = await request(ai.url, {
