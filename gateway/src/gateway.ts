@@ -123,6 +123,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   const uploadsUrl = (sdl: string, urls: Record<string, string>): string | undefined => (uploadsSubgraph ? (urls[uploadsSubgraph] ?? supergraphSubgraphUrls(sdl)[uploadsSubgraph]) : undefined);
   const explicitUploads = Boolean((options.env ?? process.env).GATEWAY_UPLOADS_SUBGRAPH);
   const explicitRateLimitFields = Boolean((options.env ?? process.env).UPLOAD_RATE_LIMIT_FIELDS);
+  /** The fields UPLOAD_RATE_LIMIT_FIELDS, set by hand, names and `schema` has no mutation field of (the default is not checked). */
+  const unlimitedFields = (schema: GraphQLSchema) => (explicitRateLimitFields ? unknownMutationFields(schema, config.UPLOAD_RATE_LIMIT_FIELDS) : []);
   if (uploadsSubgraph && explicitUploads && !supergraphSubgraphNames(supergraphSdl).includes(uploadsSubgraph)) {
     throw new ConfigError([{ key: 'GATEWAY_UPLOADS_SUBGRAPH', message: `the supergraph has no subgraph named "${uploadsSubgraph}"` }]);
   }
@@ -196,7 +198,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   await apollo.start();
   let bindings: Bindings;
   try {
-    const unknown = explicitRateLimitFields && apiSchema ? unknownMutationFields(apiSchema, config.UPLOAD_RATE_LIMIT_FIELDS) : [];
+    const unknown = apiSchema ? unlimitedFields(apiSchema) : [];
     if (unknown.length > 0) throw new ConfigError([{ key: 'UPLOAD_RATE_LIMIT_FIELDS', message: `the API schema has no mutation field ${unknown.map((f) => `"${f}"`).join(', ')}` }]);
     bindings = derive(supergraphSdl, apiSchema);
   } catch (error) {
@@ -243,7 +245,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
   onLoaded = async (sdl, schema) => {
     const next = derive(sdl, schema);
     // Checked at start, only warned of here: a reload must not take a running gateway down.
-    const unlimited = explicitRateLimitFields ? unknownMutationFields(schema, config.UPLOAD_RATE_LIMIT_FIELDS) : [];
+    const unlimited = unlimitedFields(schema);
     if (unlimited.length > 0) logger.warn({ fields: unlimited }, 'the reloaded supergraph has no mutation field UPLOAD_RATE_LIMIT_FIELDS names; the upload rate limit counts the others');
     cache?.update({ rules: invalidationRules(next.changes), wholeTypes: wholeTypesOf(next), supergraphSdl: sdl });
     // Bound first: a stream that starts on the new bindings hears its events from the start.
