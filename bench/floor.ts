@@ -22,13 +22,14 @@
  * machine allows whoever writes it.
  */
 import { ensureDatabase } from '@tributary/core/db';
-import { connect, type Channel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import { type Channel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import pLimit from 'p-limit';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import pg from 'pg';
 import { Agent, request } from 'undici';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { connectAmqp, startFloorRelay, publishWithConfirms, type FloorOutboxRow } from './floor-relay.ts';
 import { inTransaction } from './pg.ts';
 
 const ROLE = process.env.FLOOR_ROLE as 'documents' | 'analysis' | 'jobs' | 'gateway';
@@ -80,92 +81,51 @@ function outboxInsert(events: Envelope[]): { text: string; values: string[] } {
     values.push(e.id, e.type, JSON.stringify(e));
     return `($${i * 3 + 1}, $${i * 3 + 2}, $${i * 3 + 3})`;
   });
-  return { text: `insert into outbox (event_id, type, payload) values ${rows.join(', ')} returning id, type, payload`, values };
+  return { text: `insert into outbox (event_id, type, payload) values ${rows.join(', ')} returning id, event_id, type, payload`, values };
 }
 
 const event = (type: string, tenant: string, data: Record<string, unknown>): Envelope => ({ id: randomUUID(), type, tenant, data });
 
 type Publish = (events: Envelope[]) => Promise<void>;
-interface OutboxRow {
-  id: string;
-  type: string;
-  payload: string;
-}
 /** The channel `direct` dispatch publishes on (the relay's). */
 let direct: ConfirmChannel | undefined;
 
 /** A transaction whose `publish` writes to the outbox; with `direct` dispatch, its rows are published once it commits. */
 async function transaction<T>(pool: pg.Pool, work: (client: pg.PoolClient, publish: Publish) => Promise<T>): Promise<T> {
-  const written: OutboxRow[] = [];
+  const written: FloorOutboxRow[] = [];
   const result = await inTransaction(pool, (client) =>
     work(client, async (events) => {
       const insert = outboxInsert(events);
-      written.push(...(await client.query<OutboxRow>(insert.text, insert.values)).rows);
+      written.push(...(await client.query<FloorOutboxRow>(insert.text, insert.values)).rows);
     }),
   );
   if (DISPATCH === 'direct' && written.length > 0) void dispatch(pool, written);
   return result;
 }
 
-/** Publish rows with confirms: resolves once the broker has them all. */
-async function publishRows(channel: ConfirmChannel, rows: OutboxRow[]): Promise<void> {
-  for (const row of rows) channel.publish(EXCHANGE, row.type, Buffer.from(row.payload), { persistent: true });
-  await channel.waitForConfirms();
-}
-
 /** Publish committed rows now, and mark them sent once confirmed; on any failure the sweep has them. */
-async function dispatch(pool: pg.Pool, rows: OutboxRow[]): Promise<void> {
+async function dispatch(pool: pg.Pool, rows: FloorOutboxRow[]): Promise<void> {
   try {
-    await publishRows(direct!, rows);
+    await publishWithConfirms(direct!, EXCHANGE, rows);
     await pool.query('update outbox set sent_at = now() where id = any($1::bigint[]) and sent_at is null', [rows.map((r) => r.id)]);
   } catch (error) {
     console.error(`${ROLE}: dispatch failed, left to the sweep: ${(error as Error).message}`);
   }
 }
 
-/** Publishes committed outbox rows: claim, publish with confirms, commit after the confirm. */
-async function startRelay(confirm: ConfirmChannel): Promise<() => Promise<void>> {
-  const listener = new pg.Client({ connectionString: DATABASE_URL });
-  const claimer = new pg.Client({ connectionString: DATABASE_URL });
-  await listener.connect();
-  await claimer.connect();
-  let wake: (() => void) | undefined;
-  let pending = true;
-  let running = true;
-  listener.on('notification', () => {
-    if (DISPATCH === 'direct') return;
-    pending = true;
-    wake?.();
+/** Publishes committed outbox rows as the services' relay does (bench/floor-relay.ts); with `direct` dispatch, only a sweep of rows left unsent for 5 s. */
+const startRelay = (confirm: ConfirmChannel) =>
+  startFloorRelay({
+    databaseUrl: DATABASE_URL!,
+    channel: confirm,
+    exchange: EXCHANGE,
+    table: 'outbox',
+    notifyChannel: 'floor_outbox',
+    batchSize: 500,
+    concurrency: 1,
+    retain: true,
+    ...(DISPATCH === 'direct' ? { claimFilter: "created_at < now() - interval '5 seconds'", wakeOnNotify: false } : {}),
   });
-  await listener.query('listen floor_outbox');
-  const loop = (async () => {
-    while (running) {
-      if (!pending) await new Promise<void>((resolve) => ((wake = resolve), setTimeout(resolve, 1_000)));
-      wake = undefined;
-      pending = false;
-      for (;;) {
-        // `begin` and the claim in one round trip, `commit` after the confirm, as the services' relay.
-        const results = (await claimer.query(
-          `begin; update outbox set sent_at = now() where id in (select id from outbox where sent_at is null ${DISPATCH === 'direct' ? "and created_at < now() - interval '5 seconds'" : ''} order by id limit 500 for update skip locked) returning id, type, payload`,
-        )) as unknown as pg.QueryResult<OutboxRow>[];
-        const rows = results[1]!.rows;
-        if (rows.length > 0) {
-          rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
-          await publishRows(confirm, rows);
-        }
-        await claimer.query('commit');
-        if (rows.length === 0) break;
-      }
-    }
-  })();
-  return async () => {
-    running = false;
-    wake?.();
-    await loop.catch(() => {});
-    await listener.end();
-    await claimer.end();
-  };
-}
 
 async function consume(channel: Channel, name: string, keys: string[], handle: (e: Envelope) => Promise<void>, exclusive = false, prefetch = 64): Promise<void> {
   const queue = `${NAMESPACE}.floor.${name}`;
@@ -242,7 +202,7 @@ async function serve(routes: Record<string, Route>): Promise<() => Promise<void>
 async function subgraph(pool: pg.Pool): Promise<Array<() => Promise<void>>> {
   await pool.query(OUTBOX_SCHEMA);
   await pool.query(SCHEMAS[ROLE]!);
-  const amqp = await connect(AMQP_URL, { noDelay: true });
+  const amqp = await connectAmqp(AMQP_URL);
   const confirm = await amqp.createConfirmChannel();
   await confirm.assertExchange(EXCHANGE, 'topic', { durable: true });
   const channel = await amqp.createChannel();
@@ -369,7 +329,7 @@ async function gateway(): Promise<Array<() => Promise<void>>> {
     listeners.delete(jobId);
   };
 
-  const amqp = await connect(AMQP_URL, { noDelay: true });
+  const amqp = await connectAmqp(AMQP_URL);
   const channel = await amqp.createChannel();
   await channel.assertExchange(EXCHANGE, 'topic', { durable: true });
   await consume(

@@ -91,7 +91,7 @@ class AckCoalescer {
  * of publishes into one `writev` (the socket still signals backpressure past its high water
  * mark, and the multiplexer waits for `drain` as before). Skipped if amqplib's internals differ.
  */
-function coalesceWrites(model: ChannelModel): void {
+export function coalesceWrites(model: ChannelModel): void {
   const connection = (model as unknown as { connection?: { stream?: unknown; muxer?: { _readIncoming?: () => void; __corked?: boolean } } }).connection;
   const muxer = connection?.muxer;
   const stream = connection?.stream as { cork?: () => void; uncork?: () => void } | undefined;

@@ -1,0 +1,57 @@
+/**
+ * Where every benchmark writes its JSON: `bench/results/<name>.json`, with what a reader needs to
+ * rerun it and judge it — the commit, whether the tree differed from it, Node's version, the CPU
+ * count and the date — in front of the benchmark's own figures. The files the docs quote are
+ * committed (docs/benchmarks.md names each).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const RESULTS_DIR = join(ROOT, 'bench', 'results');
+
+const git = (args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+
+/** What every result file opens with. */
+export interface RunInfo {
+  commit: string;
+  /** True when any tracked file differs from `commit` (untracked files are not counted). */
+  dirty: boolean;
+  node: string;
+  cpus: number;
+  date: string;
+}
+
+export function runInfo(): RunInfo {
+  return {
+    commit: git(['rev-parse', 'HEAD']),
+    dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
+    node: process.version,
+    cpus: cpus().length,
+    date: new Date().toISOString(),
+  };
+}
+
+/** Writes `bench/results/<name>.json` (the run's info first, then `figures`) and returns its path. */
+export function writeResult(name: string, figures: Record<string, unknown>, info: RunInfo = runInfo()): string {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${name}.json`);
+  writeFileSync(file, `${JSON.stringify({ benchmark: name, ...info, ...figures }, null, 2)}\n`);
+  return file;
+}
+
+/** The median of `values` (NaN for none). */
+export function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median, smallest and largest of ratios measured round by round: how a floor-vs-system gap is reported. */
+export function ratioSummary(ratios: number[]): { median: number; min: number; max: number; rounds: number } {
+  return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: ratios.length };
+}
