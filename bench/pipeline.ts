@@ -11,16 +11,19 @@
  * amqp://guest:guest@127.0.0.1:5672), BENCH_EVENTS (default 20000), BENCH_RAW_MESSAGES (default: BENCH_EVENTS),
  * BENCH_RELAY_CONCURRENCY (2), BENCH_RELAY_BATCH (500), BENCH_RETAIN_SENT_MS (the relay's retainSentMs, default
  * 3600000 as in the services; 0: rows deleted once confirmed), BENCH_CONSUMER_CONCURRENCY (4), BENCH_MAX_BATCH (100),
- * BENCH_PREFETCH (400).
+ * BENCH_PREFETCH (400), BENCH_ROUNDS (3: floor and pipeline interleaved, the order alternating
+ * each round; the median of the per-round ratios and its spread are reported). Writes
+ * bench/results/pipeline.json (bench/results.ts: with commit, dirty flag, Node, CPUs, date).
  */
 import { createLogger, progress } from '@tributary/core';
-import { dropDatabase, Migration, openDatabase, queryRun, valuesPlaceholders, type Database } from '@tributary/core/db';
+import { dropDatabase, Migration, openDatabase, OUTBOX_CHANNEL, queryRun, valuesPlaceholders, type Database } from '@tributary/core/db';
 import { EventConsumer, OutboxRelay, publish, RabbitMqTransport, type NewEvent } from '@tributary/core/events';
 import { connect, type ConsumeMessage } from 'amqplib';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
+import { connectAmqp, startFloorRelay } from './floor-relay.ts';
 import { inTransaction as inTransactionOn } from './pg.ts';
+import { median, ratioSummary, writeResult } from './results.ts';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -34,6 +37,8 @@ const RETAIN_SENT_MS = Number(process.env.BENCH_RETAIN_SENT_MS ?? 3_600_000);
 const CONSUMER_CONCURRENCY = Number(process.env.BENCH_CONSUMER_CONCURRENCY ?? 4);
 const MAX_BATCH = Number(process.env.BENCH_MAX_BATCH ?? 100);
 const PREFETCH = Number(process.env.BENCH_PREFETCH ?? 400);
+/** Rounds of floor and pipeline, interleaved (the order alternates each round). */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** Writers in parallel, each publishing this many events per transaction. */
 const WRITERS = 4;
 const PER_TX = 100;
@@ -189,11 +194,12 @@ function numbered(rows: number, columns: number): string {
 
 /**
  * The floor: the same design and batch sizes written by hand on raw pg and amqplib, on the same
- * tables (the core migrations) and the same topology (topic exchange → quorum queue). Writers
- * insert outbox rows in transactions; relays claim rows with FOR UPDATE SKIP LOCKED, publish
- * them with confirms and mark them sent (or delete them) in the claiming transaction, committed
- * after the confirms; a consumer inserts inbox and view rows in one transaction per batch and
- * acks after the commit. No ORM, no contract validation, no tracing, no metrics, no retry or
+ * tables (the core migrations, with their NOTIFY trigger) and the same topology (topic exchange →
+ * quorum queue), on connections with the transport's socket settings. Writers insert outbox rows
+ * in transactions; relays are the services' shape (bench/floor-relay.ts, shared with
+ * bench:deployed's floor): woken by the commit's NOTIFY, `begin` and the claim (FOR UPDATE SKIP
+ * LOCKED, marking the rows sent or deleting them) in one round trip, `commit` after the confirms;
+ * a consumer inserts inbox and view rows in one transaction per batch and acks after the commit. No ORM, no contract validation, no tracing, no metrics, no retry or
  * dead-letter path: what this architecture costs on this machine whoever writes it.
  */
 async function floor(): Promise<{ rate: number; writeRate: number }> {
@@ -206,8 +212,8 @@ async function floor(): Promise<{ rate: number; writeRate: number }> {
   pool.on('error', () => {});
   const exchange = `${ns}.floor.events`;
   const queue = `${ns}.floor.view`;
-  const relayConnection = await connect(AMQP_URL, { noDelay: true });
-  const consumerConnection = await connect(AMQP_URL, { noDelay: true });
+  const relayConnection = await connectAmqp(AMQP_URL);
+  const consumerConnection = await connectAmqp(AMQP_URL);
   const setup = await relayConnection.createChannel();
   await setup.assertExchange(exchange, 'topic', { durable: true });
   await setup.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
@@ -252,32 +258,16 @@ async function floor(): Promise<{ rate: number; writeRate: number }> {
     setImmediate(pump);
   });
 
-  const publisher = await relayConnection.createConfirmChannel();
-  const unsent = `select id from tributary_outbox where sent_at is null order by id limit ${RELAY_BATCH} for update skip locked`;
-  const claim = RETAIN_SENT_MS > 0
-    ? `update tributary_outbox set sent_at = now() where id in (${unsent}) returning id, event_id, type, payload`
-    : `delete from tributary_outbox where id in (${unsent}) returning id, event_id, type, payload`;
-  let relaying = true;
-  const relay = async () => {
-    while (relaying) {
-      const published = await inTransaction(async (client) => {
-        const { rows } = await client.query<{ id: string; event_id: string; type: string; payload: string }>(claim);
-        rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : 1));
-        await new Promise<void>((resolve, reject) => {
-          let pending = rows.length;
-          if (pending === 0) resolve();
-          for (const row of rows) {
-            const options = { persistent: true, mandatory: true, messageId: row.event_id, type: row.type, contentType: 'application/cloudevents+json' };
-            publisher.publish(exchange, row.type, Buffer.from(row.payload), options, (error: unknown) => (error ? reject(error) : --pending === 0 && resolve()));
-          }
-        });
-        return rows.length;
-      });
-      // No LISTEN here: a short poll when the outbox ran dry.
-      if (published < RELAY_BATCH) await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-  };
-  const relays = Array.from({ length: RELAY_CONCURRENCY }, relay);
+  const stopRelay = await startFloorRelay({
+    databaseUrl: url.toString(),
+    channel: await relayConnection.createConfirmChannel(),
+    exchange,
+    table: 'tributary_outbox',
+    notifyChannel: OUTBOX_CHANNEL,
+    batchSize: RELAY_BATCH,
+    concurrency: RELAY_CONCURRENCY,
+    retain: RETAIN_SENT_MS > 0,
+  });
 
   const started = performance.now();
   const writeRate = await writeAll((n) =>
@@ -292,8 +282,7 @@ async function floor(): Promise<{ rate: number; writeRate: number }> {
   );
   await all;
   const rate = EVENTS / ((performance.now() - started) / 1000);
-  relaying = false;
-  await Promise.all(relays);
+  await stopRelay();
   const { rows } = await pool.query<{ n: string }>('select count(*) as n from bench_view');
   if (Number(rows[0]!.n) !== EVENTS) throw new Error(`floor view has ${rows[0]!.n} rows, expected ${EVENTS}`);
   await setup.deleteQueue(queue);
@@ -322,40 +311,47 @@ function envelope(event: NewEvent<'document.uploaded'>) {
   };
 }
 
-console.log(`pipeline benchmark: ${EVENTS} events through the pipeline, ${RAW} raw messages (broker ${new URL(AMQP_URL).host})`);
+console.log(`pipeline benchmark: ${EVENTS} events per side per round, ${ROUNDS} rounds interleaved, ${RAW} raw messages (broker ${new URL(AMQP_URL).host})`);
 const rawClassic = await raw('classic');
 console.log(`raw amqplib, classic queue : ${rawClassic.toFixed(0)} msg/s`);
 const rawQuorum = await raw('quorum');
 console.log(`raw amqplib, quorum queue  : ${rawQuorum.toFixed(0)} msg/s`);
-const byHand = await floor();
-console.log(`same design by hand        : ${byHand.rate.toFixed(0)} events/s end to end (raw pg + amqplib; outbox writes alone: ${byHand.writeRate.toFixed(0)}/s)`);
-const result = await pipeline();
-const best = Math.max(rawClassic, rawQuorum);
-console.log(`tributary pipeline         : ${result.rate.toFixed(0)} events/s end to end (outbox writes alone: ${result.writeRate.toFixed(0)}/s)`);
-console.log(`ratio to raw (best of both): ${(result.rate / best).toFixed(2)}`);
-console.log(`ratio to raw (quorum, the queue type the pipeline uses): ${(result.rate / rawQuorum).toFixed(2)}`);
-console.log(`the same design by hand, ratio to raw (quorum): ${(byHand.rate / rawQuorum).toFixed(2)}`);
-console.log(`tributary pipeline / the same design by hand: ${(result.rate / byHand.rate).toFixed(2)}`);
-mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(
-  new URL('./results/pipeline.json', import.meta.url),
-  JSON.stringify(
-    {
-      at: new Date().toISOString(),
-      events: EVENTS,
-      rawMessages: RAW,
-      rawClassic,
-      rawQuorum,
-      byHand: byHand.rate,
-      byHandOutboxWrites: byHand.writeRate,
-      pipeline: result.rate,
-      outboxWrites: result.writeRate,
-      ratioToBestRaw: result.rate / best,
-      ratioToQuorumRaw: result.rate / rawQuorum,
-      byHandRatioToQuorumRaw: byHand.rate / rawQuorum,
-      ratioToByHand: result.rate / byHand.rate,
-    },
-    null,
-    2,
-  ),
-);
+
+interface Round {
+  round: number;
+  order: Array<'floor' | 'pipeline'>;
+  floor: { rate: number; writeRate: number };
+  pipeline: { rate: number; writeRate: number };
+  ratio: number;
+}
+const rounds: Round[] = [];
+for (let round = 1; round <= ROUNDS; round++) {
+  // floor, pipeline; pipeline, floor; …: slow drift of a shared machine falls on both sides alike.
+  const order: Round['order'] = round % 2 === 1 ? ['floor', 'pipeline'] : ['pipeline', 'floor'];
+  const measured: Partial<Record<'floor' | 'pipeline', { rate: number; writeRate: number }>> = {};
+  for (const side of order) {
+    measured[side] = side === 'floor' ? await floor() : await pipeline();
+    console.log(`[round ${round}] ${side === 'floor' ? 'the same design by hand' : 'tributary pipeline     '}: ${measured[side]!.rate.toFixed(0)} events/s end to end (outbox writes alone: ${measured[side]!.writeRate.toFixed(0)}/s)`);
+  }
+  const r = { round, order, floor: measured.floor!, pipeline: measured.pipeline!, ratio: measured.pipeline!.rate / measured.floor!.rate };
+  rounds.push(r);
+  console.log(`[round ${round}] pipeline / by hand: ${r.ratio.toFixed(2)}`);
+}
+const ratioToFloor = ratioSummary(rounds.map((r) => r.ratio));
+const pipelineRate = median(rounds.map((r) => r.pipeline.rate));
+const floorRate = median(rounds.map((r) => r.floor.rate));
+console.log(`\nmedians over ${ROUNDS} rounds: pipeline ${pipelineRate.toFixed(0)} events/s, by hand ${floorRate.toFixed(0)} events/s`);
+console.log(`tributary pipeline / the same design by hand: median ${ratioToFloor.median.toFixed(2)} (spread ${ratioToFloor.min.toFixed(2)}–${ratioToFloor.max.toFixed(2)})`);
+console.log(`pipeline, ratio to raw amqplib (quorum, the queue type the pipeline uses): ${(pipelineRate / rawQuorum).toFixed(2)}; by hand: ${(floorRate / rawQuorum).toFixed(2)}`);
+const file = writeResult('pipeline', {
+  settings: { events: EVENTS, rawMessages: RAW, rounds: ROUNDS, relayConcurrency: RELAY_CONCURRENCY, relayBatch: RELAY_BATCH, retainSentMs: RETAIN_SENT_MS, consumerConcurrency: CONSUMER_CONCURRENCY, maxBatch: MAX_BATCH, prefetch: PREFETCH, writers: WRITERS, eventsPerTransaction: PER_TX },
+  rawClassic,
+  rawQuorum,
+  rounds,
+  pipeline: pipelineRate,
+  byHand: floorRate,
+  ratioToByHand: ratioToFloor,
+  ratioToQuorumRaw: pipelineRate / rawQuorum,
+  byHandRatioToQuorumRaw: floorRate / rawQuorum,
+});
+console.log(`wrote ${file}`);
