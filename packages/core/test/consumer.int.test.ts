@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EventConsumer, type EventConsumerOptions } from '../src/events/consumer.ts';
+import { DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_PREFETCH, EventConsumer, type EventConsumerOptions } from '../src/events/consumer.ts';
 import { publish } from '../src/events/publish.ts';
 import { OutboxRelay } from '../src/events/relay.ts';
 import { Headers } from '../src/events/transport.ts';
@@ -119,33 +119,38 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
     expect(await effectStats(await h.db())).toEqual({ rows: 1, distinct: 1 });
   });
 
-  it('applies a burst in full batches, not in one-event transactions, and each event once', async () => {
+  it('applies a burst five times the production prefetch in multi-event batches within the batch limit, and each event once', async () => {
     const transport = await h.transport();
+    const burst = 5 * DEFAULT_PREFETCH;
     const batches: number[] = [];
     let applied = 0;
+    // As the services run it: the default prefetch, batch size and concurrency.
     await consumer(transport, {
       batchHandler: async (events, context) => {
         batches.push(events.length);
         for (const event of events) await recordEffect(event, context);
       },
-      // The whole burst in flight at once: with a prefetch below it, the broker sends the rest
-      // only as batches are acked, the consumer may run dry at each refill, and the first
-      // delivery back finds nothing in flight and is rightly started at once, alone (a loaded
-      // CI run on Node 24 saw two such batches with a prefetch of 400).
-      prefetch: 1_000,
-      maxBatch: 100,
-      concurrency: 4,
+      prefetch: DEFAULT_PREFETCH,
+      maxBatch: DEFAULT_MAX_BATCH,
+      concurrency: DEFAULT_CONCURRENCY,
       onApplied: (n) => (applied += n),
     });
     // One burst: ten publishes awaited one after another leave gaps in which the consumer may run
     // dry, and a delivery that finds nothing in flight is rightly started at once, alone.
-    await transport.publish(Array.from({ length: 1_000 }, () => wireEvent()));
-    await waitFor(() => applied === 1_000, 30_000, '1,000 events applied');
-    expect(await effectStats(await h.db())).toEqual({ rows: 1_000, distinct: 1_000 });
-    expect(batches.reduce((a, b) => a + b, 0)).toBe(1_000);
-    // Only the first batch of the burst, started with nothing in flight, may be small.
-    expect(batches.filter((n) => n === 1).length).toBeLessThanOrEqual(1);
-    expect(batches.length).toBeLessThan(100);
+    await transport.publish(Array.from({ length: burst }, () => wireEvent()));
+    await waitFor(() => applied === burst, 30_000, `${burst} events applied`);
+    expect(await effectStats(await h.db())).toEqual({ rows: burst, distinct: burst });
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(burst);
+    expect(Math.max(...batches)).toBeLessThanOrEqual(DEFAULT_MAX_BATCH);
+    // Beyond the prefetch the broker sends the rest only as batches are acked: when the consumer
+    // has run dry before a refill arrives, the first delivery back is rightly started alone
+    // (8e6bf67; a loaded CI run saw two such with a prefetch of 400), and a batch may close on
+    // what gathered in GATHER_MS. What holds: the burst is not a row of one-event transactions
+    // (at most one event in twenty alone, at most a transaction per ten events). A quiet run
+    // here: about 21 transactions, all full but the first and the last.
+    const alone = batches.filter((n) => n === 1).length;
+    expect(alone, `one-event batches in ${JSON.stringify(batches)}`).toBeLessThanOrEqual(burst / 20);
+    expect(batches.length, `transactions: ${JSON.stringify(batches)}`).toBeLessThanOrEqual(burst / 10);
   });
 
   it('still runs batch transactions side by side when the batch handler is slow', async () => {

@@ -80,11 +80,11 @@ export interface EventConsumerOptions {
   db: Database;
   transport: Transport;
   logger: Logger;
-  /** Unacked deliveries held at once. Default 200. */
+  /** Unacked deliveries held at once. Default {@link DEFAULT_PREFETCH} (200). */
   prefetch?: number;
-  /** Events applied in one transaction when several are waiting. Default 50 (a staged handler: 1). */
+  /** Events applied in one transaction when several are waiting. Default {@link DEFAULT_MAX_BATCH} (50; a staged handler: 1). */
   maxBatch?: number;
-  /** Transactions (a staged handler: events) in flight at once. Default 4. */
+  /** Transactions (a staged handler: events) in flight at once. Default {@link DEFAULT_CONCURRENCY} (4). */
   concurrency?: number;
   /** Attempts before dead-lettering (the first delivery counts). Default 5. */
   maxAttempts?: number;
@@ -104,6 +104,13 @@ export interface EventConsumerOptions {
    */
   relevant?: (event: ParsedEvent, em: EntityManager) => boolean | Promise<boolean>;
 }
+
+/** {@link EventConsumerOptions.prefetch}'s default: unacked deliveries a consumer holds at once. */
+export const DEFAULT_PREFETCH = 200;
+/** {@link EventConsumerOptions.maxBatch}'s default for handlers and batch handlers. */
+export const DEFAULT_MAX_BATCH = 50;
+/** {@link EventConsumerOptions.concurrency}'s default. */
+export const DEFAULT_CONCURRENCY = 4;
 
 /** Thrown inside a staged handler's settling transaction to roll it back when its work declines. */
 const DECLINED = new Error('the settling work declined; rolled back');
@@ -160,9 +167,9 @@ export class EventConsumer {
   constructor(private readonly options: EventConsumerOptions) {
     this.queue = queueName(options.transport.namespace, options.service, options.name);
     this.consumerKey = `${options.service}.${options.name}`;
-    this.prefetch = options.prefetch ?? 200;
-    this.maxBatch = options.stagedHandler ? 1 : (options.maxBatch ?? 50);
-    this.concurrency = options.concurrency ?? 4;
+    this.prefetch = options.prefetch ?? DEFAULT_PREFETCH;
+    this.maxBatch = options.stagedHandler ? 1 : (options.maxBatch ?? DEFAULT_MAX_BATCH);
+    this.concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
     this.fullBatch = Math.max(1, Math.min(this.maxBatch, Math.floor(this.prefetch / this.concurrency)));
     this.gather = options.batchHandler !== undefined;
     this.maxAttempts = options.maxAttempts ?? 5;
