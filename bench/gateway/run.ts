@@ -8,16 +8,18 @@
  * concurrency in which every response body must equal the checked one byte for byte
  * (autocannon's `expectBody`, counted as mismatches), then the check again.
  *
- * Targets (BENCH_TARGETS, comma-separated; default direct,apollo,hive,ours@,ours):
+ * Targets (BENCH_TARGETS, comma-separated; default direct,apollo,hive,ours,apollo@,hive@,ours@):
  *   direct       the floor: no gateway. The benchmark query's two root fields asked of the
  *                subgraphs that own them, `{ users { id username name } }` on accounts and
  *                `{ topProducts { name price upc weight } }` on products, half the
  *                connections each, at the same time; one request = one subgraph call. No
  *                gateway request can be cheaper than this single hop.
- *   apollo, apollo-fast, hive, ours, ours-before, ours-undici, ours-dedup: see target.ts.
- *   A target may carry node flags for its process after `@`, e.g. `apollo@--max-semi-space-size=64`.
- *   `ours*` targets without flags of their own get those of the gateway's start script (how it
- *   ships: `exec node --import tsx --max-semi-space-size=64 src/main.ts`); `ours@` runs ours on node's defaults.
+ *   apollo, apollo-fast, hive, hive-cache, ours, ours-before, ours-undici, ours-dedup: see target.ts.
+ *   Equal terms: every gateway runs with the same node flags. A target without `@` gets those of
+ *   our gateway's start script (how it ships: `exec node --import tsx --max-semi-space-size=64
+ *   src/main.ts`), whichever gateway it is; `apollo@` (`@` and nothing after it) runs on node's
+ *   defaults; `hive@--max-old-space-size=512` on the flags given. Ratios are taken only between
+ *   targets of the same round on the same flags, and each measurement records its flags.
  *
  * Per target: requests/s, latency p50/p99, the gateway process's CPU seconds in the measured
  * window (/proc/<pid>/stat) and per request, its peak RSS (VmHWM, since it started), the
@@ -25,13 +27,15 @@
  * Hive Gateway (same round). Writes bench/results/gateway.json.
  *
  * Then the read-heavy mix (YCSB's workload B shape: 95% reads, 5% writes), on BENCH_MIX_TARGETS
- * (default apollo,hive,ours,ours-cache): of the reads, 3 in 4 the benchmark query and 1 in 4 a
+ * (default apollo,hive,hive-cache,ours,ours-cache, all on the start script's flags): of the reads, 3 in 4 the benchmark query and 1 in 4 a
  * `user(id:)` lookup with a random id; the writes rotate over setPrice, setUserName and
  * setReviewBody on random entities, each answered once the fixture's change event is confirmed
  * by RabbitMQ (BENCH_AMQP_URL, default the local broker). `ours-cache` is our gateway with its
  * event-invalidated cache on; it learns of every write only from those events. After each mix
  * the target's answer to the benchmark query must equal a reference computed afresh from the
- * subgraphs ("fresh"); the cache's hit/shared/miss counts come from its /metrics.
+ * subgraphs ("fresh"); the cache's hit/shared/miss counts come from its /metrics. `ours` is the
+ * no-cache control of `ours-cache`; `hive-cache` (Hive Gateway's response cache, a TTL plus
+ * invalidation by mutation results) is the anchor, whose freshness is reported like every other.
  * BENCH_MIX_WRITES (0.05) sets the share of writes; BENCH_MIX_TARGETS= (empty) skips the mix.
  *
  * Env: BENCH_CONNECTIONS (50), BENCH_WARMUP (seconds, 5), BENCH_DURATION (seconds, 10),
@@ -55,23 +59,36 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BENCH_QUERY, composeSupergraph, MUTATIONS, SUBGRAPHS, type SubgraphCounters, type SubgraphName } from './fixture.ts';
 import { call, cpuSeconds, gatewayStartFlags, memory, start, stop } from './ipc.ts';
 import { referenceAnswer } from './reference.ts';
+import { RESULTS_DIR, writeResult } from '../results.ts';
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 5);
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
-const TARGETS = (process.env.BENCH_TARGETS ?? 'direct,apollo,hive,ours@,ours').split(',').map((t) => t.trim()).filter(Boolean);
+const TARGETS = (process.env.BENCH_TARGETS ?? 'direct,apollo,hive,ours,apollo@,hive@,ours@').split(',').map((t) => t.trim()).filter(Boolean);
 const PROFILE = process.env.BENCH_PROFILE;
-const MIX_TARGETS = (process.env.BENCH_MIX_TARGETS ?? 'apollo,hive,ours,ours-cache').split(',').map((t) => t.trim()).filter(Boolean);
+const MIX_TARGETS = (process.env.BENCH_MIX_TARGETS ?? 'apollo,hive,hive-cache,ours,ours-cache').split(',').map((t) => t.trim()).filter(Boolean);
 const MIX_WRITES = Number(process.env.BENCH_MIX_WRITES ?? 0.05);
 const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const NAMESPACE = `bench_${process.pid}_${randomBytes(3).toString('hex')}`;
 const here = fileURLToPath(new URL('.', import.meta.url));
-const resultsDir = join(here, '..', 'results');
+const resultsDir = RESULTS_DIR;
 const GATEWAY_START_FLAGS = gatewayStartFlags();
+const EXTRA_FLAGS = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/**
+ * A gateway target's node flags: BENCH_GATEWAY_NODE_ARGS, then those after its `@` when it has
+ * one (`apollo@`: none, node's defaults), else our start script's, whichever gateway it is.
+ */
+function nodeFlags(target: string): string[] {
+  const at = target.indexOf('@');
+  const own = at < 0 ? GATEWAY_START_FLAGS : target.slice(at + 1).split(' ').filter(Boolean);
+  return [...EXTRA_FLAGS, ...own];
+}
 
 interface Measurement {
   target: string;
+  /** The gateway process's node flags (direct: none, it has no gateway). */
+  nodeFlags: string[];
   round: number;
   rps: number;
   requests: number;
@@ -95,6 +112,7 @@ interface Measurement {
 
 interface MixMeasurement {
   target: string;
+  nodeFlags: string[];
   rps: number;
   requests: number;
   latencyMs: { p50: number; p99: number; mean: number };
@@ -204,11 +222,9 @@ async function main() {
     const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench', expiresIn: '2h' });
     const headers = { authorization: `Bearer ${token}` };
     const withGateway = async (target: string, env: Record<string, string>, body: (gateway: { child: ChildProcess; pid: number; url: string }) => Promise<void>) => {
-      const [kind, ...targetArgs] = target.split('@');
-      // Ours runs with the node flags its start script ships with, unless the target names its own.
-      const shipped = kind!.startsWith('ours') && targetArgs.length === 0 ? GATEWAY_START_FLAGS : [];
-      const gateway = await start(join(here, 'target.ts'), [kind!], {
-        execArgv: [...(process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' '), ...shipped, ...targetArgs].filter(Boolean),
+      const kind = target.split('@')[0]!;
+      const gateway = await start(join(here, 'target.ts'), [kind], {
+        execArgv: nodeFlags(target),
         env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: authSecret, BENCH_AMQP_URL: AMQP_URL, BENCH_NAMESPACE: NAMESPACE, ...env },
       });
       children.add(gateway.child);
@@ -231,7 +247,7 @@ async function main() {
           const summary = summarize(await load(rootUrls, bodies, CONNECTIONS, DURATION, headers), DURATION);
           const cpu = cpuSeconds(subgraphPid) - cpu0;
           const mem = memory(subgraphPid);
-          measurements.push({ target, round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: cpu });
+          measurements.push({ target, nodeFlags: [], round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: cpu });
           continue;
         }
         const profiling = PROFILE === target && round === 1;
@@ -260,7 +276,7 @@ async function main() {
           const mem = memory(pid);
           const last = await ask();
           identical &&= last.status === 200 && isDeepStrictEqual(JSON.parse(last.text), reference) && summary.mismatches === 0 && summary.non2xx === 0;
-          measurements.push({ target, round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: subgraphCpu, perQuery, identical });
+          measurements.push({ target, nodeFlags: nodeFlags(target), round, ...summary, cpuSeconds: cpu, cpuMsPerRequest: (cpu * 1000) / Math.max(1, summary.requests), peakRssMiB: mem.peakMiB, rssAfterMiB: mem.rssMiB, subgraphCpuSeconds: subgraphCpu, perQuery, identical });
         });
         const m = measurements.at(-1)!;
         console.log(`  ${m.rps.toFixed(1)} req/s, p50 ${m.latencyMs.p50} ms, p99 ${m.latencyMs.p99} ms, CPU ${m.cpuSeconds.toFixed(1)} s (${m.cpuMsPerRequest.toFixed(2)} ms/req), peak RSS ${m.peakRssMiB.toFixed(0)} MiB, identical: ${m.identical}`);
@@ -281,7 +297,7 @@ async function main() {
         const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: post(BENCH_QUERY) });
         const fresh = response.status === 200 && isDeepStrictEqual(await response.json(), { data: await referenceAnswer(urls) });
         const cache = counts1 && Object.fromEntries(Object.entries(counts1).map(([k, v]) => [k, v - (counts0[k] ?? 0)]));
-        mix.push({ target, ...summary, cpuSeconds: cpu, peakRssMiB: memory(pid).peakMiB, fresh, ...(cache ? { cache } : {}) });
+        mix.push({ target, nodeFlags: nodeFlags(target), ...summary, cpuSeconds: cpu, peakRssMiB: memory(pid).peakMiB, fresh, ...(cache ? { cache } : {}) });
         console.log(`  ${summary.rps.toFixed(1)} req/s, p50 ${summary.latencyMs.p50} ms, p99 ${summary.latencyMs.p99} ms, CPU ${cpu.toFixed(1)} s, errors ${summary.errors + summary.non2xx}, fresh after: ${fresh}${cache ? `, cache ${JSON.stringify(cache)}` : ''}`);
       });
     }
@@ -291,17 +307,19 @@ async function main() {
     if (mixing) await deleteNamespace(AMQP_URL, NAMESPACE, []).catch(() => {});
   }
 
+  // A ratio only between gateways on the same node flags (and, for the query, in the same round).
+  const sameTerms = (a: { nodeFlags: string[] }, b: { nodeFlags: string[] }) => a.nodeFlags.join(' ') === b.nodeFlags.join(' ');
   for (const m of measurements) {
-    const apollo = measurements.find((x) => x.round === m.round && x.target === 'apollo');
-    const hive = measurements.find((x) => x.round === m.round && x.target === 'hive');
+    const apollo = measurements.find((x) => x.round === m.round && x.target.split('@')[0] === 'apollo' && sameTerms(x, m));
+    const hive = measurements.find((x) => x.round === m.round && x.target.split('@')[0] === 'hive' && sameTerms(x, m));
+    if (apollo && m.target !== 'direct') m.ratioToApollo = m.rps / apollo.rps;
+    if (hive && m.target !== 'direct') m.ratioToHive = m.rps / hive.rps;
+  }
+  for (const m of mix) {
+    const apollo = mix.find((x) => x.target.split('@')[0] === 'apollo' && sameTerms(x, m));
+    const hive = mix.find((x) => x.target.split('@')[0] === 'hive' && sameTerms(x, m));
     if (apollo) m.ratioToApollo = m.rps / apollo.rps;
     if (hive) m.ratioToHive = m.rps / hive.rps;
-  }
-  const mixApollo = mix.find((m) => m.target === 'apollo');
-  const mixHive = mix.find((m) => m.target === 'hive');
-  for (const m of mix) {
-    if (mixApollo) m.ratioToApollo = m.rps / mixApollo.rps;
-    if (mixHive) m.ratioToHive = m.rps / mixHive.rps;
   }
   report(measurements);
   if (mix.length > 0) {
@@ -309,6 +327,7 @@ async function main() {
     console.table(
       mix.map((m) => ({
         target: m.target,
+        'node flags': m.nodeFlags.join(' ') || '(defaults)',
         'req/s': m.rps.toFixed(1),
         'p50 ms': m.latencyMs.p50,
         'p99 ms': m.latencyMs.p99,
@@ -322,11 +341,11 @@ async function main() {
       })),
     );
   }
-  const file = join(resultsDir, 'gateway.json');
-  writeFileSync(
-    file,
-    `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: (await import('node:os')).cpus().length, connections: CONNECTIONS, warmupSeconds: WARMUP, durationSeconds: DURATION, rounds: ROUNDS, query: BENCH_QUERY, measurements, mix: { writes: MIX_WRITES, measurements: mix } }, null, 2)}\n`,
-  );
+  const file = writeResult('gateway', {
+    settings: { connections: CONNECTIONS, warmupSeconds: WARMUP, durationSeconds: DURATION, rounds: ROUNDS, startScriptFlags: GATEWAY_START_FLAGS, extraFlags: EXTRA_FLAGS, query: BENCH_QUERY },
+    measurements,
+    mix: { writes: MIX_WRITES, measurements: mix },
+  });
   console.log(`\nwrote ${file}`);
 }
 
@@ -344,6 +363,7 @@ function report(measurements: Measurement[]) {
     };
     return {
       target,
+      'node flags': ms[0]!.target === 'direct' ? 'n/a' : ms[0]!.nodeFlags.join(' ') || '(defaults)',
       'req/s': pick((m) => m.rps, 1),
       'p50 ms': pick((m) => m.latencyMs.p50, 0),
       'p99 ms': pick((m) => m.latencyMs.p99, 0),
@@ -357,7 +377,7 @@ function report(measurements: Measurement[]) {
       identical: target === 'direct' ? 'n/a' : ms.every((m) => m.identical) ? 'yes' : 'NO',
     };
   });
-  console.log(`\n${CONNECTIONS} connections, ${DURATION} s measured after ${WARMUP} s warm-up, ${ROUNDS} round(s) (ranges over rounds)`);
+  console.log(`\n${CONNECTIONS} connections, ${DURATION} s measured after ${WARMUP} s warm-up, ${ROUNDS} round(s) (ranges over rounds); × apollo and × hive only between targets on the same node flags`);
   console.table(rows);
 }
 

@@ -4,6 +4,7 @@
  *   apollo       @apollo/gateway + @apollo/server with their defaults (startStandaloneServer)
  *   apollo-fast  the same with FastDataSource as every subgraph's data source
  *   hive         @graphql-hive/gateway's createGatewayRuntime({ supergraph }) on node:http
+ *   hive-cache   the same with Hive Gateway's response cache on (see hiveCache)
  *   ours         Tributary's startGateway (auth, signed identity to subgraphs, limits, tracing
  *                context, metrics, graphql-ws) as the tree has it: IdentityDataSource extends
  *                FastDataSource (undici keep-alive pools, de-duplicated representations);
@@ -18,7 +19,7 @@
 import { ApolloGateway } from '@apollo/gateway';
 import { ApolloServer } from '@apollo/server';
 import { startStandaloneServer } from '@apollo/server/standalone';
-import { createGatewayRuntime } from '@graphql-hive/gateway';
+import { createGatewayRuntime, LocalForageCacheStorage } from '@graphql-hive/gateway';
 import { FastDataSource, startGateway } from '@tributary/gateway';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -42,8 +43,18 @@ async function startApollo(fast: boolean): Promise<{ url: string; stop: () => Pr
   return { url: new URL('/graphql', url).toString(), stop: () => server.stop() };
 }
 
-async function startHive(): Promise<{ url: string; stop: () => Promise<void> }> {
-  const gateway = createGatewayRuntime({ supergraph: supergraphSdl, logging: 'error' });
+/**
+ * Hive Gateway's own response cache (`hive-cache`): one cache for every user (`session: () =>
+ * null`; the benchmark has one tenant), entries kept BENCH_HIVE_CACHE_TTL_MS (default 10 000) and
+ * dropped early when a mutation through this gateway returns the entity (its default
+ * `invalidateViaMutation`, by `id` fields). Within the TTL it may answer stale: the mix reports
+ * each target's freshness.
+ */
+const hiveCache = () => ({ session: () => null, ttl: Number(process.env.BENCH_HIVE_CACHE_TTL_MS ?? 10_000) });
+
+async function startHive(cached: boolean): Promise<{ url: string; stop: () => Promise<void> }> {
+  // The cache store the `hive-gateway` CLI makes when none is configured (localforage, in memory on Node).
+  const gateway = createGatewayRuntime({ supergraph: supergraphSdl, logging: 'error', ...(cached ? { cache: new LocalForageCacheStorage(), responseCaching: hiveCache() } : {}) });
   const server = createServer(gateway);
   await new Promise<void>((resolve) => server.listen(0, host, resolve));
   return {
@@ -85,7 +96,7 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
   return { url: gateway.url, stop: () => gateway.stop() };
 }
 
-const running = kind === 'apollo' || kind === 'apollo-fast' ? await startApollo(kind === 'apollo-fast') : kind === 'hive' ? await startHive() : kind.startsWith('ours') ? await startOurs() : undefined;
+const running = kind === 'apollo' || kind === 'apollo-fast' ? await startApollo(kind === 'apollo-fast') : kind === 'hive' || kind === 'hive-cache' ? await startHive(kind === 'hive-cache') : kind.startsWith('ours') ? await startOurs() : undefined;
 if (!running) throw new Error(`unknown gateway "${kind}"`);
 // A CPU profile of the measured window only (not start-up, not tsx's loader thread).
 const inspector = new Session();
