@@ -16,8 +16,8 @@ import { startEmbedded } from '@tributary/embedded';
 import { createClient } from 'graphql-ws';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import WebSocket from 'ws';
+import { writeResult } from './results.ts';
 
 const RATE = Number(process.env.BENCH_RATE ?? 10);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
@@ -165,5 +165,4 @@ for (const mode of MODES) {
     `${mode.padEnd(9)} completed ${r.completed}/${r.uploads} (failures ${r.failures}, silent ${r.silent})  p50 ${r.p50.toFixed(1)} ms  p95 ${r.p95.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms  max ${r.max.toFixed(1)} ms  throughput ${r.throughput.toFixed(1)} jobs/s`,
   );
 }
-mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/latency.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), results }, null, 2));
+console.log(`wrote ${writeResult('latency', { settings: { rate: RATE, seconds: SECONDS }, results })}`);

@@ -22,10 +22,10 @@
  * default fetcher; see bench/gateway/patch.ts); BENCH_TRACE_ERRORS=1 prints the errors of the queries
  * subscriptions run, unmasked; BENCH_PROFILE=1 CPU-profiles the server while producing.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, cpuSeconds, gatewayStartFlags, memory, start, stop } from '../gateway/ipc.ts';
+import { writeResult } from '../results.ts';
 
 const COUNTS = (process.env.BENCH_SUBSCRIBERS ?? '1000,5000,10000').split(',').map(Number);
 const RATE = Number(process.env.BENCH_RATE ?? 100);
@@ -33,7 +33,6 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const PER_CONNECTION = Number(process.env.BENCH_SUBS_PER_CONNECTION ?? 100);
 const WAVE = Number(process.env.BENCH_SUBSCRIBE_WAVE ?? 500);
 const here = fileURLToPath(new URL('.', import.meta.url));
-const resultsDir = join(here, '..', 'results');
 const MiB = 1024 * 1024;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -174,10 +173,8 @@ console.table(
     'gateway CPU %': (r.gatewayCpuShare * 100).toFixed(0),
   })),
 );
-mkdirSync(resultsDir, { recursive: true });
 const producer = process.env.BENCH_PRODUCER === 'bus' ? 'bus' : 'outbox';
 const dataSource = process.env.BENCH_DATASOURCE === 'before' ? 'before' : 'tree';
 // The default run writes subscriptions.json; the variants their own file beside it.
-const file = join(resultsDir, producer === 'outbox' && dataSource === 'tree' ? 'subscriptions.json' : `subscriptions-${producer}${dataSource === 'before' ? '-before' : ''}.json`);
-writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, dataSource, producer, results }, null, 2)}\n`);
+const file = writeResult(producer === 'outbox' && dataSource === 'tree' ? 'subscriptions' : `subscriptions-${producer}${dataSource === 'before' ? '-before' : ''}`, { settings: { rate: RATE, seconds: SECONDS, perConnection: PER_CONNECTION, subscribeWave: WAVE }, dataSource, producer, results });
 console.log(`wrote ${file}`);
