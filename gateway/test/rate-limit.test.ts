@@ -1,32 +1,49 @@
 /**
- * The upload rate limit without services: the in-memory limiter, and what the plugin answers
- * over the limit and when its store fails (RATE_LIMIT_ON_REDIS_ERROR).
+ * The upload rate limit without services: the in-memory limiter (the token bucket contract, and
+ * its arithmetic on a clock of our own), and what the plugin answers over the limit and when its
+ * store fails (RATE_LIMIT_ON_REDIS_ERROR). The Redis limiter meets the same contract in
+ * rate-limit.int.test.ts.
  */
 import { ApolloServer } from '@apollo/server';
 import { registry } from '@tributary/core/metrics';
 import type { Logger } from '@tributary/core';
 import { describe, expect, it, vi } from 'vitest';
 import type { GatewayContext } from '../src/context.ts';
-import { MemoryRateLimiter, RateLimitStoreError, uploadRateLimit, type RateLimiter } from '../src/limits.ts';
+import { MemoryRateLimiter, RateLimitStoreError, uploadRateLimit, type RateLimiter } from '../src/rate-limit.ts';
+import { rateLimiterContract } from './rate-limit-contract.ts';
 
-describe('the in-memory rate limiter', () => {
-  it('allows the configured rate and refills over time', async () => {
-    const limiter = new MemoryRateLimiter(60);
-    const t0 = 1_000_000;
-    for (let i = 0; i < 60; i++) expect(await limiter.take('u', 1, t0)).toBe(0);
-    expect(await limiter.take('u', 1, t0)).toBeGreaterThan(0);
-    expect(await limiter.take('other', 1, t0)).toBe(0);
-    expect(await limiter.take('u', 1, t0 + 1_000)).toBe(0);
+rateLimiterContract('memory', async (perMinute) => {
+  const limiter = new MemoryRateLimiter(perMinute);
+  return { limiters: [limiter, limiter], close: () => limiter.close() };
+});
+
+describe('the in-memory rate limiter on a clock of its own', () => {
+  function clocked(perMinute: number) {
+    const clock = { now: 1_000_000 };
+    return { clock, limiter: new MemoryRateLimiter(perMinute, { now: () => clock.now }) };
+  }
+
+  it('refills a token every 60 s / limit, continuously, up to the limit', async () => {
+    const { clock, limiter } = clocked(60);
+    for (let i = 0; i < 60; i++) expect(await limiter.take('u')).toBe(0);
+    expect(await limiter.take('u')).toBe(1_000);
+    clock.now += 400;
+    expect(await limiter.take('u')).toBe(600);
+    clock.now += 600;
+    expect(await limiter.take('u')).toBe(0);
+    expect(await limiter.take('u')).toBe(1_000);
+    clock.now += 10 * 60_000;
+    expect(await limiter.take('u', 60)).toBe(0);
+    expect(await limiter.take('u')).toBe(1_000);
   });
 
-  it('takes n points at once, and nothing when it refuses them', async () => {
-    const limiter = new MemoryRateLimiter(5);
-    const t0 = 1_000_000;
-    expect(await limiter.take('u', 6, t0)).toBeGreaterThan(0);
-    expect(await limiter.take('u', 3, t0)).toBe(0);
-    expect(await limiter.take('u', 3, t0)).toBeGreaterThan(0);
-    expect(await limiter.take('u', 2, t0)).toBe(0);
-    expect(await limiter.take('u', 1, t0)).toBeGreaterThan(0);
+  it('refills nothing when the clock steps back', async () => {
+    const { clock, limiter } = clocked(60);
+    expect(await limiter.take('u', 60)).toBe(0);
+    clock.now -= 5_000;
+    expect(await limiter.take('u')).toBe(1_000);
+    clock.now += 1_000;
+    expect(await limiter.take('u')).toBe(0);
   });
 });
 
