@@ -1,5 +1,5 @@
 export { startGateway, defaultSupergraphPath, type GatewayOptions, type RunningGateway } from './gateway.ts';
-export { configSchema, loadGatewayConfig, type GatewayConfig } from './config.ts';
+export { configSchema, loadGatewayConfig, supergraphSubgraphNames, type GatewayConfig } from './config.ts';
 export { signToken } from './auth.ts';
 export { EventSubscriptions } from './subscriptions.ts';
 export { EventHub, type ListenSpec } from './event-hub.ts';
