@@ -2,7 +2,7 @@
  * `pnpm build` (after `pnpm typecheck`): each service's runnable JavaScript, for production.
  *
  *   <service>/dist/main.js (+ .map)   gateway/dist/main.js, subgraphs/<name>/dist/main.js
- *   gateway/dist/ui/                  GraphiQL and the demo page, bundled (served from files)
+ *   gateway/dist/ui/                  GraphiQL, bundled (served from files; the demo page is pnpm dev's)
  *
  * esbuild bundles each service's src/main.ts with the workspace packages it imports
  * (@tributary/* export their TypeScript sources), and leaves every third-party package
@@ -112,7 +112,7 @@ async function buildService(name: string, dir: string): Promise<string[]> {
   return problems;
 }
 
-/** GraphiQL and the demo page, as gateway/src/ui/server.ts bundles them in development, written to files. */
+/** GraphiQL, as gateway/src/ui/server.ts bundles it in development, written to files. */
 async function buildUi(outdir: string): Promise<void> {
   const { buildUiBundle, writeUiBundle } = await import('../gateway/src/ui/server.ts');
   const bundle = await buildUiBundle();

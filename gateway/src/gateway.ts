@@ -5,7 +5,7 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { createLogger, currentContext, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
-import { createHttpHandler, HttpRequestError, LISTEN_BACKLOG } from '@tributary/core/server';
+import { createHttpHandler, HttpRequestError, LISTEN_BACKLOG, type ExtraRoutes } from '@tributary/core/server';
 import { ConfigError } from '@tributary/core/config';
 import { initTracing } from '@tributary/core/tracing';
 import { GraphQLError, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
@@ -58,8 +58,17 @@ export interface GatewayOptions {
   logger?: Logger;
   port?: number;
   host?: string;
-  /** A token the demo page and GraphiQL pre-fill; development only (ignored with NODE_ENV=production). */
+  /** A token GraphiQL pre-fills; development only (ignored with NODE_ENV=production). */
   devToken?: string;
+  /** The query GraphiQL opens with (default: a generic one that fits any schema). */
+  graphiqlQuery?: string;
+  /**
+   * HTTP routes of the embedder's own on the gateway's server (e.g. a development page), tried
+   * after the gateway's (/graphql, /health, /ready, /metrics, files, GraphiQL's /ui/) and before
+   * a 404: return true for a request they answer. The pages can share GraphiQL's bundling,
+   * headers and token through `@tributary/gateway/ui`.
+   */
+  routes?: ExtraRoutes;
 }
 
 export interface RunningGateway {
@@ -255,7 +264,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
     logger.info({ subscriptions: next.subscriptions.length, changes: next.changes.length }, 'supergraph reloaded');
   };
 
-  const ui = createUi({ logger, production, devToken: options.devToken });
+  const ui = createUi({ logger, production, devToken: options.devToken, defaultQuery: options.graphiqlQuery });
   const authenticate = async (req: IncomingMessage) => contextFor(await authenticator.verify(bearerToken(req.headers.authorization)));
   const handle = createHttpHandler({
     service: 'gateway',
@@ -283,7 +292,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       const schema = apiSchema !== undefined;
       return { ok: broker && schema, details: { broker, schema } };
     },
-    extraRoutes: (req, res, url) => uploads.route(req, res, url, authenticate) || ui.routes(req, res, url),
+    extraRoutes: (req, res, url) => uploads.route(req, res, url, authenticate) || ui.routes(req, res, url) || (options.routes?.(req, res, url) ?? false),
   });
   http.on('request', (req, res) => ui.graphiql(req, res) || handle(req, res));
 

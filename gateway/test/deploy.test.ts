@@ -563,7 +563,7 @@ describe('Dockerfile', () => {
   it('keeps host installs out of the build context and everything the build needs in', () => {
     for (const path of ['node_modules', 'gateway/node_modules', 'gateway/dist/main.js', 'subgraphs/jobs/dist', '.git', '.tributary', 'subgraphs/jobs/test/x.test.ts']) expect(ignored(path), path).toBe(true);
     const needed = ['package.json', 'pnpm-lock.yaml', 'pnpm-workspace.yaml', 'tsconfig.base.json', 'scripts/build.ts', relative(root, defaultSupergraphPath), ...workspaceDirs.map((dir) => `${dir}/package.json`)];
-    needed.push('gateway/src/ui/client/graphiql.ts', 'gateway/src/ui/client/demo.ts');
+    needed.push('gateway/src/ui/client/graphiql.ts');
     for (const { dir } of servicePackages) needed.push(`${dir}/src/main.ts`);
     expect(needed.filter(ignored)).toEqual([]);
   });

@@ -6,6 +6,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@tributary/core';
 import { waitFor } from '@tributary/core/testing';
+import { createDemo } from '@tributary/embedded';
 import { createUi } from '../src/ui/server.ts';
 import { collect, startEmbeddedSystem, type TestSystem } from './fixtures/system.ts';
 
@@ -39,6 +40,7 @@ async function waitForEditorText(page: Page, selector: string, expected: string,
   throw new Error(`${selector} never showed ${JSON.stringify(expected)}; it shows ${JSON.stringify(text)} (screenshot: ${screenshot})`);
 }
 
+// The demo page is pnpm dev's (packages/embedded, mounted with startGateway's `routes`); GraphiQL is the gateway's.
 describe.skipIf(!hasChromium)('the demo page and GraphiQL in Chromium', () => {
   let system: TestSystem;
   let origin: string;
@@ -166,7 +168,7 @@ describe.skipIf(!hasChromium)('the demo page and GraphiQL in Chromium', () => {
     }
   });
 
-  it('leaves GET /graphql to GraphQL clients and serves the bundle with cache headers', async () => {
+  it('leaves GET /graphql to GraphQL clients and serves the bundles with cache headers', async () => {
     const html = await fetch(`${origin}/graphql`, { headers: { accept: 'text/html' } });
     expect(html.headers.get('content-type')).toContain('text/html');
     expect(html.headers.get('content-security-policy')).toContain("default-src 'self'");
@@ -177,19 +179,27 @@ describe.skipIf(!hasChromium)('the demo page and GraphiQL in Chromium', () => {
     const asset = await fetch(`${origin}${script}`, { headers: { 'accept-encoding': 'gzip' } });
     expect(asset.status).toBe(200);
     expect(asset.headers.get('cache-control')).toContain('immutable');
+    const demo = await (await fetch(`${origin}/`, { headers: { accept: 'text/html' } })).text();
+    const demoScript = /src="(\/demo\/demo-[^"]+\.js)"/.exec(demo)?.[1];
+    expect(demoScript).toBeDefined();
+    expect((await fetch(`${origin}${demoScript}`)).headers.get('cache-control')).toContain('immutable');
 
     const query = await fetch(`${origin}/graphql?query=${encodeURIComponent('{ __typename }')}`, { headers: { accept: 'text/html, application/json', 'apollo-require-preflight': 'true', authorization: `Bearer ${token}` } });
     expect(await query.json()).toEqual({ data: { __typename: 'Query' } });
     const json = await fetch(`${origin}/graphql`, { headers: { accept: 'application/json' } });
     expect(json.headers.get('content-type')).toContain('application/json');
     expect((await fetch(`${origin}/ui/missing.js`)).status).toBe(404);
+    expect((await fetch(`${origin}/demo/missing.js`)).status).toBe(404);
   });
 
   it('never puts the development token in a production page', async () => {
-    const ui = createUi({ logger: createLogger({ service: 'gateway', level: 'silent' }), production: true, devToken: 'dev-token-must-not-leak' });
+    const logger = createLogger({ service: 'gateway', level: 'silent' });
+    const ui = createUi({ logger, production: true, devToken: 'dev-token-must-not-leak' });
+    const demo = createDemo({ logger, production: true, devToken: 'dev-token-must-not-leak' });
     const { createServer } = await import('node:http');
     const server = createServer((req, res) => {
-      if (!ui.graphiql(req, res) && !ui.routes(req, res, new URL(req.url ?? '/', 'http://localhost'))) res.writeHead(404).end();
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      if (!ui.graphiql(req, res) && !ui.routes(req, res, url) && !demo.routes(req, res, url)) res.writeHead(404).end();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {

@@ -7,6 +7,8 @@ export interface UiConfig {
   graphqlPath: string;
   /** A token to pre-fill, only in development (`pnpm dev`); never set in production. */
   devToken?: string;
+  /** The query GraphiQL opens with, when its embedder gives one (else a generic one). */
+  defaultQuery?: string;
   /** Monaco's web workers for GraphiQL, by language label (`editor`, `json`, `graphql`). */
   workers?: Record<string, string>;
 }

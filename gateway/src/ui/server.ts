@@ -1,4 +1,5 @@
 import type { Logger } from '@tributary/core';
+import type { OutputFile } from 'esbuild';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -6,7 +7,7 @@ import { dirname, extname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import type { UiConfig } from './config.ts';
-import { demoPage, graphiqlPage, type PageAssets } from './pages.ts';
+import { graphiqlPage, type PageAssets } from './pages.ts';
 
 /** URL prefix of the bundled files. */
 export const UI_ASSET_PREFIX = '/ui/';
@@ -15,8 +16,10 @@ export interface UiOptions {
   logger: Logger;
   /** Production: the pages never carry a development token. */
   production: boolean;
-  /** Pre-fills the pages' token (development only; ignored in production). */
+  /** Pre-fills GraphiQL's token (development only; ignored in production). */
   devToken?: string | undefined;
+  /** The query GraphiQL opens with (default: a generic one, with how to send the token). */
+  defaultQuery?: string | undefined;
   /** Default `/graphql`. */
   graphqlPath?: string;
   /**
@@ -33,23 +36,30 @@ export interface Ui {
    * and returns true; false for every other request, which goes on to the GraphQL handler.
    */
   graphiql(req: IncomingMessage, res: ServerResponse): boolean;
-  /** `/` (the demo page) and `/ui/*` (the bundle); false for any other path. */
+  /** `/ui/*` (GraphiQL's bundle); false for any other path. */
   routes(req: IncomingMessage, res: ServerResponse, url: URL): boolean;
   /** Bundles now instead of on the first request; resolves to the bundle's build time in ms. */
   bundle(): Promise<number>;
 }
 
-interface Asset {
+/** A bundled file, served under its URL path. */
+export interface Asset {
   body: Buffer;
   type: string;
   gzip?: Buffer;
 }
 
-/** The UI's files and which of them each page loads. */
+/** Browser code bundled by {@link bundleBrowserCode}: its files by URL path, and what each entry's page loads. */
+export interface BrowserBundle {
+  assets: Map<string, Asset>;
+  entries: Record<string, PageAssets>;
+  ms: number;
+}
+
+/** GraphiQL's files, which of them its page loads, and Monaco's workers. */
 export interface Bundle {
   assets: Map<string, Asset>;
   graphiql: PageAssets;
-  demo: PageAssets;
   workers: Record<string, string>;
   ms: number;
 }
@@ -65,7 +75,6 @@ export const defaultPrebuiltUiDir: string | undefined =
 /** dist/ui/manifest.json: what `writeUiBundle` wrote and `readUiBundle` serves. */
 interface Manifest {
   graphiql: PageAssets;
-  demo: PageAssets;
   workers: Record<string, string>;
   /** URL path → its file (relative to the manifest), type and gzipped copy. */
   assets: Record<string, { file: string; type: string; gzip?: string }>;
@@ -112,12 +121,9 @@ function workerEntries(): Record<string, string> {
   };
 }
 
-/** Bundles GraphiQL, the demo page and Monaco's workers with esbuild, into memory. */
-export async function buildUiBundle(): Promise<Bundle> {
-  const started = performance.now();
-  const esbuild = await import('esbuild');
-  const common = {
-    absWorkingDir: clientDir,
+const esbuildCommon = (dir: string) =>
+  ({
+    absWorkingDir: dir,
     bundle: true,
     minify: true,
     write: false,
@@ -127,42 +133,67 @@ export async function buildUiBundle(): Promise<Bundle> {
     target: 'es2022',
     logLevel: 'silent',
     define: { 'process.env.NODE_ENV': '"production"' },
-  } as const;
-  const [pages, workers] = await Promise.all([
-    esbuild.build({
-      ...common,
-      entryPoints: { graphiql: 'graphiql.ts', demo: 'demo.ts' },
-      format: 'esm',
-      splitting: true,
-      publicPath: UI_ASSET_PREFIX,
-      entryNames: '[name]-[hash]',
-      chunkNames: 'chunk-[hash]',
-      assetNames: '[name]-[hash]',
-      loader: { '.ttf': 'file', '.woff': 'file', '.woff2': 'file', '.svg': 'file', '.png': 'file' },
-    }),
-    esbuild.build({ ...common, entryPoints: workerEntries(), format: 'iife', entryNames: '[name]-[hash]' }),
-  ]);
+  }) as const;
 
+/** An output file's URL: `prefix` and its path under the build's outdir. */
+const urlOf = (dir: string, prefix: string, path: string) => prefix + relative(join(dir, 'out'), path).split('\\').join('/');
+
+function addAssets(assets: Map<string, Asset>, dir: string, prefix: string, files: OutputFile[]): void {
+  for (const file of files) assets.set(urlOf(dir, prefix, file.path), { body: Buffer.from(file.contents), type: TYPES[extname(file.path)] ?? 'application/octet-stream' });
+}
+
+/**
+ * Bundles browser entry points with esbuild into memory: minified ES modules with shared chunks,
+ * each entry's CSS as one file, fonts and images as files, every URL under `prefix` with a
+ * content hash in its name. esbuild is loaded here only (a development dependency: the built
+ * gateway serves files `pnpm build` wrote). For GraphiQL here, and for pages of one's own
+ * mounted beside it (the `routes` of startGateway).
+ * @param options.dir the folder the entries are in (their imports resolve from there)
+ * @param options.entries entry file (relative to `dir`) by entry name
+ */
+export async function bundleBrowserCode(options: { dir: string; entries: Record<string, string>; prefix: string }): Promise<BrowserBundle> {
+  const { dir, entries, prefix } = options;
+  const started = performance.now();
+  const esbuild = await import('esbuild');
+  const result = await esbuild.build({
+    ...esbuildCommon(dir),
+    entryPoints: entries,
+    format: 'esm',
+    splitting: true,
+    publicPath: prefix,
+    entryNames: '[name]-[hash]',
+    chunkNames: 'chunk-[hash]',
+    assetNames: '[name]-[hash]',
+    loader: { '.ttf': 'file', '.woff': 'file', '.woff2': 'file', '.svg': 'file', '.png': 'file' },
+  });
   const assets = new Map<string, Asset>();
-  const urlOf = (path: string) => UI_ASSET_PREFIX + relative(`${clientDir}out`, path).split('\\').join('/');
-  for (const file of [...pages.outputFiles, ...workers.outputFiles]) {
-    assets.set(urlOf(file.path), { body: Buffer.from(file.contents), type: TYPES[extname(file.path)] ?? 'application/octet-stream' });
-  }
-  const entry = (name: string): PageAssets => {
-    for (const [path, output] of Object.entries(pages.metafile.outputs)) {
-      if (output.entryPoint !== `${name}.ts`) continue;
-      const script = urlOf(`${clientDir}${path}`);
-      const styles = output.cssBundle ? [urlOf(`${clientDir}${output.cssBundle}`)] : [];
-      return { script, styles };
+  addAssets(assets, dir, prefix, result.outputFiles);
+  const entry = (file: string): PageAssets => {
+    for (const [path, output] of Object.entries(result.metafile.outputs)) {
+      if (output.entryPoint !== file) continue;
+      return { script: urlOf(dir, prefix, join(dir, path)), styles: output.cssBundle ? [urlOf(dir, prefix, join(dir, output.cssBundle))] : [] };
     }
-    throw new Error(`the UI bundle has no output for ${name}.ts`);
+    throw new Error(`the bundle has no output for ${file}`);
   };
+  return { assets, entries: Object.fromEntries(Object.entries(entries).map(([name, file]) => [name, entry(file)])), ms: Math.round(performance.now() - started) };
+}
+
+/** Bundles GraphiQL and Monaco's workers with esbuild, into memory. */
+export async function buildUiBundle(): Promise<Bundle> {
+  const started = performance.now();
+  const esbuild = await import('esbuild');
+  const [pages, workers] = await Promise.all([
+    bundleBrowserCode({ dir: clientDir, entries: { graphiql: 'graphiql.ts' }, prefix: UI_ASSET_PREFIX }),
+    esbuild.build({ ...esbuildCommon(clientDir), entryPoints: workerEntries(), format: 'iife', entryNames: '[name]-[hash]' }),
+  ]);
+  const assets = pages.assets;
+  addAssets(assets, clientDir, UI_ASSET_PREFIX, workers.outputFiles);
   const workerUrls: Record<string, string> = {};
   for (const [path, output] of Object.entries(workers.metafile.outputs)) {
     const label = /([^/]+)\.worker-[^/]*\.js$/.exec(path)?.[1];
-    if (label && output.entryPoint) workerUrls[label] = urlOf(`${clientDir}${path}`);
+    if (label && output.entryPoint) workerUrls[label] = urlOf(clientDir, UI_ASSET_PREFIX, join(clientDir, path));
   }
-  return { assets, graphiql: entry('graphiql'), demo: entry('demo'), workers: workerUrls, ms: Math.round(performance.now() - started) };
+  return { assets, graphiql: pages.entries.graphiql!, workers: workerUrls, ms: Math.round(performance.now() - started) };
 }
 
 const isCompressible = (asset: { type: string; body: Buffer }) => asset.type.startsWith('text/') && asset.body.length > 1024;
@@ -173,7 +204,7 @@ const isCompressible = (asset: { type: string; body: Buffer }) => asset.type.sta
  */
 export function writeUiBundle(bundle: Bundle, dir: string, gzip: (data: Buffer) => Buffer = gzipSync): { files: number; bytes: number } {
   mkdirSync(dir, { recursive: true });
-  const manifest: Manifest = { graphiql: bundle.graphiql, demo: bundle.demo, workers: bundle.workers, assets: {}, ms: bundle.ms };
+  const manifest: Manifest = { graphiql: bundle.graphiql, workers: bundle.workers, assets: {}, ms: bundle.ms };
   let bytes = 0;
   for (const [url, asset] of bundle.assets) {
     const file = url.slice(UI_ASSET_PREFIX.length);
@@ -198,10 +229,14 @@ export function readUiBundle(dir: string): Bundle {
   for (const [url, entry] of Object.entries(manifest.assets)) {
     assets.set(url, { body: readFileSync(join(dir, entry.file)), type: entry.type, ...(entry.gzip ? { gzip: readFileSync(join(dir, entry.gzip)) } : {}) });
   }
-  return { assets, graphiql: manifest.graphiql, demo: manifest.demo, workers: manifest.workers, ms: 0 };
+  return { assets, graphiql: manifest.graphiql, workers: manifest.workers, ms: 0 };
 }
 
-function sendPage(req: IncomingMessage, res: ServerResponse, html: string): void {
+/**
+ * An HTML page, never cached (it may carry a development token), under a Content-Security-Policy
+ * that lets it load and connect to its own origin only.
+ */
+export function sendPage(req: IncomingMessage, res: ServerResponse, html: string): void {
   const body = Buffer.from(html);
   res.writeHead(200, {
     'content-type': 'text/html; charset=utf-8',
@@ -215,7 +250,8 @@ function sendPage(req: IncomingMessage, res: ServerResponse, html: string): void
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-function sendAsset(req: IncomingMessage, res: ServerResponse, asset: Asset): void {
+/** A bundled file, cached for good (its name carries a content hash), gzipped when the client takes it. */
+export function sendAsset(req: IncomingMessage, res: ServerResponse, asset: Asset): void {
   const compressible = isCompressible(asset);
   const gzip = compressible && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
   const body = gzip ? (asset.gzip ??= gzipSync(asset.body)) : asset.body;
@@ -231,7 +267,7 @@ function sendAsset(req: IncomingMessage, res: ServerResponse, asset: Asset): voi
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-function sendText(res: ServerResponse, status: number, text: string): void {
+export function sendText(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
@@ -242,7 +278,7 @@ let pending: Promise<Bundle> | undefined;
 const prebuilt = new Map<string, Bundle>();
 
 /**
- * The gateway's browser pages: GraphiQL on a browser's `GET /graphql` and the demo page on `/`.
+ * The gateway's browser page: GraphiQL on a browser's `GET /graphql`, its files under `/ui/`.
  * The built gateway serves the files `pnpm build` bundled (gateway/dist/ui), read into memory
  * when the gateway starts. From the sources (`pnpm dev`, tests) they are bundled with esbuild
  * into memory on the first request (graphiql, React, Monaco and their CSS: about 3 s on 2
@@ -260,23 +296,23 @@ export function createUi(options: UiOptions): Ui {
     if (!loaded && existsSync(join(prebuiltDir, MANIFEST))) {
       loaded = readUiBundle(prebuiltDir);
       prebuilt.set(prebuiltDir, loaded);
-      logger.debug({ dir: prebuiltDir, files: loaded.assets.size }, 'ui: serving the GraphiQL and demo page files built by pnpm build');
+      logger.debug({ dir: prebuiltDir, files: loaded.assets.size }, 'ui: serving the GraphiQL files built by pnpm build');
     }
     if (loaded) files = Promise.resolve(loaded);
     // A built gateway without its files: esbuild is not in its image, so say what is missing.
     else files = Promise.reject(new Error(`no UI files at ${prebuiltDir}: run pnpm build`));
-    files.catch(() => logger.error({ dir: prebuiltDir }, 'ui: the built gateway has no UI files (run pnpm build); / and GraphiQL answer 500'));
+    files.catch(() => logger.error({ dir: prebuiltDir }, 'ui: the built gateway has no UI files (run pnpm build); GraphiQL answers 500'));
   }
 
   const bundle = (): Promise<Bundle> => {
     if (files) return files;
     if (!pending) {
-      logger.info('ui: bundling GraphiQL and the demo page into memory (first request)');
+      logger.info('ui: bundling GraphiQL into memory (first request)');
       pending = buildUiBundle().then(
         (built) => {
           let bytes = 0;
           for (const asset of built.assets.values()) bytes += asset.body.length;
-          logger.info({ ms: built.ms, files: built.assets.size, bytes }, `ui: bundled GraphiQL and the demo page in ${built.ms} ms`);
+          logger.info({ ms: built.ms, files: built.assets.size, bytes }, `ui: bundled GraphiQL in ${built.ms} ms`);
           return built;
         },
         (error: unknown) => {
@@ -289,10 +325,11 @@ export function createUi(options: UiOptions): Ui {
     return pending;
   };
 
-  const configFor = (built: Bundle, workers: boolean): UiConfig => ({
+  const configFor = (built: Bundle): UiConfig => ({
     graphqlPath,
     ...(devToken ? { devToken } : {}),
-    ...(workers ? { workers: built.workers } : {}),
+    ...(options.defaultQuery ? { defaultQuery: options.defaultQuery } : {}),
+    workers: built.workers,
   });
 
   const serve = (res: ServerResponse, answer: (built: Bundle) => void): void => {
@@ -319,17 +356,13 @@ export function createUi(options: UiOptions): Ui {
         return false;
       }
       if (url.pathname !== graphqlPath || url.searchParams.has('query')) return false;
-      serve(res, (built) => sendPage(req, res, graphiqlPage(built.graphiql, configFor(built, true))));
+      serve(res, (built) => sendPage(req, res, graphiqlPage(built.graphiql, configFor(built))));
       return true;
     },
     routes(req, res, url) {
-      if (url.pathname !== '/' && !url.pathname.startsWith(UI_ASSET_PREFIX)) return false;
+      if (!url.pathname.startsWith(UI_ASSET_PREFIX)) return false;
       if (!isRead(req)) {
         sendText(res, 405, 'Method Not Allowed');
-        return true;
-      }
-      if (url.pathname === '/') {
-        serve(res, (built) => sendPage(req, res, demoPage(built.demo, configFor(built, false))));
         return true;
       }
       serve(res, (built) => {

@@ -1,5 +1,5 @@
 import { analysisService, createAnalysisService, type AnalysisServiceOptions } from '@tributary/analysis';
-import { baseConfigSchema, ConfigError, loadConfig } from '@tributary/core';
+import { baseConfigSchema, ConfigError, createLogger, loadConfig } from '@tributary/core';
 import { InMemoryTransport, type Transport } from '@tributary/core/events';
 import { startService, type RunningService, type ServiceDefinition, type SubgraphConfig } from '@tributary/core/service';
 import { documentsService } from '@tributary/documents';
@@ -8,9 +8,27 @@ import { insightsService } from '@tributary/insights';
 import { jobsService } from '@tributary/jobs';
 import { webhooksService } from '@tributary/webhooks';
 import { randomBytes } from 'node:crypto';
+import { createDemo } from './demo/server.ts';
 
 /** Tributary's subgraphs, in the order {@link startEmbedded} starts them (producers first). */
 export const subgraphServices = [documentsService, jobsService, analysisService, insightsService, webhooksService] as const;
+
+/** The query `pnpm dev`'s GraphiQL opens with: a look at the tenant's aggregates. */
+export const GRAPHIQL_QUERY = `# Tributary's GraphQL API: Ctrl-Enter runs it.
+# Headers carry the token:
+#   {"authorization": "Bearer <token>"}
+# Subscriptions go over graphql-ws with
+# the same header as connectionParams.
+
+query Overview {
+  stats { documents analyzed failed }
+  themes(first: 5) {
+    name
+    documentCount
+    averageScore
+  }
+}
+`;
 
 /** A random secret, as the gateway's own development secrets are made. */
 const generateSecret = () => randomBytes(48).toString('base64url');
@@ -50,7 +68,8 @@ export interface EmbeddedSystem {
 }
 
 /**
- * Gateway, the five subgraphs and their consumers in one process: what `pnpm dev` runs.
+ * Gateway, the five subgraphs and their consumers in one process: what `pnpm dev` runs, with the
+ * demo page on the gateway's `/` (./demo) and GraphiQL opening on {@link GRAPHIQL_QUERY}.
  * Without AMQP_URL they share one in-memory bus; without DATABASE_URL each has its own PGlite
  * under TRIBUTARY_DATA_DIR. With both set, the same code runs on real services.
  */
@@ -86,12 +105,16 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     const devToken = authSecret
       ? await signToken(authSecret, { sub: 'developer', tenant: 'dev', ...(env.AUTH_ISSUER ? { issuer: env.AUTH_ISSUER } : {}), ...(env.AUTH_AUDIENCE ? { audience: env.AUTH_AUDIENCE } : {}) })
       : undefined;
+    const production = config.NODE_ENV === 'production';
+    // The demo page and GraphiQL pre-fill the token; both drop it in production.
+    const demo = createDemo({ logger: createLogger({ service: 'embedded', level: config.LOG_LEVEL }), production, devToken });
     const gateway = await startGateway({
       env: { ...env, ...urls },
       ...(options.port !== undefined ? { port: options.port } : {}),
       ...(shared ? { transport: shared } : {}),
-      // The demo page and GraphiQL pre-fill it; the gateway drops it in production.
       ...(devToken ? { devToken } : {}),
+      graphiqlQuery: GRAPHIQL_QUERY,
+      routes: demo.routes,
     });
     return {
       gateway,

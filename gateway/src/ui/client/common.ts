@@ -1,6 +1,12 @@
+/**
+ * Browser helpers GraphiQL shares with pages mounted beside it (`@tributary/gateway/ui/client`):
+ * the page's configuration, the graphql-ws URL, the token the pages share in this tab, errors.
+ */
 import { TOKEN_STORAGE_KEY, UI_CONFIG_ELEMENT_ID, type UiConfig } from '../config.ts';
 
-/** The configuration the gateway embedded in the page. */
+export type { UiConfig };
+
+/** The configuration the server embedded in the page. */
 export function readConfig(): UiConfig {
   const text = document.getElementById(UI_CONFIG_ELEMENT_ID)?.textContent;
   const parsed: unknown = text ? JSON.parse(text) : {};

@@ -67,19 +67,18 @@ const fetcher: Fetcher = (params, opts) => {
   return http(params, opts);
 };
 
-const defaultQuery = `# Tributary's GraphQL API: Ctrl-Enter runs it.
+// The gateway's embedder may give its own first query (pnpm dev does); this one fits any schema.
+const defaultQuery =
+  config.defaultQuery ??
+  `# This gateway's GraphQL API: Ctrl-Enter runs it; the
+# documentation explorer shows the schema.
 # Headers carry the token:
 #   {"authorization": "Bearer <token>"}
 # Subscriptions go over graphql-ws with
 # the same header as connectionParams.
 
-query Overview {
-  stats { documents analyzed failed }
-  themes(first: 5) {
-    name
-    documentCount
-    averageScore
-  }
+query Ping {
+  __typename
 }
 `;
 

@@ -1,10 +1,11 @@
 /**
- * The demo page: upload a document, follow its job live over graphql-ws (`jobUpdated`), show
- * the analysis and the tenant's themes. Plain DOM, no framework.
+ * `pnpm dev`'s demo page (../server.ts serves it on the gateway's `/`): upload a document, follow
+ * its job live over graphql-ws (`jobUpdated`), show the analysis and the tenant's themes. Plain
+ * DOM, no framework; the token is kept in the tab as GraphiQL keeps it.
  */
 import './demo.css';
 import { createClient, type Client } from 'graphql-ws';
-import { initialToken, normalizeToken, readConfig, socketError, storeToken, webSocketUrl } from './common.ts';
+import { initialToken, normalizeToken, readConfig, socketError, storeToken, webSocketUrl } from '@tributary/gateway/ui/client';
 
 interface GraphQLError {
   message: string;
