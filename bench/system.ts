@@ -327,10 +327,11 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
       return running(port);
     }
     if (mode === 'floor') {
-      // Four processes of bench/floor.ts, the subgraphs first, on the run's databases and namespace.
+      // A process of bench/floor.ts per process of the system (PROCESSES), on the run's databases
+      // and namespace: the subgraphs' roles at once, as the services start, then the gateway.
       const script = fileURLToPath(new URL('./floor.ts', import.meta.url));
       const urls: Record<string, string> = {};
-      for (const role of ['documents', 'analysis', 'jobs', 'gateway'] as const) {
+      const start = async (role: (typeof PROCESSES)[number]) => {
         const port = await freePort();
         const env = { ...common, ...urls, FLOOR_ROLE: role, FLOOR_DISPATCH: process.env.BENCH_FLOOR_DISPATCH ?? 'relay', PORT: String(port), ...(role === 'gateway' ? {} : { FLOOR_DATABASE_URL: databaseUrl(namespace, role) }) };
         const child = spawnService(role, ROOT, ['--import', 'tsx', script], env, log, profiled(role));
@@ -338,8 +339,10 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
         pids[role] = child.pid!;
         await waitReady(`http://127.0.0.1:${port}/ready`, child, role, log, startMs);
         urls[`FLOOR_${role.toUpperCase()}_URL`] = `http://127.0.0.1:${port}`;
-        if (role === 'gateway') return running(port);
-      }
+        return port;
+      };
+      await Promise.all(SERVICES.map(start));
+      return running(await start('gateway'));
     }
     const port = await freePort();
     const env: Record<string, string> = { ...common, PORT: String(port), [EMBEDDED_CHILD]: '1' };
