@@ -1,6 +1,6 @@
 /**
- * `pnpm bench:deployed`: capacity of the system as deployed — the gateway and the four subgraphs
- * as five OS processes, each started the way its package's `start` script (and the image's CMD)
+ * `pnpm bench:deployed`: capacity of the system as deployed — the gateway and the five subgraphs
+ * as six OS processes, each started the way its package's `start` script (and the image's CMD)
  * starts it, on the real PostgreSQL and RabbitMQ — for this working tree and for a baseline commit
  * checked out in a git worktree, under the same open-loop load.
  *
@@ -9,7 +9,7 @@
  * It reports uploads attempted / accepted / completed, messages per subscriber, error codes,
  * upload → jobCompleted p50/p95/p99/max, the drain time (last upload's start → last
  * jobCompleted), the completion throughput, and CPU per completed job of every process involved:
- * the five services (each one's process tree), PostgreSQL (the backends on the run's databases,
+ * the six processes (each one's process tree), PostgreSQL (the backends on the run's databases,
  * the postmaster and its shared background processes; the JSON also has every PostgreSQL process,
  * exited backends included, which counts other clients of a shared server too), RabbitMQ (the
  * broker's beam.smp and its children, shared with any other client) and the load generator
@@ -22,15 +22,18 @@
  * A benchmark, not a test: it prints figures and asserts nothing.
  *
  * Method (why the figures are comparable):
- *   - A fresh system per (tree, mode, rate): new databases, RabbitMQ namespace and processes, so
+ *   - A fresh system per (tree, mode, rate, round): new databases, RabbitMQ namespace and processes, so
  *     every rate starts from empty tables and queues and its CPU window holds only its own work.
  *     Each one first gets BENCH_WARMUP uploads at 10/s (not counted: JIT, connection pools, the
  *     query planner's caches), then BENCH_IDLE_MS of quiet before the measured window opens.
  *   - The window runs from the first upload to the end of the drain (every accepted job has its
  *     message, or BENCH_DRAIN_TIMEOUT_S); then the system is stopped and cleaned up and the
  *     machine idles BENCH_IDLE_MS before the next one.
- *   - Trees are interleaved per rate, and which tree goes first alternates from rate to rate, so
- *     slow drift on a shared machine falls on both alike.
+ *   - Per rate, BENCH_ROUNDS rounds, each running every tree and mode once, the order reversed
+ *     from one round to the next (floor, system; system, floor; floor, system; … and on across
+ *     rates), so slow drift on a shared machine falls on all alike. A ratio (the system over the
+ *     floor, the current tree over the baseline: p50, p99 and CPU per job) is taken within each
+ *     round, and reported per round and as the median and range (min–max) over the rounds.
  *   - OPENAI_* and inherited database, broker and port settings are dropped from the children's
  *     environment: analysis runs its offline analyzer, so the figures are the system's own cost.
  *
@@ -46,27 +49,34 @@
  *   BENCH_MODES (default "processes"; also "embedded": all in one process as `pnpm dev` runs it,
  *   PGlite and the in-memory bus; "embedded-real": one process on PostgreSQL and RabbitMQ — both
  *   through `startEmbedded`, current tree only, in a child process so its CPU is its own;
- *   "floor": the same design written by hand on raw pg, amqplib, node:http and ws, in four
- *   processes on PostgreSQL and RabbitMQ (bench/floor.ts): what this machine allows whoever
- *   writes it, run once per rate like a tree; BENCH_FLOOR_DISPATCH "relay" (default: a relay
+ *   "floor": the same design written by hand on raw pg, amqplib, node:http and ws, one process
+ *   per process of the system (documents, analysis, jobs, insights, webhooks, gateway) on
+ *   PostgreSQL and RabbitMQ, doing the same work per job: the same transactions and events, the
+ *   insights fold and the webhooks look-up, the same offline analysis and embedding through
+ *   @tributary/ai (bench/floor.ts): what this machine allows whoever writes it, run like a tree;
+ *   BENCH_FLOOR_DISPATCH "relay" (default: a relay
  *   publishes what commits, as in the services) or "direct" (the committing process publishes its
  *   own rows after the commit, a relay sweeps what is left)),
+ *   BENCH_ROUNDS (rounds per rate, default 3 when BENCH_MODES has both "floor" and "processes",
+ *   else 1),
  *   BENCH_PROFILE (processes of the current tree to run under --cpu-prof, e.g. "jobs,gateway" or
  *   "all"; profiles in bench/results/profiles/, read with bench/gateway/profile-top.ts),
  *   BENCH_PG_LOG_CHECK (default 1: count "deadlock detected" lines PostgreSQL logged during the
  *   run), BENCH_PG_LOG (default /var/log/postgresql/postgresql-15-main.log),
  *   DATABASE_URL, AMQP_URL (defaults: the local services).
- * Writes bench/results/deployed.json.
+ * Writes bench/results/deployed.json (bench/results.ts: with the commit, a dirty flag, Node's
+ * version, the CPU count and the date), `ratio.systemToFloor` holding the floor comparison.
  */
 import type { Client } from 'graphql-ws';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { cpuBetween, snapshot, type CpuFigures, type CpuSnapshot } from './cpu.ts';
+import { ratioSummary, writeResult } from './results.ts';
 import { AMQP_URL, cleanupLive, DATABASE_URL, disposeAll, live, openClients, PROCESSES, ROOT, runBenchmark, sleep, startSystem, within, type Mode, type RunningSystem, type Tree } from './system.ts';
 
 /** The last commit before the load work. */
@@ -308,6 +318,8 @@ async function runLoad(system: RunningSystem, rate: number, seconds: number, onW
 interface RunResult extends LoadFigures {
   tree: Tree['name'];
   mode: Mode;
+  /** Which of the rate's BENCH_ROUNDS rounds (from 0). */
+  round: number;
   /** The run's RabbitMQ namespace; its databases are `tributary_<namespace>_<service>`. */
   namespace: string;
   pass: boolean;
@@ -329,6 +341,7 @@ interface Skipped {
   tree: Tree['name'];
   mode: Mode;
   rate: number;
+  round: number;
   notRun: string;
 }
 
@@ -336,7 +349,7 @@ function passes(r: LoadFigures): boolean {
   return r.completed === r.attempted && r.errorTotal === 0 && r.messages.exactlyOne === r.accepted && r.latencyMs.p99 !== null && r.latencyMs.p99 <= CAPACITY_P99_MS;
 }
 
-async function runOne(tree: Tree, mode: Mode, rate: number): Promise<RunResult> {
+async function runOne(tree: Tree, mode: Mode, rate: number, round: number): Promise<RunResult> {
   const system = await startSystem(tree, mode, { profile: PROFILE, startTimeoutS: START_TIMEOUT_S });
   let figures: LoadFigures | undefined;
   let cpu: CpuFigures | undefined;
@@ -373,6 +386,7 @@ async function runOne(tree: Tree, mode: Mode, rate: number): Promise<RunResult> 
   return {
     tree: tree.name,
     mode,
+    round,
     namespace: system.namespace,
     ...figures,
     pass: passes(figures) && system.exits.length === 0,
@@ -477,7 +491,7 @@ function table(label: string, rows: (RunResult | Skipped)[], capacity: Capacity)
   const cpuNames = groups ? Object.keys(groups) : [];
   const short: Record<string, string> = { gateway: 'gw', documents: 'docs', jobs: 'jobs', analysis: 'anlys', insights: 'insig', webhooks: 'hooks', system: 'system', postgres: 'pg', rabbitmq: 'mq', total: 'total' };
   const head =
-    ['rate', 'sent', 'acc', 'done', '1msg', '0msg', '>1', 'errors', 'p50', 'p95', 'p99', 'max', 'drain', 'jobs/s'].map((h, i) => (i === 7 ? h.padEnd(22) : h.padStart(i < 7 ? 5 : 6))).join(' ') +
+    ['rate', 'rnd', 'sent', 'acc', 'done', '1msg', '0msg', '>1', 'errors', 'p50', 'p95', 'p99', 'max', 'drain', 'jobs/s'].map((h, i) => (i === 8 ? h.padEnd(22) : h.padStart(i === 1 ? 3 : i < 8 ? 5 : 6))).join(' ') +
     ' │ CPU ms/job ' +
     cpuNames.map((n) => (short[n] ?? n).padStart(6)).join('') +
     ' │ ' +
@@ -486,11 +500,12 @@ function table(label: string, rows: (RunResult | Skipped)[], capacity: Capacity)
   const lines = [`${label}  — capacity ${capacity.rate === null ? 'none (no rate passed)' : `${capacity.bounded ? '' : '≥ '}${capacity.rate}/s`}`, head];
   for (const r of rows) {
     if (!('cpuPerJobMs' in r)) {
-      lines.push(`${String(r.rate).padStart(5)}  not run (${r.notRun.split('\n')[0]!.slice(0, 200)})`);
+      lines.push(`${String(r.rate).padStart(5)} ${String(r.round + 1).padStart(3)}  not run (${r.notRun.split('\n')[0]!.slice(0, 200)})`);
       continue;
     }
     const errors = Object.entries(r.errors).map(([code, n]) => `${code}:${n}`).join(',') || '0';
-    const cells = [r.rate, r.attempted, r.accepted, r.completed, r.messages.exactlyOne, r.messages.none, r.messages.moreThanOne].map((v) => String(v).padStart(5));
+    const cells = [String(r.rate).padStart(5), String(r.round + 1).padStart(3)];
+    cells.push(...[r.attempted, r.accepted, r.completed, r.messages.exactlyOne, r.messages.none, r.messages.moreThanOne].map((v) => String(v).padStart(5)));
     cells.push(errors.padEnd(22));
     cells.push(...[r.latencyMs.p50, r.latencyMs.p95, r.latencyMs.p99, r.latencyMs.max, r.drainMs].map((v) => fmt(v).padStart(6)));
     cells.push(fmt(r.throughput, 1).padStart(6));
@@ -507,11 +522,82 @@ interface Capacity {
   bounded: boolean;
 }
 
+/** The highest rate at which every round passed. */
 function capacityOf(rows: (RunResult | Skipped)[]): Capacity {
   const run = rows.filter((r): r is RunResult => 'cpuPerJobMs' in r);
-  const passed = run.filter((r) => r.pass).map((r) => r.rate);
+  const rates = [...new Set(run.map((r) => r.rate))];
+  const passed = rates.filter((rate) => run.every((r) => r.rate !== rate || r.pass));
   const best = passed.length > 0 ? Math.max(...passed) : null;
   return { rate: best, bounded: run.some((r) => !r.pass && (best === null || r.rate > best)) };
+}
+
+type Summary = ReturnType<typeof ratioSummary>;
+
+/** One side of a comparison: a tree in a mode. */
+interface Side {
+  tree: Tree['name'];
+  mode: Mode;
+}
+
+/** `of`'s figures over `to`'s, round by round at each rate (the rounds where both ran), and their median and spread. */
+interface Comparison {
+  of: string;
+  to: string;
+  byRate: {
+    rate: number;
+    rounds: { round: number; p50: number | null; p99: number | null; cpuPerJob: number | null }[];
+    p50: Summary | null;
+    p99: Summary | null;
+    cpuPerJob: Summary | null;
+  }[];
+}
+
+function compare(results: readonly (RunResult | Skipped)[], of: Side, to: Side): Comparison {
+  const find = (side: Side, rate: number, round: number) =>
+    results.find((r): r is RunResult => r.tree === side.tree && r.mode === side.mode && r.rate === rate && r.round === round && 'cpuPerJobMs' in r);
+  const summary = (values: (number | null)[]) => {
+    const present = values.filter((v): v is number => v !== null && Number.isFinite(v));
+    return present.length > 0 ? ratioSummary(present) : null;
+  };
+  return {
+    of: `${of.tree}/${of.mode}`,
+    to: `${to.tree}/${to.mode}`,
+    byRate: RATES.map((rate) => {
+      const rounds = Array.from({ length: ROUNDS }, (_, round) => ({ round, a: find(of, rate, round), b: find(to, rate, round) }))
+        .filter(({ a, b }) => a && b)
+        .map(({ round, a, b }) => ({
+          round,
+          p50: ratio(a!.latencyMs.p50, b!.latencyMs.p50),
+          p99: ratio(a!.latencyMs.p99, b!.latencyMs.p99),
+          cpuPerJob: ratio(a!.cpuPerJobMs.total, b!.cpuPerJobMs.total),
+        }));
+      return { rate, rounds, p50: summary(rounds.map((r) => r.p50)), p99: summary(rounds.map((r) => r.p99)), cpuPerJob: summary(rounds.map((r) => r.cpuPerJob)) };
+    }),
+  };
+}
+
+const spread = (s: Summary | null, digits = 2) => (s ? `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : '—');
+
+function printComparison(c: Comparison, results: readonly (RunResult | Skipped)[]): void {
+  const [ofTree, ofMode] = c.of.split('/') as [Tree['name'], Mode];
+  const [toTree, toMode] = c.to.split('/') as [Tree['name'], Mode];
+  const get = (tree: Tree['name'], mode: Mode, rate: number, round: number) =>
+    results.find((r): r is RunResult => r.tree === tree && r.mode === mode && r.rate === rate && r.round === round && 'cpuPerJobMs' in r);
+  console.log(`\n${c.of} ÷ ${c.to}, round by round (p50 ms; CPU ms per job, every process counted):`);
+  console.log(` rate rnd │ p50 ${c.to.split('/')[1]!.padStart(8)} ${c.of.split('/')[1]!.padStart(9)}  ratio │ CPU/job ${c.to.split('/')[1]!.padStart(8)} ${c.of.split('/')[1]!.padStart(9)}  ratio`);
+  for (const row of c.byRate) {
+    for (const r of row.rounds) {
+      const a = get(ofTree, ofMode, row.rate, r.round)!;
+      const b = get(toTree, toMode, row.rate, r.round)!;
+      console.log(
+        `${String(row.rate).padStart(5)} ${String(r.round + 1).padStart(3)} │ ${fmt(b.latencyMs.p50).padStart(12)} ${fmt(a.latencyMs.p50).padStart(9)} ${fmt(r.p50, 2).padStart(6)} │ ` +
+          `${fmt(b.cpuPerJobMs.total, 1).padStart(16)} ${fmt(a.cpuPerJobMs.total, 1).padStart(9)} ${fmt(r.cpuPerJob, 2).padStart(6)}`,
+      );
+    }
+    if (row.rounds.length > 0) {
+      console.log(`${String(row.rate).padStart(5)}/s over ${row.rounds.length} round(s): p50 ratio ${spread(row.p50)}, CPU/job ratio ${spread(row.cpuPerJob)}, p99 ratio ${spread(row.p99)} — median (min–max)`);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,6 +615,12 @@ const START_TIMEOUT_S = numberEnv('BENCH_START_TIMEOUT_S', 90, 1);
 const TREES = listEnv('BENCH_TREES', 'both').flatMap((t) => (t === 'both' ? ['current', 'baseline'] : [t]));
 const BASELINE = process.env.BENCH_BASELINE || DEFAULT_BASELINE;
 const MODES = listEnv('BENCH_MODES', 'processes');
+/** The floor against the system: what a ratio of theirs is measured on. */
+const FLOOR: Side = { tree: 'current', mode: 'floor' };
+const SYSTEM: Side = { tree: 'current', mode: 'processes' };
+const COMPARES_FLOOR = MODES.includes('floor') && MODES.includes('processes') && TREES.includes('current');
+/** Rounds per rate: 3 by default when the floor and the system are compared, else 1. */
+const ROUNDS = Math.max(1, Math.round(numberEnv('BENCH_ROUNDS', COMPARES_FLOOR ? 3 : 1, 1)));
 const PG_LOG_CHECK = flagEnv('BENCH_PG_LOG_CHECK', true);
 const PG_LOG = process.env.BENCH_PG_LOG || '/var/log/postgresql/postgresql-15-main.log';
 /** Processes of the current tree (`gateway`, `jobs`, …, or `all`) run under `--cpu-prof`, profiles in bench/results/profiles/. */
@@ -569,14 +661,21 @@ async function main(): Promise<void> {
     for (const { tree, mode } of combos) capacity[`${tree.name}/${mode}`] = capacityOf(results.filter((r) => r.tree === tree.name && r.mode === mode));
     const current = capacity['current/processes'];
     const baseline = capacity['baseline/processes'];
-    const report = {
-      at: startedAt.toISOString(),
+    const ran = (side: Side) => combos.some((c) => c.tree.name === side.tree && c.mode === side.mode);
+    const comparisons = {
+      /** The system over the floor: how much slower, and how much more CPU, our layers make a job. */
+      systemToFloor: ran(SYSTEM) && ran(FLOOR) ? compare(results, SYSTEM, FLOOR) : null,
+      currentToBaseline: ran(SYSTEM) && ran({ tree: 'baseline', mode: 'processes' }) ? compare(results, SYSTEM, { tree: 'baseline', mode: 'processes' }) : null,
+    };
+    const file = writeResult('deployed', {
+      startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       ...(failure ? { failure } : {}),
       trees: Object.fromEntries(trees.map((t) => [t.name, { commit: t.commit, changedFiles: t.changedFiles, dir: t.name === 'current' ? t.dir : '(temporary worktree)' }])),
       settings: {
         BENCH_RATES: RATES,
         BENCH_SECONDS: SECONDS,
+        BENCH_ROUNDS: ROUNDS,
         BENCH_CAPACITY_P99_MS: CAPACITY_P99_MS,
         BENCH_FIND_CAPACITY: FIND_CAPACITY,
         BENCH_DRAIN_TIMEOUT_S: DRAIN_TIMEOUT_S,
@@ -586,39 +685,23 @@ async function main(): Promise<void> {
         BENCH_TREES: TREES,
         BENCH_BASELINE: BASELINE,
         BENCH_MODES: MODES,
+        BENCH_FLOOR_DISPATCH: process.env.BENCH_FLOOR_DISPATCH ?? 'relay',
         BENCH_PG_LOG_CHECK: PG_LOG_CHECK,
         DATABASE_URL,
         AMQP_URL,
-        node: process.version,
-        cpus: (() => {
-          try {
-            return readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length;
-          } catch {
-            return null;
-          }
-        })(),
       },
-      method: 'fresh system (databases, namespace, processes) per tree, mode and rate; warm-up uploads at 10/s then idle before each window; trees interleaved per rate, first tree alternating',
+      method:
+        'fresh system (databases, namespace, processes) per tree, mode, rate and round; warm-up uploads at 10/s then idle before each window; ' +
+        'per rate, BENCH_ROUNDS rounds of every tree and mode, the order reversed each round (A B, B A, A B, …); ratios taken within a round, then their median and range',
       capacity,
       ratio: {
         capacity: current && baseline ? ratio(current.rate, baseline.rate) : null,
-        byRate: RATES.map((rate) => {
-          const c = results.find((r): r is RunResult => r.tree === 'current' && r.mode === 'processes' && r.rate === rate && 'cpuPerJobMs' in r);
-          const b = results.find((r): r is RunResult => r.tree === 'baseline' && r.mode === 'processes' && r.rate === rate && 'cpuPerJobMs' in r);
-          return {
-            rate,
-            p50: ratio(c?.latencyMs.p50, b?.latencyMs.p50),
-            p99: ratio(c?.latencyMs.p99, b?.latencyMs.p99),
-            cpuPerJob: ratio(c?.cpuPerJobMs.total, b?.cpuPerJobMs.total),
-          };
-        }),
+        ...comparisons,
       },
       pgLog,
       results,
-    };
-    mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-    writeFileSync(new URL('./results/deployed.json', import.meta.url), JSON.stringify(report, null, 2));
-    return { capacity, ratio: report.ratio };
+    });
+    return { capacity, comparisons, file };
   };
 
   try {
@@ -627,44 +710,52 @@ async function main(): Promise<void> {
     const combos = combosOf(trees);
     if (combos.length === 0) throw new Error('nothing to run: check BENCH_TREES, BENCH_MODES and BENCH_BASELINE');
     console.log(
-      `deployed benchmark: rates ${RATES.join(', ')}/s for ${SECONDS} s each; upload → jobCompleted through the gateway; ` +
-        `${combos.map((c) => `${c.tree.name}/${c.mode}`).join(', ')}; capacity: p99 ≤ ${CAPACITY_P99_MS} ms, nothing lost` +
+      `deployed benchmark: rates ${RATES.join(', ')}/s for ${SECONDS} s each, ${ROUNDS} round(s) per rate; upload → jobCompleted through the gateway; ` +
+        `${combos.map((c) => `${c.tree.name}/${c.mode}`).join(', ')}; capacity: p99 ≤ ${CAPACITY_P99_MS} ms in every round, nothing lost` +
         (FIND_CAPACITY ? '; stepping up until the first miss' : ''),
     );
     for (const t of trees) console.log(`  ${t.name.padEnd(8)} ${t.commit.slice(0, 12)}${t.changedFiles ? ` + ${t.changedFiles} uncommitted files` : ''}  ${t.name === 'current' ? t.dir : ''}`);
     const stopped = new Set<string>();
-    for (const [i, rate] of RATES.entries()) {
-      // Alternating which tree goes first spreads a shared machine's drift over both.
-      const ordered = i % 2 === 0 ? combos : [...combos].sort((a, b) => (a.tree.name === b.tree.name ? 0 : a.tree.name === 'baseline' ? -1 : 1));
-      for (const { tree, mode } of ordered) {
-        const key = `${tree.name}/${mode}`;
-        if (interrupted) break;
-        if (stopped.has(key)) {
-          results.push({ tree: tree.name, mode, rate, notRun: 'a lower rate missed' });
-          continue;
+    let turn = 0;
+    for (const rate of RATES) {
+      const missed = new Set<string>();
+      for (let round = 0; round < ROUNDS; round++, turn++) {
+        // The order reversed every round (A B, B A, A B, …; and on from rate to rate), so a shared
+        // machine's drift falls on every tree and mode alike.
+        const ordered = turn % 2 === 0 ? combos : [...combos].reverse();
+        for (const { tree, mode } of ordered) {
+          const key = `${tree.name}/${mode}`;
+          if (interrupted) break;
+          if (stopped.has(key)) {
+            results.push({ tree: tree.name, mode, rate, round, notRun: 'a lower rate missed, or a run failed' });
+            continue;
+          }
+          const label = `${key}: ${rate}/s${ROUNDS > 1 ? `, round ${round + 1}/${ROUNDS}` : ''}`;
+          console.error(`${label} for ${SECONDS} s …`);
+          let r: RunResult;
+          try {
+            r = await runOne(tree, mode, rate, round);
+          } catch (error) {
+            // One tree failing to start (a half-edited working copy, say) still lets the other run.
+            const message = (error as Error).message.slice(0, 2000);
+            console.error(`${label} failed: ${message}`);
+            results.push({ tree: tree.name, mode, rate, round, notRun: `failed: ${message}` });
+            stopped.add(key);
+            continue;
+          }
+          results.push(r);
+          console.error(
+            `${label}  done ${r.completed}/${r.attempted}  p50 ${fmt(r.latencyMs.p50)} p99 ${fmt(r.latencyMs.p99)} ms  drain ${fmt(r.drainMs)} ms  ` +
+              `CPU/job ${fmt(r.cpuPerJobMs.total, 1)} ms (idle ${fmt(Object.values(r.idleCpuMsPerS).reduce((a, b) => a + b, 0))} ms/s)  errors ${r.errorTotal}${r.pass ? '' : '  (missed)'}`,
+          );
+          for (const exit of r.exits) console.error(`  ${exit}`);
+          for (const problem of r.cleanupProblems) console.error(`  clean-up: ${problem}`);
+          if (!r.pass) missed.add(key);
+          await sleep(IDLE_MS);
         }
-        console.error(`${key}: ${rate}/s for ${SECONDS} s …`);
-        let r: RunResult;
-        try {
-          r = await runOne(tree, mode, rate);
-        } catch (error) {
-          // One tree failing to start (a half-edited working copy, say) still lets the other run.
-          const message = (error as Error).message.slice(0, 2000);
-          console.error(`${key}: ${rate}/s failed: ${message}`);
-          results.push({ tree: tree.name, mode, rate, notRun: `failed: ${message}` });
-          stopped.add(key);
-          continue;
-        }
-        results.push(r);
-        console.error(
-          `${key}: ${rate}/s  done ${r.completed}/${r.attempted}  p50 ${fmt(r.latencyMs.p50)} p99 ${fmt(r.latencyMs.p99)} ms  drain ${fmt(r.drainMs)} ms  ` +
-            `CPU/job ${fmt(r.cpuPerJobMs.total, 1)} ms (idle ${fmt(Object.values(r.idleCpuMsPerS).reduce((a, b) => a + b, 0))} ms/s)  errors ${r.errorTotal}${r.pass ? '' : '  (missed)'}`,
-        );
-        for (const exit of r.exits) console.error(`  ${exit}`);
-        for (const problem of r.cleanupProblems) console.error(`  clean-up: ${problem}`);
-        if (!r.pass && FIND_CAPACITY) stopped.add(key);
-        await sleep(IDLE_MS);
       }
+      // Every round of a rate runs, so its ratios have all their rounds; a miss stops the higher rates.
+      if (FIND_CAPACITY) for (const key of missed) stopped.add(key);
     }
   } catch (error) {
     failure = (error as Error).stack ?? String(error);
@@ -674,7 +765,7 @@ async function main(): Promise<void> {
     if (problems.length > 0) console.error(`clean-up problems:\n${problems.join('\n')}`);
     if (!interrupted) {
       const pgLog = checkPgLog(pgLogStart, results);
-      const { capacity, ratio: ratios } = write(pgLog);
+      const { capacity, comparisons, file } = write(pgLog);
       console.log();
       for (const { tree, mode } of combosOf(trees)) {
         const key = `${tree.name}/${mode}`;
@@ -682,26 +773,17 @@ async function main(): Promise<void> {
         console.log();
       }
       console.log(
-        'columns: sent/acc/done = uploads attempted / accepted / completed; 1msg/0msg/>1 = subscribers by messages received; latencies ms, upload start → jobCompleted;\n' +
+        'columns: rnd = round; sent/acc/done = uploads attempted / accepted / completed; 1msg/0msg/>1 = subscribers by messages received; latencies ms, upload start → jobCompleted;\n' +
           'drain = last upload start → last jobCompleted, ms; CPU ms per completed job (pg = the run\'s backends + PostgreSQL\'s shared processes, mq = the broker); lgen = load generator; bg% = machine CPU none of these used, % of one core;\n' +
           'dlock = "deadlock detected" lines PostgreSQL logged for the run\'s databases',
       );
       if (capacity['current/processes'] && capacity['baseline/processes']) {
         const c = capacity['current/processes'];
         const b = capacity['baseline/processes'];
-        console.log(`\ncapacity current/baseline: ${c.rate ?? 0}/s${c.bounded ? '' : '+'} vs ${b.rate ?? 0}/s${b.bounded ? '' : '+'} = ${fmt(ratios.capacity, 2)}×`);
-        console.log(' rate │ p50 cur  base  ratio │ p99 cur  base  ratio │ CPU/job cur  base  ratio');
-        for (const row of ratios.byRate) {
-          const cr = results.find((r): r is RunResult => r.tree === 'current' && r.mode === 'processes' && r.rate === row.rate && 'cpuPerJobMs' in r);
-          const br = results.find((r): r is RunResult => r.tree === 'baseline' && r.mode === 'processes' && r.rate === row.rate && 'cpuPerJobMs' in r);
-          if (!cr && !br) continue;
-          console.log(
-            `${String(row.rate).padStart(5)} │ ${fmt(cr?.latencyMs.p50).padStart(7)} ${fmt(br?.latencyMs.p50).padStart(5)} ${fmt(row.p50, 2).padStart(6)} │ ` +
-              `${fmt(cr?.latencyMs.p99).padStart(7)} ${fmt(br?.latencyMs.p99).padStart(5)} ${fmt(row.p99, 2).padStart(6)} │ ` +
-              `${fmt(cr?.cpuPerJobMs.total, 1).padStart(11)} ${fmt(br?.cpuPerJobMs.total, 1).padStart(5)} ${fmt(row.cpuPerJob, 2).padStart(6)}`,
-          );
-        }
+        console.log(`\ncapacity current/baseline: ${c.rate ?? 0}/s${c.bounded ? '' : '+'} vs ${b.rate ?? 0}/s${b.bounded ? '' : '+'} = ${fmt(ratio(c.rate, b.rate), 2)}×`);
       }
+      if (comparisons.currentToBaseline) printComparison(comparisons.currentToBaseline, results);
+      if (comparisons.systemToFloor) printComparison(comparisons.systemToFloor, results);
       if (pgLog.checked) {
         console.log(
           pgLog.count === null
@@ -709,7 +791,7 @@ async function main(): Promise<void> {
             : `\nPostgreSQL log (${pgLog.path}): ${pgLog.count} "deadlock detected" line(s) during the run, ${pgLog.ours} in this benchmark's databases`,
         );
       }
-      console.log('\nwrote bench/results/deployed.json');
+      console.log(`\nwrote ${file}`);
     }
   }
 }
