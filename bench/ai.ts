@@ -4,29 +4,39 @@
  * any call above C at once; N documents are uploaded through the gateway at once, each with a
  * `jobCompleted` subscription, and the benchmark prints documents/s next to the physical limit
  * C / L (no process can finish more than C calls per L), and their ratio. Per mode: the system
- * as deployed (five processes on PostgreSQL and RabbitMQ, one analysis process) and embedded
+ * as deployed (six processes on PostgreSQL and RabbitMQ, one analysis process) and embedded
  * (`pnpm dev`: one process, PGlite, the in-memory bus); `floor` adds bench:deployed's hand-written
- * floor (bench/floor.ts: raw pg, amqplib and HTTP, the same transactions and hops), its analysis one
- * chat completion per document with C calls at most, so the gap from what the machine allows
- * whoever writes it to the system is measured in the same run. The analysis processes run with
- * ANALYSIS_CONCURRENCY = C unless told otherwise. A benchmark, not a test: it asserts nothing.
+ * floor (bench/floor.ts: raw pg, amqplib and HTTP, a process per process of the system, the same
+ * transactions, hops and consumers, insights and webhooks included), whose analysis sends the
+ * system's requests (the OpenAIProvider's chat completion: its prompt, `response_format` and
+ * parse; the ChunkedAnalyzer's chunks; the OpenAIEmbedder's embedding) with the same response
+ * cache, token ledger and pause read around them written on raw pg, C calls at most; so the gap
+ * from what the machine allows whoever writes it to the system is measured in the same run. The
+ * analysis processes run with ANALYSIS_CONCURRENCY = C unless told otherwise.
+ *
+ * Modes run in BENCH_AI_ROUNDS rounds, the order reversed from one round to the next (floor,
+ * processes; processes, floor; …), each run on a fresh system and test server; each mode's
+ * documents/s (and CPU per document) over the floor's is taken within a round, and reported per
+ * round and as the median and range (min–max) over the rounds. The long document runs in the
+ * first round only. A benchmark, not a test: it asserts nothing.
  *
  * Env: BENCH_AI_DOCS (N, default 500), BENCH_AI_LATENCY_MS (L, default 2000), BENCH_AI_CAP (C,
  * default 64), BENCH_AI_CONCURRENCY (ANALYSIS_CONCURRENCY, default C), BENCH_AI_WARMUP (documents
  * analysed first, not counted: JIT, connection pools; default 20, 0 for none), BENCH_AI_LONG_KB (then
  * one long document of this many kB alone: its chunks, calls, time and tokens; default 300, 0
  * for none), BENCH_AI_MODES (default
- * "processes,embedded"; also "floor"), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
+ * "processes,embedded"; also "floor"), BENCH_AI_ROUNDS (default 3 when "floor" is compared with
+ * another mode, else 1), BENCH_AI_TIMEOUT_S (per mode, default 600), BENCH_WS_CLIENTS (default 8),
  * BENCH_PROFILE (processes to run under --cpu-prof, as in bench:deployed; profiles in bench/results/profiles/),
- * DATABASE_URL, AMQP_URL (defaults: the local services). Writes bench/results/ai.json.
+ * DATABASE_URL, AMQP_URL (defaults: the local services). Writes bench/results/ai.json (bench/results.ts:
+ * with the commit, a dirty flag, Node's version, the CPU count and the date).
  */
 import { startOpenAITestServer } from '@tributary/ai/testing';
 import type { Client } from 'graphql-ws';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import { cpuBetween, snapshot, type CpuSnapshot } from './cpu.ts';
+import { ratioSummary, writeResult } from './results.ts';
 import { disposeAll, openClients, ROOT, runBenchmark, startSystem, within, type Mode, type RunningSystem } from './system.ts';
 
 const number = (name: string, fallback: number) => {
@@ -46,6 +56,8 @@ const LONG_KB = Number(process.env.BENCH_AI_LONG_KB ?? 300);
 const PROFILE = new Set((process.env.BENCH_PROFILE ?? '').split(',').map((p) => p.trim()).filter(Boolean));
 const MODES = (process.env.BENCH_AI_MODES || 'processes,embedded').split(',').map((m) => m.trim()) as Mode[];
 for (const mode of MODES) if (mode !== 'processes' && mode !== 'embedded' && mode !== 'floor') throw new Error(`BENCH_AI_MODES: unknown mode ${mode} (processes, embedded, floor)`);
+const COMPARES_FLOOR = MODES.includes('floor') && MODES.length > 1;
+const ROUNDS = Math.round(number('BENCH_AI_ROUNDS', COMPARES_FLOOR ? 3 : 1));
 const API_KEY = 'sk-bench';
 
 const UPLOAD = 'mutation($input: UploadDocumentInput!) { uploadDocument(input: $input) { job { id } } }';
@@ -53,6 +65,8 @@ const JOB_COMPLETED = 'subscription($id: ID!) { jobCompleted(jobId: $id) { statu
 
 interface ModeResult {
   mode: Mode;
+  /** Which of the BENCH_AI_ROUNDS rounds (from 0). */
+  round: number;
   docs: number;
   accepted: number;
   completed: number;
@@ -187,7 +201,7 @@ function overheads(chats: { receivedAt: number; answeredAt: number }[]): ModeRes
   return { firstWave: received[CAP - 1]! - received[0]!, slotGap: { p50: at(0.5), p90: at(0.9) } };
 }
 
-async function runMode(mode: Mode): Promise<ModeResult> {
+async function runMode(mode: Mode, round: number): Promise<ModeResult> {
   const server = await startOpenAITestServer({ apiKey: API_KEY, latencyMs: LATENCY_MS, maxConcurrent: CAP });
   let system: RunningSystem | undefined;
   let clients: Client[] = [];
@@ -216,12 +230,12 @@ async function runMode(mode: Mode): Promise<ModeResult> {
     const docsPerSecond = completed / seconds;
 
     const burstRequests = server.requests.length;
-    // The floor's analysis is one call per document: it has no chunking to show.
-    const long = LONG_KB > 0 && mode !== 'floor' ? await longDocument(running, clients, dispatcher, () => server.requests.slice(burstRequests).filter((r) => r.endpoint === 'chat').length) : null;
+    const long = LONG_KB > 0 && round === 0 ? await longDocument(running, clients, dispatcher, () => server.requests.slice(burstRequests).filter((r) => r.endpoint === 'chat').length) : null;
     const chats = server.requests.slice(firstRequest, burstRequests).filter((r) => r.endpoint === 'chat');
     const calls = chats.map((r) => (r.receivedAt - startedAt) / 1000);
     return {
       mode,
+      round,
       docs: DOCS,
       accepted,
       completed,
@@ -257,38 +271,56 @@ async function runMode(mode: Mode): Promise<ModeResult> {
 
 async function main(): Promise<void> {
   console.log(`AI benchmark: ${DOCS} documents at once through the gateway; the provider answers each chat completion after ${LATENCY_MS} ms and refuses calls above ${CAP} at once; ANALYSIS_CONCURRENCY=${CONCURRENCY}`);
-  console.log(`physical limit C / L = ${CAP} / ${LATENCY_MS / 1000} s = ${(CAP / (LATENCY_MS / 1000)).toFixed(1)} docs/s per analysis process`);
+  console.log(`physical limit C / L = ${CAP} / ${LATENCY_MS / 1000} s = ${(CAP / (LATENCY_MS / 1000)).toFixed(1)} docs/s per analysis process; ${MODES.join(', ')} in ${ROUNDS} round(s), the order reversed each round`);
   const results: ModeResult[] = [];
-  for (const mode of MODES) {
-    const r = await runMode(mode);
-    results.push(r);
-    const errors = Object.entries(r.errors).map(([code, n]) => `${code} ${n}`).join(', ') || 'none';
-    console.log(
-      `${mode.padEnd(10)} ${r.completed}/${r.docs} completed in ${r.seconds.toFixed(1)} s: ${r.docsPerSecond.toFixed(1)} docs/s = ${r.ratio.toFixed(2)} × the limit; ` +
-        `chat calls ${r.chatCalls}, at most ${r.maxInFlight} in flight, ${r.refused} refused (429); failed ${r.failed}; errors: ${errors}`,
-    );
-    for (const [name, counts] of Object.entries(r.logs)) console.log(`${''.padEnd(10)} ${name} logged: ${Object.entries(counts).map(([line, n]) => `${n}× ${line}`).join('; ')}`);
-    const t = r.timeline;
-    console.log(`${''.padEnd(10)} CPU ms per document: ${Object.entries(r.cpuPerDocMs).map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`);
-    console.log(`${''.padEnd(10)} chat calls per second: ${r.callsPerSecond.join(' ')}`);
-    if (r.overheadMs) {
-      const o = r.overheadMs;
-      console.log(`${''.padEnd(10)} the ${CAP} slots filled in ${o.firstWave} ms; from an answer to the next call in its slot: p50 ${o.slotGap.p50} ms, p90 ${o.slotGap.p90} ms`);
-    }
-    if (r.long) {
-      const l = r.long;
+  for (let round = 0; round < ROUNDS; round++) {
+    // The order reversed every round (A B, B A, A B, …), so a shared machine's drift falls on every mode alike.
+    for (const mode of round % 2 === 0 ? MODES : [...MODES].reverse()) {
+      const r = await runMode(mode, round);
+      results.push(r);
+      const errors = Object.entries(r.errors).map(([code, n]) => `${code} ${n}`).join(', ') || 'none';
+      const label = ROUNDS > 1 ? `${mode} ${round + 1}/${ROUNDS}` : mode;
       console.log(
-        `${''.padEnd(10)} a ${l.kb} kB document alone: ${l.status}, ${l.chunks} chunks${l.truncated ? ' (truncated)' : ''}, ${l.calls} calls, ${l.seconds.toFixed(1)} s (at least ${l.idealSeconds.toFixed(1)} s), tokens ${l.tokens.prompt} in / ${l.tokens.completion} out`,
+        `${label.padEnd(14)} ${r.completed}/${r.docs} completed in ${r.seconds.toFixed(1)} s: ${r.docsPerSecond.toFixed(1)} docs/s = ${r.ratio.toFixed(2)} × the limit; ` +
+          `chat calls ${r.chatCalls}, at most ${r.maxInFlight} in flight, ${r.refused} refused (429); failed ${r.failed}; errors: ${errors}`,
       );
+      const indent = ''.padEnd(14);
+      for (const [name, counts] of Object.entries(r.logs)) console.log(`${indent} ${name} logged: ${Object.entries(counts).map(([line, n]) => `${n}× ${line}`).join('; ')}`);
+      const t = r.timeline;
+      console.log(`${indent} CPU ms per document: ${Object.entries(r.cpuPerDocMs).map(([name, ms]) => `${name} ${ms.toFixed(1)}`).join(', ')}`);
+      console.log(`${indent} chat calls per second: ${r.callsPerSecond.join(' ')}`);
+      if (r.overheadMs) {
+        const o = r.overheadMs;
+        console.log(`${indent} the ${CAP} slots filled in ${o.firstWave} ms; from an answer to the next call in its slot: p50 ${o.slotGap.p50} ms, p90 ${o.slotGap.p90} ms`);
+      }
+      if (r.long) {
+        const l = r.long;
+        console.log(
+          `${indent} a ${l.kb} kB document alone: ${l.status}, ${l.chunks} chunks${l.truncated ? ' (truncated)' : ''}, ${l.calls} calls, ${l.seconds.toFixed(1)} s (at least ${l.idealSeconds.toFixed(1)} s), tokens ${l.tokens.prompt} in / ${l.tokens.completion} out`,
+        );
+      }
+      console.log(`${indent} uploads answered by ${t.uploadsDone.toFixed(1)} s; chat calls received from ${t.firstCall?.toFixed(1) ?? '—'} s to ${t.lastCall?.toFixed(1) ?? '—'} s; last jobCompleted at ${t.lastCompleted.toFixed(1)} s`);
     }
-    console.log(`${''.padEnd(10)} uploads answered by ${t.uploadsDone.toFixed(1)} s; chat calls received from ${t.firstCall?.toFixed(1) ?? '—'} s to ${t.lastCall?.toFixed(1) ?? '—'} s; last jobCompleted at ${t.lastCompleted.toFixed(1)} s`);
   }
-  const floor = results.find((r) => r.mode === 'floor');
-  if (floor) for (const r of results) if (r !== floor) console.log(`${r.mode}: ${r.docsPerSecond.toFixed(1)} docs/s = ${(r.docsPerSecond / floor.docsPerSecond).toFixed(2)} × the floor's ${floor.docsPerSecond.toFixed(1)}`);
-  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-  const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  writeFileSync(new URL('./results/ai.json', import.meta.url), JSON.stringify({ at: new Date().toISOString(), commit, docs: DOCS, latencyMs: LATENCY_MS, cap: CAP, concurrency: CONCURRENCY, results }, null, 2));
-  console.log('wrote bench/results/ai.json');
+  // Each mode over the floor, within each round, then the median and range over the rounds.
+  const toFloor = MODES.includes('floor')
+    ? MODES.filter((mode) => mode !== 'floor').map((mode) => {
+        const rounds = Array.from({ length: ROUNDS }, (_, round) => {
+          const floor = results.find((r) => r.mode === 'floor' && r.round === round)!;
+          const r = results.find((x) => x.mode === mode && x.round === round)!;
+          return { round, docsPerSecond: r.docsPerSecond / floor.docsPerSecond, cpuPerDoc: r.cpuPerDocMs.total! / floor.cpuPerDocMs.total!, floor: floor.docsPerSecond, mode: r.docsPerSecond };
+        });
+        return { mode, rounds, docsPerSecond: ratioSummary(rounds.map((r) => r.docsPerSecond)), cpuPerDoc: ratioSummary(rounds.map((r) => r.cpuPerDoc)) };
+      })
+    : [];
+  for (const c of toFloor) {
+    console.log(`\n${c.mode} ÷ floor, round by round: docs/s ${c.mode} / floor = ratio; CPU per document ratio`);
+    for (const r of c.rounds) console.log(`  round ${r.round + 1}: ${r.mode.toFixed(1)} / ${r.floor.toFixed(1)} = ${r.docsPerSecond.toFixed(2)}; CPU ${r.cpuPerDoc.toFixed(2)}`);
+    const s = (x: ReturnType<typeof ratioSummary>) => `${x.median.toFixed(2)} (${x.min.toFixed(2)}–${x.max.toFixed(2)})`;
+    console.log(`  over ${c.rounds.length} round(s), median (min–max): docs/s ratio ${s(c.docsPerSecond)}, CPU per document ratio ${s(c.cpuPerDoc)}`);
+  }
+  const file = writeResult('ai', { docs: DOCS, latencyMs: LATENCY_MS, cap: CAP, concurrency: CONCURRENCY, rounds: ROUNDS, modes: MODES, ratio: { toFloor }, results });
+  console.log(`\nwrote ${file}`);
 }
 
 await runBenchmark(main);
