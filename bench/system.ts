@@ -334,7 +334,9 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
       const start = async (role: (typeof PROCESSES)[number]) => {
         const port = await freePort();
         const env = { ...common, ...urls, FLOOR_ROLE: role, FLOOR_DISPATCH: process.env.BENCH_FLOOR_DISPATCH ?? 'relay', PORT: String(port), ...(role === 'gateway' ? {} : { FLOOR_DATABASE_URL: databaseUrl(namespace, role) }) };
-        const child = spawnService(role, ROOT, ['--import', 'tsx', script], env, log, profiled(role));
+        // The node flags of the service the role stands in for (its start script's), as the system's process has them.
+        const flags = startFlags(join(ROOT, role === 'gateway' ? 'gateway' : join('subgraphs', role)));
+        const child = spawnService(role, ROOT, [...flags, '--import', 'tsx', script], env, log, profiled(role));
         watch(role, child);
         pids[role] = child.pid!;
         await waitReady(`http://127.0.0.1:${port}/ready`, child, role, log, startMs);

@@ -110,9 +110,9 @@ export function memory(pid: number): { rssMiB: number; peakMiB: number } {
 }
 
 /**
- * The node flags the gateway ships with: those of its start script (`exec node --import tsx <flags>
- * src/main.ts`), which the image's CMD repeats, less the tsx loader (this process's execArgv,
- * which forked children inherit, has it). Benchmarks run "ours" with them.
+ * The node flags the gateway ships with: those of its start script (`exec node <flags>
+ * dist/main.js`), which the image's CMD repeats, less any `--import` (this process's execArgv,
+ * which forked children inherit, has tsx's). bench:gateway gives them to every gateway it compares.
  */
 export function gatewayStartFlags(): string[] {
   const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../gateway/package.json', import.meta.url)), 'utf8')) as { scripts: { start: string } };

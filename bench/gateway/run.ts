@@ -16,8 +16,8 @@
  *                gateway request can be cheaper than this single hop.
  *   apollo, apollo-fast, hive, hive-cache, ours, ours-before, ours-undici, ours-dedup: see target.ts.
  *   Equal terms: every gateway runs with the same node flags. A target without `@` gets those of
- *   our gateway's start script (how it ships: `exec node --import tsx --max-semi-space-size=64
- *   src/main.ts`), whichever gateway it is; `apollo@` (`@` and nothing after it) runs on node's
+ *   our gateway's start script (how it ships: `exec node --enable-source-maps
+ *   --max-semi-space-size=64 dist/main.js`), whichever gateway it is; `apollo@` (`@` and nothing after it) runs on node's
  *   defaults; `hive@--max-old-space-size=512` on the flags given. Ratios are taken only between
  *   targets of the same round on the same flags, and each measurement records its flags.
  *
