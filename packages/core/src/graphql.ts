@@ -1,4 +1,5 @@
 import { GraphQLError } from 'graphql';
+import type { UnavailableDependency } from './errors.ts';
 
 /** Error codes on `extensions.code` of GraphQL errors: the public API's error contract. */
 export const ApiErrorCode = {
@@ -7,6 +8,8 @@ export const ApiErrorCode = {
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   FORBIDDEN: 'FORBIDDEN',
   BUDGET_EXCEEDED: 'BUDGET_EXCEEDED',
+  /** A dependency was briefly unreachable: HTTP 503, retry after `extensions.retryAfterSeconds` (the `Retry-After` header). */
+  SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
   INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
 } as const;
 export type ApiErrorCode = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
@@ -14,6 +17,19 @@ export type ApiErrorCode = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
 /** Invalid input, naming the offending field (`extensions.field`) so a form can point at it. */
 export function badUserInput(message: string, field?: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code: ApiErrorCode.BAD_USER_INPUT, ...(field ? { field } : {}) } });
+}
+
+/** Seconds a client is told to wait before retrying a request refused with SERVICE_UNAVAILABLE. */
+export const UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
+
+/**
+ * A request refused because `dependency` is briefly unreachable (see `unavailableDependency`):
+ * SERVICE_UNAVAILABLE with `retryAfterSeconds` and the dependency, never INTERNAL_SERVER_ERROR.
+ */
+export function serviceUnavailable(dependency: UnavailableDependency): GraphQLError {
+  return new GraphQLError(`the ${dependency === 'database' ? 'database' : 'event broker'} is unavailable; retry in ${UNAVAILABLE_RETRY_AFTER_SECONDS} s`, {
+    extensions: { code: ApiErrorCode.SERVICE_UNAVAILABLE, retryAfterSeconds: UNAVAILABLE_RETRY_AFTER_SECONDS, dependency },
+  });
 }
 
 /** A missing (or, to the caller, invisible) object. Same shape whatever the reason, so ids cannot be probed. */

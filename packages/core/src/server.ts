@@ -3,7 +3,7 @@ import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHt
 import { ApolloServerPluginInlineTraceDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
-import type { DocumentNode } from 'graphql';
+import type { DocumentNode, GraphQLFormattedError } from 'graphql';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -13,7 +13,8 @@ import type { Database } from './db/index.ts';
 import type { EventConsumer } from './events/consumer.ts';
 import type { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
-import { errorMessage } from './errors.ts';
+import { errorMessage, unavailableDependency } from './errors.ts';
+import { ApiErrorCode, serviceUnavailable } from './graphql.ts';
 
 export interface SubgraphOptions<TContext extends BaseContext> {
   name: string;
@@ -240,6 +241,8 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
         if (error instanceof HttpRequestError || (error as { name?: unknown } | null)?.name === 'HttpRequestError') {
           const refused = error as HttpRequestError;
           if (refused.status === 413) res.setHeader('connection', 'close');
+          const wait = retryAfterSeconds(refused.errors);
+          if (wait !== undefined) res.setHeader('retry-after', String(wait));
           return sendJson(res, refused.status, { errors: refused.errors });
         }
         if (error instanceof BodyTooLargeError) {
@@ -256,6 +259,56 @@ export function createHttpHandler<TContext extends BaseContext>(options: HttpHan
 
 function isMultipart(req: IncomingMessage): boolean {
   return /^multipart\/form-data\s*(;|$)/i.test(req.headers['content-type'] ?? '');
+}
+
+/**
+ * The `Retry-After` (seconds) a response's errors ask for: the largest `extensions.retryAfterSeconds`
+ * among them, at least 1 when one is SERVICE_UNAVAILABLE; undefined when none asks.
+ */
+export function retryAfterSeconds(errors: readonly { extensions?: Record<string, unknown> | undefined }[] | undefined): number | undefined {
+  let wait: number | undefined;
+  for (const error of errors ?? []) {
+    const given = error.extensions?.retryAfterSeconds;
+    const seconds = typeof given === 'number' && Number.isFinite(given) && given >= 0 ? Math.ceil(given) : error.extensions?.code === ApiErrorCode.SERVICE_UNAVAILABLE ? 1 : undefined;
+    if (seconds !== undefined) wait = Math.max(wait ?? 0, seconds);
+  }
+  return wait;
+}
+
+/**
+ * A response with an error coded SERVICE_UNAVAILABLE is answered HTTP 503, and any whose errors ask
+ * for a wait (SERVICE_UNAVAILABLE, RATE_LIMITED) carries it as `Retry-After` (RFC 9110). The
+ * subgraphs and the gateway both use it: a subgraph's SERVICE_UNAVAILABLE reaches the gateway's
+ * client as an error of the same code (see FastDataSource), so the client gets the 503 too, even
+ * beside the data of fields that succeeded.
+ */
+export const retryAfterPlugin: ApolloServerPlugin = {
+  async requestDidStart() {
+    return {
+      async willSendResponse({ response }) {
+        if (response.body.kind !== 'single') return;
+        const errors = response.body.singleResult.errors;
+        const wait = retryAfterSeconds(errors);
+        if (wait === undefined) return;
+        if (errors?.some((e) => e.extensions?.code === ApiErrorCode.SERVICE_UNAVAILABLE)) response.http.status = 503;
+        response.http.headers.set('retry-after', String(wait));
+      },
+    };
+  },
+};
+
+/**
+ * A subgraph's errors as its clients see them: an error that would be INTERNAL_SERVER_ERROR but
+ * says the database or the broker is briefly unreachable (`unavailableDependency`) becomes
+ * SERVICE_UNAVAILABLE with a retry hint ({@link retryAfterPlugin} makes it a 503); the rest as
+ * they are.
+ */
+export function formatSubgraphError(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError {
+  if (formatted.extensions?.code !== ApiErrorCode.INTERNAL_SERVER_ERROR) return formatted;
+  const dependency = unavailableDependency(error);
+  if (!dependency) return formatted;
+  const refused = serviceUnavailable(dependency);
+  return { message: refused.message, ...(formatted.locations ? { locations: formatted.locations } : {}), ...(formatted.path ? { path: formatted.path } : {}), extensions: refused.extensions };
 }
 
 /** Times resolvers that do work of their own (not the default property reads). */
@@ -306,8 +359,9 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
     stopOnTerminationSignals: false,
     introspection: !production,
     includeStacktraceInErrorResponses: !production,
+    formatError: formatSubgraphError,
     // Inline traces are for Apollo Studio; we trace with our own context and logs.
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled(), resolverTimings(options.name)],
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled(), resolverTimings(options.name), retryAfterPlugin],
     logger: {
       debug: (m: unknown) => logger.debug(String(m)),
       info: (m: unknown) => logger.info(String(m)),

@@ -2,3 +2,4 @@ export * from './services.ts';
 export * from './database.ts';
 export { describeTransportContract, type TransportFixture } from './transport-contract.ts';
 export { stopProcesses } from './processes.ts';
+export { startTcpProxy, type TcpProxy } from './proxy.ts';
