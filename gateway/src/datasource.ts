@@ -277,6 +277,29 @@ function cloneJson(value: unknown): unknown {
   return copy;
 }
 
+/**
+ * The GraphQL response a subgraph sent with a status other than 2xx (a 400 BAD_USER_INPUT, a 503
+ * SERVICE_UNAVAILABLE), from the error `RemoteGraphQLDataSource` makes of it: Apollo reports any
+ * such answer as one error, `<status>: <text>`, with no code (so INTERNAL_SERVER_ERROR to the
+ * client), where the subgraph's own errors, each with its code, say what happened. Undefined when
+ * the body is no GraphQL response whose every error has a code (an HTML error page, a proxy's
+ * text, bare messages): Apollo's error stands, with the code it gives a 401 or a 403.
+ */
+export function graphqlAnswerOf(error: unknown): SubgraphResponse | undefined {
+  const response = (error as { extensions?: { response?: { status?: unknown; body?: unknown } } } | null)?.extensions?.response;
+  const body = response?.body;
+  if (typeof response?.status !== 'number' || typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+  const { errors, data, extensions } = body as { errors?: unknown; data?: unknown; extensions?: unknown };
+  if (!Array.isArray(errors) || errors.length === 0) return undefined;
+  const coded = (e: unknown) => typeof (e as { message?: unknown } | null)?.message === 'string' && typeof (e as { extensions?: { code?: unknown } }).extensions?.code === 'string';
+  if (!errors.every(coded)) return undefined;
+  return {
+    errors: errors as NonNullable<SubgraphResponse['errors']>,
+    ...(data !== undefined ? { data: data as NonNullable<SubgraphResponse['data']> | null } : {}),
+    ...(typeof extensions === 'object' && extensions !== null ? { extensions: extensions as Record<string, unknown> } : {}),
+  };
+}
+
 export interface FastDataSourceOptions {
   /** The subgraph's GraphQL endpoint. */
   url: string;
@@ -288,8 +311,9 @@ export interface FastDataSourceOptions {
 
 /**
  * `RemoteGraphQLDataSource` with keep-alive undici connection pools and de-duplicated entity
- * representations; everything else (headers from `willSendRequest`, `didReceiveResponse`,
- * cache-control hints, error mapping) is Apollo's. Extend it as you would
+ * representations, and a subgraph's GraphQL errors passed on with their codes whatever its HTTP
+ * status ({@link graphqlAnswerOf}); everything else (headers from `willSendRequest`,
+ * `didReceiveResponse`, cache-control hints) is Apollo's. Extend it as you would
  * `RemoteGraphQLDataSource`; a subclass that overrides `process` calls `super.process`.
  *
  * @example
@@ -308,8 +332,18 @@ export class FastDataSource<TContext extends Record<string, any> = Record<string
 
   override async process(options: GraphQLDataSourceProcessOptions<TContext>): Promise<SubgraphResponse> {
     const batch = this.deduplicate ? deduplicateRepresentations(options.request) : undefined;
-    if (!batch) return super.process(options);
-    return batch.expand(await super.process({ ...options, request: batch.request } as GraphQLDataSourceProcessOptions<TContext>));
+    if (!batch) return this.send(options);
+    return batch.expand(await this.send({ ...options, request: batch.request } as GraphQLDataSourceProcessOptions<TContext>));
+  }
+
+  private async send(options: GraphQLDataSourceProcessOptions<TContext>): Promise<SubgraphResponse> {
+    try {
+      return await super.process(options);
+    } catch (error) {
+      const answer = graphqlAnswerOf(error);
+      if (answer) return answer;
+      throw error;
+    }
   }
 
   /** Close the connections of the fetcher this data source made (not of one passed in). */

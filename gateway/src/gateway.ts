@@ -5,7 +5,7 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { createLogger, currentContext, signIdentity, traceparentOf, type Logger } from '@tributary/core';
 import { createTransport, type Transport } from '@tributary/core/events';
-import { createHttpHandler, HttpRequestError, LISTEN_BACKLOG, type ExtraRoutes } from '@tributary/core/server';
+import { createHttpHandler, HttpRequestError, LISTEN_BACKLOG, retryAfterPlugin, type ExtraRoutes } from '@tributary/core/server';
 import { ConfigError } from '@tributary/core/config';
 import { initTracing } from '@tributary/core/tracing';
 import { GraphQLError, type ExecutionArgs, type ExecutionResult, type GraphQLSchema } from 'graphql';
@@ -203,6 +203,8 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       unknownOperation,
       uploadRateLimit(rateLimiter, { fields: config.UPLOAD_RATE_LIMIT_FIELDS, onStoreError: config.RATE_LIMIT_ON_REDIS_ERROR, logger }),
       ...(cache ? [cache.plugin()] : []),
+      // SERVICE_UNAVAILABLE, ours or a subgraph's: HTTP 503 with Retry-After.
+      retryAfterPlugin,
     ],
   });
   await apollo.start();

@@ -20,7 +20,7 @@ export interface FileUploadsOptions {
 }
 
 /** Response headers of a download the gateway passes on. */
-const DOWNLOAD_HEADERS = ['content-type', 'content-length', 'content-disposition', 'etag', 'repr-digest', 'cache-control', 'x-content-type-options'];
+const DOWNLOAD_HEADERS = ['content-type', 'content-length', 'content-disposition', 'etag', 'repr-digest', 'cache-control', 'x-content-type-options', 'retry-after'];
 
 const badRequest = (message: string) => new HttpRequestError(400, 'BAD_REQUEST', message);
 const tooLarge = (message: string) => new HttpRequestError(413, 'PAYLOAD_TOO_LARGE', message);
@@ -140,7 +140,8 @@ export class FileUploads {
     }
     if (response.statusCode === 201 && isObject(answer) && typeof answer.ref === 'string') return answer.ref;
     const errors = isObject(answer) && Array.isArray(answer.errors) ? (answer.errors as HttpRequestError['errors']) : undefined;
-    if (response.statusCode >= 400 && response.statusCode < 500 && errors) throw new HttpRequestError(response.statusCode, 'BAD_REQUEST', errors[0]?.message ?? 'refused', {}, errors);
+    // Its refusals, and its 503 (its database briefly unreachable: retry), are the client's answer.
+    if (((response.statusCode >= 400 && response.statusCode < 500) || response.statusCode === 503) && errors) throw new HttpRequestError(response.statusCode, 'BAD_REQUEST', errors[0]?.message ?? 'refused', {}, errors);
     this.options.logger.error({ status: response.statusCode, body: text.slice(0, 500) }, 'the uploads endpoint failed');
     throw new HttpRequestError(502, 'BAD_GATEWAY', 'the file could not be stored');
   }

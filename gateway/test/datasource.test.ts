@@ -175,6 +175,20 @@ describe('FastDataSource', () => {
     }
   });
 
+  it('passes on the coded errors a subgraph answers with another status than 2xx (a 400 refusal, a 503), as a response', async () => {
+    const source = new FastDataSource({ url });
+    try {
+      const refusal = { errors: [{ message: '`id` of job contains a NUL character (U+0000), which cannot be stored', extensions: { code: 'BAD_USER_INPUT', field: 'id' } }] };
+      respond = () => ({ status: 400, json: refusal });
+      expect(await source.process(fetchOptions('{ job(id: "x") { id } }', {}))).toEqual(refusal);
+      const unavailable = { data: { a: 1, b: null }, errors: [{ message: 'the database is unavailable; retry in 1 s', path: ['b'], extensions: { code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 1 } }] };
+      respond = () => ({ status: 503, json: unavailable });
+      expect(await source.process(fetchOptions('{ a b }', {}))).toEqual(unavailable);
+    } finally {
+      await source.close();
+    }
+  });
+
   it('reports a subgraph HTTP error as Apollo does', async () => {
     respond = () => ({ status: 401, json: { errors: [{ message: 'who are you' }] } });
     const source = new FastDataSource({ url });

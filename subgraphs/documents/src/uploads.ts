@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import type { Logger } from '@tributary/core';
 import { validate as isUuid } from 'uuid';
 import { queryRows, queryRun, type Database, type EntityManager } from '@tributary/core/db';
-import { errorMessage } from '@tributary/core/errors';
+import { errorMessage, unavailableDependency } from '@tributary/core/errors';
+import { serviceUnavailable } from '@tributary/core/graphql';
 import { verifyIdentity, type Identity } from '@tributary/core/identity';
 import { sendJson, type ExtraRoutes } from '@tributary/core/server';
 import { detectFileType, extractFileText, FileRefusedError, type FileType } from './files.ts';
@@ -43,6 +44,16 @@ type ErrorBody = { errors: { message: string; extensions: Record<string, unknown
 const refuse = (res: ServerResponse, status: number, code: string, message: string, extensions: Record<string, unknown> = {}) => {
   const body: ErrorBody = { errors: [{ message, extensions: { code, ...extensions } }] };
   sendJson(res, status, body);
+};
+
+/** A failure that is the database briefly unreachable: 503 SERVICE_UNAVAILABLE with Retry-After, as the GraphQL side answers. Else false. */
+const refusedAsUnavailable = (res: ServerResponse, error: unknown): boolean => {
+  const dependency = unavailableDependency(error);
+  if (!dependency || res.headersSent) return false;
+  const { message, extensions } = serviceUnavailable(dependency);
+  res.setHeader('retry-after', String(extensions.retryAfterSeconds));
+  refuse(res, 503, 'SERVICE_UNAVAILABLE', message, extensions);
+  return true;
 };
 
 /** A file name to keep: its last path segment, no control characters, at most 255 characters. */
@@ -112,7 +123,8 @@ async function storeFile(em: EntityManager, file: { id: string; identity: Identi
  * arrives (no database connection is held meanwhile), checked (size, type from the bytes, text
  * extracted), then stored in one transaction, unclaimed: 201 with a {@link StagedFile}, whose
  * `ref` `uploadDocument` claims. Refusals store nothing: 413 PAYLOAD_TOO_LARGE, 400
- * BAD_USER_INPUT (`extensions.field: "file"`), 422 UNREADABLE_DOCUMENT.
+ * BAD_USER_INPUT (`extensions.field: "file"`), 422 UNREADABLE_DOCUMENT, 503 SERVICE_UNAVAILABLE
+ * (the database briefly unreachable; with Retry-After).
  *
  * `GET /files/<ref>`: a claimed file of the caller's tenant, streamed a chunk at a time; any
  * other id is 404, whoever's it is.
@@ -164,7 +176,12 @@ export function uploadRoutes(options: UploadRoutesOptions): ExtraRoutes {
         const refused = error as FileRefusedError;
         return refuse(res, refused.code === 'BAD_USER_INPUT' ? 400 : 422, refused.code, refused.message, { field: 'file' });
       }
-      if (req.destroyed || (error as { code?: unknown }).code === 'ECONNRESET') return; // the sender went away: nothing to answer
+      // The sender went away: nothing to answer. (Not `req.destroyed`: a request is destroyed
+      // once its body has been read, so that would leave every later failure unanswered.)
+      if (req.socket.destroyed) return;
+      // Before the sender's ECONNRESET below: the database's connection can be reset too.
+      if (refusedAsUnavailable(res, error)) return;
+      if ((error as { code?: unknown }).code === 'ECONNRESET') return;
       logger.error({ err: errorMessage(error) }, 'upload failed');
       if (!res.headersSent) refuse(res, 500, 'INTERNAL_SERVER_ERROR', 'internal error');
     } finally {
@@ -217,6 +234,7 @@ export function uploadRoutes(options: UploadRoutesOptions): ExtraRoutes {
     if (!identity) return true;
     const work = isUpload ? upload(req, res, identity) : download(req, res, identity, fileId!);
     work.catch((error) => {
+      if (refusedAsUnavailable(res, error)) return;
       logger.error({ err: errorMessage(error) }, 'file route failed');
       if (!res.headersSent) refuse(res, 500, 'INTERNAL_SERVER_ERROR', 'internal error');
       else res.destroy();
