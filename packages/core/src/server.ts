@@ -15,6 +15,7 @@ import type { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
 import { errorMessage, unavailableDependency } from './errors.ts';
 import { ApiErrorCode, serviceUnavailable } from './graphql.ts';
+import { findUnstorableInput, unstorableInputError } from './input.ts';
 
 export interface SubgraphOptions<TContext extends BaseContext> {
   name: string;
@@ -311,6 +312,30 @@ export function formatSubgraphError(formatted: GraphQLFormattedError, error: unk
   return { message: refused.message, ...(formatted.locations ? { locations: formatted.locations } : {}), ...(formatted.path ? { path: formatted.path } : {}), extensions: refused.extensions };
 }
 
+/**
+ * Refuses, before execution, an operation with a string PostgreSQL cannot store (one holding NUL,
+ * U+0000) anywhere in its arguments: BAD_USER_INPUT naming the argument (`extensions.field:
+ * "input.title"`), HTTP 400, instead of the database's error as INTERNAL_SERVER_ERROR.
+ *
+ * Why here, in the factory of every subgraph, and not in the gateway: the limit is the
+ * subgraphs' storage's, so every subgraph (a new one too) gets it with no code of its own, and it
+ * holds for every caller, not only for requests that came through a gateway. The gateway passes
+ * the refusal on with its code (FastDataSource). The price: a multi-subgraph operation is refused
+ * only in the part this subgraph was sent (as with any argument a resolver refuses), and a
+ * subscription's argument is named as the argument of the lookup the gateway reads it with.
+ */
+export const refuseUnstorableInput: ApolloServerPlugin = {
+  async requestDidStart() {
+    return {
+      async didResolveOperation({ document, operation, request }) {
+        if (!operation) return;
+        const found = findUnstorableInput(document, operation, request.variables);
+        if (found) throw unstorableInputError(found);
+      },
+    };
+  },
+};
+
 /** Times resolvers that do work of their own (not the default property reads). */
 function resolverTimings(service: string): ApolloServerPlugin {
   return {
@@ -361,7 +386,7 @@ export async function createSubgraph<TContext extends BaseContext>(options: Subg
     includeStacktraceInErrorResponses: !production,
     formatError: formatSubgraphError,
     // Inline traces are for Apollo Studio; we trace with our own context and logs.
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled(), resolverTimings(options.name), retryAfterPlugin],
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer: http }), ApolloServerPluginInlineTraceDisabled(), resolverTimings(options.name), refuseUnstorableInput, retryAfterPlugin],
     logger: {
       debug: (m: unknown) => logger.debug(String(m)),
       info: (m: unknown) => logger.info(String(m)),
