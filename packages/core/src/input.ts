@@ -11,18 +11,22 @@ export interface UnstorableInput {
 
 const NUL = '\u0000';
 
-/** The path to the first string holding NUL in a variable's value (an object, list or scalar as sent). */
-function inValue(value: unknown, path: string[]): string[] | undefined {
-  if (typeof value === 'string') return value.includes(NUL) ? path : undefined;
+/**
+ * The way to the first string holding NUL in a variable's value (an object, list or scalar as
+ * sent), or undefined. The path is built only on the way back from a find: a variable such as
+ * `_entities`' representations is walked on every entity fetch, and almost never holds one.
+ */
+function inValue(value: unknown): string[] | undefined {
+  if (typeof value === 'string') return value.includes(NUL) ? [] : undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = inValue(value[i], [...path, String(i)]);
-      if (found) return found;
+      const found = inValue(value[i]);
+      if (found) return [String(i), ...found];
     }
   } else if (typeof value === 'object' && value !== null) {
     for (const key of Object.keys(value)) {
-      const found = inValue((value as Record<string, unknown>)[key], [...path, key]);
-      if (found) return found;
+      const found = inValue((value as Record<string, unknown>)[key]);
+      if (found) return [key, ...found];
     }
   }
   return undefined;
@@ -47,7 +51,10 @@ export function findUnstorableInput(document: DocumentNode, operation: Operation
         return node.value.includes(NUL) ? path : undefined;
       case Kind.VARIABLE: {
         const name = node.name.value;
-        if (variables && Object.hasOwn(variables, name)) return inValue(variables[name], path);
+        if (variables && Object.hasOwn(variables, name)) {
+          const found = inValue(variables[name]);
+          return found && [...path, ...found];
+        }
         const fallback = defaults.get(name);
         return fallback ? inNode(fallback, path) : undefined;
       }
