@@ -11,6 +11,7 @@ export const CoreErrorCode = {
   HANDLER_FAILED: 'HANDLER_FAILED',
   DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
   QUEUE_NOT_FOUND: 'QUEUE_NOT_FOUND',
+  IDEMPOTENCY_NO_TRANSACTION: 'IDEMPOTENCY_NO_TRANSACTION',
 } as const;
 export type CoreErrorCode = (typeof CoreErrorCode)[keyof typeof CoreErrorCode];
 

@@ -10,9 +10,24 @@ export const ApiErrorCode = {
   BUDGET_EXCEEDED: 'BUDGET_EXCEEDED',
   /** A dependency was briefly unreachable: HTTP 503, retry after `extensions.retryAfterSeconds` (the `Retry-After` header). */
   SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
+  /** An `Idempotency-Key` sent again with another request body (or by the same user for another mutation's input): HTTP 422. */
+  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
+  /** The first request with this `Idempotency-Key` is still running: HTTP 409, retry after `extensions.retryAfterSeconds`. */
+  IDEMPOTENCY_KEY_IN_USE: 'IDEMPOTENCY_KEY_IN_USE',
   INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
 } as const;
 export type ApiErrorCode = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];
+
+/**
+ * The HTTP status of a response whose errors carry one of these codes (the first listed code
+ * found wins), set by `retryAfterPlugin` on the subgraphs and on the gateway, which passes a
+ * subgraph's coded errors on: so the client sees the subgraph's status.
+ */
+export const API_ERROR_HTTP_STATUS: ReadonlyArray<readonly [ApiErrorCode, number]> = [
+  [ApiErrorCode.SERVICE_UNAVAILABLE, 503],
+  [ApiErrorCode.IDEMPOTENCY_KEY_IN_USE, 409],
+  [ApiErrorCode.IDEMPOTENCY_KEY_REUSED, 422],
+];
 
 /** Invalid input, naming the offending field (`extensions.field`) so a form can point at it. */
 export function badUserInput(message: string, field?: string): GraphQLError {

@@ -14,7 +14,7 @@ import type { EventConsumer } from './events/consumer.ts';
 import type { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
 import { errorMessage, unavailableDependency } from './errors.ts';
-import { ApiErrorCode, serviceUnavailable } from './graphql.ts';
+import { API_ERROR_HTTP_STATUS, ApiErrorCode, serviceUnavailable } from './graphql.ts';
 import { findUnstorableInput, unstorableInputError } from './input.ts';
 
 export interface SubgraphOptions<TContext extends BaseContext> {
@@ -155,7 +155,7 @@ function applyCors(req: IncomingMessage, res: ServerResponse, origins: readonly 
   }
   if (req.method !== 'OPTIONS') return false;
   res.setHeader('access-control-allow-methods', 'GET, POST, OPTIONS');
-  res.setHeader('access-control-allow-headers', 'content-type, authorization, apollo-require-preflight, x-apollo-operation-name, traceparent');
+  res.setHeader('access-control-allow-headers', 'content-type, authorization, apollo-require-preflight, x-apollo-operation-name, traceparent, idempotency-key');
   res.setHeader('access-control-max-age', '600');
   res.statusCode = 204;
   res.end();
@@ -277,7 +277,8 @@ export function retryAfterSeconds(errors: readonly { extensions?: Record<string,
 }
 
 /**
- * A response with an error coded SERVICE_UNAVAILABLE is answered HTTP 503, and any whose errors ask
+ * A response with an error coded SERVICE_UNAVAILABLE is answered HTTP 503 (IDEMPOTENCY_KEY_IN_USE
+ * 409, IDEMPOTENCY_KEY_REUSED 422: `API_ERROR_HTTP_STATUS`), and any whose errors ask
  * for a wait (SERVICE_UNAVAILABLE, RATE_LIMITED) carries it as `Retry-After` (RFC 9110). The
  * subgraphs and the gateway both use it: a subgraph's SERVICE_UNAVAILABLE reaches the gateway's
  * client as an error of the same code (see FastDataSource), so the client gets the 503 too, even
@@ -290,9 +291,13 @@ export const retryAfterPlugin: ApolloServerPlugin = {
         if (response.body.kind !== 'single') return;
         const errors = response.body.singleResult.errors;
         const wait = retryAfterSeconds(errors);
-        if (wait === undefined) return;
-        if (errors?.some((e) => e.extensions?.code === ApiErrorCode.SERVICE_UNAVAILABLE)) response.http.status = 503;
-        response.http.headers.set('retry-after', String(wait));
+        for (const [code, status] of API_ERROR_HTTP_STATUS) {
+          if (errors?.some((e) => e.extensions?.code === code)) {
+            response.http.status = status;
+            break;
+          }
+        }
+        if (wait !== undefined) response.http.headers.set('retry-after', String(wait));
       },
     };
   },

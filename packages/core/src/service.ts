@@ -16,6 +16,11 @@ import { createSubgraph, type ExtraRoutes, type Subgraph } from './server.ts';
 import { watchOutbox } from './metrics.ts';
 import { initTracing } from './tracing.ts';
 import { verifyIdentity, type Identity } from './identity.ts';
+import { DEFAULT_IDEMPOTENCY_KEY_TTL_HOURS, pruneIdempotencyKeys } from './idempotency.ts';
+import { errorMessage } from './errors.ts';
+
+/** How often each service process deletes idempotency keys past their TTL, ms. */
+const IDEMPOTENCY_PRUNE_INTERVAL_MS = 10 * 60_000;
 
 export type { Identity } from './identity.ts';
 
@@ -35,6 +40,8 @@ export const subgraphConfigSchema = baseConfigSchema.extend({
   INTERNAL_SIGNING_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. `openssl rand -base64 48`)'),
   /** PostgreSQL connections per service process. Default 10. */
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+  /** How long a mutation's `Idempotency-Key` is kept, hours (1..720). Default 24. */
+  IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().int().min(1).max(720).default(DEFAULT_IDEMPOTENCY_KEY_TTL_HOURS),
 });
 export type SubgraphConfig = z.infer<typeof subgraphConfigSchema>;
 
@@ -144,6 +151,11 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   });
   const port = options.port ?? config.PORT ?? definition.defaultPort;
   const url = await subgraph.listen(port, options.host ?? config.HOST);
+  // Keys past their TTL already count as gone (idempotent() takes such a row over); this keeps the table small.
+  const pruneKeys = setInterval(() => {
+    pruneIdempotencyKeys(relayDb.fork(), config.IDEMPOTENCY_KEY_TTL_HOURS).catch((error) => logger.warn({ err: errorMessage(error) }, 'idempotency key prune failed'));
+  }, IDEMPOTENCY_PRUNE_INTERVAL_MS);
+  pruneKeys.unref();
   return {
     name: definition.name,
     url,
@@ -151,6 +163,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     transport,
     consumers,
     stop: async () => {
+      clearInterval(pruneKeys);
       unwatch();
       await subgraph.stop();
       if (relayDb !== db) await relayDb.close();

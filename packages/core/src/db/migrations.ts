@@ -56,10 +56,33 @@ class OutboxNoEventIdIndex extends Migration {
   }
 }
 
-/** Migrations of the tables every service has (outbox, inbox). Run before the service's own. */
+/**
+ * Idempotency keys of mutations (`idempotent()` in @tributary/core/idempotency): one row per
+ * (scope, key), written in the mutation's own transaction, kept `IDEMPOTENCY_KEY_TTL_HOURS`.
+ */
+class CoreIdempotency extends Migration {
+  override up(): void {
+    this.addSql(`create table if not exists tributary_idempotency (
+      scope text not null,
+      key text not null,
+      request_hash text not null,
+      response jsonb null,
+      created_at timestamptz not null default now(),
+      primary key (scope, key)
+    )`);
+    this.addSql('create index if not exists tributary_idempotency_created_at on tributary_idempotency (created_at)');
+  }
+
+  override down(): void {
+    this.addSql('drop table if exists tributary_idempotency');
+  }
+}
+
+/** Migrations of the tables every service has (outbox, inbox, idempotency keys). Run before the service's own. */
 export const coreMigrations: MigrationObject[] = [
   { name: '0000-core-outbox-inbox', class: CoreOutboxInbox },
   { name: '0001-outbox-no-event-id-index', class: OutboxNoEventIdIndex },
+  { name: '0002-core-idempotency', class: CoreIdempotency },
 ];
 
 export { Migration };
