@@ -28,9 +28,10 @@ import { invalidationRules } from './cache-rules.ts';
 import { EventSubscriptions } from './subscriptions.ts';
 import { BindingError, checkBindings, eventTypeOf, readBindings, type Bindings, type Path } from '@tributary/core/bindings';
 import { createUi } from './ui/server.ts';
+import { idempotencyKeyPlugin, multipartIdempotencyKey } from './idempotency.ts';
 
 /**
- * Forwards the caller's identity, signed, and the trace to every subgraph request; sends them
+ * Forwards the caller's identity, signed (with a mutation's Idempotency-Key, if any), and the trace to every subgraph request; sends them
  * over keep-alive undici pools with de-duplicated entity representations (FastDataSource).
  */
 class IdentityDataSource extends FastDataSource<GatewayContext> {
@@ -201,6 +202,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
       ApolloServerPluginLandingPageDisabled(),
       unknownOperation,
+      idempotencyKeyPlugin,
       uploadRateLimit(rateLimiter, { fields: config.UPLOAD_RATE_LIMIT_FIELDS, onStoreError: config.RATE_LIMIT_ON_REDIS_ERROR, logger }),
       ...(cache ? [cache.plugin()] : []),
       // SERVICE_UNAVAILABLE, ours or a subgraph's: HTTP 503 with Retry-After.
@@ -286,7 +288,15 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
         req.resume();
         throw new HttpRequestError(401, 'UNAUTHENTICATED', error instanceof Error ? error.message : 'unauthenticated');
       }
-      return uploads.readMultipart(req, identity);
+      let key: string | undefined;
+      try {
+        key = multipartIdempotencyKey(req.headers);
+      } catch (error) {
+        req.resume();
+        throw error;
+      }
+      // The files are staged with the key too (signed with the identity); the mutation gets it from the plugin.
+      return uploads.readMultipart(req, key !== undefined ? { ...identity, idempotencyKey: key } : identity);
     },
     cors: config.CORS_ORIGINS,
     ready: async () => {

@@ -3,6 +3,7 @@ import { v7 as uuidv7, validate as isUuid } from 'uuid';
 import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { publish } from '@tributary/core/events';
 import { queryRows, queryRun } from '@tributary/core/db';
+import { idempotencyScope, idempotent, requestHash } from '@tributary/core/idempotency';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { GraphQLError, GraphQLScalarType } from 'graphql';
 import { z } from 'zod';
@@ -99,7 +100,10 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
   defaultPort: 4001,
   routes: ({ db, logger, config }) =>
     uploadRoutes({ db, logger, secret: config.INTERNAL_SIGNING_SECRET, maxFileBytes: config.DOCUMENT_MAX_FILE_BYTES, maxTextBytes: config.DOCUMENT_MAX_BYTES }),
-  resolvers: ({ config }) => ({
+  resolvers: ({ config, env }) => {
+    // Tests only (NODE_ENV=test): die right after an upload's commit, before its answer, as a crash there would.
+    const exitAfterCommit = config.NODE_ENV === 'test' && env.TRIBUTARY_TEST_EXIT_AFTER_COMMIT === '1';
+    return {
     Upload,
     Query: {
       document: (_: unknown, args: { id: string }, ctx: SubgraphContext) => readDocument(ctx.em, 'id', args.id, ctx.tenantId),
@@ -146,63 +150,92 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
           if (text.length === 0) throw badUserInput('content has no text once its markup is removed', 'content');
         }
 
+        // With an Idempotency-Key, a retry of the same upload by the same user gets the first
+        // answer (same document, same job), with no second document or event (no second analysis).
+        const key = ctx.idempotencyKey;
+        const scope = key !== undefined ? idempotencyScope(ctx.tenantId, ctx.userId, 'uploadDocument') : undefined;
         const now = new Date();
         const id = randomUUID();
         // A version 7 id carries its creation time: the job view can state a job it has not
         // heard of yet (QUEUED since its upload) without asking anyone.
         const jobId = uuidv7({ msecs: now.getTime() });
         let file: ReturnType<typeof toFile> | null = null;
-        // The document, its file's claim and its event commit together or not at all (transactional outbox).
+        // The document, its file's claim, its event and its idempotency key commit together or not at all (transactional outbox).
         const doc = await ctx.em.transactional(async (tx) => {
+          let staged: (FileRow & { text: string }) | undefined;
           if (hasFile) {
-            const [staged] = await queryRows<FileRow & { text: string }>(
+            [staged] = await queryRows<FileRow & { text: string }>(
               tx,
               'select id, name, content_type, size, sha256, text from files where id = ? and tenant_id = ? and document_id is null for update',
               [input.file, ctx.tenantId],
             );
             if (!staged) throw badUserInput('no uploaded file has this reference (send the file in a multipart request)', 'file');
-            // Its text lives on in the document; the file keeps its bytes.
-            await queryRun(tx, "update files set document_id = ?, text = '' where id = ?", [id, staged.id]);
-            content = text = staged.text;
-            contentType = staged.content_type;
-            file = toFile(staged);
           }
-          const created = tx.create(Document, {
-            id,
-            tenantId: ctx.tenantId,
-            title,
-            content,
-            text,
-            contentType,
-            size: Buffer.byteLength(content, 'utf8'),
-            jobId,
-            uploadedBy: ctx.userId,
-            createdAt: now,
-          });
-          tx.persist(created);
-          await publish(tx, 'documents', [
-            {
-              type: 'document.uploaded',
-              subject: id,
+          const create = async () => {
+            if (staged) {
+              // Its text lives on in the document; the file keeps its bytes.
+              await queryRun(tx, "update files set document_id = ?, text = '' where id = ?", [id, staged.id]);
+              content = text = staged.text;
+              contentType = staged.content_type;
+              file = toFile(staged);
+            }
+            const created = tx.create(Document, {
+              id,
               tenantId: ctx.tenantId,
-              data: {
-                documentId: id,
-                jobId,
-                title,
-                text,
-                // The event's contract knows text types only; a file's text is plain text.
-                contentType: eventType,
-                ...(ctx.userId ? { uploadedBy: ctx.userId } : {}),
-                uploadedAt: now.toISOString(),
+              title,
+              content,
+              text,
+              contentType,
+              size: Buffer.byteLength(content, 'utf8'),
+              jobId,
+              uploadedBy: ctx.userId,
+              createdAt: now,
+            });
+            tx.persist(created);
+            await publish(tx, 'documents', [
+              {
+                type: 'document.uploaded',
+                subject: id,
+                tenantId: ctx.tenantId,
+                data: {
+                  documentId: id,
+                  jobId,
+                  title,
+                  text,
+                  // The event's contract knows text types only; a file's text is plain text.
+                  contentType: eventType,
+                  ...(ctx.userId ? { uploadedBy: ctx.userId } : {}),
+                  uploadedAt: now.toISOString(),
+                },
               },
-            },
-          ]);
-          return created;
+            ]);
+            return created;
+          };
+          if (key === undefined || scope === undefined) return create();
+          // What the request asks for: a file by its bytes' hash, name and type (each attempt stages it anew under a new reference).
+          const hash = requestHash(
+            staged
+              ? { title, file: { sha256: staged.sha256, name: staged.name, contentType: staged.content_type } }
+              : { title, content, contentType: input.contentType ?? null },
+          );
+          let created: Document | undefined;
+          const outcome = await idempotent(tx, { scope, key, requestHash: hash, ttlHours: config.IDEMPOTENCY_KEY_TTL_HOURS }, async () => {
+            created = await create();
+            return { documentId: created.id };
+          });
+          if (created) return created;
+          // The first attempt's document; this attempt's staged file (if any) stays unclaimed and is swept.
+          const first = await tx.findOne(Document, { id: outcome.response.documentId, tenantId: ctx.tenantId });
+          if (!first) throw new GraphQLError('the document of this Idempotency-Key is gone', { extensions: { code: 'NOT_FOUND' } });
+          const [row] = await queryRows<FileRow>(tx, 'select id, name, content_type, size, sha256 from files where document_id = ? and tenant_id = ?', [first.id, ctx.tenantId]);
+          file = row ? toFile(row) : null;
+          return first;
         });
-        const createdAt = now.toISOString();
+        if (exitAfterCommit) process.kill(process.pid, 'SIGKILL');
+        const createdAt = doc.createdAt.toISOString();
         return {
           document: { ...toGraphQL(doc), file },
-          // The job as it is at this instant; the jobs view catches up from the event.
+          // The job as it was when it was created (a retry gets the first answer); the jobs view catches up from the event.
           job: { id: doc.jobId, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, document: { ...toGraphQL(doc), file } },
         };
       },
@@ -230,5 +263,6 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
         return { id: ref.id, document: doc };
       },
     },
-  }),
+  };
+  },
 };
