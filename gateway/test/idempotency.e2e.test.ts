@@ -162,3 +162,44 @@ describe.skipIf(!(await servicesAvailable()))('uploads with an Idempotency-Key',
     expect(await count('documents', 'documents', tenant)).toBe(2);
   });
 });
+
+describe('uploads with an Idempotency-Key in pnpm dev mode (PGlite, one connection per service)', () => {
+  let system: TestSystem;
+  beforeAll(async () => {
+    system = await startEmbeddedSystem();
+  }, 120_000);
+  afterAll(async () => {
+    await system?.stop();
+  }, 60_000);
+
+  it('answers 20 uploads each sent twice at once with one document and job each, queueing the retry behind the first without a deadlock', async () => {
+    const token = await system.token();
+    const send = async (key: string, input: { title: string; content: string }) => {
+      const response = await fetch(system.gateways[0]!, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'idempotency-key': key },
+        body: JSON.stringify({ query: UPLOAD, variables: { input } }),
+      });
+      return { status: response.status, body: (await response.json()) as { data?: any; errors?: { extensions?: { code?: string } }[] } };
+    };
+    const pairs = await Promise.all(
+      Array.from({ length: 20 }, (_, n) => {
+        const key = newKey();
+        const input = { title: `Dev ${n}`, content: `Note ${n} about the dev mode.` };
+        return Promise.all([send(key, input), send(key, input)]);
+      }),
+    );
+    for (const [a, b] of pairs) {
+      expect([a.status, b.status], JSON.stringify([a.body, b.body])).toEqual([200, 200]);
+      expect(b.body.data.uploadDocument).toEqual(a.body.data.uploadDocument);
+    }
+    expect(await system.count('documents', 'select count(*) as n from documents')).toBe(20);
+    const key = newKey();
+    expect((await send(key, { title: 'Once', content: 'First body.' })).status).toBe(200);
+    const reused = await send(key, { title: 'Once', content: 'Another body.' });
+    expect(reused.status).toBe(422);
+    expect(reused.body.errors?.map((e) => e.extensions?.code)).toEqual(['IDEMPOTENCY_KEY_REUSED']);
+    await waitFor(async () => (await system.count('analysis', "select count(*) as n from analyses where status = 'COMPLETED'")) >= 21, 60_000, 'the analyses');
+    expect(await system.count('analysis', 'select count(*) as n from analyses')).toBe(21);
+  }, 120_000);
+});
