@@ -90,7 +90,8 @@ const DATABASE_MESSAGES = [
 ];
 const DATABASE_NAMES = new Set(['KnexTimeoutError', 'ConnectionException']);
 
-interface ErrorLike {
+/** What the error helpers read of an error of any origin. */
+export interface ErrorLike {
   code?: unknown;
   name?: unknown;
   message?: unknown;
@@ -121,12 +122,22 @@ function dependencyOf(e: ErrorLike): UnavailableDependency | undefined {
  * driver's `code`) and PGlite.
  */
 export function unavailableDependency(error: unknown): UnavailableDependency | undefined {
+  for (const e of errorChain(error)) {
+    const found = dependencyOf(e);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
+ * `error` and what it wraps, outermost first: GraphQL's `originalError`, `cause`, an
+ * AggregateError's first error; at most 8 deep (a chain that loops ends there).
+ */
+export function* errorChain(error: unknown): Generator<ErrorLike> {
   let current: unknown = error;
   for (let depth = 0; depth < 8 && typeof current === 'object' && current !== null; depth++) {
     const e = current as ErrorLike;
-    const found = dependencyOf(e);
-    if (found) return found;
+    yield e;
     current = e.originalError ?? e.cause ?? (Array.isArray(e.errors) ? e.errors[0] : undefined);
   }
-  return undefined;
 }

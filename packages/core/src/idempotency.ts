@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { GraphQLError } from 'graphql';
 import { queryRows, queryRun } from './db/sql.ts';
-import { CoreErrorCode, TributaryError } from './errors.ts';
+import { CoreErrorCode, errorChain, TributaryError } from './errors.ts';
 import { ApiErrorCode } from './graphql.ts';
 
 /** How long a key is kept, hours (`IDEMPOTENCY_KEY_TTL_HOURS`). Default 24, as the IETF draft suggests. */
@@ -65,13 +65,9 @@ export function idempotencyKeyInUse(): GraphQLError {
   });
 }
 
+/** 55P03 lock_not_available: lock_timeout ran out, on the error or one it wraps. */
 function isLockTimeout(error: unknown): boolean {
-  let current: unknown = error;
-  for (let depth = 0; depth < 4 && typeof current === 'object' && current !== null; depth++) {
-    // 55P03 lock_not_available: lock_timeout ran out.
-    if ((current as { code?: unknown }).code === '55P03') return true;
-    current = (current as { cause?: unknown }).cause;
-  }
+  for (const e of errorChain(error)) if (e.code === '55P03') return true;
   return false;
 }
 
