@@ -7,6 +7,13 @@ import { z } from 'zod';
 
 const id = z.string().min(1).max(128);
 const isoTime = z.iso.datetime({ offset: true });
+const tokenCounts = z.object({ prompt: z.number().int().min(0), completion: z.number().int().min(0) });
+
+/**
+ * A job's priority within its tenant's own work: HIGH before NORMAL before LOW, with aging so LOW
+ * work is never starved. It never lets one tenant's work overtake another tenant's.
+ */
+export const jobPriorityV1 = z.enum(['HIGH', 'NORMAL', 'LOW']);
 
 export const documentUploadedV1 = z.object({
   documentId: id,
@@ -17,6 +24,8 @@ export const documentUploadedV1 = z.object({
   contentType: z.enum(['text/plain', 'text/markdown', 'text/html']),
   uploadedBy: z.string().min(1).optional(),
   uploadedAt: isoTime,
+  /** The job's priority as uploaded; absent (events written before it existed) means NORMAL. */
+  priority: jobPriorityV1.optional(),
 });
 
 export const analysisStartedV1 = z.object({
@@ -48,7 +57,7 @@ export const analysisCompletedV1 = z.object({
   sentiment: z.object({ label: z.enum(['POSITIVE', 'NEUTRAL', 'NEGATIVE']), score: z.number().min(-1).max(1) }),
   provider: z.string().min(1),
   model: z.string().min(1),
-  tokens: z.object({ prompt: z.number().int().min(0), completion: z.number().int().min(0) }),
+  tokens: tokenCounts,
   /** Attempts it took, the successful one included. */
   attempts: z.number().int().min(1),
   completedAt: isoTime,
@@ -64,7 +73,22 @@ export const analysisFailedV1 = z.object({
   failedAt: isoTime,
 });
 
-export const jobStatusV1 = z.enum(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED']);
+/**
+ * The job's cancellation (`cancelJob`), its terminal event: published once per cancelled job, and
+ * never beside `analysis.completed` or `analysis.failed` for the same job.
+ */
+export const analysisCancelledV1 = z.object({
+  documentId: id,
+  jobId: id,
+  /** Model-call attempts started before the cancel (0 for a job cancelled while QUEUED). */
+  attempts: z.number().int().min(0),
+  /** Tokens spent before the cancel (a RUNNING call's so far included). */
+  tokens: tokenCounts,
+  cancelledAt: isoTime,
+});
+
+/** COMPLETED, FAILED and CANCELLED are terminal. */
+export const jobStatusV1 = z.enum(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED']);
 
 export const jobUpdatedV1 = z.object({
   jobId: id,
@@ -84,10 +108,12 @@ export const jobUpdatedV1 = z.object({
  * batch, published in the fold's transaction. The counts are the tenant's totals after the fold.
  */
 export const insightsUpdatedV1 = z.object({
-  /** Documents with a result, `analyzed + failed`. */
+  /** Documents whose analysis ended, `analyzed + failed + cancelled`. */
   documents: z.number().int().min(0),
   analyzed: z.number().int().min(0),
   failed: z.number().int().min(0),
+  /** Documents whose job was cancelled; absent (events written before it existed) means 0. */
+  cancelled: z.number().int().min(0).optional(),
   /** Names of the themes whose stats this fold changed, lower-cased as stored. */
   themes: z.array(z.string()),
   updatedAt: isoTime,
@@ -113,6 +139,7 @@ export const contracts = {
   'analysis.progress/v1': analysisProgressV1,
   'analysis.completed/v1': analysisCompletedV1,
   'analysis.failed/v1': analysisFailedV1,
+  'analysis.cancelled/v1': analysisCancelledV1,
   'job.updated/v1': jobUpdatedV1,
   'insights.updated/v1': insightsUpdatedV1,
   'webhook.delivery/v1': webhookDeliveryV1,
@@ -129,6 +156,7 @@ export const currentVersion = {
   'analysis.progress': 'analysis.progress/v1',
   'analysis.completed': 'analysis.completed/v1',
   'analysis.failed': 'analysis.failed/v1',
+  'analysis.cancelled': 'analysis.cancelled/v1',
   'job.updated': 'job.updated/v1',
   'insights.updated': 'insights.updated/v1',
   'webhook.delivery': 'webhook.delivery/v1',
@@ -139,6 +167,8 @@ export type AnalysisStarted = EventData<'analysis.started/v1'>;
 export type AnalysisProgress = EventData<'analysis.progress/v1'>;
 export type AnalysisCompleted = EventData<'analysis.completed/v1'>;
 export type AnalysisFailed = EventData<'analysis.failed/v1'>;
+export type AnalysisCancelled = EventData<'analysis.cancelled/v1'>;
+export type JobPriority = z.infer<typeof jobPriorityV1>;
 export type JobUpdated = EventData<'job.updated/v1'>;
 export type InsightsUpdated = EventData<'insights.updated/v1'>;
 export type WebhookDelivery = EventData<'webhook.delivery/v1'>;

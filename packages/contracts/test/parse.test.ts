@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ContractViolationError, parse, validateData } from '../src/index.ts';
+import { ContractViolationError, currentVersion, jobStatusV1, parse, validateData } from '../src/index.ts';
 
 const uploaded = () => ({
   id: randomUUID(),
@@ -69,5 +69,46 @@ describe('parse', () => {
 
   it('validates producer data with validateData', () => {
     expect(() => validateData('analysis.started/v1', { documentId: 'd', jobId: 'j', attempt: 0, startedAt: 'x' })).toThrow(ContractViolationError);
+  });
+});
+
+describe('work control in the contracts', () => {
+  const event = (dataschema: string, data: Record<string, unknown>) => ({ ...uploaded(), type: dataschema.split('/')[0], dataschema, data });
+  const cancelled = { documentId: 'doc-1', jobId: 'job-1', attempts: 1, tokens: { prompt: 812, completion: 64 }, cancelledAt: '2026-11-28T08:00:03.000Z' };
+
+  it('takes a priority on document.uploaded, and an upload without one (written before it existed) as it was', () => {
+    for (const priority of ['HIGH', 'NORMAL', 'LOW']) {
+      const parsed = parse({ ...uploaded(), data: { ...uploaded().data, priority } });
+      if (parsed.dataschema !== 'document.uploaded/v1') throw new Error('wrong schema');
+      expect(parsed.data.priority).toBe(priority);
+    }
+    const parsed = parse(uploaded());
+    if (parsed.dataschema !== 'document.uploaded/v1') throw new Error('wrong schema');
+    expect(parsed.data.priority).toBeUndefined();
+    expect(violation({ ...uploaded(), data: { ...uploaded().data, priority: 'URGENT' } }).issues.map((i) => i.path)).toEqual(['priority']);
+  });
+
+  it('parses analysis.cancelled/v1, the current version of analysis.cancelled', () => {
+    expect(currentVersion['analysis.cancelled']).toBe('analysis.cancelled/v1');
+    expect(parse(event('analysis.cancelled/v1', cancelled)).data).toEqual(cancelled);
+    // A job cancelled while QUEUED made no call and spent nothing.
+    expect(() => validateData('analysis.cancelled/v1', { ...cancelled, attempts: 0, tokens: { prompt: 0, completion: 0 } })).not.toThrow();
+  });
+
+  it('refuses an analysis.cancelled without its counts or with negative ones', () => {
+    const { tokens: _, ...noTokens } = cancelled;
+    expect(violation(event('analysis.cancelled/v1', noTokens)).issues.map((i) => i.path)).toEqual(['tokens']);
+    expect(violation(event('analysis.cancelled/v1', { ...cancelled, attempts: -1, tokens: { prompt: 1.5, completion: -2 } })).issues.map((i) => i.path).sort()).toEqual([
+      'attempts',
+      'tokens.completion',
+      'tokens.prompt',
+    ]);
+    expect(violation(event('analysis.cancelled/v1', { ...cancelled, cancelledAt: 'yesterday' })).issues.map((i) => i.path)).toEqual(['cancelledAt']);
+  });
+
+  it('has CANCELLED among the job statuses of job.updated', () => {
+    expect(jobStatusV1.options).toEqual(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED']);
+    const data = { jobId: 'job-1', documentId: 'doc-1', status: 'CANCELLED', attempts: 1, error: null, createdAt: '2026-11-28T08:00:00.000Z', updatedAt: '2026-11-28T08:00:03.000Z', completedAt: '2026-11-28T08:00:03.000Z' };
+    expect(parse(event('job.updated/v1', data)).data).toEqual(data);
   });
 });
