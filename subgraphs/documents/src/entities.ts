@@ -1,6 +1,10 @@
 import { defineEntity, type InferEntity } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
 
+/** A job's priority within its tenant's own work (the GraphQL enum JobPriority, the event's `priority`). */
+export const JOB_PRIORITIES = ['HIGH', 'NORMAL', 'LOW'] as const;
+export type JobPriority = (typeof JOB_PRIORITIES)[number];
+
 export const Document = defineEntity({
   name: 'Document',
   tableName: 'documents',
@@ -15,6 +19,8 @@ export const Document = defineEntity({
     contentType: p.text(),
     size: p.integer(),
     jobId: p.uuid().unique(),
+    /** The priority of the document's job, as uploaded. */
+    priority: p.enum([...JOB_PRIORITIES] as JobPriority[]),
     uploadedBy: p.text().nullable(),
     createdAt: p.datetime(),
   }),
@@ -70,7 +76,15 @@ class CreateFiles extends Migration {
   }
 }
 
+/** The priority of each document's job; documents uploaded before priorities existed were NORMAL. */
+class AddJobPriority extends Migration {
+  override up(): void {
+    this.addSql(`alter table documents add column priority text not null default 'NORMAL' check (priority in ('HIGH', 'NORMAL', 'LOW'))`);
+  }
+}
+
 export const migrations = [
   { name: '0001-documents', class: CreateDocuments },
   { name: '0002-files', class: CreateFiles },
+  { name: '0003-job-priority', class: AddJobPriority },
 ];

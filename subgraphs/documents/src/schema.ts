@@ -1,6 +1,27 @@
 import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { gql } from 'graphql-tag';
 
+/**
+ * The JobPriority enum, word for word as jobs (and analysis) declare it: an enum used as an input
+ * must be the same in every subgraph, and its descriptions should be too.
+ */
+const jobPriorityEnum = `
+  """
+  A job's priority within its tenant's own work: the analysis stage starts a tenant's HIGH jobs
+  before its NORMAL ones and those before its LOW ones, with aging, so LOW work is never starved.
+  Priority orders a tenant's own work only: it never lets one tenant's jobs overtake another
+  tenant's, which take turns whatever their priorities.
+  """
+  enum JobPriority {
+    "Before the tenant's NORMAL and LOW work."
+    HIGH
+    "The default."
+    NORMAL
+    "After the tenant's HIGH and NORMAL work, yet never starved (aging): for a bulk import."
+    LOW
+  }
+`;
+
 export const typeDefs = gql`
   extend schema
     @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable", "@external", "@provides", "@composeDirective"])
@@ -50,6 +71,8 @@ export const typeDefs = gql`
     multipart request. Its type is detected from its bytes; its text is what is analysed.
     """
     file: Upload
+    "The job's priority within the tenant's own work (see JobPriority). With an Idempotency-Key, another priority is another request."
+    priority: JobPriority = NORMAL
   }
 
   type UploadDocumentPayload {
@@ -106,6 +129,8 @@ export const typeDefs = gql`
   type Job @key(fields: "id") @changedBy(event: "document.uploaded/v1", key: "jobId") {
     id: ID!
     document: Document! @shareable
+    "The priority it was uploaded with."
+    priority: JobPriority! @shareable
     status: JobStatus! @external
     attempts: Int! @external
     error: JobError @external
@@ -120,6 +145,8 @@ export const typeDefs = gql`
     COMPLETED
     FAILED
   }
+
+  ${jobPriorityEnum}
 
   type JobError @shareable {
     code: String!

@@ -7,7 +7,7 @@ import { idempotencyScope, idempotent, requestHash } from '@tributary/core/idemp
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { GraphQLError, GraphQLScalarType } from 'graphql';
 import { z } from 'zod';
-import { Document, migrations } from './entities.ts';
+import { Document, migrations, type JobPriority } from './entities.ts';
 import { uploadRoutes } from './uploads.ts';
 import { typeDefs } from './schema.ts';
 import { CONTENT_TYPES, extractText, normalizeContentType, type ContentType } from './text.ts';
@@ -28,6 +28,8 @@ interface UploadInput {
   contentType?: string | null;
   /** The reference POST /uploads answered with (the gateway puts it where the multipart map said). */
   file?: string | null;
+  /** Absent: NORMAL (the schema's default); an explicit null is taken as the default too. */
+  priority?: JobPriority | null;
 }
 
 /** The Upload scalar: what reaches a resolver is a staged file's reference. */
@@ -64,6 +66,7 @@ interface DocumentRow {
   content_type: string;
   size: number;
   job_id: string;
+  priority: JobPriority;
   created_at: Date | string;
 }
 
@@ -75,8 +78,10 @@ interface DocumentRow {
  */
 async function readDocument(em: SubgraphContext['em'], by: 'id' | 'job_id', id: string, tenantId: string) {
   if (!isUuid(id)) return null;
-  const [row] = await queryRows<DocumentRow>(em, `select id, title, content_type, size, job_id, created_at from documents where ${by} = ? and tenant_id = ?`, [id, tenantId]);
-  return row ? { id: row.id, title: row.title, contentType: row.content_type, size: row.size, createdAt: new Date(row.created_at).toISOString(), jobId: row.job_id } : null;
+  const [row] = await queryRows<DocumentRow>(em, `select id, title, content_type, size, job_id, priority, created_at from documents where ${by} = ? and tenant_id = ?`, [id, tenantId]);
+  return row
+    ? { id: row.id, title: row.title, contentType: row.content_type, size: row.size, createdAt: new Date(row.created_at).toISOString(), jobId: row.job_id, jobPriority: row.priority }
+    : null;
 }
 
 function toGraphQL(doc: Document) {
@@ -88,8 +93,12 @@ function toGraphQL(doc: Document) {
     size: doc.size,
     createdAt: doc.createdAt.toISOString(),
     jobId: doc.jobId,
+    jobPriority: doc.priority,
   };
 }
+
+/** The job a document row stands for, as far as this service knows it (its existence, document and priority). */
+const jobOf = (doc: { jobId: string; jobPriority: JobPriority }) => ({ id: doc.jobId, priority: doc.jobPriority, document: doc });
 
 export const documentsService: ServiceDefinition<DocumentsConfig> = {
   name: 'documents',
@@ -117,7 +126,7 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
       job: async (_: unknown, args: { id: string }, ctx: SubgraphContext) => {
         const doc = await readDocument(ctx.em, 'job_id', args.id, ctx.tenantId);
         // The whole document: Job.document is taken from here when the plan starts here.
-        return doc ? { id: doc.jobId, document: doc } : null;
+        return doc ? jobOf(doc) : null;
       },
     },
     Mutation: {
@@ -128,6 +137,7 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
         const hasContent = input.content !== null && input.content !== undefined;
         const hasFile = input.file !== null && input.file !== undefined;
         if (hasContent === hasFile) throw badUserInput('give exactly one of content and file', hasContent ? 'file' : 'content');
+        const priority: JobPriority = input.priority ?? 'NORMAL';
         let content: string;
         let text: string;
         let contentType: string;
@@ -188,6 +198,7 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
               contentType,
               size: Buffer.byteLength(content, 'utf8'),
               jobId,
+              priority,
               uploadedBy: ctx.userId,
               createdAt: now,
             });
@@ -206,6 +217,7 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
                   contentType: eventType,
                   ...(ctx.userId ? { uploadedBy: ctx.userId } : {}),
                   uploadedAt: now.toISOString(),
+                  priority,
                 },
               },
             ]);
@@ -213,11 +225,11 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
           };
           if (key === undefined || scope === undefined) return create();
           // What the request asks for: a file by its bytes' hash, name and type (each attempt stages it anew under a new reference).
-          const hash = requestHash(
-            staged
-              ? { title, file: { sha256: staged.sha256, name: staged.name, contentType: staged.content_type } }
-              : { title, content, contentType: input.contentType ?? null },
-          );
+          // The priority only when it is not the default, so a key stored before priorities existed still matches its retry.
+          const hash = requestHash({
+            ...(staged ? { title, file: { sha256: staged.sha256, name: staged.name, contentType: staged.content_type } } : { title, content, contentType: input.contentType ?? null }),
+            ...(priority === 'NORMAL' ? {} : { priority }),
+          });
           let created: Document | undefined;
           const outcome = await idempotent(tx, { scope, key, requestHash: hash, ttlHours: config.IDEMPOTENCY_KEY_TTL_HOURS }, async () => {
             created = await create();
@@ -236,13 +248,13 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
         return {
           document: { ...toGraphQL(doc), file },
           // The job as it was when it was created (a retry gets the first answer); the jobs view catches up from the event.
-          job: { id: doc.jobId, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, document: { ...toGraphQL(doc), file } },
+          job: { ...jobOf(toGraphQL(doc)), status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, document: { ...toGraphQL(doc), file } },
         };
       },
     },
     Document: {
       __resolveReference: (ref: { id: string }, ctx: SubgraphContext) => readDocument(ctx.em, 'id', ref.id, ctx.tenantId),
-      job: (doc: { jobId: string; id: string }) => ({ id: doc.jobId, document: doc }),
+      job: (doc: { jobId: string; jobPriority: JobPriority; id: string }) => jobOf(doc),
       file: async (doc: { id: string; file?: ReturnType<typeof toFile> | null }, _: unknown, ctx: SubgraphContext) => {
         if (doc.file !== undefined) return doc.file;
         const [row] = await queryRows<FileRow>(ctx.em, 'select id, name, content_type, size, sha256 from files where document_id = ? and tenant_id = ?', [doc.id, ctx.tenantId]);
@@ -260,7 +272,7 @@ export const documentsService: ServiceDefinition<DocumentsConfig> = {
       __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
         const doc = await readDocument(ctx.em, 'job_id', ref.id, ctx.tenantId);
         if (!doc) throw notFound('Job', ref.id);
-        return { id: ref.id, document: doc };
+        return { ...jobOf(doc), id: ref.id };
       },
     },
   };
