@@ -1,27 +1,6 @@
 import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindings';
 import { gql } from 'graphql-tag';
 
-/**
- * The JobPriority enum, word for word as jobs (and analysis) declare it: an enum used as an input
- * must be the same in every subgraph, and its descriptions should be too.
- */
-const jobPriorityEnum = `
-  """
-  A job's priority within its tenant's own work: the analysis stage starts a tenant's HIGH jobs
-  before its NORMAL ones and those before its LOW ones, with aging, so LOW work is never starved.
-  Priority orders a tenant's own work only: it never lets one tenant's jobs overtake another
-  tenant's, which take turns whatever their priorities.
-  """
-  enum JobPriority {
-    "Before the tenant's NORMAL and LOW work."
-    HIGH
-    "The default."
-    NORMAL
-    "After the tenant's HIGH and NORMAL work, yet never starved (aging): for a bulk import."
-    LOW
-  }
-`;
-
 export const typeDefs = gql`
   extend schema
     @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@shareable", "@external", "@provides", "@composeDirective"])
@@ -144,9 +123,26 @@ export const typeDefs = gql`
     RUNNING
     COMPLETED
     FAILED
+    "Cancelled (cancelJob) before its analysis ended: terminal, like COMPLETED and FAILED."
+    CANCELLED
   }
 
-  ${jobPriorityEnum}
+  # Word for word in jobs' schema too (and in analysis', if it declares it): an enum used as an
+  # input must be the same in every subgraph, and its descriptions should be too.
+  """
+  A job's priority within its tenant's own work: the analysis stage starts a tenant's HIGH jobs
+  before its NORMAL ones and those before its LOW ones, with aging, so LOW work is never starved.
+  Priority orders a tenant's own work only: it never lets one tenant's jobs overtake another
+  tenant's, which take turns whatever their priorities.
+  """
+  enum JobPriority {
+    "Before the tenant's NORMAL and LOW work."
+    HIGH
+    "The default."
+    NORMAL
+    "After the tenant's HIGH and NORMAL work, yet never starved (aging): for a bulk import."
+    LOW
+  }
 
   type JobError @shareable {
     code: String!

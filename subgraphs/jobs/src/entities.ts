@@ -1,8 +1,11 @@
 import { defineEntity, type InferEntity } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
 
-export const JOB_STATUSES = ['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED'] as const;
+export const JOB_STATUSES = ['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
+/** A job's priority within its tenant's own work, as uploaded (the GraphQL enum JobPriority). */
+export const JOB_PRIORITIES = ['HIGH', 'NORMAL', 'LOW'] as const;
+export type JobPriority = (typeof JOB_PRIORITIES)[number];
 
 export const Job = defineEntity({
   name: 'Job',
@@ -11,7 +14,8 @@ export const Job = defineEntity({
     id: p.uuid().primary(),
     tenantId: p.text(),
     documentId: p.text(),
-    status: p.enum(['QUEUED', 'RUNNING', 'COMPLETED', 'FAILED'] as JobStatus[]),
+    status: p.enum([...JOB_STATUSES] as JobStatus[]),
+    priority: p.enum([...JOB_PRIORITIES] as JobPriority[]),
     attempts: p.integer(),
     progressDone: p.integer().nullable(),
     progressTotal: p.integer().nullable(),
@@ -50,7 +54,20 @@ class AddProgress extends Migration {
   }
 }
 
+/**
+ * Work control: CANCELLED, a terminal status, and each job's priority from its document.uploaded
+ * (NORMAL until that event is seen, and for jobs uploaded before priorities existed).
+ */
+class AddCancelledAndPriority extends Migration {
+  override up(): void {
+    this.addSql(`alter table jobs drop constraint jobs_status_check,
+      add constraint jobs_status_check check (status in ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED')),
+      add column priority text not null default 'NORMAL' check (priority in ('HIGH', 'NORMAL', 'LOW'))`);
+  }
+}
+
 export const migrations = [
   { name: '0001-jobs', class: CreateJobs },
   { name: '0002-job-progress', class: AddProgress },
+  { name: '0003-job-cancelled-priority', class: AddCancelledAndPriority },
 ];

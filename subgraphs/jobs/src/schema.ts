@@ -20,19 +20,19 @@ export const typeDefs = gql`
   through federation (\`job(id:)\`) when the job changes.
   """
   type Subscription {
-    "One message when the job is COMPLETED or FAILED (at once if it already is), then complete."
+    "One message when the job is COMPLETED, FAILED or CANCELLED (at once if it already is), then complete."
     jobCompleted(jobId: ID!): Job!
       @eventSubscription(
         events: ["job.updated/v1"]
         match: ["jobId = $jobId"]
-        where: "status in [COMPLETED, FAILED]"
+        where: "status in [COMPLETED, FAILED, CANCELLED]"
         entity: "Job"
         key: "jobId"
         lookup: "job(id: $key)"
         send: "COMPLETION"
-        completeWhen: "status in [COMPLETED, FAILED]"
+        completeWhen: "status in [COMPLETED, FAILED, CANCELLED]"
       )
-    "A message on every state change of the job."
+    "A message on every state change of the job, until it is COMPLETED, FAILED or CANCELLED."
     jobUpdated(jobId: ID!): Job!
       @eventSubscription(
         events: ["job.updated/v1"]
@@ -42,7 +42,7 @@ export const typeDefs = gql`
         lookup: "job(id: $key)"
         send: "CHANGES"
         state: "status attempts progress { done total }"
-        completeWhen: "status in [COMPLETED, FAILED]"
+        completeWhen: "status in [COMPLETED, FAILED, CANCELLED]"
       )
   }
 
@@ -55,7 +55,10 @@ export const typeDefs = gql`
     error: JobError @shareable
     createdAt: DateTime! @shareable
     updatedAt: DateTime! @shareable
+    "When the job ended: COMPLETED, FAILED or CANCELLED."
     completedAt: DateTime @shareable
+    "The priority it was uploaded with."
+    priority: JobPriority! @shareable
     "A long document's analysis, while it runs: model calls done of the total (its chunks, then the combining call). Null until it reports any (a short document never does)."
     progress: JobProgress
     document: Document! @shareable
@@ -71,6 +74,25 @@ export const typeDefs = gql`
     RUNNING
     COMPLETED
     FAILED
+    "Cancelled (cancelJob) before its analysis ended: terminal, like COMPLETED and FAILED."
+    CANCELLED
+  }
+
+  # Word for word in documents' schema too (and in analysis', if it declares it): an enum used as
+  # an input must be the same in every subgraph, and its descriptions should be too.
+  """
+  A job's priority within its tenant's own work: the analysis stage starts a tenant's HIGH jobs
+  before its NORMAL ones and those before its LOW ones, with aging, so LOW work is never starved.
+  Priority orders a tenant's own work only: it never lets one tenant's jobs overtake another
+  tenant's, which take turns whatever their priorities.
+  """
+  enum JobPriority {
+    "Before the tenant's NORMAL and LOW work."
+    HIGH
+    "The default."
+    NORMAL
+    "After the tenant's HIGH and NORMAL work, yet never starved (aging): for a bulk import."
+    LOW
   }
 
   type JobError @shareable {

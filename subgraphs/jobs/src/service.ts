@@ -5,7 +5,7 @@ import type { HandlerContext, NewEvent } from '@tributary/core/events';
 import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
 import { metrics } from '@tributary/core/metrics';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
-import { Job, JOB_STATUSES, migrations, type JobStatus } from './entities.ts';
+import { Job, JOB_STATUSES, migrations, type JobPriority, type JobStatus } from './entities.ts';
 import { typeDefs } from './schema.ts';
 import { applyEvent, isTerminal, type JobState } from './transitions.ts';
 
@@ -19,6 +19,7 @@ export function toGraphQL(job: Job) {
     updatedAt: job.updatedAt.toISOString(),
     completedAt: job.completedAt?.toISOString() ?? null,
     progress: job.progressTotal === null || job.progressTotal === undefined ? null : { done: job.progressDone ?? 0, total: job.progressTotal },
+    priority: job.priority,
     document: { id: job.documentId },
   };
 }
@@ -40,6 +41,7 @@ function rowToGraphQL(row: JobRow & { updated_at: Date | string }) {
     updatedAt: iso(row.updated_at),
     completedAt: row.completed_at === null ? null : iso(row.completed_at),
     progress: row.progress_total === null ? null : { done: row.progress_done ?? 0, total: row.progress_total },
+    priority: row.priority,
     document: { id: row.document_id },
   };
 }
@@ -56,13 +58,14 @@ interface JobRow {
   completed_at: Date | string | null;
   progress_done: number | null;
   progress_total: number | null;
+  priority: JobPriority;
 }
 
-const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error_message, created_at, completed_at, progress_done, progress_total';
+const COLUMNS = 'id, tenant_id, document_id, status, attempts, error_code, error_message, created_at, completed_at, progress_done, progress_total, priority';
 
 /** The events that move a job, each naming its job and document (those the job view consumes). */
-type JobEvent = ParsedEvent<'document.uploaded/v1' | 'analysis.started/v1' | 'analysis.progress/v1' | 'analysis.completed/v1' | 'analysis.failed/v1'>;
-const jobEventSchemas = new Set<string>(['document.uploaded/v1', 'analysis.started/v1', 'analysis.progress/v1', 'analysis.completed/v1', 'analysis.failed/v1']);
+type JobEvent = ParsedEvent<'document.uploaded/v1' | 'analysis.started/v1' | 'analysis.progress/v1' | 'analysis.completed/v1' | 'analysis.failed/v1' | 'analysis.cancelled/v1'>;
+const jobEventSchemas = new Set<string>(['document.uploaded/v1', 'analysis.started/v1', 'analysis.progress/v1', 'analysis.completed/v1', 'analysis.failed/v1', 'analysis.cancelled/v1']);
 const movesJob = (event: ParsedEvent): event is JobEvent => jobEventSchemas.has(event.dataschema);
 
 /**
@@ -88,17 +91,34 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
   const insertParams: unknown[] = [];
   const fresh = new Map<string, JobRow>();
   for (const id of ids) {
-    const first = byJob.get(id)![0]!;
+    const jobEvents = byJob.get(id)!;
+    const first = jobEvents[0]!;
     // A version 7 id says when the upload was; document.uploaded, whenever it comes, confirms it.
     const createdAt = uuidTime(id) ?? first.time;
-    insertParams.push(id, first.tenantid, first.data.documentId, createdAt, nowIso);
-    fresh.set(id, { id, tenant_id: first.tenantid, document_id: first.data.documentId, status: 'QUEUED', attempts: 0, error_code: null, error_message: null, created_at: createdAt, completed_at: null, progress_done: null, progress_total: null });
+    // The priority is the upload's, when this batch has it; else NORMAL until the upload is seen.
+    const upload = jobEvents.find((e) => e.dataschema === 'document.uploaded/v1');
+    const priority: JobPriority = (upload?.dataschema === 'document.uploaded/v1' && upload.data.priority) || 'NORMAL';
+    insertParams.push(id, first.tenantid, first.data.documentId, createdAt, nowIso, priority);
+    fresh.set(id, {
+      id,
+      tenant_id: first.tenantid,
+      document_id: first.data.documentId,
+      status: 'QUEUED',
+      attempts: 0,
+      error_code: null,
+      error_message: null,
+      created_at: createdAt,
+      completed_at: null,
+      progress_done: null,
+      progress_total: null,
+      priority,
+    });
   }
   const inserted = await queryRows<{ id: string }>(
     em,
-    `insert into jobs (id, tenant_id, document_id, status, attempts, created_at, updated_at)
-     select v.id::uuid, v.tenant_id, v.document_id, 'QUEUED', 0, v.created_at::timestamptz, v.updated_at::timestamptz
-     from (values ${valuesPlaceholders(ids.length, 5)}) as v (id, tenant_id, document_id, created_at, updated_at)
+    `insert into jobs (id, tenant_id, document_id, status, attempts, created_at, updated_at, priority)
+     select v.id::uuid, v.tenant_id, v.document_id, 'QUEUED', 0, v.created_at::timestamptz, v.updated_at::timestamptz, v.priority
+     from (values ${valuesPlaceholders(ids.length, 6)}) as v (id, tenant_id, document_id, created_at, updated_at, priority)
      order by v.id on conflict (id) do nothing returning id`,
     insertParams,
   );
@@ -128,6 +148,7 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
       createdAt: new Date(row.created_at),
       completedAt: row.completed_at === null ? null : new Date(row.completed_at),
       progress: row.progress_total === null ? null : { done: row.progress_done ?? 0, total: row.progress_total },
+      priority: row.priority,
     };
     let state = before;
     for (const event of jobEvents) state = applyEvent(state, event) ?? state;
@@ -144,6 +165,7 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
         nowIso,
         state.progress?.done ?? null,
         state.progress?.total ?? null,
+        state.priority,
       );
       if (state.status !== before.status && isTerminal(state.status)) {
         metrics.jobDuration.observe({ outcome: state.status.toLowerCase() }, Math.max(0, ((state.completedAt ?? now).getTime() - state.createdAt.getTime()) / 1000));
@@ -173,8 +195,8 @@ export async function updateViews(events: ParsedEvent[], { em, publish }: Handle
       em,
       `update jobs set status = v.status, attempts = v.attempts::int, error_code = v.error_code, error_message = v.error_message,
          created_at = v.created_at::timestamptz, completed_at = v.completed_at::timestamptz, updated_at = v.updated_at::timestamptz,
-         progress_done = v.progress_done::int, progress_total = v.progress_total::int
-       from (values ${valuesPlaceholders(updates.length / 10, 10)}) as v (id, status, attempts, error_code, error_message, created_at, completed_at, updated_at, progress_done, progress_total)
+         progress_done = v.progress_done::int, progress_total = v.progress_total::int, priority = v.priority
+       from (values ${valuesPlaceholders(updates.length / 11, 11)}) as v (id, status, attempts, error_code, error_message, created_at, completed_at, updated_at, progress_done, progress_total, priority)
        where jobs.id = v.id::uuid`,
       updates,
     );
@@ -191,7 +213,7 @@ export const jobsService: ServiceDefinition = {
   consumers: () => [
     {
       name: 'job-view',
-      types: ['document.uploaded', 'analysis.started', 'analysis.progress', 'analysis.completed', 'analysis.failed'],
+      types: ['document.uploaded', 'analysis.started', 'analysis.progress', 'analysis.completed', 'analysis.failed', 'analysis.cancelled'],
       batchHandler: updateViews,
     },
   ],
@@ -211,7 +233,9 @@ export const jobsService: ServiceDefinition = {
        * Every reference to a job comes from documents, which created it with its upload and
        * checked the tenant: a job this view has not heard of yet exists and is still as it was
        * uploaded (QUEUED). Its time is the one in its id (UUID version 7), which documents
-       * minted from the upload's clock reading.
+       * minted from the upload's clock reading. Its priority is NORMAL here, as for a row whose
+       * upload this view has not seen yet: a plan takes Job.priority where it already is, and
+       * documents, which answers job(id:), Document.job and uploadDocument, stores it from the upload.
        */
       __resolveReference: async (ref: { id: string }, ctx: SubgraphContext) => {
         // A plain statement: this runs for every federated read of a job (each subscription message).
@@ -219,7 +243,7 @@ export const jobsService: ServiceDefinition = {
         if (row) return rowToGraphQL(row);
         const createdAt = uuidTime(ref.id);
         if (!createdAt) return null;
-        return { id: ref.id, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, progress: null };
+        return { id: ref.id, status: 'QUEUED', attempts: 0, error: null, createdAt, updatedAt: createdAt, completedAt: null, progress: null, priority: 'NORMAL' };
       },
     },
   },

@@ -1,5 +1,5 @@
 import type { ParsedEvent } from '@tributary/contracts';
-import type { JobStatus } from './entities.ts';
+import type { JobPriority, JobStatus } from './entities.ts';
 
 /** The part of a job the events change. */
 export interface JobState {
@@ -10,26 +10,30 @@ export interface JobState {
   completedAt: Date | null;
   /** A long document's analysis: calls done of the total; null until it reports any. */
   progress: { done: number; total: number } | null;
+  /** As uploaded; NORMAL until document.uploaded is seen. */
+  priority: JobPriority;
 }
 
-const rank: Record<JobStatus, number> = { QUEUED: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2 };
+const rank: Record<JobStatus, number> = { QUEUED: 0, RUNNING: 1, COMPLETED: 2, FAILED: 2, CANCELLED: 2 };
 export const isTerminal = (status: JobStatus) => rank[status] === 2;
 
 /**
  * Apply one event to a job. Events may arrive out of order or twice, so the state only moves
- * forward: QUEUED → RUNNING → COMPLETED | FAILED, the first terminal state is final, attempts
- * only grow. Returns the new state, or null when the event changes nothing.
+ * forward: QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED, the first terminal state is final,
+ * attempts only grow. A CANCELLED job is not changed by any later analysis event at all (not
+ * even its attempts): its analysis.cancelled said what the job came to. Returns the new state,
+ * or null when the event changes nothing.
  */
 export function applyEvent(state: JobState, event: ParsedEvent): JobState | null {
   const next: JobState = { ...state };
+  if (state.status === 'CANCELLED' && event.dataschema !== 'document.uploaded/v1') return null;
   switch (event.dataschema) {
-    case 'document.uploaded/v1': {
-      // The upload time is the job's true creation time, whenever this event arrives.
-      const uploadedAt = new Date(event.data.uploadedAt);
-      if (uploadedAt.getTime() === state.createdAt.getTime()) return null;
-      next.createdAt = uploadedAt;
+    case 'document.uploaded/v1':
+      // The upload time is the job's true creation time, whenever this event arrives; its
+      // priority too (an upload from before priorities existed was NORMAL).
+      next.createdAt = new Date(event.data.uploadedAt);
+      next.priority = event.data.priority ?? 'NORMAL';
       break;
-    }
     case 'analysis.started/v1':
       if (rank[state.status] < rank.RUNNING) next.status = 'RUNNING';
       next.attempts = Math.max(state.attempts, event.data.attempt);
@@ -56,6 +60,12 @@ export function applyEvent(state: JobState, event: ParsedEvent): JobState | null
       next.error = event.data.error;
       next.completedAt = new Date(event.data.failedAt);
       break;
+    case 'analysis.cancelled/v1':
+      if (isTerminal(state.status)) return null;
+      next.status = 'CANCELLED';
+      next.attempts = Math.max(state.attempts, event.data.attempts);
+      next.completedAt = new Date(event.data.cancelledAt);
+      break;
     default:
       return null;
   }
@@ -64,6 +74,7 @@ export function applyEvent(state: JobState, event: ParsedEvent): JobState | null
     next.attempts === state.attempts &&
     next.createdAt.getTime() === state.createdAt.getTime() &&
     (next.completedAt?.getTime() ?? null) === (state.completedAt?.getTime() ?? null) &&
+    next.priority === state.priority &&
     next.error?.code === state.error?.code &&
     next.progress?.done === state.progress?.done &&
     next.progress?.total === state.progress?.total;
