@@ -14,6 +14,8 @@ export const ApiErrorCode = {
   IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
   /** The first request with this `Idempotency-Key` is still running: HTTP 409, retry after `extensions.retryAfterSeconds`. */
   IDEMPOTENCY_KEY_IN_USE: 'IDEMPOTENCY_KEY_IN_USE',
+  /** A job that is COMPLETED or FAILED cannot be cancelled. */
+  JOB_ALREADY_FINISHED: 'JOB_ALREADY_FINISHED',
   INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
 } as const;
 export type ApiErrorCode = (typeof ApiErrorCode)[keyof typeof ApiErrorCode];

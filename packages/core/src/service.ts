@@ -53,9 +53,19 @@ export interface ServiceDeps<C extends SubgraphConfig = SubgraphConfig> {
   config: C;
   /** The environment the config was read from, for settings named at run time (e.g. `AI_<NAME>_MODEL`). */
   env: Readonly<Record<string, string | undefined>>;
+  /** The service's workers ({@link ServiceDefinition.workers}), for its consumers and resolvers; empty while they are built. */
+  workers: readonly ServiceWorker[];
 }
 
 export type ConsumerDefinition = Omit<EventConsumerOptions, 'db' | 'transport' | 'logger' | 'service'>;
+
+/** Background work a service runs beside its consumers (the analysis scheduler's call slots). */
+export interface ServiceWorker {
+  /** Begin; resolves once running. */
+  start(): Promise<void>;
+  /** Take no new work, finish what is in flight. */
+  stop(): Promise<void>;
+}
 
 /** Everything that makes one subgraph service; each subgraph package exports one. */
 export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
@@ -67,6 +77,12 @@ export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
   /** The service's config schema (extends `subgraphConfigSchema`). */
   configSchema?: z.ZodType<C>;
   consumers?: (deps: ServiceDeps<C>) => ConsumerDefinition[];
+  /**
+   * Background workers, started once the server listens and stopped before it: their effects
+   * go out through the outbox, whose relay stops after them. Built before the consumers and
+   * the resolvers, which may use them (`deps.workers`).
+   */
+  workers?: (deps: ServiceDeps<C>) => ServiceWorker[];
   /** Port when neither the caller nor `PORT` says otherwise. */
   defaultPort: number;
   /**
@@ -92,6 +108,8 @@ export interface RunningService {
   transport: Transport;
   /** The service's event consumers, started (tests stop and restart one to build a backlog). */
   consumers: readonly EventConsumer[];
+  /** The service's background workers, started. */
+  workers: readonly ServiceWorker[];
   stop(): Promise<void>;
 }
 
@@ -113,7 +131,9 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   });
   const sharedTransport = options.transport;
   const transport = sharedTransport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.${process.pid}`);
-  const deps: ServiceDeps<C> = { db, transport, logger, config, env };
+  const workers: ServiceWorker[] = [];
+  const deps: ServiceDeps<C> = { db, transport, logger, config, env, workers };
+  workers.push(...(definition.workers?.(deps) ?? []));
   initTracing({ serviceName: definition.name, endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
   // The relay's own connections: in the shared pool it would queue behind every request waiting
   // for one (a burst of uploads holds hundreds), and nothing would leave the outbox until they
@@ -151,6 +171,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   });
   const port = options.port ?? config.PORT ?? definition.defaultPort;
   const url = await subgraph.listen(port, options.host ?? config.HOST);
+  for (const worker of workers) await worker.start();
   // Keys past their TTL already count as gone (idempotent() takes such a row over); this keeps the table small.
   const pruneKeys = setInterval(() => {
     pruneIdempotencyKeys(relayDb.fork(), config.IDEMPOTENCY_KEY_TTL_HOURS).catch((error) => logger.warn({ err: errorMessage(error) }, 'idempotency key prune failed'));
@@ -162,8 +183,10 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     db,
     transport,
     consumers,
+    workers,
     stop: async () => {
       clearInterval(pruneKeys);
+      for (const worker of workers) await worker.stop();
       unwatch();
       await subgraph.stop();
       if (relayDb !== db) await relayDb.close();

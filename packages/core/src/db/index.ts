@@ -14,6 +14,7 @@ import { coreMigrations } from './migrations.ts';
 export { InboxEntry, OutboxMessage, OUTBOX_CHANNEL } from './entities.ts';
 export { coreMigrations, Migration } from './migrations.ts';
 export { queryRows, queryRun, valuesPlaceholders } from './sql.ts';
+export { listenChannel } from './listen.ts';
 export type { EntityManager } from '@mikro-orm/postgresql';
 export { MikroORM } from '@mikro-orm/postgresql';
 

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Database } from '../db/index.ts';
 import { OUTBOX_CHANNEL } from '../db/entities.ts';
+import { listenChannel } from '../db/listen.ts';
 import { queryRows, queryRun } from '../db/sql.ts';
 import { errorMessage } from '../errors.ts';
 import { countByType, metrics } from '../metrics.ts';
@@ -65,7 +66,6 @@ export class OutboxRelay {
   private wakers: (() => void)[] = [];
   private stopWaiters: (() => void)[] = [];
   private wakePending = false;
-  private listener: pg.Client | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private published = 0;
@@ -261,35 +261,6 @@ export class OutboxRelay {
   }
 
   private async listen(): Promise<void> {
-    const { db } = this.options;
-    if (db.pglite) {
-      this.unlisten = await db.pglite.listen(OUTBOX_CHANNEL, () => this.wake());
-      return;
-    }
-    if (db.target.kind !== 'postgres') return;
-    const connectListener = async (): Promise<void> => {
-      const client = await db.connect();
-      client.on('notification', () => this.wake());
-      client.on('error', (error) => {
-        this.log.warn({ err: errorMessage(error) }, 'outbox LISTEN connection lost; polling until it is back');
-        if (this.listener === client) this.listener = undefined;
-        // Reconnect later; meanwhile the poll keeps rows moving.
-        setTimeout(() => {
-          if (this.running && !this.listener) connectListener().catch(() => {});
-        }, 2_000).unref();
-      });
-      await client.query(`listen ${OUTBOX_CHANNEL}`);
-      this.listener = client;
-    };
-    try {
-      await connectListener();
-    } catch (error) {
-      this.log.warn({ err: errorMessage(error) }, 'outbox LISTEN unavailable; polling only');
-    }
-    this.unlisten = async () => {
-      const client = this.listener;
-      this.listener = undefined;
-      await client?.end();
-    };
+    this.unlisten = await listenChannel(this.options.db, OUTBOX_CHANNEL, () => this.wake(), this.log);
   }
 }
