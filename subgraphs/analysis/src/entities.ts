@@ -1,7 +1,8 @@
 import { defineEntity, type InferEntity } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
 
-export type AnalysisStatus = 'PENDING' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+/** PENDING: left by the design before the work table (no longer written). */
+export type AnalysisStatus = 'PENDING' | 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 
 export const Analysis = defineEntity({
   name: 'Analysis',
@@ -10,7 +11,7 @@ export const Analysis = defineEntity({
     documentId: p.text().primary(),
     jobId: p.text(),
     tenantId: p.text(),
-    status: p.enum(['PENDING', 'RUNNING', 'COMPLETED', 'FAILED'] as AnalysisStatus[]),
+    status: p.enum(['PENDING', 'QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'] as AnalysisStatus[]),
     title: p.text(),
     summary: p.text().nullable(),
     themes: p.json<{ name: string; score: number }[]>().nullable(),
@@ -28,10 +29,6 @@ export const Analysis = defineEntity({
     errorCode: p.text().nullable(),
     errorMessage: p.text().nullable(),
     attempts: p.integer(),
-    /** The claim that may store the result: set by each claim, checked by the storing transaction. */
-    leaseToken: p.text().nullable(),
-    /** Until when the claim holds; another delivery may take the work over after it. */
-    leaseExpiresAt: p.datetime().nullable(),
     createdAt: p.datetime(),
     updatedAt: p.datetime(),
   }),
@@ -124,10 +121,53 @@ class DropText extends Migration {
   }
 }
 
+/**
+ * The work table the call slots claim from in fair order (see queue.ts): a document waits here
+ * from its `document.uploaded` until its analysis settles, with the lease that was on
+ * `analyses` and the event it is analysed from. A statement-level trigger wakes the
+ * schedulers of every analysis process when work arrives. Cancellations asked for before the
+ * document reached analysis wait in `analysis_cancellations`.
+ */
+class AddWorkTable extends Migration {
+  override up(): void {
+    this.addSql(`create table analysis_queue (
+      document_id text primary key,
+      job_id text not null,
+      tenant_id text not null,
+      priority smallint not null,
+      tag double precision not null,
+      urgency timestamptz not null,
+      event text not null,
+      attempts integer not null default 0,
+      lease_token text null,
+      available_at timestamptz not null,
+      enqueued_at timestamptz not null
+    )`);
+    this.addSql('create index analysis_queue_fair on analysis_queue (tag, enqueued_at, document_id)');
+    this.addSql('create index analysis_queue_fifo on analysis_queue (enqueued_at, document_id)');
+    this.addSql('create index analysis_queue_tenant on analysis_queue (tenant_id, urgency, tag)');
+    this.addSql('create unique index analysis_queue_job on analysis_queue (job_id)');
+    this.addSql(`create function analysis_queue_notify() returns trigger language plpgsql as $$
+      begin perform pg_notify('${WORK_CHANNEL}', ''); return null; end $$`);
+    this.addSql('create trigger analysis_queue_notify after insert on analysis_queue for each statement execute function analysis_queue_notify()');
+    this.addSql('create table analysis_cancellations (job_id text not null, tenant_id text not null, requested_at timestamptz not null, primary key (job_id, tenant_id))');
+    this.addSql('create index analyses_job on analyses (job_id)');
+    this.addSql('alter table analyses drop column lease_token, drop column lease_expires_at');
+    this.addSql('alter table analyses drop constraint analyses_status_check');
+    this.addSql(`alter table analyses add constraint analyses_status_check check (status in ('PENDING', 'QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED'))`);
+  }
+}
+
+/** Notified (on commit) when work is enqueued: every analysis process's scheduler listens. */
+export const WORK_CHANNEL = 'tributary_analysis_work';
+/** Notified with a document id when its running analysis is cancelled: its holder aborts the call. */
+export const CANCEL_CHANNEL = 'tributary_analysis_cancel';
+
 export const migrations = [
   { name: '0001-analyses', class: CreateAnalyses },
   { name: '0002-document-embeddings', class: CreateEmbeddings },
   { name: '0003-analysis-leases', class: AddLeases },
   { name: '0004-analysis-chunks', class: AddChunks },
   { name: '0005-analysis-drop-text', class: DropText },
+  { name: '0006-analysis-work-table', class: AddWorkTable },
 ];

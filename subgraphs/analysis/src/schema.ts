@@ -2,7 +2,7 @@ import { eventDirectiveDefinitions, eventsSpecLink } from '@tributary/core/bindi
 import { gql } from 'graphql-tag';
 
 export const typeDefs = gql`
-  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@composeDirective"]) ${eventsSpecLink}
+  extend schema @link(url: "https://specs.apollo.dev/federation/v2.7", import: ["@key", "@external", "@provides", "@composeDirective"]) ${eventsSpecLink}
   ${eventDirectiveDefinitions}
 
   type Query {
@@ -10,9 +10,38 @@ export const typeDefs = gql`
     similarDocuments(documentId: ID!, first: Int = 5): [SimilarDocument!]!
   }
 
+  type Mutation {
+    """
+    Cancel a job: a QUEUED one is never analysed, a RUNNING one's model call is aborted; either
+    becomes CANCELLED, its one terminal state. A job whose document has not reached analysis yet
+    is cancelled when it does. Cancelling a CANCELLED job again is a no-op; a COMPLETED or FAILED
+    one fails with JOB_ALREADY_FINISHED.
+    """
+    cancelJob(id: ID!): Job! @provides(fields: "status")
+  }
+
   type Subscription {
     "One message per newly analysed document of the caller's tenant, the whole selection resolved through federation."
     documentAnalyzed: Document! @eventSubscription(events: ["analysis.completed/v1"], entity: "Document", key: "documentId", lookup: "document(id: $key)")
+  }
+
+  # Where a job stands in the analysis queue; its other fields are the jobs view's.
+  type Job @key(fields: "id") {
+    id: ID!
+    status: JobStatus! @external
+    """
+    For a QUEUED job: how many documents will be started before it under the current order (fair
+    share across tenants, then its tenant's priorities). Null once it runs or ends.
+    """
+    queuePosition: Int
+  }
+
+  enum JobStatus {
+    QUEUED
+    RUNNING
+    COMPLETED
+    FAILED
+    CANCELLED
   }
 
   type SimilarDocument {

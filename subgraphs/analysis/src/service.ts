@@ -1,20 +1,40 @@
-import { aiConfigSchema, aiEntities, aiMetrics, aiMigrations, cosine, createAnalyzerFromEnv, createEmbedderFromEnv, isAiError, type Analyzer, type Embedder } from '@tributary/ai';
+import { aiConfigSchema, aiEntities, aiMetrics, aiMigrations, cosine, createAnalyzerFromEnv, createEmbedderFromEnv, type Analyzer, type Embedder } from '@tributary/ai';
 import type { ParsedEvent } from '@tributary/contracts';
-import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
-import { notFound, pageSize } from '@tributary/core/graphql';
+import { ApiErrorCode, notFound, pageSize } from '@tributary/core/graphql';
 import { externalCounter } from '@tributary/core/metrics';
-import { queryRows, queryRun } from '@tributary/core/db';
-import type { StagedEventHandler } from '@tributary/core/events';
+import { queryRows } from '@tributary/core/db';
+import { publish, type NewEvent } from '@tributary/core/events';
+import { GraphQLError } from 'graphql';
 import { randomUUID } from 'node:crypto';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { z } from 'zod';
 import { Analysis, DocumentEmbedding, migrations } from './entities.ts';
+import { cancel, claimNext, enqueue, queuePosition, type QueueSettings } from './queue.ts';
+import { AnalysisScheduler } from './scheduler.ts';
 import { typeDefs } from './schema.ts';
+import { analyzeClaimed, startedEvent } from './work.ts';
 
 const delays = z
   .string()
   .regex(/^\d+(,\d+)*$/, 'must be comma-separated milliseconds, e.g. 1000,5000,30000')
   .transform((s) => s.split(',').map(Number));
+
+const weights = z
+  .string()
+  .transform((s, ctx) => {
+    const map = new Map<string, number>();
+    for (const entry of s.split(',').filter((e) => e.trim() !== '')) {
+      const at = entry.lastIndexOf('=');
+      const tenant = entry.slice(0, at).trim();
+      const weight = Number(entry.slice(at + 1));
+      if (at <= 0 || tenant === '' || !Number.isFinite(weight) || weight < 0.01 || weight > 1000) {
+        ctx.addIssue({ code: 'custom', message: `"${entry}": expected tenant=weight with a weight from 0.01 to 1000` });
+        return z.NEVER;
+      }
+      map.set(tenant, weight);
+    }
+    return map;
+  });
 
 export const configSchema = subgraphConfigSchema.extend({
   ...aiConfigSchema.shape,
@@ -29,6 +49,14 @@ export const configSchema = subgraphConfigSchema.extend({
   ANALYSIS_CONCURRENCY: z.coerce.number().int().min(1).max(512).default(32),
   /** How long a claim on a document holds without renewal before another worker may take it over, ms. Default 30000. */
   ANALYSIS_LEASE_MS: z.coerce.number().int().min(500).max(3_600_000).default(30_000),
+  /** `fair`: by tenant (fair share), then priority; `fifo`: arrival order (the baseline). Default fair. */
+  ANALYSIS_ORDER: z.enum(['fair', 'fifo']).default('fair'),
+  /** The waiting one priority level is worth, ms: LOW work is overtaken only by work enqueued less than two steps after it. Default 60000. */
+  ANALYSIS_PRIORITY_STEP_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
+  /** Model calls in flight for one tenant across all analysis processes; 0: no cap. Default 0. */
+  ANALYSIS_TENANT_CONCURRENCY: z.coerce.number().int().min(0).max(10_000).default(0),
+  /** Fair-share weights, `tenant=weight,…` (weights 0.01..1000; others 1): a weight of 2 gets twice the turns. Default none. */
+  ANALYSIS_TENANT_WEIGHTS: weights.default(new Map()),
 });
 export type AnalysisConfig = z.infer<typeof configSchema>;
 
@@ -56,189 +84,6 @@ function exportAiMetrics(): void {
   });
 }
 let aiMetricsExported = false;
-
-/** What one claim of a document holds while its model call runs. */
-interface Lease {
-  token: string;
-  attempt: number;
-}
-
-type Claim = { kind: 'claimed'; lease: Lease } | { kind: 'held'; retryInMs: number } | { kind: 'done' };
-
-/**
- * Analyse one uploaded document in three steps, none of which holds a database transaction
- * (or connection) across the model call:
- *
- * 1. Claim, in a short transaction: the analysis row goes RUNNING with a lease (a fresh token,
- *    an expiry on the database's clock) and `analysis.started` is published. Only a row that is
- *    new, PENDING, or RUNNING under an expired lease can be claimed; a live lease elsewhere
- *    hands this delivery back until it expires (the holder holds its own unacked delivery and
- *    finishes the work, or dies and the broker redelivers it), and a finished row ends here.
- * 2. The model call and the embedding, with no transaction open. The lease is renewed every
- *    third of its length; if a renewal finds it taken over, the call is aborted.
- * 3. Settle, in a short transaction that also records the event in the inbox: store the result
- *    and publish `analysis.completed` (or, when retrying cannot help or attempts are used up,
- *    FAILED with `analysis.failed`), but only while the lease is still this claim's. A lost
- *    lease rolls the transaction back: the claim that took it over stores its own result.
- *
- * So each document gets one stored result and one completed or failed event, and no second
- * paid call while a live lease exists: two deliveries of the event at once, two analysis
- * processes on one queue, or a worker killed mid-call (its work taken over once the lease
- * expires). A retryable failure gives the lease back at once, for the next attempt.
- */
-export function analyzeDocument(analyzer: Analyzer, embedder: Embedder, leaseMs: number): StagedEventHandler {
-  const leaseSql = `now() + (${Math.round(leaseMs)} * interval '1 millisecond')`;
-  return async (event, { transaction, settle, attempt, lastAttempt, log }) => {
-    if (event.dataschema !== 'document.uploaded/v1') return;
-    const { documentId, jobId, title, text } = event.data;
-    const tenantId = event.tenantid;
-    const token = randomUUID();
-
-    const claim = await transaction<Claim>(async ({ em, publish }) => {
-      const now = new Date().toISOString();
-      const [claimed] = await queryRows<{ attempts: number }>(
-        em,
-        `insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, lease_token, lease_expires_at, created_at, updated_at)
-         values (?, ?, ?, 'RUNNING', ?, false, 1, ?, ${leaseSql}, ?, ?)
-         on conflict (document_id) do update set status = 'RUNNING', attempts = analyses.attempts + 1, lease_token = excluded.lease_token,
-           lease_expires_at = excluded.lease_expires_at, updated_at = excluded.updated_at
-         where analyses.status in ('PENDING', 'RUNNING') and (analyses.lease_expires_at is null or analyses.lease_expires_at <= now())
-         returning attempts`,
-        [documentId, jobId, tenantId, title, token, now, now],
-      );
-      if (!claimed) {
-        const [row] = await queryRows<{ status: string; wait_ms: number | string | null }>(
-          em,
-          `select status, extract(epoch from (lease_expires_at - now())) * 1000 as wait_ms from analyses where document_id = ?`,
-          [documentId],
-        );
-        if (row?.status !== 'RUNNING') return { kind: 'done' };
-        return { kind: 'held', retryInMs: Math.max(0, Number(row.wait_ms ?? 0)) + 50 };
-      }
-      await publish([{ type: 'analysis.started', subject: documentId, tenantId, causedBy: event, data: { documentId, jobId, attempt: claimed.attempts, startedAt: now } }]);
-      return { kind: 'claimed', lease: { token, attempt: claimed.attempts } };
-    });
-    if (claim.kind === 'held') return { retryInMs: claim.retryInMs };
-    if (claim.kind === 'done') return;
-    const { lease } = claim;
-
-    // Renew while the call runs; a renewal that finds the lease taken over aborts the call.
-    const abort = new AbortController();
-    const renewal = setInterval(() => {
-      transaction(({ em }) =>
-        queryRun(em, `update analyses set lease_expires_at = ${leaseSql} where document_id = ? and lease_token = ? and status = 'RUNNING'`, [documentId, lease.token]),
-      ).then(
-        (renewed) => renewed === 0 && abort.abort(new Error(`the lease on document ${documentId} was taken over`)),
-        (error: unknown) => log.warn({ documentId, err: errorMessage(error) }, 'could not renew an analysis lease; it may be taken over when it expires'),
-      );
-    }, leaseMs / 3);
-    // A long document's progress, each step in a short transaction of its own, in order; all of
-    // them written before the result (a job's view ignores progress once it is finished anyway).
-    let progressWrites = Promise.resolve();
-    const onProgress = ({ done, total }: { done: number; total: number }) => {
-      progressWrites = progressWrites.then(() =>
-        transaction(({ publish }) =>
-          publish([{ type: 'analysis.progress', subject: documentId, tenantId, causedBy: event, data: { documentId, jobId, done, total, at: new Date().toISOString() } }]),
-        ).catch((error: unknown) => log.warn({ documentId, err: errorMessage(error) }, 'could not publish analysis progress')),
-      );
-    };
-    let outcome: { result: Awaited<ReturnType<Analyzer['analyze']>>; vector: number[] } | { error: unknown };
-    try {
-      const result = await analyzer.analyze({ text, title }, { tenantId, signal: abort.signal, onProgress });
-      // The embedding goes with the analysis: a document is searchable once it is analysed.
-      const [vector] = await embedder.embed([`${title}\n\n${text}`]);
-      outcome = { result, vector: vector! };
-    } catch (error) {
-      outcome = { error };
-    } finally {
-      clearInterval(renewal);
-      await progressWrites;
-    }
-
-    const now = new Date().toISOString();
-    const mine = 'document_id = ? and lease_token = ? and status = \'RUNNING\'';
-    if ('error' in outcome) {
-      const { error } = outcome;
-      const unrecoverable = isUnrecoverable(error) || (isAiError(error) && error.unrecoverable);
-      if (!unrecoverable && !lastAttempt && !abort.signal.aborted) {
-        // Give the lease back so the retry can claim at once; if this fails, it waits out the expiry.
-        await transaction(({ em }) => queryRun(em, `update analyses set lease_expires_at = now() where ${mine}`, [documentId, lease.token])).catch(() => {});
-        throw error;
-      }
-      if (abort.signal.aborted) return;
-      const failure = { code: errorCode(error), message: errorMessage(error) };
-      const stored = await settle(async ({ em, publish }) => {
-        const updated = await queryRun(em, `update analyses set status = 'FAILED', error_code = ?, error_message = ?, lease_expires_at = null, updated_at = ? where ${mine}`, [
-          failure.code,
-          failure.message,
-          now,
-          documentId,
-          lease.token,
-        ]);
-        if (updated === 0) return false;
-        await publish([{ type: 'analysis.failed', subject: documentId, tenantId, causedBy: event, data: { documentId, jobId, error: failure, attempts: lease.attempt, failedAt: now } }]);
-        return true;
-      });
-      if (stored === 'settled') log.warn({ documentId, jobId, attempt, ...failure }, 'analysis failed for good');
-      return;
-    }
-
-    const { result, vector } = outcome;
-    await settle(async ({ em, publish }) => {
-      const updated = await queryRun(
-        em,
-        `update analyses set status = 'COMPLETED', summary = ?, themes = ?::jsonb, keywords = ?::jsonb, sentiment = ?::jsonb, provider = ?, model = ?,
-           prompt_tokens = ?, completion_tokens = ?, cached = ?, chunks = ?, truncated = ?, lease_expires_at = null, updated_at = ? where ${mine}`,
-        [
-          result.summary,
-          JSON.stringify(result.themes),
-          JSON.stringify(result.keywords),
-          JSON.stringify(result.sentiment),
-          result.provider,
-          result.model,
-          result.tokens.prompt,
-          result.tokens.completion,
-          result.cached,
-          result.chunks ?? 1,
-          result.truncated ?? false,
-          now,
-          documentId,
-          lease.token,
-        ],
-      );
-      if (updated === 0) return false;
-      await queryRun(
-        em,
-        `insert into document_embeddings (document_id, tenant_id, provider, model, vector, created_at) values (?, ?, ?, ?, ?::jsonb, ?)
-         on conflict (document_id) do update set tenant_id = excluded.tenant_id, provider = excluded.provider, model = excluded.model, vector = excluded.vector, created_at = excluded.created_at`,
-        [documentId, tenantId, embedder.provider, embedder.model, JSON.stringify(vector), now],
-      );
-      await publish([
-        {
-          type: 'analysis.completed',
-          subject: documentId,
-          tenantId,
-          causedBy: event,
-          data: {
-            documentId,
-            jobId,
-            summary: result.summary,
-            themes: result.themes,
-            keywords: result.keywords,
-            sentiment: result.sentiment,
-            provider: result.provider,
-            model: result.model,
-            tokens: result.tokens,
-            attempts: lease.attempt,
-            completedAt: now,
-          },
-        },
-      ]);
-      return true;
-    });
-    return undefined;
-  };
-}
 
 interface AnalysisRow {
   summary: string | null;
@@ -281,7 +126,7 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
     migrations: [...migrations, ...aiMigrations],
     configSchema,
     defaultPort: 4003,
-    consumers: ({ config, env, logger, db }) => {
+    workers: ({ config, env, logger, db }) => {
       if (!aiMetricsExported) {
         aiMetricsExported = true;
         exportAiMetrics();
@@ -290,23 +135,65 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       const ai = { ...env, ...config };
       const analyzer = options.analyzer ?? createAnalyzerFromEnv(ai, { db, logger, callConcurrency: config.ANALYSIS_CONCURRENCY });
       const embedder = options.embedder ?? createEmbedderFromEnv(ai, { logger });
+      const settings = queueSettings(config);
+      const scheduler: AnalysisScheduler = new AnalysisScheduler({
+        db,
+        logger,
+        slots: config.ANALYSIS_CONCURRENCY,
+        claim: async (em) => {
+          const claimed = await claimNext(em, settings, randomUUID());
+          if (claimed) await publish(em, 'analysis', [startedEvent(claimed)]);
+          return claimed;
+        },
+        work: analyzeClaimed({
+          db,
+          analyzer,
+          embedder,
+          log: logger.child({ component: 'analysis' }),
+          leaseMs: config.ANALYSIS_LEASE_MS,
+          maxAttempts: config.ANALYSIS_MAX_ATTEMPTS,
+          retryDelaysMs: config.ANALYSIS_RETRY_DELAYS_MS,
+          onRetryScheduled: (ms) => setTimeout(() => scheduler.wake(), ms + 5).unref(),
+        }),
+      });
+      return [scheduler];
+    },
+    consumers: ({ config, workers }) => {
+      const settings = queueSettings(config);
+      const scheduler = workers.find((w) => w instanceof AnalysisScheduler);
       return [
         {
           name: 'document-uploaded',
           types: ['document.uploaded'],
-          stagedHandler: analyzeDocument(analyzer, embedder, config.ANALYSIS_LEASE_MS),
-          // Twice the model calls: while ANALYSIS_CONCURRENCY calls run, as many documents are
-          // claimed and waiting for a call slot, so a slot that frees is taken at once, not after
-          // the next claim's round trips.
-          concurrency: config.ANALYSIS_CONCURRENCY * 2,
-          // And room for deliveries waiting out another worker's lease.
-          prefetch: config.ANALYSIS_CONCURRENCY * 4,
-          maxAttempts: config.ANALYSIS_MAX_ATTEMPTS,
-          retryDelaysMs: config.ANALYSIS_RETRY_DELAYS_MS,
+          // Into the work table, in the inbox's transaction; the call slots take it from there.
+          batchHandler: async (events, { em, publish: publishEvents }) => {
+            const { cancelled } = await enqueue(em, events, settings);
+            if (cancelled.length > 0) await publishEvents(cancelled.map((e) => cancelledEvent(e.data.documentId, e.data.jobId, e.tenantid, 0, e)));
+          },
+          // This process's slots start at once, without waiting for the notification's round trip.
+          onApplied: () => scheduler?.wake(),
         },
       ];
     },
-    resolvers: {
+    resolvers: ({ config }) => ({
+      Mutation: {
+        cancelJob: async (_: unknown, args: { id: string }, ctx: SubgraphContext) => {
+          const outcome = await ctx.em.fork().transactional(async (em) => {
+            const result = await cancel(em, args.id, ctx.tenantId);
+            if (result.kind === 'cancelled') await publish(em, 'analysis', [cancelledEvent(result.documentId, args.id, ctx.tenantId, result.attempts)]);
+            return result;
+          });
+          if (outcome.kind === 'finished') {
+            throw new GraphQLError(`Job ${args.id} is already ${outcome.status} and cannot be cancelled`, { extensions: { code: ApiErrorCode.JOB_ALREADY_FINISHED, id: args.id, status: outcome.status } });
+          }
+          // A job whose document has not reached analysis yet is cancelled when it does, with no call.
+          return { id: args.id, status: 'CANCELLED' };
+        },
+      },
+      Job: {
+        __resolveReference: (ref: { id: string }) => ({ id: ref.id }),
+        queuePosition: (job: { id: string }, _: unknown, ctx: SubgraphContext) => queuePosition(ctx.em, job.id, ctx.tenantId, queueSettings(config)),
+      },
       Query: {
         similarDocuments: async (_: unknown, args: { documentId: string; first?: number | null }, ctx: SubgraphContext) => {
           const limit = pageSize(args.first, 5, 50);
@@ -336,7 +223,29 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
           return row ? rowToGraphQL(row) : null;
         },
       },
-    },
+    }),
+  };
+}
+
+function queueSettings(config: AnalysisConfig): QueueSettings {
+  return {
+    order: config.ANALYSIS_ORDER,
+    priorityStepMs: config.ANALYSIS_PRIORITY_STEP_MS,
+    tenantConcurrency: config.ANALYSIS_TENANT_CONCURRENCY,
+    tenantWeights: config.ANALYSIS_TENANT_WEIGHTS,
+    leaseMs: config.ANALYSIS_LEASE_MS,
+  };
+}
+
+/** The one terminal event of a cancelled job: no call is made (or the one running is aborted) after it. */
+function cancelledEvent(documentId: string, jobId: string, tenantId: string, attempts: number, causedBy?: ParsedEvent): NewEvent<'analysis.cancelled'> {
+  return {
+    type: 'analysis.cancelled',
+    subject: documentId,
+    tenantId,
+    ...(causedBy ? { causedBy } : {}),
+    // Tokens: a call aborted mid-flight reports none; what the provider counted for it is in its own usage records.
+    data: { documentId, jobId, attempts, tokens: { prompt: 0, completion: 0 }, cancelledAt: new Date().toISOString() },
   };
 }
 

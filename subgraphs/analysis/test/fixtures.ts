@@ -1,6 +1,6 @@
 /** One analysis test's world on PostgreSQL and RabbitMQ, shared by the analysis stage's tests. */
 import type { Analyzer } from '@tributary/ai';
-import { createLogger } from '@tributary/core';
+import { createLogger, signIdentity } from '@tributary/core';
 import { dropDatabase, queryRows, type Database } from '@tributary/core/db';
 import { deleteNamespace, RabbitMqTransport, type Delivery } from '@tributary/core/events';
 import { startService, type RunningService } from '@tributary/core/service';
@@ -13,9 +13,12 @@ import { createAnalysisService } from '../src/service.ts';
 export const silent = createLogger({ service: 'test', level: 'silent' });
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 
-/** A `document.uploaded` envelope as the relay puts it on the wire. */
-export function uploaded(n: number) {
+/** A `document.uploaded` envelope as the relay puts it on the wire (tenant-a's, NORMAL, titled `Report <n>`, unless told). */
+export function uploaded(n: number, options: { tenant?: string; priority?: 'HIGH' | 'NORMAL' | 'LOW' } = {}) {
   const documentId = randomUUID();
+  const jobId = randomUUID();
+  const tenant = options.tenant ?? 'tenant-a';
+  const title = options.tenant ? `Report ${n} of ${tenant}` : `Report ${n}`;
   const envelope = {
     id: randomUUID(),
     type: 'document.uploaded',
@@ -24,10 +27,18 @@ export function uploaded(n: number) {
     time: new Date().toISOString(),
     dataschema: 'document.uploaded/v1',
     subject: documentId,
-    tenantid: 'tenant-a',
-    data: { documentId, jobId: randomUUID(), title: `Report ${n}`, text: `Report number ${n}: revenue grew and costs fell in every region.`, contentType: 'text/plain', uploadedAt: new Date().toISOString() },
+    tenantid: tenant,
+    data: {
+      documentId,
+      jobId,
+      title,
+      text: `${title}: revenue grew and costs fell in every region.`,
+      contentType: 'text/plain',
+      uploadedAt: new Date().toISOString(),
+      ...(options.priority ? { priority: options.priority } : {}),
+    },
   };
-  return { documentId, message: { routingKey: 'document.uploaded', messageId: envelope.id, body: Buffer.from(JSON.stringify(envelope)) } };
+  return { documentId, jobId, tenant, title, message: { routingKey: 'document.uploaded', messageId: envelope.id, body: Buffer.from(JSON.stringify(envelope)) } };
 }
 
 /** One test's world: a database and a namespace of its own, analysis processes, an observer of analysis.* events. */
@@ -59,13 +70,23 @@ export class World {
     return running;
   }
 
+  /** A GraphQL request to an analysis service as `tenant` (signed as the gateway signs it). */
+  async graphql<T = any>(url: string, tenant: string, query: string, variables: Record<string, unknown> = {}): Promise<{ data?: T; errors?: { message: string; extensions?: { code?: string } }[] }> {
+    const response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...signIdentity(this.env().INTERNAL_SIGNING_SECRET!, { tenantId: tenant, userId: 'test-user' }) },
+      body: JSON.stringify({ query, variables }),
+    });
+    return (await response.json()) as { data?: T };
+  }
+
   /** An analysis service in a process of its own, started as the image starts it; resolves once ready. */
-  async process(env: Record<string, string>): Promise<ChildProcess> {
+  async process(env: Record<string, string>): Promise<ChildProcess & { url: string }> {
     const port = await freePort();
     const child = spawn(process.execPath, ['--import', 'tsx', MAIN], { env: { ...process.env, ...this.env({ ...env, PORT: String(port) }) }, stdio: 'ignore' });
     this.children.push(child);
     await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/ready`).catch(() => undefined))?.status === 200, 60_000, 'analysis process ready');
-    return child;
+    return Object.assign(child, { url: `http://127.0.0.1:${port}/graphql` });
   }
 
   /** Record every analysis.* event (started once the queue exists: declare it after the services). */
@@ -95,6 +116,11 @@ export class World {
       if (d.routingKey === type && event.data.documentId === documentId) ids.add(event.id);
     }
     return ids.size;
+  }
+
+  /** Terminal events (completed, failed, cancelled) about a document, by event id. */
+  terminal(documentId: string): number {
+    return this.count('analysis.completed', documentId) + this.count('analysis.failed', documentId) + this.count('analysis.cancelled', documentId);
   }
 
   /** A connection pool of the test's own onto the service's database. */

@@ -2,7 +2,7 @@
  * The analysis stage's lease design on PostgreSQL and RabbitMQ: no database connection is held
  * during a model call, and each document gets exactly one model call and one
  * `analysis.completed`, whether its event is delivered twice at once, two analysis processes
- * share the queue, or a worker is SIGKILLed mid-call.
+ * share the work table, or a worker is SIGKILLed mid-call.
  */
 import { OfflineAnalyzer, type AnalysisInput, type AnalysisResult, type Analyzer } from '@tributary/ai';
 import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
@@ -96,7 +96,7 @@ describe.skipIf(!available)('the analysis lease on PostgreSQL and RabbitMQ', () 
     await waitFor(() => analyzer.inFlight === 1, 10_000, 'the call');
     analyzer.open();
     await waitFor(() => world.count('analysis.completed', doc.documentId) === 1, 10_000, 'completed');
-    // The second delivery waited out the lease, found the work done, and was acked without a call.
+    // The second delivery met the inbox when it was enqueued: one work row, one call.
     const [consumer] = running.consumers;
     await waitFor(async () => (await consumer!.backlog()).depth === 0, 10_000, 'both deliveries settled');
     expect(analyzer.calls.get('Report 1')).toBe(1);
@@ -141,7 +141,11 @@ describe.skipIf(!available)('the analysis lease on PostgreSQL and RabbitMQ', () 
     first.kill('SIGKILL');
     await new Promise((resolve) => first.once('exit', resolve));
     const probe = await world.probe();
-    const [lease] = await queryRows<{ expires: string | Date; status: string }>(probe.fork(), 'select lease_expires_at as expires, status from analyses where document_id = ?', [doc.documentId]);
+    const [lease] = await queryRows<{ expires: string | Date; status: string }>(
+      probe.fork(),
+      'select q.available_at as expires, a.status from analysis_queue q join analyses a using (document_id) where document_id = ? and q.lease_token is not null',
+      [doc.documentId],
+    );
     expect(lease!.status).toBe('RUNNING');
     const expiresAt = new Date(lease!.expires).getTime();
 
