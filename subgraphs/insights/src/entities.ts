@@ -1,6 +1,9 @@
 import { defineEntity, type InferEntity } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
 
+/** How a document's analysis ended. */
+export type Outcome = 'COMPLETED' | 'FAILED' | 'CANCELLED';
+
 /** One row per analysed document: makes every aggregate update happen once per document. */
 export const InsightDocument = defineEntity({
   name: 'InsightDocument',
@@ -8,7 +11,7 @@ export const InsightDocument = defineEntity({
   properties: (p) => ({
     tenantId: p.text().primary(),
     documentId: p.text().primary(),
-    status: p.enum(['COMPLETED', 'FAILED'] as ('COMPLETED' | 'FAILED')[]),
+    status: p.enum(['COMPLETED', 'FAILED', 'CANCELLED'] as Outcome[]),
     updatedAt: p.datetime(),
   }),
   primaryKeys: ['tenantId', 'documentId'],
@@ -36,6 +39,7 @@ export const TenantStat = defineEntity({
     tenantId: p.text().primary(),
     analyzed: p.integer(),
     failed: p.integer(),
+    cancelled: p.integer(),
   }),
 });
 export type TenantStat = InferEntity<typeof TenantStat>;
@@ -57,4 +61,16 @@ class CreateInsights extends Migration {
   }
 }
 
-export const migrations = [{ name: '0001-insights', class: CreateInsights }];
+/** Cancelled jobs, counted as failed ones are: a document outcome and a count per tenant. */
+class AddCancelled extends Migration {
+  override up(): void {
+    this.addSql(`alter table insight_documents drop constraint insight_documents_status_check,
+      add constraint insight_documents_status_check check (status in ('COMPLETED', 'FAILED', 'CANCELLED'))`);
+    this.addSql('alter table tenant_stats add column cancelled integer not null default 0');
+  }
+}
+
+export const migrations = [
+  { name: '0001-insights', class: CreateInsights },
+  { name: '0002-insights-cancelled', class: AddCancelled },
+];

@@ -11,12 +11,12 @@ export const typeDefs = gql`
   type Query {
     "The caller's most frequent themes across analysed documents."
     themes(first: Int = 10): [ThemeStat!]!
-    "Counts over the caller's documents whose analysis finished."
+    "Counts over the caller's documents whose analysis ended."
     stats: Stats!
   }
 
   type Subscription {
-    "A message whenever the caller's aggregates change (a fold of finished analyses)."
+    "A message whenever the caller's aggregates change (a fold of ended analyses)."
     statsUpdated: Stats! @eventSubscription(events: ["insights.updated/v1"], entity: "Stats", lookup: "stats")
   }
 
@@ -29,10 +29,12 @@ export const typeDefs = gql`
   }
 
   type Stats @changedBy(event: "insights.updated/v1") {
-    "Documents whose analysis finished (analyzed + failed)."
+    "Documents whose analysis ended (analyzed + failed + cancelled)."
     documents: Int!
     analyzed: Int!
     failed: Int!
+    "Documents whose job was cancelled (cancelJob) before its analysis ended."
+    cancelled: Int!
     "The most frequent themes, as \`themes\` (a \`statsUpdated\` message can carry them)."
     themes(first: Int = 10): [ThemeStat!]!
   }

@@ -3,18 +3,27 @@ import { pageSize } from '@tributary/core/graphql';
 import type { HandlerContext, NewEvent } from '@tributary/core/events';
 import { queryRows, queryRun, valuesPlaceholders } from '@tributary/core/db';
 import type { ServiceDefinition, SubgraphContext } from '@tributary/core/service';
-import { InsightDocument, migrations, TenantStat, ThemeStat } from './entities.ts';
+import { InsightDocument, migrations, TenantStat, ThemeStat, type Outcome } from './entities.ts';
 import { typeDefs } from './schema.ts';
 
-type Outcome = 'COMPLETED' | 'FAILED';
+/** The outcome each analysis result event reports. */
+const outcomeOf: Partial<Record<string, Outcome>> = {
+  'analysis.completed/v1': 'COMPLETED',
+  'analysis.failed/v1': 'FAILED',
+  'analysis.cancelled/v1': 'CANCELLED',
+};
+type Result = ParsedEvent<'analysis.completed/v1' | 'analysis.failed/v1' | 'analysis.cancelled/v1'>;
+const isResult = (event: ParsedEvent): event is Result => outcomeOf[event.dataschema] !== undefined;
 
 /** A text-array key that sorts like the composite primary key it stands for. */
 const byKey = (a: [string, string], b: [string, string]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0);
 
 /**
  * Fold a batch of analysis results into the tenants' aggregates, once per document. A document
- * that FAILED and later COMPLETED (a replayed dead letter) moves from failed to analyzed; any
- * other repeat changes nothing. The batch's changes are summed in memory and written with one
+ * that FAILED and later COMPLETED (a replayed dead letter) moves from failed to analyzed; a
+ * CANCELLED one is counted as cancelled, as a failed one is counted as failed, and stays so (a
+ * cancelled job is terminal: analysis publishes no other result for it); any other repeat
+ * changes nothing. The batch's changes are summed in memory and written with one
  * statement per table; every table's rows are locked in key order (documents, then tenants, then
  * themes), so concurrent batches wait for each other instead of deadlocking. A document first
  * seen by two batches at once makes one of them fail on its primary key and be retried event by
@@ -23,11 +32,11 @@ const byKey = (a: [string, string], b: [string, string]) => (a[0] < b[0] ? -1 : 
  * no lock another batch waits on); a batch of repeats changes nothing and announces nothing.
  */
 export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerContext): Promise<void> {
-  const byDocument = new Map<string, { key: [string, string]; events: ParsedEvent[] }>();
+  const byDocument = new Map<string, { key: [string, string]; events: Result[] }>();
   // Each tenant's last event in delivery order: its announcement continues that trace.
   const lastOfTenant = new Map<string, ParsedEvent>();
   for (const event of events) {
-    if (event.dataschema !== 'analysis.completed/v1' && event.dataschema !== 'analysis.failed/v1') continue;
+    if (!isResult(event)) continue;
     lastOfTenant.set(event.tenantid, event);
     const key: [string, string] = [event.tenantid, event.data.documentId];
     const id = JSON.stringify(key);
@@ -46,7 +55,7 @@ export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerC
   );
   const previous = new Map(known.map((r) => [JSON.stringify([r.tenant_id, r.document_id]), r.status]));
   const now = new Date().toISOString();
-  const tenants = new Map<string, { analyzed: number; failed: number }>();
+  const tenants = new Map<string, { analyzed: number; failed: number; cancelled: number }>();
   const themes = new Map<string, { key: [string, string]; count: number; scoreSum: number; lastSeenAt: string }>();
   const created: unknown[] = [];
   const changed: unknown[] = [];
@@ -54,11 +63,11 @@ export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerC
     const id = JSON.stringify(key);
     const before = previous.get(id);
     let status = before;
-    const counts = tenants.get(key[0]) ?? { analyzed: 0, failed: 0 };
+    const counts = tenants.get(key[0]) ?? { analyzed: 0, failed: 0, cancelled: 0 };
     for (const event of documentEvents) {
-      const completed = event.dataschema === 'analysis.completed/v1';
-      if (status === 'COMPLETED' || (status === 'FAILED' && !completed)) continue;
-      if (completed) {
+      const outcome = outcomeOf[event.dataschema]!;
+      if (status === 'COMPLETED' || status === 'CANCELLED' || (status === 'FAILED' && outcome !== 'COMPLETED')) continue;
+      if (event.dataschema === 'analysis.completed/v1') {
         counts.analyzed++;
         if (status === 'FAILED') counts.failed--;
         // A theme named twice in one analysis counts once, with its best score.
@@ -75,10 +84,12 @@ export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerC
           if (event.data.completedAt > theme.lastSeenAt) theme.lastSeenAt = event.data.completedAt;
           themes.set(themeId, theme);
         }
-      } else {
+      } else if (outcome === 'FAILED') {
         counts.failed++;
+      } else {
+        counts.cancelled++;
       }
-      status = completed ? 'COMPLETED' : 'FAILED';
+      status = outcome;
     }
     tenants.set(key[0], counts);
     if (status === before || status === undefined) continue;
@@ -96,18 +107,20 @@ export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerC
       changed,
     );
   }
-  // A document's first result adds to analyzed or failed and FAILED -> COMPLETED adds to analyzed,
-  // so a tenant has a nonzero delta exactly when the batch changed its aggregates (themes only
-  // change with analyzed).
-  const tenantRows = [...tenants].filter(([, c]) => c.analyzed !== 0 || c.failed !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  // A document's first result adds to analyzed, failed or cancelled and FAILED -> COMPLETED adds
+  // to analyzed, so a tenant has a nonzero delta exactly when the batch changed its aggregates
+  // (themes only change with analyzed).
+  const tenantRows = [...tenants].filter(([, c]) => c.analyzed !== 0 || c.failed !== 0 || c.cancelled !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   if (tenantRows.length === 0) return;
-  const totals = await queryRows<{ tenant_id: string; analyzed: number; failed: number }>(
+  const totals = await queryRows<{ tenant_id: string; analyzed: number; failed: number; cancelled: number }>(
     em,
-    `insert into tenant_stats (tenant_id, analyzed, failed)
-     select v.tenant_id, v.analyzed::int, v.failed::int from (values ${valuesPlaceholders(tenantRows.length, 3)}) as v (tenant_id, analyzed, failed) order by v.tenant_id
-     on conflict (tenant_id) do update set analyzed = tenant_stats.analyzed + excluded.analyzed, failed = tenant_stats.failed + excluded.failed
-     returning tenant_id, analyzed, failed`,
-    tenantRows.flatMap(([tenant, c]) => [tenant, c.analyzed, c.failed]),
+    `insert into tenant_stats (tenant_id, analyzed, failed, cancelled)
+     select v.tenant_id, v.analyzed::int, v.failed::int, v.cancelled::int
+     from (values ${valuesPlaceholders(tenantRows.length, 4)}) as v (tenant_id, analyzed, failed, cancelled) order by v.tenant_id
+     on conflict (tenant_id) do update set analyzed = tenant_stats.analyzed + excluded.analyzed, failed = tenant_stats.failed + excluded.failed,
+       cancelled = tenant_stats.cancelled + excluded.cancelled
+     returning tenant_id, analyzed, failed, cancelled`,
+    tenantRows.flatMap(([tenant, c]) => [tenant, c.analyzed, c.failed, c.cancelled]),
   );
   const themeRows = [...themes.values()].sort((a, b) => byKey(a.key, b.key));
   if (themeRows.length > 0) {
@@ -136,7 +149,14 @@ export async function aggregate(events: ParsedEvent[], { em, publish }: HandlerC
       subject: tenant,
       tenantId: tenant,
       causedBy: lastOfTenant.get(tenant)!,
-      data: { documents: row.analyzed + row.failed, analyzed: row.analyzed, failed: row.failed, themes: changedThemes.get(tenant) ?? [], updatedAt: now },
+      data: {
+        documents: row.analyzed + row.failed + row.cancelled,
+        analyzed: row.analyzed,
+        failed: row.failed,
+        cancelled: row.cancelled,
+        themes: changedThemes.get(tenant) ?? [],
+        updatedAt: now,
+      },
     };
   });
   await publish(announce);
@@ -159,7 +179,7 @@ export const insightsService: ServiceDefinition = {
   entities: [InsightDocument, ThemeStat, TenantStat],
   migrations,
   defaultPort: 4004,
-  consumers: () => [{ name: 'aggregates', types: ['analysis.completed', 'analysis.failed'], batchHandler: aggregate }],
+  consumers: () => [{ name: 'aggregates', types: ['analysis.completed', 'analysis.failed', 'analysis.cancelled'], batchHandler: aggregate }],
   resolvers: {
     Query: {
       themes: (_: unknown, args: { first?: number | null }, ctx: SubgraphContext) => topThemes(args, ctx),
@@ -167,7 +187,8 @@ export const insightsService: ServiceDefinition = {
         const row = await ctx.em.findOne(TenantStat, { tenantId: ctx.tenantId });
         const analyzed = row?.analyzed ?? 0;
         const failed = row?.failed ?? 0;
-        return { documents: analyzed + failed, analyzed, failed };
+        const cancelled = row?.cancelled ?? 0;
+        return { documents: analyzed + failed + cancelled, analyzed, failed, cancelled };
       },
     },
     Stats: {
