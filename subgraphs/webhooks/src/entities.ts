@@ -1,7 +1,7 @@
 import { defineEntity, type InferEntity } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
 
-export const WEBHOOK_EVENT_TYPES = ['JOB_COMPLETED', 'JOB_FAILED'] as const;
+export const WEBHOOK_EVENT_TYPES = ['JOB_COMPLETED', 'JOB_FAILED', 'JOB_CANCELLED'] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 export type DeliveryStatus = 'PENDING' | 'DELIVERED' | 'FAILED';
 
@@ -86,4 +86,15 @@ class CreateWebhooks extends Migration {
   }
 }
 
-export const migrations = [{ name: '0001-webhooks', class: CreateWebhooks }];
+/** Deliveries of JOB_CANCELLED. */
+class AddJobCancelled extends Migration {
+  override up(): void {
+    this.addSql(`alter table webhook_deliveries drop constraint webhook_deliveries_event_check,
+      add constraint webhook_deliveries_event_check check (event in ('JOB_COMPLETED', 'JOB_FAILED', 'JOB_CANCELLED'))`);
+  }
+}
+
+export const migrations = [
+  { name: '0001-webhooks', class: CreateWebhooks },
+  { name: '0002-webhooks-job-cancelled', class: AddJobCancelled },
+];

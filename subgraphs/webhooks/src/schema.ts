@@ -12,6 +12,8 @@ export const typeDefs = gql`
     JOB_COMPLETED
     "A job ended FAILED (body type \`job.failed\`)."
     JOB_FAILED
+    "A job ended CANCELLED, by cancelJob (body type \`job.cancelled\`)."
+    JOB_CANCELLED
   }
 
   "An endpoint of the caller's tenant that receives signed POSTs in the Standard Webhooks format."

@@ -64,14 +64,14 @@ const attemptsCounter = () => externalCounter('tributary_webhook_attempts_total'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const eventOf: Record<'COMPLETED' | 'FAILED', WebhookEventType> = { COMPLETED: 'JOB_COMPLETED', FAILED: 'JOB_FAILED' };
-const bodyType: Record<WebhookEventType, string> = { JOB_COMPLETED: 'job.completed', JOB_FAILED: 'job.failed' };
+/** The webhook event of each terminal job status. */
+const eventOf: Partial<Record<string, WebhookEventType>> = { COMPLETED: 'JOB_COMPLETED', FAILED: 'JOB_FAILED', CANCELLED: 'JOB_CANCELLED' };
+const bodyType: Record<WebhookEventType, string> = { JOB_COMPLETED: 'job.completed', JOB_FAILED: 'job.failed', JOB_CANCELLED: 'job.cancelled' };
 
-/** The webhook event a `job.updated` is, if any: only a job's move to COMPLETED or FAILED. */
+/** The webhook event a `job.updated` is, if any: only a job's move to COMPLETED, FAILED or CANCELLED. */
 function kindOf(event: ParsedEvent): WebhookEventType | undefined {
   if (event.dataschema !== 'job.updated/v1') return undefined;
-  const { status } = event.data;
-  return status === 'COMPLETED' || status === 'FAILED' ? eventOf[status] : undefined;
+  return eventOf[event.data.status];
 }
 
 const hooksFor = (em: EntityManager, tenantId: string, kind: WebhookEventType) =>
@@ -89,10 +89,10 @@ export async function fanOutRelevant(event: ParsedEvent, em: EntityManager): Pro
 
 /**
  * `job.updated` → one delivery row per matching webhook of the event's tenant and one
- * `webhook.delivery` per row, in the consumer's inbox transaction. Only a job's move to COMPLETED
- * or FAILED counts. A delivery is unique per (webhook, job, event): a job announced COMPLETED
- * twice (a repeated `job.updated`, not just a redelivery, which the inbox already drops) is
- * delivered once.
+ * `webhook.delivery` per row, in the consumer's inbox transaction. Only a job's move to
+ * COMPLETED, FAILED or CANCELLED counts. A delivery is unique per (webhook, job, event): a job
+ * announced COMPLETED twice (a repeated `job.updated`, not just a redelivery, which the inbox
+ * already drops) is delivered once.
  */
 export async function fanOut(event: ParsedEvent, { em, publish }: HandlerContext): Promise<void> {
   const kind = kindOf(event);
