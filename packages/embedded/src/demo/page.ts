@@ -13,7 +13,7 @@ export function demoPage(assets: PageAssets, config: UiConfig): string {
     body: `
 <header class="top">
   <h1>Tributary</h1>
-  <p>Upload a document and watch its analysis arrive live over graphql-ws.</p>
+  <p>Upload a document and watch its analysis arrive live over graphql-ws, or cancel it on its way.</p>
   <nav aria-label="Tools"><a href="${escapeHtml(config.graphqlPath)}">GraphiQL</a></nav>
 </header>
 <main>
@@ -40,6 +40,13 @@ export function demoPage(assets: PageAssets, config: UiConfig): string {
         <label for="file">Or a file</label>
         <input id="file" name="file" type="file" accept=".pdf,.docx,.html,.htm,.md,.markdown,.txt,application/pdf,application/vnd.openxmlformats-officedocument.wordprocessingml.document,text/html,text/markdown,text/plain" aria-describedby="file-hint">
         <p class="hint" id="file-hint">PDF, DOCX, HTML, Markdown or plain text. Its type is read from its bytes; its text is analysed instead of the content above.</p>
+        <label for="priority">Priority</label>
+        <select id="priority" name="priority" aria-describedby="priority-hint">
+          <option value="HIGH">High</option>
+          <option value="NORMAL" selected>Normal</option>
+          <option value="LOW">Low (a bulk import)</option>
+        </select>
+        <p class="hint" id="priority-hint">Orders your tenant’s own waiting work (LOW is never starved); it never puts you ahead of another tenant.</p>
         <button type="submit" id="upload-submit">Upload and analyse</button>
       </form>
       <div id="error" class="error" role="alert" hidden></div>
@@ -54,6 +61,7 @@ export function demoPage(assets: PageAssets, config: UiConfig): string {
         <li data-step="COMPLETED">Completed</li>
       </ol>
       <p id="job-status" role="status" aria-live="polite">No job yet: upload a document.</p>
+      <button type="button" id="cancel-job" class="secondary" hidden>Cancel job</button>
       <ol class="timeline" id="timeline" aria-label="Status changes"></ol>
     </section>
     <section class="card" id="analysis" aria-labelledby="analysis-heading" hidden>

@@ -1,7 +1,8 @@
 /**
- * `pnpm dev`'s demo page (../server.ts serves it on the gateway's `/`): upload a document, follow
- * its job live over graphql-ws (`jobUpdated`), show the analysis and the tenant's themes. Plain
- * DOM, no framework; the token is kept in the tab as GraphiQL keeps it.
+ * `pnpm dev`'s demo page (../server.ts serves it on the gateway's `/`): upload a document at a
+ * priority, follow its job live over graphql-ws (`jobUpdated`) or cancel it (`cancelJob`), show
+ * the analysis and the tenant's themes. Plain DOM, no framework; the token is kept in the tab as
+ * GraphiQL keeps it.
  */
 import './demo.css';
 import { createClient, type Client } from 'graphql-ws';
@@ -20,9 +21,11 @@ interface Analysis {
   themes: Theme[];
   sentiment: { label: string; score: number };
 }
+type JobStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 interface JobUpdate {
   id: string;
-  status: 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED';
+  status: JobStatus;
+  priority?: string;
   attempts: number;
   error: { code: string; message: string } | null;
   document: { title: string; analysis: Analysis | null } | null;
@@ -34,14 +37,16 @@ interface ThemeStat {
 }
 
 const UPLOAD = `mutation DemoUpload($input: UploadDocumentInput!) {
-  uploadDocument(input: $input) { document { id title file { name downloadUrl } } job { id status } }
+  uploadDocument(input: $input) { document { id title file { name downloadUrl } } job { id status priority } }
 }`;
 const PROGRESS = `subscription DemoProgress($jobId: ID!) {
   jobUpdated(jobId: $jobId) {
-    id status attempts error { code message }
+    id status priority attempts error { code message }
     document { title analysis { summary themes { name score } sentiment { label score } } }
   }
 }`;
+/** NOT_FOUND for a job that does not exist; JOB_ALREADY_FINISHED for one that ended. */
+const CANCEL = `mutation DemoCancel($id: ID!) { cancelJob(id: $id) { id status } }`;
 const THEMES = `query DemoThemes { themes(first: 10) { name documentCount averageScore } }`;
 /** The chart follows the tenant's aggregates: a message each time they change, with the themes in it. */
 const STATS_UPDATED = `subscription DemoStats { statsUpdated { themes(first: 10) { name documentCount averageScore } } }`;
@@ -77,12 +82,14 @@ const ui = {
   title: element<HTMLInputElement>('title'),
   content: element<HTMLTextAreaElement>('content'),
   contentType: element<HTMLSelectElement>('content-type'),
+  priority: element<HTMLSelectElement>('priority'),
   file: element<HTMLInputElement>('file'),
   original: element('original'),
   originalLink: element<HTMLAnchorElement>('original-link'),
   error: element('error'),
   steps: element('steps'),
   status: element('job-status'),
+  cancel: element<HTMLButtonElement>('cancel-job'),
   timeline: element<HTMLOListElement>('timeline'),
   analysis: element('analysis'),
   summary: element('summary'),
@@ -162,17 +169,35 @@ function socketClient(): Client {
 
 const STEPS = ['QUEUED', 'RUNNING', 'COMPLETED'] as const;
 
-function showStatus(job: { id: string; status: JobUpdate['status']; attempts?: number }): void {
-  const reached = job.status === 'FAILED' ? -1 : STEPS.indexOf(job.status);
+/** The job the page shows: the one the cancel button acts on. */
+let shown: { id: string; status: JobStatus; priority?: string | undefined } | undefined;
+
+function showStatus(job: { id: string; status: JobStatus; priority?: string | undefined; attempts?: number }): void {
+  const reached = STEPS.indexOf(job.status as (typeof STEPS)[number]);
   for (const step of ui.steps.querySelectorAll<HTMLElement>('[data-step]')) {
     const index = STEPS.indexOf(step.dataset.step as (typeof STEPS)[number]);
     step.classList.toggle('done', index < reached || job.status === 'COMPLETED');
     step.classList.toggle('current', index === reached && job.status !== 'COMPLETED');
   }
   ui.steps.classList.toggle('failed', job.status === 'FAILED');
+  ui.steps.classList.toggle('cancelled', job.status === 'CANCELLED');
+  const again = shown?.id === job.id && shown.status === job.status;
+  const priority = job.priority ?? (shown?.id === job.id ? shown.priority : undefined);
+  // A cancel in flight keeps its button disabled until its answer; a new job starts afresh.
+  if (shown?.id !== job.id) ui.cancel.disabled = false;
+  shown = { id: job.id, status: job.status, priority };
   const attempts = job.attempts ? ` (attempt ${job.attempts})` : '';
   ui.status.dataset.status = job.status;
-  ui.status.replaceChildren(`Job ${job.id.slice(0, 8)}… `, Object.assign(document.createElement('strong'), { textContent: job.status }), job.status === 'COMPLETED' ? '' : attempts);
+  ui.status.replaceChildren(
+    `Job ${job.id.slice(0, 8)}… `,
+    Object.assign(document.createElement('strong'), { textContent: job.status }),
+    job.status === 'COMPLETED' || job.status === 'CANCELLED' ? '' : attempts,
+    priority && priority !== 'NORMAL' ? `, priority ${priority}` : '',
+  );
+  // A job can be cancelled until it ends.
+  ui.cancel.hidden = job.status !== 'QUEUED' && job.status !== 'RUNNING';
+  // The cancel's answer and the subscription both report CANCELLED: one line for it.
+  if (again) return;
   const item = document.createElement('li');
   item.append(Object.assign(document.createElement('span'), { textContent: job.status }), ` ${new Date().toLocaleTimeString()}`);
   ui.timeline.append(item);
@@ -287,9 +312,12 @@ ui.form.addEventListener('submit', (event) => {
   ui.analysis.hidden = true;
   ui.timeline.replaceChildren();
   ui.original.hidden = true;
+  ui.cancel.hidden = true;
+  shown = undefined;
   const file = ui.file.files?.[0];
-  const input = file ? { title: ui.title.value, file: null } : { title: ui.title.value, content: ui.content.value, contentType: ui.contentType.value };
-  graphql<{ uploadDocument: { document: { file: { name: string; downloadUrl: string } | null }; job: { id: string; status: JobUpdate['status'] } } }>(UPLOAD, { input }, file)
+  const priority = ui.priority.value;
+  const input = file ? { title: ui.title.value, file: null, priority } : { title: ui.title.value, content: ui.content.value, contentType: ui.contentType.value, priority };
+  graphql<{ uploadDocument: { document: { file: { name: string; downloadUrl: string } | null }; job: { id: string; status: JobStatus; priority: string } } }>(UPLOAD, { input }, file)
     .then(({ uploadDocument: { document, job } }) => {
       if (document.file) {
         ui.originalLink.dataset.url = document.file.downloadUrl;
@@ -303,6 +331,22 @@ ui.form.addEventListener('submit', (event) => {
     .catch(showError)
     .finally(() => {
       ui.submit.disabled = false;
+    });
+});
+
+ui.cancel.addEventListener('click', () => {
+  const job = shown;
+  if (!job) return;
+  clearError();
+  ui.cancel.disabled = true;
+  graphql<{ cancelJob: { id: string; status: JobStatus } }>(CANCEL, { id: job.id })
+    .then(({ cancelJob }) => {
+      // The page may have moved on to another upload meanwhile.
+      if (shown?.id === cancelJob.id) showStatus(cancelJob);
+    })
+    .catch((error: unknown) => {
+      ui.cancel.disabled = false;
+      showError(error);
     });
 });
 
