@@ -1,4 +1,5 @@
 import { errorMessage } from '@tributary/core';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { listenChannel, type Database, type EntityManager } from '@tributary/core/db';
 import type { ServiceWorker } from '@tributary/core/service';
 import type { Logger } from 'pino';
@@ -37,6 +38,13 @@ export class AnalysisScheduler implements ServiceWorker {
   private readonly unlisten: (() => Promise<void>)[] = [];
   private readonly inFlight = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private readonly log: Logger;
+  /**
+   * Runs a function in the async context the scheduler was made in. A wake-up can come from
+   * inside another transaction's context (PGlite delivers a NOTIFY while it runs the committing
+   * query, and MikroORM keeps the current transaction in that context): claims and calls made
+   * there would join a transaction that has ended.
+   */
+  private readonly inOwnContext = AsyncLocalStorage.snapshot();
 
   constructor(private readonly options: SchedulerOptions) {
     this.log = options.logger.child({ component: 'analysis-scheduler' });
@@ -66,7 +74,7 @@ export class AnalysisScheduler implements ServiceWorker {
       return;
     }
     this.claiming = true;
-    void this.fill().finally(() => {
+    void this.inOwnContext(() => this.fill()).finally(() => {
       this.claiming = false;
     });
   }
