@@ -3,3 +3,4 @@ export * from './database.ts';
 export { describeTransportContract, type TransportFixture } from './transport-contract.ts';
 export { stopProcesses } from './processes.ts';
 export { startTcpProxy, type TcpProxy } from './proxy.ts';
+export { startPostgresServer, type TestPostgres } from './postgres.ts';
