@@ -163,3 +163,24 @@ export function externalCounter(name: string, help: string, labelNames: string[]
   if (existing) return existing as client.Counter<string>;
   return new client.Counter({ name, help, labelNames, registers: [registry] });
 }
+
+type GaugeReader = () => Promise<readonly (readonly [Record<string, string>, number])[]>;
+const scrapedGauges = new Map<string, GaugeReader>();
+
+/**
+ * A gauge a service reads on every scrape (e.g. its own work table), created once per name; the
+ * latest reader registered wins (in `pnpm dev` one registry serves every service). A reader that
+ * throws leaves the gauge empty for that scrape.
+ */
+export function watchGauge(name: string, help: string, labelNames: string[], read: GaugeReader): void {
+  if (!scrapedGauges.has(name)) {
+    scrapedGauge(
+      name,
+      help,
+      labelNames,
+      async () => (await scrapedGauges.get(name)?.().catch(() => [])) ?? [],
+      (row) => [row[0], row[1]],
+    );
+  }
+  scrapedGauges.set(name, read);
+}

@@ -1,8 +1,8 @@
 import { aiConfigSchema, aiEntities, aiMetrics, aiMigrations, cosine, createAnalyzerFromEnv, createEmbedderFromEnv, type Analyzer, type Embedder } from '@tributary/ai';
 import type { ParsedEvent } from '@tributary/contracts';
 import { ApiErrorCode, notFound, pageSize } from '@tributary/core/graphql';
-import { externalCounter } from '@tributary/core/metrics';
-import { queryRows } from '@tributary/core/db';
+import { externalCounter, watchGauge } from '@tributary/core/metrics';
+import { queryRows, type Database } from '@tributary/core/db';
 import { publish, type NewEvent } from '@tributary/core/events';
 import { GraphQLError } from 'graphql';
 import { randomUUID } from 'node:crypto';
@@ -136,6 +136,7 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       const analyzer = options.analyzer ?? createAnalyzerFromEnv(ai, { db, logger, callConcurrency: config.ANALYSIS_CONCURRENCY });
       const embedder = options.embedder ?? createEmbedderFromEnv(ai, { logger });
       const settings = queueSettings(config);
+      watchWorkTable(db);
       const scheduler: AnalysisScheduler = new AnalysisScheduler({
         db,
         logger,
@@ -225,6 +226,30 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
       },
     }),
   };
+}
+
+/** The work table on /metrics: what waits and runs, deployment-wide (every analysis process reports the same figures). */
+function watchWorkTable(db: Database): void {
+  const read = async () => {
+    const [row] = await queryRows<{ waiting: string | number; running: string | number; oldest: string | number | null }>(
+      db.fork(),
+      `select count(*) filter (where lease_token is null) as waiting, count(*) filter (where lease_token is not null) as running,
+         extract(epoch from now() - min(enqueued_at) filter (where lease_token is null)) as oldest from analysis_queue`,
+    );
+    return row!;
+  };
+  const once = (() => {
+    let pending: ReturnType<typeof read> | undefined;
+    return () => (pending ??= read().finally(() => setImmediate(() => (pending = undefined))));
+  })();
+  watchGauge('tributary_analysis_documents', 'Documents in the analysis work table, by state: waiting for a call slot, or running', ['state'], async () => {
+    const row = await once();
+    return [
+      [{ state: 'waiting' }, Number(row.waiting)],
+      [{ state: 'running' }, Number(row.running)],
+    ];
+  });
+  watchGauge('tributary_analysis_oldest_waiting_age_seconds', 'How long the longest-waiting document has waited for a call slot (0 when none waits)', [], async () => [[{}, Math.max(0, Number((await once()).oldest ?? 0))]]);
 }
 
 function queueSettings(config: AnalysisConfig): QueueSettings {

@@ -201,6 +201,10 @@ describe.skipIf(!available)('the analysis work table', () => {
         r: [{ __typename: 'Job', id: jobId }],
       })).data!._entities[0]!.queuePosition;
     for (const n of [0, 1, 250, 499]) expect(await position(queued[n]!.jobId)).toBe(n);
+    const metrics = await (await fetch(new URL('/metrics', running.url))).text();
+    expect(metrics).toMatch(/^tributary_analysis_documents\{state="waiting"\} 500$/m);
+    expect(metrics).toMatch(/^tributary_analysis_documents\{state="running"\} 1$/m);
+    expect(Number(/^tributary_analysis_oldest_waiting_age_seconds (\S+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
     expect(await position(blocker.jobId)).toBeNull();
     for (let i = 0; i < queued.length; i += 50) {
       const answers = await Promise.all(queued.slice(i, i + 50).map((d) => world.graphql(running.url, 'tenant-a', CANCEL, { id: d.jobId })));
