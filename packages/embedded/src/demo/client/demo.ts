@@ -45,7 +45,7 @@ const PROGRESS = `subscription DemoProgress($jobId: ID!) {
     document { title analysis { summary themes { name score } sentiment { label score } } }
   }
 }`;
-/** NOT_FOUND for a job that does not exist; JOB_ALREADY_FINISHED for one that ended. */
+/** JOB_ALREADY_FINISHED for a job that ended COMPLETED or FAILED; a CANCELLED one comes back unchanged. */
 const CANCEL = `mutation DemoCancel($id: ID!) { cancelJob(id: $id) { id status } }`;
 const THEMES = `query DemoThemes { themes(first: 10) { name documentCount averageScore } }`;
 /** The chart follows the tenant's aggregates: a message each time they change, with the themes in it. */
