@@ -1,7 +1,7 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { Envelope } from '@tributary/contracts';
 import type { Logger } from '@tributary/core';
-import { eventTypeOf } from '@tributary/core/bindings';
+import { eventTypeOf, readBindings } from '@tributary/core/bindings';
 import { ConfigError } from '@tributary/core/config';
 import { externalCounter } from '@tributary/core/metrics';
 import {
@@ -78,6 +78,8 @@ interface SchemaFacts {
   keys: ReadonlyMap<string, readonly string[] | null>;
   wholeTypes: ReadonlySet<string>;
   rules: InvalidationRules;
+  /** `Type.field` of the `@volatile` fields: no event says when they change. */
+  volatile: ReadonlySet<string>;
 }
 
 /** A cache plan for one operation: whether it may be cached, and the tags it always carries. */
@@ -179,6 +181,8 @@ class Planner {
     private readonly fragments: ReadonlyMap<string, FragmentDefinitionNode>,
     /** Mutations are walked only to find what they changed: every type is allowed. */
     private readonly checkTypes: boolean,
+    /** `@volatile` fields (`Type.field`): a result holding one is never cached. */
+    private readonly volatile: ReadonlySet<string> = new Set(),
   ) {}
 
   /** Fields of selection sets on a concrete type, grouped by response key (fragments inlined). */
@@ -225,6 +229,7 @@ class Planner {
       if (name === '__typename') continue;
       const definition = type.getFields()[name];
       if (!definition) throw `${type.name}.${name} is unknown`;
+      if (this.checkTypes && this.volatile.has(`${type.name}.${name}`)) throw `${type.name}.${name} is @volatile: no event says when it changes`;
       const named = getNamedType(definition.type);
       if (isAbstractType(named)) throw `${type.name}.${name} is abstract`;
       if (isObjectType(named)) children.push([responseKey, this.shape(fieldNodes, named, tags, whole)]);
@@ -343,7 +348,7 @@ export class EntityCache {
           : [],
     );
     if (problems.length > 0) throw new ConfigError(problems.map((message) => ({ key: 'GATEWAY_CACHE_TYPES', message })));
-    return { keys, wholeTypes, rules: options.rules };
+    return { keys, wholeTypes, rules: options.rules, volatile: new Set(readBindings(options.supergraphSdl).bindings.volatile) };
   }
 
   /** The event types (routing keys) whose events invalidate: the gateway binds its queue to them. */
@@ -368,7 +373,7 @@ export class EntityCache {
     const root = operation && schema.getRootType(operation.operation);
     if (!operation || !root) return undefined;
     const fragments = new Map(document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-    return { operation, root, planner: new Planner(schema, this.schema.keys, this.types, this.schema.wholeTypes, fragments, checkTypes) };
+    return { operation, root, planner: new Planner(schema, this.schema.keys, this.types, this.schema.wholeTypes, fragments, checkTypes, this.schema.volatile) };
   }
 
   private makePlan(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): Plan {
@@ -384,6 +389,7 @@ export class EntityCache {
         if (name === '__typename') continue;
         const field = root.getFields()[name];
         if (!field || name.startsWith('__')) throw `${name} is not cacheable`;
+        if (this.schema.volatile.has(`${root.name}.${name}`)) throw `${root.name}.${name} is @volatile: no event says when it changes`;
         const type = getNamedType(field.type);
         if (!isObjectType(type)) throw `${root.name}.${name} returns no object type`;
         const anchor = nodes.length === 1 ? planner.anchor(responseKey, field, nodes[0]!, type, staticTags) : undefined;

@@ -81,6 +81,15 @@ describe('what may be cached', () => {
     expect(planOf(cacheWith({ types }), query)).toEqual({ cacheable: false, reason });
   });
 
+  it('never caches a result holding a @volatile field (Job.queuePosition moves with no event), at any depth', () => {
+    const cache = cacheWith();
+    for (const query of ['query ($id: ID!) { job(id: $id) { id queuePosition } }', '{ jobs(first: 5) { edges { node { id queuePosition } } } }', 'query ($id: ID!) { document(id: $id) { id job { id queuePosition } } }']) {
+      expect(planOf(cache, query)).toEqual({ cacheable: false, reason: 'Job.queuePosition is @volatile: no event says when it changes' });
+    }
+    // The supergraph says so: the directive composed from the analysis subgraph.
+    expect(readBindings(supergraphSdl).bindings.volatile).toEqual(['Job.queuePosition']);
+  });
+
   it('refuses to cache types that no event announces, or that are neither entities nor changed as a whole', () => {
     expect(() => cacheWith({ types: ['JobProgress'] })).toThrow(ConfigError);
     expect(() => cacheWith({ types: ['Stats'], wholeTypes: [] })).toThrow(/neither an entity/);

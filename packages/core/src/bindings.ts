@@ -29,13 +29,15 @@ export const eventDirectiveDefinitions = `
   ) on FIELD_DEFINITION
 
   directive @changedBy(event: String!, key: String) repeatable on OBJECT
+
+  directive @volatile on FIELD_DEFINITION
 `;
 
 /**
  * What a subgraph adds to its `extend schema`: the spec's link and the two composed directives.
  * The federation link must import `@composeDirective`.
  */
-export const eventsSpecLink = `@link(url: "${EVENTS_SPEC_URL}", import: ["@eventSubscription", "@changedBy"]) @composeDirective(name: "@eventSubscription") @composeDirective(name: "@changedBy")`;
+export const eventsSpecLink = `@link(url: "${EVENTS_SPEC_URL}", import: ["@eventSubscription", "@changedBy", "@volatile"]) @composeDirective(name: "@eventSubscription") @composeDirective(name: "@changedBy") @composeDirective(name: "@volatile")`;
 
 export type Path = readonly string[];
 
@@ -83,6 +85,8 @@ export interface ChangeBinding {
 export interface Bindings {
   subscriptions: readonly SubscriptionBinding[];
   changes: readonly ChangeBinding[];
+  /** `Type.field` of every `@volatile` field: its value changes with no event to say so (a queue position), so no result holding it is cached. */
+  volatile: readonly string[];
 }
 
 /** A binding that cannot work. `code` is stable; `field` is `Type.field` or the type. */
@@ -171,11 +175,15 @@ export function readBindings(sdl: string | DocumentNode): { bindings: Bindings; 
   const document = typeof sdl === 'string' ? parse(sdl) : sdl;
   const subscriptions: SubscriptionBinding[] = [];
   const changes: ChangeBinding[] = [];
+  const volatile: string[] = [];
   const problems: BindingProblem[] = [];
   const subscriptionType = subscriptionTypeName(document);
   for (const definition of document.definitions) {
     if (definition.kind !== Kind.OBJECT_TYPE_DEFINITION && definition.kind !== Kind.OBJECT_TYPE_EXTENSION) continue;
     const typeName = definition.name.value;
+    for (const field of definition.fields ?? []) {
+      if (field.directives?.some((d) => d.name.value === 'volatile')) volatile.push(`${typeName}.${field.name.value}`);
+    }
     for (const directive of definition.directives ?? []) {
       if (directive.name.value !== 'changedBy') continue;
       const args = argsOf(directive);
@@ -250,7 +258,7 @@ export function readBindings(sdl: string | DocumentNode): { bindings: Bindings; 
       subscriptions.push({ field: field.name.value, events, match, where: whereCondition, entity, key, lookup, keyArgument, initial, send, state, completeWhen });
     }
   }
-  return { bindings: { subscriptions, changes }, problems };
+  return { bindings: { subscriptions, changes, volatile }, problems };
 }
 
 function subscriptionTypeName(document: DocumentNode): string {

@@ -31,9 +31,10 @@ export const typeDefs = gql`
     status: JobStatus! @external
     """
     For a QUEUED job: how many documents will be started before it under the current order (fair
-    share across tenants, then its tenant's priorities). Null once it runs or ends.
+    share across tenants, then its tenant's priorities). Null once it runs or ends. It moves as
+    other documents start, with no event to say so: never cached by the gateway.
     """
-    queuePosition: Int
+    queuePosition: Int @volatile
   }
 
   enum JobStatus {
