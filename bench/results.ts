@@ -35,11 +35,17 @@ export function runInfo(): RunInfo {
   };
 }
 
-/** Writes `bench/results/<name>.json` (the run's info first, then `figures`) and returns its path. */
-export function writeResult(name: string, figures: Record<string, unknown>, info: RunInfo = runInfo()): string {
+/**
+ * Writes `bench/results/<name>.json` (the run's info first, then `figures`) and returns its path.
+ * `BENCH_RESULT_NAME` names the file instead, for a run that must not replace the one the docs
+ * quote (e.g. a before/after comparison of one setting).
+ */
+export function writeResult(benchmark: string, figures: Record<string, unknown>, info: RunInfo = runInfo()): string {
+  const name = process.env.BENCH_RESULT_NAME || benchmark;
+  if (!/^[a-z0-9][a-z0-9._-]*$/.test(name)) throw new Error(`BENCH_RESULT_NAME: "${name}" is not a file name (a-z, 0-9, . _ -)`);
   mkdirSync(RESULTS_DIR, { recursive: true });
   const file = join(RESULTS_DIR, `${name}.json`);
-  writeFileSync(file, `${JSON.stringify({ benchmark: name, ...info, ...figures }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ benchmark, ...info, ...figures }, null, 2)}\n`);
   return file;
 }
 
