@@ -239,7 +239,10 @@ export interface RunningSystem {
   /** Pid per process group measured (`gateway`, `documents`, … or `system`). */
   pids: Record<string, number>;
   namespace: string;
+  /** A token for tenant `bench`, user `bench`. */
   token: string;
+  /** A token for another tenant (user named like it), signed with the same secret. */
+  tokenFor(tenant: string): Promise<string>;
   log: Map<string, ChildLog>;
   /** Children that died on their own while the system ran. */
   exits: string[];
@@ -260,7 +263,8 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
   const profiled = (name: string) => tree.dir === ROOT && (options.profile?.has(name) === true || options.profile?.has('all') === true);
   const namespace = `bench_${randomBytes(4).toString('hex')}`;
   const authSecret = randomBytes(32).toString('base64url');
-  const token = await signToken(authSecret, { sub: 'bench', tenant: 'bench', expiresIn: '12h' });
+  const tokenFor = (tenant: string) => signToken(authSecret, { sub: tenant, tenant, expiresIn: '12h' });
+  const token = await tokenFor('bench');
   const common: Record<string, string> = {
     ...baseEnv(),
     NODE_ENV: 'production',
@@ -300,7 +304,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
     // The system behind a gateway on `port`, its processes ordered as reported.
     const running = (port: number): RunningSystem => {
       const ordered = Object.fromEntries(PROCESSES.filter((p) => pids[p] !== undefined).map((p) => [p, pids[p]!]));
-      return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, log, exits, stop };
+      return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids: ordered, namespace, token, tokenFor, log, exits, stop };
     };
     if (mode === 'processes') {
       buildTree(tree.dir, servicesOf(tree.dir));
@@ -354,7 +358,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
     watch('system', child);
     pids.system = child.pid!;
     await waitReady(`http://127.0.0.1:${port}/ready`, child, 'system', log, startMs);
-    return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids, namespace, token, log, exits, stop };
+    return { httpUrl: `http://127.0.0.1:${port}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql`, pids, namespace, token, tokenFor, log, exits, stop };
   } catch (error) {
     const problems = await stop();
     if (problems.length > 0) console.error(problems.join('\n'));
