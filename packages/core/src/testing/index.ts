@@ -1,6 +1,6 @@
 export * from './services.ts';
 export * from './database.ts';
 export { describeTransportContract, type TransportFixture } from './transport-contract.ts';
-export { stopProcesses } from './processes.ts';
+export { readStartScript, startScriptArgs, stopProcesses, type StartScript } from './processes.ts';
 export { startTcpProxy, type TcpProxy } from './proxy.ts';
 export { startPostgresServer, type TestPostgres } from './postgres.ts';
