@@ -1,7 +1,7 @@
 import { parseEnvelope, type Envelope } from '@tributary/contracts';
 import { errorCode, errorMessage, type Logger } from '@tributary/core';
 import { keyValue, valueAt, type Path } from '@tributary/core/bindings';
-import { contractOf } from './cache-rules.ts';
+import { contractOf } from './cache/index.ts';
 import { queueName, type ConsumerHandle, type Transport } from '@tributary/core/events';
 import { randomUUID } from 'node:crypto';
 

@@ -4,5 +4,4 @@ export { signToken } from './auth.ts';
 export { EventSubscriptions } from './subscriptions.ts';
 export { EventHub, type ListenSpec } from './event-hub.ts';
 export { createUndiciFetcher, deduplicateRepresentations, FastDataSource } from './datasource.ts';
-export { EntityCache, entityKeys, type EntityChange, type InvalidationRule, type InvalidationRules } from './cache.ts';
-export { invalidationRules } from './cache-rules.ts';
+export { EntityCache, entityKeys, invalidationRules, type EntityChange, type InvalidationRule, type InvalidationRules } from './cache/index.ts';

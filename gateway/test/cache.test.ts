@@ -4,9 +4,8 @@ import { buildASTSchema, parse } from 'graphql';
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { EntityCache, entityKeys, type EntityCacheOptions } from '../src/cache.ts';
+import { EntityCache, entityKeys, invalidationRules, type EntityCacheOptions } from '../src/cache/index.ts';
 import { readBindings } from '@tributary/core/bindings';
-import { invalidationRules } from '../src/cache-rules.ts';
 import { defaultSupergraphPath } from '../src/gateway.ts';
 
 const supergraphSdl = readFileSync(defaultSupergraphPath, 'utf8');
@@ -180,6 +179,16 @@ describe('invalidation', () => {
     expect(has(cache, 'a', JOB, { id: 'j1' })).toBe(true);
     now = 1_000;
     expect(has(cache, 'a', JOB, { id: 'j1' })).toBe(false);
+  });
+
+  it('counts what it drops on the counters it holds, one per name in the registry', async () => {
+    const cache = cacheWith({ maxEntries: 1 });
+    expect(cacheWith().metrics.invalidations).toBe(cache.metrics.invalidations);
+    const evicted = async () => (await cache.metrics.invalidations.get()).values.find((v) => v.labels.cause === 'evicted')?.value ?? 0;
+    const before = await evicted();
+    store(cache, 'a', JOB, jobData('j1', 'd1'), { id: 'j1' });
+    store(cache, 'a', JOB, jobData('j2', 'd2'), { id: 'j2' });
+    expect(await evicted()).toBe(before + 1);
   });
 
   it('reads what a mutation changed from its result', () => {

@@ -1,7 +1,24 @@
 import { contracts } from '@tributary/contracts';
 import { keyValue, valueAt, type ChangeBinding } from '@tributary/core/bindings';
 import type { ZodType } from 'zod';
-import type { EntityChange, InvalidationRules } from './cache.ts';
+
+/** One entity (or, without `id`, a whole type) that an event says has changed. */
+export interface EntityChange {
+  type: string;
+  /** The key's value; the values in key-field order for a compound key. */
+  id?: string | readonly string[];
+}
+
+/** How one event version invalidates: the types it reports changes of, and what its data says changed. */
+export interface InvalidationRule {
+  /** Only these may be cached. */
+  types: readonly string[];
+  /** The changes; undefined when the data does not say (the tenant's results are dropped). */
+  changes(data: unknown): EntityChange[] | undefined;
+}
+
+/** Keyed by the event's `dataschema` (`<type>/v<n>`). */
+export type InvalidationRules = Readonly<Record<string, InvalidationRule>>;
 
 /**
  * The cache's invalidation rules from the supergraph's `@changedBy` declarations: per event
@@ -13,7 +30,7 @@ import type { EntityChange, InvalidationRules } from './cache.ts';
 export function invalidationRules(changes: readonly ChangeBinding[]): InvalidationRules {
   const byEvent = new Map<string, ChangeBinding[]>();
   for (const change of changes) byEvent.set(change.event, [...(byEvent.get(change.event) ?? []), change]);
-  const rules: Record<string, InvalidationRules[string]> = {};
+  const rules: Record<string, InvalidationRule> = {};
   for (const [event, bindings] of byEvent) {
     const contract = contractOf(event);
     rules[event] = {
