@@ -278,6 +278,71 @@ let pending: Promise<Bundle> | undefined;
 const prebuilt = new Map<string, Bundle>();
 
 /**
+ * The files `pnpm build` wrote to `dir`, read into memory once per process (per folder). A built
+ * gateway without them gets a rejected promise: esbuild is not in its image, so it says what is
+ * missing instead of bundling.
+ */
+function prebuiltFiles(dir: string, logger: Logger): Promise<Bundle> {
+  let loaded = prebuilt.get(dir);
+  if (!loaded && existsSync(join(dir, MANIFEST))) {
+    loaded = readUiBundle(dir);
+    prebuilt.set(dir, loaded);
+    logger.debug({ dir, files: loaded.assets.size }, 'ui: serving the GraphiQL files built by pnpm build');
+  }
+  const files = loaded ? Promise.resolve(loaded) : Promise.reject(new Error(`no UI files at ${dir}: run pnpm build`));
+  files.catch(() => logger.error({ dir }, 'ui: the built gateway has no UI files (run pnpm build); GraphiQL answers 500'));
+  return files;
+}
+
+/** GraphiQL bundled into memory on the first call, once per process; a bundling that failed is tried again by the next call. */
+function bundledFiles(logger: Logger): Promise<Bundle> {
+  if (!pending) {
+    logger.info('ui: bundling GraphiQL into memory (first request)');
+    pending = buildUiBundle().then(
+      (built) => {
+        let bytes = 0;
+        for (const asset of built.assets.values()) bytes += asset.body.length;
+        logger.info({ ms: built.ms, files: built.assets.size, bytes }, `ui: bundled GraphiQL in ${built.ms} ms`);
+        return built;
+      },
+      (error: unknown) => {
+        pending = undefined; // the next request tries again
+        logger.error({ err: error instanceof Error ? error.message : String(error) }, 'ui: bundling failed');
+        throw error;
+      },
+    );
+  }
+  return pending;
+}
+
+/** Answers with the bundle once there is one: a 500 when it could not be had, or when the answer failed. */
+function serveBundle(bundle: Promise<Bundle>, res: ServerResponse, logger: Logger, answer: (built: Bundle) => void): void {
+  bundle
+    .then(answer, () => sendText(res, 500, 'The UI bundle failed to build; see the gateway log.'))
+    .catch((error: unknown) => {
+      logger.error({ err: error instanceof Error ? error.message : String(error) }, 'ui: response failed');
+      if (res.headersSent) res.destroy();
+      else sendText(res, 500, 'Internal Server Error');
+    });
+}
+
+const isRead = (req: IncomingMessage) => req.method === 'GET' || req.method === 'HEAD';
+
+/** A browser's `GET /graphql` (Accept: text/html, no `query` parameter): what GraphiQL answers. */
+function isGraphiqlRequest(req: IncomingMessage, graphqlPath: string): boolean {
+  if (!isRead(req)) return false;
+  const accept = String(req.headers.accept ?? '');
+  if (!accept.includes('text/html')) return false;
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    return false;
+  }
+  return url.pathname === graphqlPath && !url.searchParams.has('query');
+}
+
+/**
  * The gateway's browser page: GraphiQL on a browser's `GET /graphql`, its files under `/ui/`.
  * The built gateway serves the files `pnpm build` bundled (gateway/dist/ui), read into memory
  * when the gateway starts. From the sources (`pnpm dev`, tests) they are bundled with esbuild
@@ -289,41 +354,9 @@ export function createUi(options: UiOptions): Ui {
   const graphqlPath = options.graphqlPath ?? '/graphql';
   const devToken = options.production ? undefined : options.devToken;
   const prebuiltDir = 'prebuiltDir' in options ? options.prebuiltDir : defaultPrebuiltUiDir;
-
-  let files: Promise<Bundle> | undefined;
-  if (prebuiltDir !== undefined) {
-    let loaded = prebuilt.get(prebuiltDir);
-    if (!loaded && existsSync(join(prebuiltDir, MANIFEST))) {
-      loaded = readUiBundle(prebuiltDir);
-      prebuilt.set(prebuiltDir, loaded);
-      logger.debug({ dir: prebuiltDir, files: loaded.assets.size }, 'ui: serving the GraphiQL files built by pnpm build');
-    }
-    if (loaded) files = Promise.resolve(loaded);
-    // A built gateway without its files: esbuild is not in its image, so say what is missing.
-    else files = Promise.reject(new Error(`no UI files at ${prebuiltDir}: run pnpm build`));
-    files.catch(() => logger.error({ dir: prebuiltDir }, 'ui: the built gateway has no UI files (run pnpm build); GraphiQL answers 500'));
-  }
-
-  const bundle = (): Promise<Bundle> => {
-    if (files) return files;
-    if (!pending) {
-      logger.info('ui: bundling GraphiQL into memory (first request)');
-      pending = buildUiBundle().then(
-        (built) => {
-          let bytes = 0;
-          for (const asset of built.assets.values()) bytes += asset.body.length;
-          logger.info({ ms: built.ms, files: built.assets.size, bytes }, `ui: bundled GraphiQL in ${built.ms} ms`);
-          return built;
-        },
-        (error: unknown) => {
-          pending = undefined; // the next request tries again
-          logger.error({ err: error instanceof Error ? error.message : String(error) }, 'ui: bundling failed');
-          throw error;
-        },
-      );
-    }
-    return pending;
-  };
+  const files = prebuiltDir !== undefined ? prebuiltFiles(prebuiltDir, logger) : undefined;
+  const bundle = (): Promise<Bundle> => files ?? bundledFiles(logger);
+  const serve = (res: ServerResponse, answer: (built: Bundle) => void): void => serveBundle(bundle(), res, logger, answer);
 
   const configFor = (built: Bundle): UiConfig => ({
     graphqlPath,
@@ -332,30 +365,9 @@ export function createUi(options: UiOptions): Ui {
     workers: built.workers,
   });
 
-  const serve = (res: ServerResponse, answer: (built: Bundle) => void): void => {
-    bundle()
-      .then(answer, () => sendText(res, 500, 'The UI bundle failed to build; see the gateway log.'))
-      .catch((error: unknown) => {
-        logger.error({ err: error instanceof Error ? error.message : String(error) }, 'ui: response failed');
-        if (res.headersSent) res.destroy();
-        else sendText(res, 500, 'Internal Server Error');
-      });
-  };
-
-  const isRead = (req: IncomingMessage) => req.method === 'GET' || req.method === 'HEAD';
-
   return {
     graphiql(req, res) {
-      if (!isRead(req)) return false;
-      const accept = String(req.headers.accept ?? '');
-      if (!accept.includes('text/html')) return false;
-      let url: URL;
-      try {
-        url = new URL(req.url ?? '/', 'http://localhost');
-      } catch {
-        return false;
-      }
-      if (url.pathname !== graphqlPath || url.searchParams.has('query')) return false;
+      if (!isGraphiqlRequest(req, graphqlPath)) return false;
       serve(res, (built) => sendPage(req, res, graphiqlPage(built.graphiql, configFor(built))));
       return true;
     },
@@ -375,4 +387,3 @@ export function createUi(options: UiOptions): Ui {
     bundle: async () => (await bundle()).ms,
   };
 }
-
