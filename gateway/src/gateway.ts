@@ -20,8 +20,10 @@ import { FileUploads } from './uploads.ts';
 import { bearerToken, createAuthenticator, type Principal } from './auth.ts';
 import { FastDataSource } from './datasource.ts';
 import type { GatewayContext } from './context.ts';
-import { formatError, limitRules, unknownMutationFields, unknownOperation } from './limits.ts';
-import { createRateLimiter, uploadRateLimit } from './rate-limit.ts';
+import { formatError } from './errors.ts';
+import { limitRules, unknownOperation } from './limits.ts';
+import { createRateLimiter } from './rate-limit.ts';
+import { unknownMutationFields, uploadLimitPlugin } from './upload-limit.ts';
 import { EventHub, type HubBindings } from './event-hub.ts';
 import { EntityCache, entityKeys, invalidationRules } from './cache/index.ts';
 import { EventSubscriptions } from './subscriptions.ts';
@@ -202,7 +204,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Runnin
       ApolloServerPluginLandingPageDisabled(),
       unknownOperation,
       idempotencyKeyPlugin,
-      uploadRateLimit(rateLimiter, { fields: config.UPLOAD_RATE_LIMIT_FIELDS, onStoreError: config.RATE_LIMIT_ON_REDIS_ERROR, logger }),
+      uploadLimitPlugin(config, rateLimiter, logger),
       ...(cache ? [cache.plugin()] : []),
       // SERVICE_UNAVAILABLE, ours or a subgraph's: HTTP 503 with Retry-After.
       retryAfterPlugin,

@@ -1,8 +1,13 @@
+/*
+ * What a request is refused for before it is planned: the depth, alias and cost limits
+ * (validation rules), and an operation name that names no operation. What clients then see of
+ * the errors is errors.ts's; the upload rate limit is upload-limit.ts's.
+ */
 import type { ApolloServerPlugin } from '@apollo/server';
 import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { maxAliasesRule } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
-import { GraphQLError, type GraphQLFormattedError, type GraphQLSchema, type ValidationContext, type ValidationRule } from 'graphql';
+import { GraphQLError, type ValidationContext, type ValidationRule } from 'graphql';
 import type { GatewayConfig } from './config.ts';
 import type { GatewayContext } from './context.ts';
 
@@ -15,7 +20,6 @@ export const LimitCode = {
   /** The upload rate limit could not be checked (its Redis is down) and RATE_LIMIT_ON_REDIS_ERROR=deny. */
   SERVICE_UNAVAILABLE: 'SERVICE_UNAVAILABLE',
 } as const;
-const limitCodes = new Set<string>(Object.values(LimitCode));
 
 /** Report an armor rejection as a validation error with our code (instead of throwing). */
 const reject = (code: string) => [(context: ValidationContext | null, error: GraphQLError) => context?.reportError(new GraphQLError(error.message.replace(/^Syntax Error: /, ''), { extensions: { code } }))];
@@ -28,35 +32,6 @@ export function limitRules(config: GatewayConfig): ValidationRule[] {
     maxAliasesRule({ ...common, n: config.QUERY_MAX_ALIASES, onReject: reject(LimitCode.TOO_MANY_ALIASES) }) as unknown as ValidationRule,
     costLimitRule({ ...common, maxCost: config.QUERY_MAX_COST, onReject: reject(LimitCode.QUERY_TOO_COSTLY) }) as unknown as ValidationRule,
   ];
-}
-
-/**
- * Apollo Server stamps every validation error GRAPHQL_VALIDATION_FAILED; restore the limit codes
- * so clients can tell "too deep" from "no such field". In production, internal errors say no
- * more than that.
- */
-export function formatError(production: boolean) {
-  return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
-    const original = (error as { originalError?: { extensions?: { code?: unknown } } } | undefined)?.originalError;
-    const code = original?.extensions?.code;
-    if (typeof code === 'string' && limitCodes.has(code)) return { ...formatted, extensions: { ...formatted.extensions, code } };
-    if (!production) return formatted;
-    if (formatted.extensions?.code === 'INTERNAL_SERVER_ERROR') {
-      return { message: 'internal error', ...(formatted.path ? { path: formatted.path } : {}), extensions: { code: 'INTERNAL_SERVER_ERROR' } };
-    }
-    // Subgraph errors pass through the gateway: never let one carry a stack trace out.
-    if (formatted.extensions && 'stacktrace' in formatted.extensions) {
-      const { stacktrace: _stack, ...extensions } = formatted.extensions;
-      return { ...formatted, extensions };
-    }
-    return formatted;
-  };
-}
-
-/** The names of `fields` the schema has no mutation field of (UPLOAD_RATE_LIMIT_FIELDS set by hand is checked against it). */
-export function unknownMutationFields(schema: GraphQLSchema, fields: readonly string[]): string[] {
-  const mutation = schema.getMutationType()?.getFields() ?? {};
-  return fields.filter((field) => !Object.hasOwn(mutation, field));
 }
 
 /**

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { loadGatewayConfig, subgraphUrlOverrides, supergraphSubgraphNames } from '../src/config.ts';
 import { buildSchema } from 'graphql';
 import { defaultSupergraphPath, startGateway } from '../src/gateway.ts';
-import { unknownMutationFields } from '../src/limits.ts';
+import { unknownMutationFields } from '../src/upload-limit.ts';
 
 const secret = 'x'.repeat(40);
 
