@@ -17,7 +17,7 @@ COPY . .
 # The whole workspace with its development dependencies (esbuild, tsx, the UI's React and
 # GraphiQL), then the service's JavaScript: scripts/build.ts bundles src/main.ts with the
 # workspace packages into dist/main.js (+ its source map), and for the gateway GraphiQL into
-# dist/ui (the demo page is pnpm dev's, in packages/embedded, in no image). `pnpm build` runs
+# dist/ui (the demo page is pnpm dev's, in apps/dev, in no image). `pnpm build` runs
 # the same after `pnpm typecheck`, which CI runs.
 # `pnpm deploy --prod` then copies the service's files ("files": ["dist"]) and only its own
 # production dependencies, exactly as locked: every third-party package the bundle imports, and

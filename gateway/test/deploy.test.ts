@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '@tributary/core/config';
 import { databaseTarget } from '@tributary/core/db';
 import { subgraphConfigSchema } from '@tributary/core/service';
-import { subgraphServices } from '@tributary/embedded';
+import { loadSubgraphServices } from '@tributary/schema/subgraphs';
 import { Arg, Copy, DockerfileParser, Env, From, type Instruction } from 'dockerfile-ast';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -73,7 +73,7 @@ interface Definition {
   defaultPort: number;
   configSchema?: unknown;
 }
-const subgraphDefinitions: Definition[] = [...subgraphServices];
+const subgraphDefinitions: Definition[] = await loadSubgraphServices();
 
 const specs: ServiceSpec[] = [
   ...subgraphDefinitions.map((definition): ServiceSpec => {

@@ -1,17 +1,12 @@
-import { analysisService, createAnalysisService, type AnalysisServiceOptions } from '@tributary/analysis';
+import { createAnalysisService, type AnalysisServiceOptions } from '@tributary/analysis';
 import { baseConfigSchema, ConfigError, createLogger, loadConfig } from '@tributary/core';
 import { InMemoryTransport, type Transport } from '@tributary/core/events';
 import { startService, type RunningService, type ServiceDefinition, type SubgraphConfig } from '@tributary/core/service';
-import { documentsService } from '@tributary/documents';
 import { signToken, startGateway, type RunningGateway } from '@tributary/gateway';
-import { insightsService } from '@tributary/insights';
-import { jobsService } from '@tributary/jobs';
-import { webhooksService } from '@tributary/webhooks';
+import { loadSubgraphServices } from '@tributary/schema/subgraphs';
 import { randomBytes } from 'node:crypto';
 import { createDemo } from './demo/server.ts';
-
-/** Tributary's subgraphs, in the order {@link startEmbedded} starts them (producers first). */
-export const subgraphServices = [documentsService, jobsService, analysisService, insightsService, webhooksService] as const;
+import { gatewaySubgraphUrls } from './urls.ts';
 
 /** The query `pnpm dev`'s GraphiQL opens with: a look at the tenant's aggregates. */
 export const GRAPHIQL_QUERY = `# Tributary's GraphQL API: Ctrl-Enter runs it.
@@ -33,27 +28,11 @@ query Overview {
 /** A random secret, as the gateway's own development secrets are made. */
 const generateSecret = () => randomBytes(48).toString('base64url');
 
-/**
- * The gateway's SUBGRAPH_URLS for the subgraphs this process runs, keeping the caller's entries
- * for any other subgraph (one of their own in their SUPERGRAPH_PATH); their `<NAME>_URL` blanked,
- * since a subgraph named in both is refused.
- */
-function subgraphUrls(env: Record<string, string | undefined>, services: RunningService[]): Record<string, string> {
-  const ours = new Set(services.map((s) => s.name));
-  const theirs = (env.SUBGRAPH_URLS ?? '')
-    .split(',')
-    .map((entry) => entry.trim())
-    .filter((entry) => entry && !ours.has((entry.split('=')[0] ?? '').trim()));
-  return {
-    ...Object.fromEntries(services.map((s) => [`${s.name.toUpperCase()}_URL`, ''])),
-    SUBGRAPH_URLS: [...services.map((s) => `${s.name}=${s.url}`), ...theirs].join(','),
-  };
-}
-
 export interface EmbeddedOptions {
   env?: Record<string, string | undefined>;
   /** Gateway port (default 4000; 0 picks a free one). Subgraphs take free ports. */
   port?: number;
+  /** The analysis subgraph made with these options instead of the package's own definition. */
   analysis?: AnalysisServiceOptions;
 }
 
@@ -68,7 +47,8 @@ export interface EmbeddedSystem {
 }
 
 /**
- * Gateway, the five subgraphs and their consumers in one process: what `pnpm dev` runs, with the
+ * The gateway, every subgraph of the workspace (`loadSubgraphServices`, in name order) and their
+ * consumers in one process: what `pnpm dev` runs, with the
  * demo page on the gateway's `/` (./demo) and GraphiQL opening on {@link GRAPHIQL_QUERY}.
  * Without AMQP_URL they share one in-memory bus; without DATABASE_URL each has its own PGlite
  * under TRIBUTARY_DATA_DIR. With both set, the same code runs on real services.
@@ -94,13 +74,10 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     services.push(await startService(definition, { env, port: 0, ...(shared ? { transport: shared } : {}) }));
   };
   try {
-    const [documents, jobs, analysis, insights, webhooks] = subgraphServices;
-    await start(documents);
-    await start(jobs);
-    await start(options.analysis ? createAnalysisService(options.analysis) : analysis);
-    await start(insights);
-    await start(webhooks);
-    const urls = subgraphUrls(env, services);
+    for (const definition of await loadSubgraphServices()) {
+      await (definition.name === 'analysis' && options.analysis ? start(createAnalysisService(options.analysis)) : start(definition));
+    }
+    const urls = gatewaySubgraphUrls(Object.fromEntries(services.map((s) => [s.name, s.url])), env.SUBGRAPH_URLS);
     const authSecret = env.AUTH_JWT_SECRET;
     const devToken = authSecret
       ? await signToken(authSecret, { sub: 'developer', tenant: 'dev', ...(env.AUTH_ISSUER ? { issuer: env.AUTH_ISSUER } : {}), ...(env.AUTH_AUDIENCE ? { audience: env.AUTH_AUDIENCE } : {}) })
