@@ -4,7 +4,7 @@
  * and passes the subgraph's IDEMPOTENCY_KEY_IN_USE (409, Retry-After) and IDEMPOTENCY_KEY_REUSED
  * (422) on with their status. Without services: a production gateway on the in-memory bus over the
  * real supergraph, its documents subgraph a stand-in that records what it receives. (The whole
- * system: idempotency.e2e.test.ts.)
+ * system: e2e/test/idempotency.e2e.test.ts.)
  */
 import { IdentityHeaders, verifyIdentity } from '@tributary/core/identity';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

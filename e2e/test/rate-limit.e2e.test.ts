@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { freePort, servicesAvailable, TEST_AMQP_URL, waitFor } from '@tributary/core/testing';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGateway, type RunningGateway } from '../src/gateway.ts';
+import { startGateway, type RunningGateway } from '@tributary/gateway';
 import { startProcessSystem, TEST_SECRETS, type TestSystem } from './fixtures/system.ts';
 
 const LIMIT = 5;

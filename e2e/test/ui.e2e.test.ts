@@ -4,10 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '@tributary/core';
 import { waitFor } from '@tributary/core/testing';
-import { createDemo } from '@tributary/embedded';
-import { createUi } from '../src/ui/server.ts';
 import { collect, startEmbeddedSystem, type TestSystem } from './fixtures/system.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -40,7 +37,8 @@ async function waitForEditorText(page: Page, selector: string, expected: string,
   throw new Error(`${selector} never showed ${JSON.stringify(expected)}; it shows ${JSON.stringify(text)} (screenshot: ${screenshot})`);
 }
 
-// The demo page is pnpm dev's (packages/embedded, mounted with startGateway's `routes`); GraphiQL is the gateway's.
+// The demo page is pnpm dev's (apps/dev, mounted with startGateway's `routes`); GraphiQL is the gateway's.
+// That neither carries the development token in production: gateway/test/ui.test.ts, apps/dev/test/demo.test.ts.
 describe.skipIf(!hasChromium)('the demo page and GraphiQL in Chromium', () => {
   let system: TestSystem;
   let origin: string;
@@ -190,27 +188,5 @@ describe.skipIf(!hasChromium)('the demo page and GraphiQL in Chromium', () => {
     expect(json.headers.get('content-type')).toContain('application/json');
     expect((await fetch(`${origin}/ui/missing.js`)).status).toBe(404);
     expect((await fetch(`${origin}/demo/missing.js`)).status).toBe(404);
-  });
-
-  it('never puts the development token in a production page', async () => {
-    const logger = createLogger({ service: 'gateway', level: 'silent' });
-    const ui = createUi({ logger, production: true, devToken: 'dev-token-must-not-leak' });
-    const demo = createDemo({ logger, production: true, devToken: 'dev-token-must-not-leak' });
-    const { createServer } = await import('node:http');
-    const server = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://localhost');
-      if (!ui.graphiql(req, res) && !ui.routes(req, res, url) && !demo.routes(req, res, url)) res.writeHead(404).end();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      const { port } = server.address() as { port: number };
-      for (const path of ['/', '/graphql']) {
-        const text = await (await fetch(`http://127.0.0.1:${port}${path}`, { headers: { accept: 'text/html' } })).text();
-        expect(text).toContain('tributary-config');
-        expect(text).not.toContain('dev-token-must-not-leak');
-      }
-    } finally {
-      server.close();
-    }
   });
 });

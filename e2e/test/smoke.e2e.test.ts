@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { servicesAvailable } from '@tributary/core/testing';
-import { TOKEN_STORAGE_KEY } from '../src/ui/config.ts';
+import { TOKEN_STORAGE_KEY } from '@tributary/gateway/ui';
 import { collect, SERVICES, startProcessSystem, type TestSystem } from './fixtures/system.ts';
 
 // The built system as its images run it: `pnpm build`'s dist/main.js of the gateway and each
@@ -81,7 +81,7 @@ describe.skipIf(!available)('the built system (pnpm build), as separate processe
     expect(graphiql.status).toBe(200);
     expect(graphiql.ms).toBeLessThan(200);
     expect(graphiql.body).toContain('id="graphiql"');
-    // The demo page is pnpm dev's (packages/embedded), not the built gateway's.
+    // The demo page is pnpm dev's (apps/dev), not the built gateway's.
     expect((await timed(`${origin}/`, { accept: 'text/html' })).status).toBe(404);
     // The page's script, gzipped as built.
     const script = /<script type="module" src="([^"]+)"/.exec(graphiql.body)?.[1];

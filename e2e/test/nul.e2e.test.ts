@@ -26,7 +26,7 @@ import {
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultSupergraphPath } from '../src/gateway.ts';
+import { defaultSupergraphPath } from '@tributary/gateway';
 import { collect, startEmbeddedSystem, type TestSystem } from './fixtures/system.ts';
 
 const NUL_TEXT = 'before\u0000after';
