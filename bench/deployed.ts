@@ -76,7 +76,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { cpuBetween, snapshot, type CpuFigures, type CpuSnapshot } from './cpu.ts';
-import { ratioSummary, writeResult } from './results.ts';
+import { percentile, ratioSummary, writeResult } from './results.ts';
 import { AMQP_URL, cleanupLive, DATABASE_URL, disposeAll, live, openClients, PROCESSES, ROOT, runBenchmark, sleep, startSystem, within, type Mode, type RunningSystem, type Tree } from './system.ts';
 
 /** The last commit before the load work. */
@@ -98,11 +98,6 @@ function listEnv(name: string, fallback: string): string[] {
     .filter(Boolean);
 }
 const flagEnv = (name: string, fallback: boolean) => (process.env[name] === undefined || process.env[name] === '' ? fallback : !['0', 'false', 'no', 'off'].includes(process.env[name]!.toLowerCase()));
-
-function percentile(sorted: readonly number[], p: number): number | null {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Load

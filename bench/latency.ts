@@ -11,30 +11,30 @@
 import { progress } from '@tributary/core';
 import { deleteNamespace } from '@tributary/core/events';
 import { dropDatabase } from '@tributary/core/db';
+import { namespacedDatabaseEnv, namespacedDatabaseName } from '@tributary/core/testing';
 import { signToken } from '@tributary/gateway';
 import { startEmbedded } from '@tributary/embedded';
+import { workspaceSubgraphs } from '@tributary/schema/subgraphs';
 import { createClient } from 'graphql-ws';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import { writeResult } from './results.ts';
+import { percentile, writeResult } from './results.ts';
 
 const RATE = Number(process.env.BENCH_RATE ?? 10);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const MODES = (process.env.BENCH_MODES ?? 'embedded,real').split(',');
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-const SERVICES = ['documents', 'jobs', 'analysis', 'insights', 'webhooks'];
+const SERVICES = workspaceSubgraphs().map((s) => s.name);
 
 const TEXT =
   'The quarterly report shows revenue growth across every region. Customers praised the new analytics ' +
   'dashboard, while support tickets about onboarding fell sharply. The board approved further investment ' +
   'in machine learning infrastructure and data quality. Risks remain in supply chain costs.';
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
+/** Milliseconds as printed, or a dash for a figure of no values. */
+const ms = (value: number | null) => (value === null ? '-' : value.toFixed(1));
 
 async function run(mode: string) {
   const id = randomBytes(4).toString('hex');
@@ -56,11 +56,7 @@ async function run(mode: string) {
     delete env.AMQP_URL;
   } else {
     env.AMQP_URL = AMQP_URL;
-    for (const service of SERVICES) {
-      const url = new URL(DATABASE_URL);
-      url.pathname = `/tributary_${namespace}_${service}`;
-      env[`${service.toUpperCase()}_DATABASE_URL`] = url.toString();
-    }
+    Object.assign(env, namespacedDatabaseEnv(DATABASE_URL, namespace, SERVICES));
   }
   const system = await startEmbedded({ env, port: 0 });
   // Not lazy: a lazy client closes its socket whenever no subscription is active, and a
@@ -138,7 +134,7 @@ async function run(mode: string) {
       .map((l) => l.trim())
       .filter((q) => q.startsWith(`${namespace}.`));
     await deleteNamespace(AMQP_URL, namespace, queues);
-    for (const service of SERVICES) await dropDatabase(DATABASE_URL, `tributary_${namespace}_${service}`);
+    for (const service of SERVICES) await dropDatabase(DATABASE_URL, namespacedDatabaseName(namespace, service));
   }
   latencies.sort((a, b) => a - b);
   return {
@@ -152,7 +148,7 @@ async function run(mode: string) {
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
     p99: percentile(latencies, 99),
-    max: latencies.at(-1) ?? Number.NaN,
+    max: latencies.at(-1) ?? null,
   };
 }
 
@@ -162,7 +158,7 @@ for (const mode of MODES) {
   const r = await run(mode);
   results.push(r);
   console.log(
-    `${mode.padEnd(9)} completed ${r.completed}/${r.uploads} (failures ${r.failures}, silent ${r.silent})  p50 ${r.p50.toFixed(1)} ms  p95 ${r.p95.toFixed(1)} ms  p99 ${r.p99.toFixed(1)} ms  max ${r.max.toFixed(1)} ms  throughput ${r.throughput.toFixed(1)} jobs/s`,
+    `${mode.padEnd(9)} completed ${r.completed}/${r.uploads} (failures ${r.failures}, silent ${r.silent})  p50 ${ms(r.p50)} ms  p95 ${ms(r.p95)} ms  p99 ${ms(r.p99)} ms  max ${ms(r.max)} ms  throughput ${r.throughput.toFixed(1)} jobs/s`,
   );
 }
 console.log(`wrote ${writeResult('latency', { settings: { rate: RATE, seconds: SECONDS }, results })}`);

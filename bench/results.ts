@@ -49,6 +49,16 @@ export function writeResult(benchmark: string, figures: Record<string, unknown>,
   return file;
 }
 
+/**
+ * The `p`th percentile (0-100) of `sorted`, ascending, by nearest rank: the smallest value with at
+ * least p% of them at or below it. `null` for no values: a run that measured nothing has no
+ * percentile, and says so in its JSON (where a NaN would be written as null too).
+ */
+export function percentile(sorted: readonly number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
 /** The median of `values` (NaN for none). */
 export function median(values: number[]): number {
   if (values.length === 0) return Number.NaN;

@@ -9,25 +9,26 @@
  */
 import { deleteNamespace } from '@tributary/core/events';
 import { dropDatabase } from '@tributary/core/db';
-import { brokerQueues, freePort, stopProcesses } from '@tributary/core/testing';
+import { brokerQueues, freePort, namespacedDatabaseName, namespacedDatabaseUrl, readStartScript, startScriptArgs, stopProcesses } from '@tributary/core/testing';
 import { runMain } from '@tributary/core/service';
+import { gatewaySubgraphUrls } from '@tributary/embedded/urls';
 import { signToken } from '@tributary/gateway';
+import { workspaceSubgraphs } from '@tributary/schema/subgraphs';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
 const EMBEDDED_CHILD = 'BENCH_EMBEDDED_CHILD';
-export const SERVICES = ['documents', 'jobs', 'analysis', 'insights', 'webhooks'] as const;
-/** Subgraphs the gateway has a `<NAME>_URL` setting for; the others go into its SUBGRAPH_URLS. */
-const NAMED_URLS = new Set<string>(['documents', 'jobs', 'analysis', 'insights']);
-/** The services a tree has (a baseline from before the webhooks subgraph has four). */
-const servicesOf = (dir: string) => SERVICES.filter((service) => existsSync(join(dir, 'subgraphs', service, 'src/main.ts')));
-export const PROCESSES = ['gateway', ...SERVICES] as const;
 export const ROOT = fileURLToPath(new URL('../', import.meta.url));
+/** The subgraphs of the workspace. */
+export const SERVICES: readonly string[] = workspaceSubgraphs(ROOT).map((s) => s.name);
+/** The subgraphs a tree has, its own (a baseline from before the webhooks subgraph has four). */
+const servicesOf = (dir: string) => workspaceSubgraphs(dir).filter((s) => existsSync(join(dir, s.dir, 'src/main.ts'))).map((s) => s.name);
+export const PROCESSES: readonly string[] = ['gateway', ...SERVICES];
 const DEFAULT_NODE_FLAGS = ['--max-semi-space-size=64'];
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const AMQP_URL = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -145,61 +146,29 @@ export async function cleanupNamespace(namespace: string): Promise<string[]> {
   }
   for (const service of SERVICES) {
     try {
-      await within(dropDatabase(DATABASE_URL, databaseName(namespace, service)), 30_000, 'drop database');
+      await within(dropDatabase(DATABASE_URL, namespacedDatabaseName(namespace, service)), 30_000, 'drop database');
     } catch (error) {
-      problems.push(`database ${databaseName(namespace, service)}: ${(error as Error).message}`);
+      problems.push(`database ${namespacedDatabaseName(namespace, service)}: ${(error as Error).message}`);
     }
   }
   live.namespaces.delete(namespace);
   return problems;
 }
 
-const databaseName = (namespace: string, service: string) => `tributary_${namespace}_${service}`;
+const databaseUrl = (namespace: string, service: string) => namespacedDatabaseUrl(DATABASE_URL, namespace, service);
 
-function databaseUrl(namespace: string, service: string): string {
-  const url = new URL(DATABASE_URL);
-  url.pathname = `/${databaseName(namespace, service)}`;
-  return url.toString();
-}
-
-interface StartScript {
-  /** Node flags, without a loader (`--import tsx`). */
-  flags: string[];
-  /** The script it runs, relative to the package: dist/main.js when built, else src/main.ts. */
-  script: string;
-}
-
-/**
- * A package's start script (`exec node <flags> dist/main.js` since `pnpm build`; a baseline from
- * before it: `exec node --import tsx <flags> src/main.ts`): how it is deployed.
- */
-function startScript(packageDir: string): StartScript {
-  try {
-    const pkg = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
-    const [command, ...args] = pkg.scripts?.start?.replace(/^exec /, '').split(/\s+/) ?? [];
-    const script = args.at(-1);
-    if (command === 'node' && script && !script.startsWith('-')) {
-      return { flags: args.slice(0, -1).filter((arg, i, flags) => arg.startsWith('--') && arg !== '--import' && flags[i - 1] !== '--import'), script };
-    }
-  } catch {
-    // no readable start script: what every service shipped with before pnpm build
-  }
-  return { flags: DEFAULT_NODE_FLAGS, script: 'src/main.ts' };
-}
-
-/** Node flags of a package's start script, for a process that runs sources through tsx. */
+/** Node flags of a package's start script, for a process that runs sources through tsx (a tree with none: the flags every service had). */
 function startFlags(packageDir: string): string[] {
-  return startScript(packageDir).flags;
+  return readStartScript(packageDir)?.flags ?? DEFAULT_NODE_FLAGS;
 }
 
 /**
  * The node arguments that start a package as its start script does: its built JavaScript, or
- * (a tree without `pnpm build`) its TypeScript sources through tsx as a loader.
+ * (a tree from before `pnpm build`, with no start script of that form) its TypeScript sources
+ * through tsx, as every service shipped then.
  */
 function startArgs(packageDir: string): string[] {
-  const { flags, script } = startScript(packageDir);
-  if (script.endsWith('.ts')) return [...flags, '--import', 'tsx', join(packageDir, script)];
-  return [...flags, join(packageDir, script)];
+  return startScriptArgs(packageDir) ?? [...DEFAULT_NODE_FLAGS, '--import', 'tsx', join(packageDir, 'src/main.ts')];
 }
 
 /** Trees built in this run (their dist/ is fresh). */
@@ -211,7 +180,7 @@ const builtTrees = new Set<string>();
  */
 function buildTree(dir: string, services: readonly string[]): void {
   if (builtTrees.has(dir)) return;
-  const built = ['gateway', ...services.map((s) => `subgraphs/${s}`)].some((pkg) => startScript(join(dir, pkg)).script.endsWith('.js'));
+  const built = ['gateway', ...services.map((s) => `subgraphs/${s}`)].some((pkg) => readStartScript(join(dir, pkg))?.script.endsWith('.js'));
   if (built) {
     const started = performance.now();
     execFileSync(process.execPath, ['--import', 'tsx', 'scripts/build.ts'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
@@ -309,7 +278,6 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
     if (mode === 'processes') {
       buildTree(tree.dir, servicesOf(tree.dir));
       const urls: Record<string, string> = {};
-      const others: string[] = [];
       await Promise.all(
         servicesOf(tree.dir).map(async (service) => {
           const port = await freePort();
@@ -317,14 +285,13 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
           const child = spawnService(service, tree.dir, startArgs(dir), { ...common, PORT: String(port) }, log, profiled(service));
           watch(service, child);
           pids[service] = child.pid!;
-          if (NAMED_URLS.has(service)) urls[`${service.toUpperCase()}_URL`] = `http://127.0.0.1:${port}/graphql`;
-          else others.push(`${service}=http://127.0.0.1:${port}/graphql`);
+          urls[service] = `http://127.0.0.1:${port}/graphql`;
           await waitReady(`http://127.0.0.1:${port}/ready`, child, service, log, startMs);
         }),
       );
       const port = await freePort();
       const dir = join(tree.dir, 'gateway');
-      const child = spawnService('gateway', tree.dir, startArgs(dir), { ...common, ...urls, ...(others.length > 0 ? { SUBGRAPH_URLS: others.join(',') } : {}), PORT: String(port) }, log, profiled('gateway'));
+      const child = spawnService('gateway', tree.dir, startArgs(dir), { ...common, ...gatewaySubgraphUrls(urls), PORT: String(port) }, log, profiled('gateway'));
       watch('gateway', child);
       pids.gateway = child.pid!;
       await waitReady(`http://127.0.0.1:${port}/ready`, child, 'gateway', log, startMs);
@@ -335,7 +302,7 @@ export async function startSystem(tree: Tree, mode: Mode, options: StartSystemOp
       // and namespace: the subgraphs' roles at once, as the services start, then the gateway.
       const script = fileURLToPath(new URL('./floor.ts', import.meta.url));
       const urls: Record<string, string> = {};
-      const start = async (role: (typeof PROCESSES)[number]) => {
+      const start = async (role: string) => {
         const port = await freePort();
         const env = { ...common, ...urls, FLOOR_ROLE: role, FLOOR_DISPATCH: process.env.BENCH_FLOOR_DISPATCH ?? 'relay', PORT: String(port), ...(role === 'gateway' ? {} : { FLOOR_DATABASE_URL: databaseUrl(namespace, role) }) };
         // The node flags of the service the role stands in for (its start script's), as the system's process has them.

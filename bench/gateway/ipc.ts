@@ -114,8 +114,11 @@ export function memory(pid: number): { rssMiB: number; peakMiB: number } {
  * dist/main.js`), which the image's CMD repeats, less any `--import` (this process's execArgv,
  * which forked children inherit, has tsx's). bench:gateway gives them to every gateway it compares.
  */
-export function gatewayStartFlags(): string[] {
-  const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../gateway/package.json', import.meta.url)), 'utf8')) as { scripts: { start: string } };
-  const args = pkg.scripts.start.replace(/^exec /, '').split(/\s+/).slice(1);
-  return args.filter((arg, i) => arg.startsWith('--') && arg !== '--import' && args[i - 1] !== '--import');
+export async function gatewayStartFlags(): Promise<string[]> {
+  // Imported when called (by a benchmark's driver): the processes measured import this module too,
+  // and must not load the test kit.
+  const { readStartScript } = await import('@tributary/core/testing');
+  const start = readStartScript(fileURLToPath(new URL('../../gateway/', import.meta.url)));
+  if (!start) throw new Error('gateway/package.json: no start script of the form `exec node <flags> <script>`');
+  return start.flags;
 }

@@ -73,7 +73,7 @@ const AMQP_URL = process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:567
 const NAMESPACE = `bench_${process.pid}_${randomBytes(3).toString('hex')}`;
 const here = fileURLToPath(new URL('.', import.meta.url));
 const resultsDir = RESULTS_DIR;
-const GATEWAY_START_FLAGS = gatewayStartFlags();
+const GATEWAY_START_FLAGS = await gatewayStartFlags();
 const EXTRA_FLAGS = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /**
  * A gateway target's node flags: BENCH_GATEWAY_NODE_ARGS, then those after its `@` when it has

@@ -7,6 +7,7 @@
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { serve } from '../gateway/ipc.ts';
+import { percentile } from '../results.ts';
 
 const QUERY = 'subscription Watch($id: ID!) { jobUpdated(jobId: $id) { id status attempts updatedAt } }';
 
@@ -23,11 +24,6 @@ let setupErrors = 0;
 let completes = 0;
 let subscribed = 0;
 const firstError: string[] = [];
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 serve(
   {
@@ -106,7 +102,7 @@ serve(
         receipts,
         completes,
         firstErrors: firstError,
-        latencyMs: { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? Number.NaN, mean: sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length) },
+        latencyMs: { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), max: sorted.at(-1) ?? null, mean: sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length) },
       };
     },
   },

@@ -25,7 +25,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { call, cpuSeconds, gatewayStartFlags, memory, start, stop } from '../gateway/ipc.ts';
-import { writeResult } from '../results.ts';
+import { percentile, writeResult } from '../results.ts';
 
 const COUNTS = (process.env.BENCH_SUBSCRIBERS ?? '1000,5000,10000').split(',').map(Number);
 const RATE = Number(process.env.BENCH_RATE ?? 100);
@@ -46,7 +46,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 }
 
 /** Receipt − publish time, the k-th receipt of a job matched to its k-th publish. */
-function matchedLatency(publishes: [string, number][], receipts: [string, number][]): Record<string, number> {
+function matchedLatency(publishes: [string, number][], receipts: [string, number][]): Record<string, number | null> {
   const published = new Map<string, number[]>();
   for (const [job, at] of publishes) {
     const list = published.get(job) ?? [];
@@ -59,8 +59,11 @@ function matchedLatency(publishes: [string, number][], receipts: [string, number
     if (sent !== undefined) latencies.push(at - sent);
   }
   latencies.sort((a, b) => a - b);
-  const at = (p: number) => Math.round(latencies[Math.min(latencies.length - 1, Math.ceil((p / 100) * latencies.length) - 1)] ?? Number.NaN);
-  return { p50: at(50), p90: at(90), p99: at(99), max: Math.round(latencies.at(-1) ?? Number.NaN), mean: latencies.reduce((a, b) => a + b, 0) / Math.max(1, latencies.length), matched: latencies.length };
+  const at = (p: number) => {
+    const value = percentile(latencies, p);
+    return value === null ? null : Math.round(value);
+  };
+  return { p50: at(50), p90: at(90), p99: at(99), max: at(100), mean: latencies.reduce((a, b) => a + b, 0) / Math.max(1, latencies.length), matched: latencies.length };
 }
 
 interface ServerMemory {
@@ -70,7 +73,7 @@ interface ServerMemory {
 
 async function runOne(n: number) {
   console.log(`\n${n} subscribers: starting the embedded system with ${n} RUNNING jobs`);
-  const server = await start(join(here, 'server.ts'), [String(n)], { execArgv: ['--expose-gc', ...gatewayStartFlags()], env: { NODE_ENV: 'production' }, timeoutMs: 180_000 });
+  const server = await start(join(here, 'server.ts'), [String(n)], { execArgv: ['--expose-gc', ...(await gatewayStartFlags())], env: { NODE_ENV: 'production' }, timeoutMs: 180_000 });
   const { jobIds, token } = server.ready.data as { jobIds: string[]; token: string };
   const url = server.ready.url!;
   const pid = server.child.pid!;
@@ -97,12 +100,12 @@ async function runOne(n: number) {
     const cpu0 = cpuSeconds(pid);
     const clientCpu0 = cpuSeconds(client.child.pid!);
     console.log(`  producing ${RATE} job changes/s for ${SECONDS} s`);
-    const produced = await call<{ published: number; failed: number; late: number; issuedSeconds: number; committedSeconds: number; commitToHubMs: Record<string, number>; commitMs: Record<string, number>; publishes?: [string, number][] }>(server.child, 'produce', { rate: RATE, seconds: SECONDS });
+    const produced = await call<{ published: number; failed: number; late: number; issuedSeconds: number; committedSeconds: number; commitToHubMs: Record<string, number | null>; commitMs: Record<string, number | null>; publishes?: [string, number][] }>(server.child, 'produce', { rate: RATE, seconds: SECONDS });
     // Let the last messages arrive (produce already waited 1 s).
     await sleep(1_000);
     const cpu = cpuSeconds(pid) - cpu0;
     const clientCpu = cpuSeconds(client.child.pid!) - clientCpu0;
-    const stats = await call<{ messages: number; errors: number; setupErrors: number; completes: number; firstErrors: string[]; slowest: [number, number, string][]; receipts: [string, number][]; latencyMs: Record<string, number> }>(client.child, 'stats');
+    const stats = await call<{ messages: number; errors: number; setupErrors: number; completes: number; firstErrors: string[]; slowest: [number, number, string][]; receipts: [string, number][]; latencyMs: Record<string, number | null> }>(client.child, 'stats');
     if (produced.publishes) stats.latencyMs = matchedLatency(produced.publishes, stats.receipts);
     const peak = memory(pid);
     const result = {

@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '../gateway/ipc.ts';
 import { configureFastDataSource } from '../gateway/patch.ts';
+import { percentile } from '../results.ts';
 
 const N = Number(process.argv[2]);
 // BENCH_DATASOURCE=before: the gateway's subgraph calls as before FastDataSource (Apollo's default fetcher).
@@ -180,11 +181,13 @@ async function produce({ rate, seconds }: { rate: number; seconds: number }) {
     profiler.disconnect();
   }
   await new Promise((resolve) => setTimeout(resolve, 1_000));
-  const sorted = toHub.sort((a, b) => a - b);
-  const at = (p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-  const hub = { p50: at(50), p99: at(99), max: sorted.at(-1) ?? Number.NaN };
-  toHub = commits.sort((a, b) => a - b);
-  const commit = { p50: at(50), p99: at(99), max: toHub.at(-1) ?? Number.NaN };
+  const summary = (values: number[]) => {
+    const sorted = values.sort((a, b) => a - b);
+    return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.at(-1) ?? null };
+  };
+  // Each of its own values: the transaction times were once read from the start→hub ones.
+  const hub = summary(toHub);
+  const commit = summary(commits);
   toHub = [];
   commits = [];
   const published = publishes;
