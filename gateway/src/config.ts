@@ -138,7 +138,15 @@ export const configSchema = baseConfigSchema.extend({
    */
   RATE_LIMIT_ON_REDIS_ERROR: z.enum(['allow', 'deny']).default('allow'),
 });
-export type GatewayConfig = z.infer<typeof configSchema>;
+/** The settings, validated: {@link loadGatewayConfig}'s result, and all the gateway reads of its environment. */
+export type GatewayConfig = z.infer<typeof configSchema> & {
+  /**
+   * Whether the environment set these itself rather than leave them to their defaults: a name set
+   * by hand that the supergraph lacks stops the gateway at start, where a default that does not
+   * fit only turns the feature off (uploads) or is not checked (the fields the upload rate limit counts).
+   */
+  explicit: { readonly GATEWAY_UPLOADS_SUBGRAPH: boolean; readonly UPLOAD_RATE_LIMIT_FIELDS: boolean };
+};
 
 /**
  * Subgraph URLs that replace the supergraph's, by subgraph name: SUBGRAPH_URLS and the
@@ -228,7 +236,7 @@ export function loadGatewayConfig(env: Record<string, string | undefined> = proc
   const extra = [...authIssues(env), ...duplicateUrlIssues(env)];
   let config: GatewayConfig;
   try {
-    config = loadConfig(configSchema, env);
+    config = { ...loadConfig(configSchema, env), explicit: { GATEWAY_UPLOADS_SUBGRAPH: Boolean(env.GATEWAY_UPLOADS_SUBGRAPH), UPLOAD_RATE_LIMIT_FIELDS: Boolean(env.UPLOAD_RATE_LIMIT_FIELDS) } };
   } catch (error) {
     if (error instanceof ConfigError) throw new ConfigError([...extra, ...error.issues]);
     throw error;

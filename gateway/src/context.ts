@@ -1,7 +1,15 @@
 import type { BaseContext } from '@apollo/server';
-import type { Identity } from '@tributary/core';
+import { currentContext, traceparentOf, type Identity } from '@tributary/core';
+import type { Principal } from './auth.ts';
 
 /** What every gateway operation runs with: who the caller is, and the trace it belongs to. */
 export interface GatewayContext extends BaseContext, Identity {
   traceparent?: string;
+}
+
+/** The context of a verified caller's operation; the current trace learns the caller's tenant. */
+export function contextFor(principal: Principal): GatewayContext {
+  const trace = currentContext();
+  if (trace) trace.tenantId = principal.tenantId;
+  return { tenantId: principal.tenantId, userId: principal.userId, ...(trace ? { traceparent: traceparentOf(trace) } : {}) };
 }

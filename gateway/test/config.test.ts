@@ -104,6 +104,12 @@ describe('the fields the upload rate limit counts', () => {
     expect(issues(() => loadGatewayConfig({ ...base, UPLOAD_RATE_LIMIT_FIELDS: ' , ' }))).toEqual(['UPLOAD_RATE_LIMIT_FIELDS: must name at least one mutation field']);
   });
 
+  it('say whether they were set by hand, as GATEWAY_UPLOADS_SUBGRAPH does: only then is a name the supergraph lacks refused', () => {
+    expect(loadGatewayConfig(base).explicit).toEqual({ GATEWAY_UPLOADS_SUBGRAPH: false, UPLOAD_RATE_LIMIT_FIELDS: false });
+    expect(loadGatewayConfig({ ...base, UPLOAD_RATE_LIMIT_FIELDS: 'uploadDocument', GATEWAY_UPLOADS_SUBGRAPH: 'documents' }).explicit).toEqual({ GATEWAY_UPLOADS_SUBGRAPH: true, UPLOAD_RATE_LIMIT_FIELDS: true });
+    expect(loadGatewayConfig({ ...base, UPLOAD_RATE_LIMIT_FIELDS: '' }).explicit.UPLOAD_RATE_LIMIT_FIELDS).toBe(false);
+  });
+
   it('are checked against the API schema: a name set by hand that is no mutation field stops the gateway at start', async () => {
     const schema = buildSchema('type Query { a: Int } type Mutation { uploadDocument: Int }');
     expect(unknownMutationFields(schema, ['uploadDocument', 'uploadInvoice'])).toEqual(['uploadInvoice']);
