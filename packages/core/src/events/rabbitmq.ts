@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Options, type RecoveringChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
 import { CoreErrorCode, TributaryError, errorMessage } from '../errors.ts';
+import { coalesceWrites } from './amqplib-writes.ts';
 import { replayHeaders } from './memory.ts';
 import {
   attemptOf,
@@ -82,30 +83,6 @@ class AckCoalescer {
       /* channel closed: redelivery follows */
     }
   }
-}
-
-/**
- * amqplib's multiplexer writes each frame group (one per published message, ack, …) to the
- * socket on its own: with `noDelay` that is one send syscall per message, a large share of a
- * publisher's CPU. Corking the socket while the multiplexer drains its channels turns a batch
- * of publishes into one `writev` (the socket still signals backpressure past its high water
- * mark, and the multiplexer waits for `drain` as before). Skipped if amqplib's internals differ.
- */
-export function coalesceWrites(model: ChannelModel): void {
-  const connection = (model as unknown as { connection?: { stream?: unknown; muxer?: { _readIncoming?: () => void; __corked?: boolean } } }).connection;
-  const muxer = connection?.muxer;
-  const stream = connection?.stream as { cork?: () => void; uncork?: () => void } | undefined;
-  if (!muxer || muxer.__corked || typeof muxer._readIncoming !== 'function' || typeof stream?.cork !== 'function' || typeof stream.uncork !== 'function') return;
-  const readIncoming = muxer._readIncoming.bind(muxer);
-  muxer._readIncoming = () => {
-    stream.cork!();
-    try {
-      readIncoming();
-    } finally {
-      stream.uncork!();
-    }
-  };
-  muxer.__corked = true;
 }
 
 /**
