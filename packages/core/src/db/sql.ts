@@ -1,8 +1,13 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 
-/** What the driver's raw result turns into: MikroORM's own shapes for `execute()`. */
-interface RawResultConnection {
-  transformRawResult<T>(result: unknown, method: 'all' | 'run'): T;
+/**
+ * What `knex.raw()` resolves to: the driver's own result, `pg`'s `{ rows, rowCount }` on
+ * PostgreSQL, PGlite's `{ rows, affectedRows }` embedded (a list of them for several statements).
+ */
+interface DriverResult {
+  rows?: unknown[];
+  rowCount?: number | null;
+  affectedRows?: number;
 }
 
 /**
@@ -10,7 +15,9 @@ interface RawResultConnection {
  * in the EntityManager's transaction, if it has one. `em.execute()` inlines every parameter into
  * the SQL text instead, quoting it character by character: on hot paths with large values
  * (outbox payloads) that costs more CPU than the statement itself. An array parameter is one
- * PostgreSQL array value (`= any(?)`), not a list. Works on PostgreSQL and PGlite alike.
+ * PostgreSQL array value (`= any(?)`), not a list. Works on PostgreSQL and PGlite alike. Public
+ * APIs only (`getKnex().raw()` and the driver's result): MikroORM turns a raw result into its own
+ * shape only in `execute()`, which inlines the parameters.
  */
 async function raw(em: EntityManager, sql: string, params: readonly unknown[]): Promise<unknown> {
   const connection = em.getConnection();
@@ -22,14 +29,15 @@ async function raw(em: EntityManager, sql: string, params: readonly unknown[]): 
 
 /** Rows returned by a statement run with bind parameters. */
 export async function queryRows<T extends object>(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<T[]> {
-  const result = await raw(em, sql, params);
-  return (em.getConnection() as unknown as RawResultConnection).transformRawResult<T[]>(result, 'all');
+  const result = (await raw(em, sql, params)) as DriverResult | DriverResult[];
+  return (Array.isArray(result) ? result.map((one) => one.rows) : (result.rows ?? [])) as T[];
 }
 
 /** Rows affected by a statement run with bind parameters. */
 export async function queryRun(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<number> {
-  const result = await raw(em, sql, params);
-  return (em.getConnection() as unknown as RawResultConnection).transformRawResult<{ affectedRows?: number }>(result, 'run').affectedRows ?? 0;
+  const result = (await raw(em, sql, params)) as DriverResult | DriverResult[];
+  if (Array.isArray(result)) return 0;
+  return result.rowCount ?? result.affectedRows ?? 0;
 }
 
 const placeholderLists = new Map<string, string>();
