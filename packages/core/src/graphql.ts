@@ -1,5 +1,22 @@
-import { GraphQLError } from 'graphql';
+import { GraphQLError, type GraphQLFieldResolver, type GraphQLScalarType } from 'graphql';
 import type { UnavailableDependency } from './errors.ts';
+
+/**
+ * A subgraph's resolvers, as `buildSubgraphSchema({ typeDefs, resolvers })` takes them: per type,
+ * field resolvers (or `{ resolve, subscribe }`), a custom scalar, or an enum's values. The same
+ * shape as @apollo/subgraph's `GraphQLResolverMap`, which its package exports only from `dist/`
+ * (issue 27: no deep imports); test/resolvers.test.ts checks that Apollo still takes it.
+ */
+export interface ResolverMap<TContext = object> {
+  [typeName: string]:
+    | {
+        [fieldName: string]:
+          | GraphQLFieldResolver<any, TContext>
+          | { requires?: string; resolve?: GraphQLFieldResolver<any, TContext>; subscribe?: GraphQLFieldResolver<any, TContext> };
+      }
+    | GraphQLScalarType
+    | { [enumValue: string]: string | number };
+}
 
 /** Error codes on `extensions.code` of GraphQL errors: the public API's error contract. */
 export const ApiErrorCode = {

@@ -1,5 +1,4 @@
 import type { BaseContext } from '@apollo/server';
-import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { EntitySchema, MigrationObject } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { DocumentNode } from 'graphql';
@@ -11,6 +10,7 @@ import { EventConsumer, type EventConsumerOptions } from './events/consumer.ts';
 import { createTransport } from './events/create.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
+import type { ResolverMap } from './graphql.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createSubgraph, type ExtraRoutes, type Subgraph } from './server.ts';
 import { watchOutbox } from './metrics.ts';
@@ -71,7 +71,7 @@ export interface ServiceWorker {
 export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
   name: string;
   typeDefs: DocumentNode;
-  resolvers: GraphQLResolverMap<SubgraphContext> | ((deps: ServiceDeps<C>) => GraphQLResolverMap<SubgraphContext>);
+  resolvers: ResolverMap<SubgraphContext> | ((deps: ServiceDeps<C>) => ResolverMap<SubgraphContext>);
   entities: EntitySchema<any, any>[];
   migrations: MigrationObject[];
   /** The service's config schema (extends `subgraphConfigSchema`). */
