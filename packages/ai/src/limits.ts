@@ -1,4 +1,4 @@
-import type { Database } from '@tributary/core/db';
+import { queryRows, queryRun, type Database } from '@tributary/core/db';
 import type { LimitFunction } from 'p-limit';
 import { AiError, isAiError } from './errors.ts';
 import type { LlmProvider } from './provider.ts';
@@ -99,14 +99,14 @@ export class SqlRateLimitStore implements RateLimitStore {
       return read;
     }
     return this.db.fork().transactional(async (em) => {
-      const run = <T extends object>(sql: string, params: unknown[]) => em.getConnection().execute<T[]>(sql, params, 'all', em.getTransactionContext());
+      const run = <T extends object>(sql: string, params: unknown[]) => queryRows<T>(em, sql, params);
       await run(`select pg_advisory_xact_lock(hashtext(?))`, [`tributary-ai-rate:${key}`]);
       const [clock] = await run<{ now: number | string; paused_ms: number | string | null }>(
         `select extract(epoch from now()) * 1000 as now, (select extract(epoch from (until - now())) * 1000 from ai_rate_pauses where key = ? and until > now()) as paused_ms`,
         [key],
       );
       if (clock!.paused_ms !== null) return { ok: false, waitMs: Math.ceil(Number(clock!.paused_ms)) + SLACK_MS };
-      await run(`delete from ai_rate_calls where key = ? and at <= now() - (? * interval '1 millisecond')`, [key, limits.windowMs]);
+      await run(`delete from ai_rate_calls where key = ? and at <= now() - (?::float8 * interval '1 millisecond')`, [key, limits.windowMs]);
       const rows = await run<{ at: number | string; tokens: number }>(`select extract(epoch from at) * 1000 as at, tokens from ai_rate_calls where key = ? order by at, id`, [key]);
       const wait = windowWait(
         rows.map((r) => ({ at: Number(r.at), tokens: r.tokens })),
@@ -135,7 +135,7 @@ export class SqlRateLimitStore implements RateLimitStore {
         throw error;
       }
     } else {
-      [pause] = await this.db.fork().getConnection().execute<{ paused_ms: number | string }[]>(sql.replace('$1', '?'), [key]);
+      [pause] = await queryRows<{ paused_ms: number | string }>(this.db.fork(), sql.replace('$1', '?'), [key]);
     }
     return pause ? { ok: false, waitMs: Math.ceil(Number(pause.paused_ms)) + SLACK_MS } : { ok: true };
   }
@@ -156,18 +156,16 @@ export class SqlRateLimitStore implements RateLimitStore {
   }
 
   async finish(key: string, call: string): Promise<void> {
-    await this.db.fork().getConnection().execute(`update ai_rate_calls set at = greatest(at, now()) where id = ? and key = ?`, [call, key]);
+    await queryRun(this.db.fork(), `update ai_rate_calls set at = greatest(at, now()) where id = ? and key = ?`, [call, key]);
   }
 
   async pause(key: string, ms: number): Promise<void> {
-    await this.db
-      .fork()
-      .getConnection()
-      .execute(
-        `insert into ai_rate_pauses (key, until) values (?, now() + (? * interval '1 millisecond'))
-         on conflict (key) do update set until = greatest(ai_rate_pauses.until, excluded.until)`,
-        [key, ms],
-      );
+    await queryRun(
+      this.db.fork(),
+      `insert into ai_rate_pauses (key, until) values (?, now() + (?::float8 * interval '1 millisecond'))
+       on conflict (key) do update set until = greatest(ai_rate_pauses.until, excluded.until)`,
+      [key, ms],
+    );
   }
 }
 

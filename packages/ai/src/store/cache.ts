@@ -1,7 +1,7 @@
-import type { Database } from '@tributary/core/db';
+import { queryRows, queryRun, type Database } from '@tributary/core/db';
 import { z } from 'zod';
 import { analysisOutputSchema, type AnalysisOutput, type AnalysisResult } from '../types.ts';
-import { execute } from './sql.ts';
+import { autocommit } from './autocommit.ts';
 
 /** A cached answer, with how many calls it was made of (a long text's chunks). */
 export interface CacheEntry {
@@ -20,8 +20,8 @@ export class ResponseCache {
   /** The entry for the first of `keys` that has one (keys in order of preference). */
   async get(keys: readonly string[]): Promise<CacheEntry | undefined> {
     if (keys.length === 0) return undefined;
-    const rows = await execute<{ key: string; provider: string; model: string; output: unknown }>(
-      this.db,
+    const rows = await queryRows<{ key: string; provider: string; model: string; output: unknown }>(
+      autocommit(this.db),
       `select key, provider, model, output from ai_response_cache where key in (${keys.map(() => '?').join(', ')})`,
       keys,
     );
@@ -45,8 +45,8 @@ export class ResponseCache {
       ...(result.chunks !== undefined ? { chunks: result.chunks } : {}),
       ...(result.truncated !== undefined ? { truncated: result.truncated } : {}),
     };
-    await execute(
-      this.db,
+    await queryRun(
+      autocommit(this.db),
       `insert into ai_response_cache (key, provider, model, output, prompt_tokens, completion_tokens, created_at)
        values (?, ?, ?, ?::jsonb, ?, ?, now()) on conflict (key) do nothing`,
       [key, result.provider, result.model, JSON.stringify(output), result.tokens.prompt, result.tokens.completion],

@@ -1,5 +1,5 @@
-import type { Database } from '@tributary/core/db';
-import { execute } from './sql.ts';
+import { queryRows, queryRun, type Database } from '@tributary/core/db';
+import { autocommit } from './autocommit.ts';
 
 /** Tokens held for one call, to be settled with what it actually spent. */
 export interface Reservation {
@@ -32,10 +32,12 @@ export class TokenLedger {
     const day = utcDay(this.now());
     // The conflict branch re-checks the limit against the row as locked by this statement, so the
     // check and the increment are one step; a refused estimate leaves the row untouched.
-    const rows = await execute(
-      this.db,
+    // Bind parameters are typed by their context; where there is none (a select list, a
+    // comparison of two of them) the cast says what they are, not text.
+    const rows = await queryRows(
+      autocommit(this.db),
       `insert into ai_token_ledger as l (tenant_id, day, used, reserved, updated_at)
-       select ?, ?::date, 0, ?, now() where ? <= ?
+       select ?::text, ?::date, 0, ?::bigint, now() where ?::bigint <= ?::bigint
        on conflict (tenant_id, day) do update
          set reserved = l.reserved + excluded.reserved, updated_at = now()
          where l.used + l.reserved + excluded.reserved <= ?
@@ -47,8 +49,8 @@ export class TokenLedger {
 
   /** Releases a reservation and records the tokens the call really spent (0 if it failed unbilled). */
   async settle(reservation: Reservation, usedTokens: number): Promise<void> {
-    await execute(
-      this.db,
+    await queryRun(
+      autocommit(this.db),
       `update ai_token_ledger set reserved = greatest(reserved - ?, 0), used = used + ?, updated_at = now()
        where tenant_id = ? and day = ?::date`,
       [reservation.tokens, usedTokens, reservation.tenantId, reservation.day],
@@ -57,8 +59,8 @@ export class TokenLedger {
 
   /** What `tenantId` has spent and holds on a UTC day (default today). */
   async usage(tenantId: string, day: string = utcDay(this.now())): Promise<{ used: number; reserved: number }> {
-    const rows = await execute<{ used: string; reserved: string }>(
-      this.db,
+    const rows = await queryRows<{ used: string; reserved: string }>(
+      autocommit(this.db),
       'select used, reserved from ai_token_ledger where tenant_id = ? and day = ?::date',
       [tenantId, day],
     );
