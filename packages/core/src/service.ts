@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { baseConfigSchema, loadConfig } from './config.ts';
 import { currentContext } from './context.ts';
 import { databaseTarget, openDatabase, type Database } from './db/index.ts';
-import { EventConsumer, type EventConsumerOptions } from './events/consumer.ts';
+import { EventConsumer, type EventConsumerHandler, type EventConsumerSettings } from './events/consumer.ts';
 import { createTransport } from './events/create.ts';
 import { OutboxRelay } from './events/relay.ts';
 import type { Transport } from './events/transport.ts';
@@ -57,7 +57,8 @@ export interface ServiceDeps<C extends SubgraphConfig = SubgraphConfig> {
   workers: readonly ServiceWorker[];
 }
 
-export type ConsumerDefinition = Omit<EventConsumerOptions, 'db' | 'transport' | 'logger' | 'service'>;
+/** A consumer as a service defines it: its options but what the service supplies, with exactly one handler. */
+export type ConsumerDefinition = Omit<EventConsumerSettings, 'db' | 'transport' | 'logger' | 'service'> & EventConsumerHandler;
 
 /** Background work a service runs beside its consumers (the analysis scheduler's call slots). */
 export interface ServiceWorker {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_PREFETCH, EventConsumer, type EventConsumerOptions } from '../src/events/consumer.ts';
+import { DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_PREFETCH, EventConsumer, type EventConsumerHandler, type EventConsumerSettings } from '../src/events/consumer.ts';
 import { publish } from '../src/events/publish.ts';
 import { OutboxRelay } from '../src/events/relay.ts';
 import { Headers } from '../src/events/transport.ts';
@@ -37,17 +37,19 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
     await h.cleanup();
   });
 
-  async function consumer(transport: RabbitMqTransport, options: Partial<EventConsumerOptions> = {}): Promise<EventConsumer> {
+  async function consumer(transport: RabbitMqTransport, options: Partial<EventConsumerSettings> & Partial<EventConsumerHandler> = {}): Promise<EventConsumer> {
+    const { handler, batchHandler, stagedHandler, ...settings } = options;
+    const handles: EventConsumerHandler = batchHandler ? { batchHandler } : stagedHandler ? { stagedHandler } : { handler: handler ?? recordEffect };
     const c = new EventConsumer({
       service: 'test',
       name: 'effects',
       types: ['document.uploaded'],
-      ...(options.batchHandler ? {} : { handler: recordEffect }),
       db: await h.db(),
       transport,
       logger: silent,
       retryDelaysMs: [50, 100],
-      ...options,
+      ...settings,
+      ...handles,
     });
     h.queues.push({ queue: c.queue, retryDelaysMs: c.retryDelaysMs });
     await c.start();

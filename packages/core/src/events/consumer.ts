@@ -64,19 +64,38 @@ export interface StagedHandlerContext {
  */
 export type StagedEventHandler = (event: ParsedEvent, context: StagedHandlerContext) => Promise<void | { retryInMs: number }>;
 
-export interface EventConsumerOptions {
+/**
+ * The consumer's handler: exactly one of `handler`, `batchHandler` and `stagedHandler`, which
+ * the compiler checks (the others are `never`).
+ */
+export type EventConsumerHandler =
+  | {
+      /** Applies one event. */
+      handler: EventHandler;
+      batchHandler?: never;
+      stagedHandler?: never;
+    }
+  | {
+      /** Applies a batch of events in one call. */
+      batchHandler: BatchEventHandler;
+      handler?: never;
+      stagedHandler?: never;
+    }
+  | {
+      /** Handles one event outside any transaction (long work). */
+      stagedHandler: StagedEventHandler;
+      handler?: never;
+      batchHandler?: never;
+    };
+
+/** What a consumer is made of besides its handler. */
+export interface EventConsumerSettings {
   /** The owning service (queue `<ns>.<service>.<name>`, event `source`). */
   service: string;
   /** The consumer's name within the service. */
   name: string;
   /** Event types this consumer receives. */
   types: readonly EventType[];
-  /** Applies one event. Give this, `batchHandler` or `stagedHandler`. */
-  handler?: EventHandler;
-  /** Applies a batch of events in one call. Give this, `handler` or `stagedHandler`. */
-  batchHandler?: BatchEventHandler;
-  /** Handles one event outside any transaction (long work). Give this, `handler` or `batchHandler`. */
-  stagedHandler?: StagedEventHandler;
   db: Database;
   transport: Transport;
   logger: Logger;
@@ -104,6 +123,9 @@ export interface EventConsumerOptions {
    */
   relevant?: (event: ParsedEvent, em: EntityManager) => boolean | Promise<boolean>;
 }
+
+/** A consumer's settings and its one handler. */
+export type EventConsumerOptions = EventConsumerSettings & EventConsumerHandler;
 
 /** {@link EventConsumerOptions.prefetch}'s default: unacked deliveries a consumer holds at once. */
 export const DEFAULT_PREFETCH = 200;
@@ -175,9 +197,6 @@ export class EventConsumer {
     this.maxAttempts = options.maxAttempts ?? 5;
     this.retryDelaysMs = options.retryDelaysMs ?? [1_000, 5_000, 30_000, 120_000];
     this.log = options.logger.child({ component: 'consumer', queue: this.queue });
-    if ([options.handler, options.batchHandler, options.stagedHandler].filter(Boolean).length !== 1) {
-      throw new TypeError('EventConsumer needs exactly one of handler, batchHandler or stagedHandler');
-    }
   }
 
   async start(): Promise<void> {
