@@ -8,6 +8,7 @@ import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } fr
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { migrations, WEBHOOK_EVENT_TYPES, WebhookDeliveryRow, WebhookEndpoint, type WebhookEventType } from './entities.ts';
+import { webhookResolvers } from './resolvers.ts';
 import { typeDefs } from './schema.ts';
 import { newSecret, sendWebhook, signedHeaders } from './send.ts';
 import { checkedAddresses, hostOf, parseWebhookUrl, WebhookUrlError, type Resolver } from './ssrf.ts';
@@ -24,11 +25,6 @@ const delays = z
  * for an outage), then the delivery is FAILED and dead-lettered.
  */
 export const DEFAULT_RETRY_DELAYS_MS = [5_000, 60_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 28_800_000, 28_800_000];
-
-/** How long the previous secret still signs beside the new one after a rotation. */
-const PREVIOUS_SECRET_MS = 24 * 3_600_000;
-/** Webhooks per tenant at most. */
-const MAX_WEBHOOKS_PER_TENANT = 100;
 
 export const configSchema = subgraphConfigSchema
   .extend({
@@ -61,8 +57,6 @@ export const WebhookErrorCode = {
 } as const;
 
 const attemptsCounter = () => externalCounter('tributary_webhook_attempts_total', 'Webhook POST attempts by outcome', ['outcome']);
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The webhook event of each terminal job status. */
 const eventOf: Partial<Record<string, WebhookEventType>> = { COMPLETED: 'JOB_COMPLETED', FAILED: 'JOB_FAILED', CANCELLED: 'JOB_CANCELLED' };
@@ -209,16 +203,6 @@ export function deliver(options: { timeoutMs: number; allowPrivate: boolean; res
   };
 }
 
-const iso = (value: Date | string | null | undefined) => (value === null || value === undefined ? null : new Date(value).toISOString());
-
-const toWebhook = (w: WebhookEndpoint) => ({ id: w.id, url: w.url, events: w.events, createdAt: iso(w.createdAt) });
-
-async function ownWebhook(ctx: SubgraphContext, id: string): Promise<WebhookEndpoint> {
-  const webhook = UUID.test(id) ? await ctx.em.findOne(WebhookEndpoint, { id, tenantId: ctx.tenantId }) : null;
-  if (!webhook) throw notFound('Webhook', id);
-  return webhook;
-}
-
 /** The webhooks service: endpoints and deliveries, fed by `job.updated`. */
 export function createWebhooksService(options: { resolve?: Resolver } = {}): ServiceDefinition<WebhooksConfig> {
   return {
@@ -241,73 +225,7 @@ export function createWebhooksService(options: { resolve?: Resolver } = {}): Ser
         maxAttempts: config.WEBHOOK_RETRY_DELAYS_MS.length + 1,
       },
     ],
-    resolvers: ({ config }) => ({
-      Query: {
-        webhooks: async (_: unknown, __: unknown, ctx: SubgraphContext) =>
-          (await ctx.em.find(WebhookEndpoint, { tenantId: ctx.tenantId }, { orderBy: { createdAt: 'desc', id: 'desc' } })).map(toWebhook),
-        webhookDeliveries: async (_: unknown, args: { webhookId: string; first?: number | null; after?: string | null }, ctx: SubgraphContext) => {
-          const webhook = await ownWebhook(ctx, args.webhookId);
-          return newestFirstPage(
-            args,
-            (after, limit) => ctx.em.find(WebhookDeliveryRow, { webhookId: webhook.id, tenantId: ctx.tenantId, ...after }, { orderBy: { createdAt: 'desc', id: 'desc' }, limit }),
-            (d) => ({
-              id: d.id,
-              event: d.event,
-              status: d.status,
-              attempts: d.attempts,
-              responseStatus: d.responseStatus ?? null,
-              lastError: d.lastError ?? null,
-              createdAt: iso(d.createdAt),
-              deliveredAt: iso(d.deliveredAt),
-            }),
-          );
-        },
-      },
-      Mutation: {
-        createWebhook: async (_: unknown, { input }: { input: { url: string; events: WebhookEventType[] } }, ctx: SubgraphContext) => {
-          const events = [...new Set(input.events)].filter((e) => (WEBHOOK_EVENT_TYPES as readonly string[]).includes(e));
-          if (events.length === 0) throw badUserInput('name at least one event', 'events');
-          let url: URL;
-          try {
-            url = parseWebhookUrl(input.url.trim());
-            await checkedAddresses(hostOf(url), { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, ...(options.resolve ? { resolve: options.resolve } : {}) });
-          } catch (error) {
-            if (error instanceof WebhookUrlError) throw badUserInput(`url: ${error.message}`, 'url');
-            throw error;
-          }
-          if ((await ctx.em.count(WebhookEndpoint, { tenantId: ctx.tenantId })) >= MAX_WEBHOOKS_PER_TENANT) {
-            throw badUserInput(`a tenant has at most ${MAX_WEBHOOKS_PER_TENANT} webhooks`, 'url');
-          }
-          const secret = newSecret();
-          const webhook = ctx.em.create(WebhookEndpoint, {
-            id: randomUUID(),
-            tenantId: ctx.tenantId,
-            url: url.toString(),
-            events,
-            secret,
-            previousSecret: null,
-            previousSecretUntil: null,
-            createdAt: new Date(),
-          });
-          await ctx.em.flush();
-          return { webhook: toWebhook(webhook), secret };
-        },
-        deleteWebhook: async (_: unknown, { id }: { id: string }, ctx: SubgraphContext) => {
-          const deleted = UUID.test(id) ? await ctx.em.nativeDelete(WebhookEndpoint, { id, tenantId: ctx.tenantId }) : 0;
-          if (deleted === 0) throw notFound('Webhook', id);
-          return true;
-        },
-        rotateWebhookSecret: async (_: unknown, { id }: { id: string }, ctx: SubgraphContext) => {
-          const webhook = await ownWebhook(ctx, id);
-          const secret = newSecret();
-          webhook.previousSecret = webhook.secret;
-          webhook.previousSecretUntil = new Date(Date.now() + PREVIOUS_SECRET_MS);
-          webhook.secret = secret;
-          await ctx.em.flush();
-          return { secret };
-        },
-      },
-    }),
+    resolvers: ({ config }) => webhookResolvers({ allowPrivate: config.WEBHOOK_ALLOW_PRIVATE_NETWORKS, ...(options.resolve ? { resolve: options.resolve } : {}) }),
   };
 }
 
