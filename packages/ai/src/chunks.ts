@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { getMaxListeners, setMaxListeners } from 'node:events';
-import { characterCounts, estimateTextTokens, tokensOfCounts } from './openai/prompt.ts';
 import type { LlmProvider } from './provider.ts';
+import { characterCounts, estimateTextTokens, tokensOfCounts } from './tokens.ts';
 import type { AnalysisInput, AnalysisResult, AnalyzeOptions, SentimentLabel, ThemeScore } from './types.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AiMetrics, ChunkedAnalyzer, OpenAIProvider, splitText } from '../src/index.ts';
-import { estimateTextTokens } from '../src/openai/prompt.ts';
 import { startOpenAITestServer } from '../src/testing/index.ts';
+import { estimateTextTokens } from '../src/tokens.ts';
 
 const paragraph = (i: number) => `Paragraph ${i} says revenue grew. It also says costs fell! Does churn drop? It did.`;
 

@@ -1,5 +1,6 @@
-import type { AnalysisInput } from '../types.ts';
 import type { ChunkedAnalyzer } from '../chunks.ts';
+import { estimateTextTokens } from '../tokens.ts';
+import type { AnalysisInput } from '../types.ts';
 
 /** A chat message as sent (a subset of the SDK's type, so the prompt is plain, hashable data). */
 export interface PromptMessage {
@@ -29,30 +30,6 @@ export function buildAnalysisMessages(input: AnalysisInput): PromptMessage[] {
     { role: 'system', content: SYSTEM_PROMPT },
     { role: 'user', content: `${title}<document>\n${text}\n</document>` },
   ];
-}
-
-/**
- * A deliberately high token estimate of text: a token per 4 ASCII characters (English averages
- * about that) but one per other character, since non-Latin scripts often take a token or more each.
- */
-export function estimateTextTokens(text: string): number {
-  return tokensOfCounts(characterCounts(text));
-}
-
-/** The ASCII and other characters of `text`: what {@link estimateTextTokens} reads, and adds up across pieces. */
-export function characterCounts(text: string): { ascii: number; other: number } {
-  let ascii = 0;
-  let other = 0;
-  for (const char of text) {
-    if (char.charCodeAt(0) < 128) ascii++;
-    else other++;
-  }
-  return { ascii, other };
-}
-
-/** {@link estimateTextTokens} of a text with these {@link characterCounts}. */
-export function tokensOfCounts(counts: { ascii: number; other: number }): number {
-  return Math.ceil(counts.ascii / 4) + counts.other;
 }
 
 /** Tokens a chat call's prompt may take: messages, their framing (~4 each) and the response schema. */
