@@ -112,17 +112,12 @@ export async function dropDatabase(url: string, dbName: string): Promise<void> {
   }
 }
 
-/**
- * Open a service's database and bring its schema up to date: core migrations (outbox, inbox)
- * then the service's own, under an advisory lock so replicas starting together do not race.
- */
-export async function openDatabase(options: DatabaseOptions): Promise<Database> {
-  const { target } = options;
-  const migrationsList = [...coreMigrations, ...(options.migrations ?? [])];
-  const common = {
+/** MikroORM's options for a service, whichever the driver. */
+function ormOptions(options: DatabaseOptions) {
+  return {
     entities: [OutboxMessage, InboxEntry, ...options.entities] as EntitySchema<any, any>[],
     extensions: [Migrator],
-    migrations: { migrationsList, tableName: 'tributary_migrations', transactional: true, allOrNothing: true, silent: true },
+    migrations: { migrationsList: [...coreMigrations, ...(options.migrations ?? [])], tableName: 'tributary_migrations', transactional: true, allOrNothing: true, silent: true },
     discovery: { warnWhenNoEntities: false },
     // Services sharing a process (embedded mode) must never see each other's transaction
     // context, which MikroORM keeps in AsyncLocalStorage under this name.
@@ -131,45 +126,67 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     allowGlobalContext: false,
     debug: false,
   };
+}
 
+/** A PostgreSQL server's database (created if missing), migrated under an advisory lock so replicas starting together do not race. */
+async function openPostgres(options: DatabaseOptions, target: Extract<DatabaseTarget, { kind: 'postgres' }>): Promise<MikroORM> {
+  await ensureDatabase(target.url, target.dbName);
+  const orm = await MikroORM.init({
+    ...ormOptions(options),
+    driver: PostgreSqlDriver,
+    clientUrl: withDatabase(target.url, target.dbName),
+    dbName: target.dbName,
+    pool: { min: 0, max: options.poolSize ?? 10 },
+  });
+  const lockClient = new pg.Client({ connectionString: withDatabase(target.url, target.dbName) });
+  await lockClient.connect();
+  try {
+    await lockClient.query("select pg_advisory_lock(hashtext('tributary_migrations'))");
+    await orm.getMigrator().up();
+  } finally {
+    await lockClient.end();
+  }
+  return orm;
+}
+
+/** An embedded PGlite (in memory or under its data directory), migrated; one process holds it, so no lock. */
+async function openPglite(options: DatabaseOptions, instance: PGlite): Promise<MikroORM> {
+  // PGliteDriver extends the PostgreSQL driver; MikroORM's typings only know the built-in one.
+  const orm = (await MikroORM.init({
+    ...ormOptions(options),
+    driver: PGliteDriver,
+    dbName: 'postgres',
+    driverOptions: { connection: { pglite: () => instance } },
+  } as unknown as Parameters<typeof MikroORM.init>[0])) as MikroORM;
+  await orm.getMigrator().up();
+  return orm;
+}
+
+/**
+ * Open a service's database and bring its schema up to date: core migrations (outbox, inbox)
+ * then the service's own, under an advisory lock so replicas starting together do not race.
+ */
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  const { target } = options;
   let orm: MikroORM;
   let pglite: PGlite | undefined;
   try {
     if (target.kind === 'postgres') {
-      await ensureDatabase(target.url, target.dbName);
-      orm = await MikroORM.init({
-        ...common,
-        driver: PostgreSqlDriver,
-        clientUrl: withDatabase(target.url, target.dbName),
-        dbName: target.dbName,
-        pool: { min: 0, max: options.poolSize ?? 10 },
-      });
-      const lockClient = new pg.Client({ connectionString: withDatabase(target.url, target.dbName) });
-      await lockClient.connect();
-      try {
-        await lockClient.query("select pg_advisory_lock(hashtext('tributary_migrations'))");
-        await orm.getMigrator().up();
-      } finally {
-        await lockClient.end();
-      }
+      orm = await openPostgres(options, target);
     } else {
       if (target.dataDir !== 'memory://') mkdirSync(target.dataDir, { recursive: true });
-      const instance = new PGlite(target.dataDir === 'memory://' ? undefined : target.dataDir);
-      pglite = instance;
-      // PGliteDriver extends the PostgreSQL driver; MikroORM's typings only know the built-in one.
-      orm = (await MikroORM.init({
-        ...common,
-        driver: PGliteDriver,
-        dbName: 'postgres',
-        driverOptions: { connection: { pglite: () => instance } },
-      } as unknown as Parameters<typeof MikroORM.init>[0])) as MikroORM;
-      await orm.getMigrator().up();
+      pglite = new PGlite(target.dataDir === 'memory://' ? undefined : target.dataDir);
+      orm = await openPglite(options, pglite);
     }
   } catch (error) {
     await pglite?.close().catch(() => {});
     throw new TributaryError(CoreErrorCode.DATABASE_UNAVAILABLE, `could not open the ${options.service} database: ${errorMessage(error)}`, { cause: error });
   }
+  return openedDatabase(options.service, target, orm, pglite);
+}
 
+/** The opened database: forks, ping, connections of the caller's own, and close (which ends those too). */
+function openedDatabase(service: string, target: DatabaseTarget, orm: MikroORM, pglite: PGlite | undefined): Database {
   const ownClients = new Set<pg.Client>();
   const database: Database = {
     orm,
@@ -184,7 +201,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       }
     },
     connect: async () => {
-      if (target.kind !== 'postgres') throw new Error(`the ${options.service} database is embedded (PGlite): it has no connection outside its one session`);
+      if (target.kind !== 'postgres') throw new Error(`the ${service} database is embedded (PGlite): it has no connection outside its one session`);
       const client = new pg.Client({ connectionString: withDatabase(target.url, target.dbName) });
       // Without a listener, an error on an idle connection would crash the process.
       client.on('error', () => client.end().catch(() => {}));
