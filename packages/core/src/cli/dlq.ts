@@ -45,8 +45,18 @@ function summarize(letter: DeadLetter) {
   };
 }
 
-/** The CLI as a function, so tests run it in-process. Returns the exit code. */
-export async function runDlqCli(argv: string[], env: Record<string, string | undefined>, out: (line: string) => void, progressOut: NodeJS.WriteStream = process.stderr): Promise<number> {
+/** A command line that parsed: what to do, on which queue (still as given), with which options. */
+interface DlqCommand {
+  command: 'list' | 'inspect' | 'replay';
+  queueArg: string;
+  eventId: string | undefined;
+  limit: number | undefined;
+  json: boolean;
+  ids: string[] | undefined;
+}
+
+/** The command line, or the exit code after the usage was shown (0 for --help, 2 for a mistake). */
+function parseCommand(argv: string[], out: (line: string) => void): DlqCommand | number {
   let parsed;
   try {
     parsed = parseArgs({
@@ -77,6 +87,13 @@ export async function runDlqCli(argv: string[], env: Record<string, string | und
     out(`replay needs --id <event-id> (repeatable) or --all\n${USAGE}`);
     return 2;
   }
+  return { command: command as DlqCommand['command'], queueArg, eventId, limit: limit?.data, json: values.json ?? false, ids: values.id?.length ? values.id : undefined };
+}
+
+/** The CLI as a function, so tests run it in-process. Returns the exit code. */
+export async function runDlqCli(argv: string[], env: Record<string, string | undefined>, out: (line: string) => void, progressOut: NodeJS.WriteStream = process.stderr): Promise<number> {
+  const cli = parseCommand(argv, out);
+  if (typeof cli === 'number') return cli;
   let config;
   try {
     config = loadConfig(configSchema, env);
@@ -85,7 +102,7 @@ export async function runDlqCli(argv: string[], env: Record<string, string | und
     return 2;
   }
   const namespace = config.TRIBUTARY_NAMESPACE;
-  const queue = queueArg.startsWith(`${namespace}.`) ? queueArg : `${namespace}.${queueArg}`;
+  const queue = cli.queueArg.startsWith(`${namespace}.`) ? cli.queueArg : `${namespace}.${cli.queueArg}`;
   const transport = new RabbitMqTransport({
     url: config.AMQP_URL,
     namespace,
@@ -95,43 +112,54 @@ export async function runDlqCli(argv: string[], env: Record<string, string | und
   });
   try {
     await transport.start();
-    if (command === 'list' || command === 'inspect') {
-      const letters = await transport.listDeadLetters(queue, limit?.data ?? (command === 'inspect' ? 100_000 : 50));
-      if (command === 'list') {
-        const rows = letters.map(summarize);
-        if (values.json) out(JSON.stringify(rows, null, 2));
-        else if (rows.length === 0) out(`${queue}.dlq is empty`);
-        else for (const r of rows) out(`${r.messageId}  ${r.type}  attempts=${r.attempts}  ${r.errorCode}: ${r.errorMessage}  (${r.failedAt})`);
-        return 0;
-      }
-      const letter = letters.find((l) => l.messageId === eventId);
-      if (!letter) {
-        out(`no dead letter with id ${eventId} in ${queue}.dlq`);
-        return 1;
-      }
-      const body = letter.body.toString('utf8');
-      let event: unknown = body;
-      try {
-        event = JSON.parse(body);
-      } catch {
-        /* show raw */
-      }
-      out(JSON.stringify({ ...summarize(letter), headers: letter.headers, event }, null, 2));
-      return 0;
-    }
-    const waiting = await transport.queueDepth(`${queue}.dlq`).catch(() => undefined);
-    const bar = progress(`replaying ${queue}.dlq`, values.id?.length ?? (limit?.data && waiting !== undefined ? Math.min(limit.data, waiting) : waiting), progressOut);
-    const options = { ...(values.id?.length ? { messageIds: values.id } : {}), ...(limit?.data ? { limit: limit.data } : {}), onMoved: () => bar.tick() };
-    const moved = await transport.replayDeadLetters(queue, options);
-    bar.done();
-    out(`replayed ${moved} event${moved === 1 ? '' : 's'} from ${queue}.dlq to ${queue}`);
-    return moved > 0 ? 0 : 1;
+    if (cli.command === 'list') return await list(transport, queue, cli, out);
+    if (cli.command === 'inspect') return await inspect(transport, queue, cli, out);
+    return await replay(transport, queue, cli, out, progressOut);
   } catch (error) {
     out(`dlq: ${errorMessage(error)}`);
     return 2;
   } finally {
     await transport.close();
   }
+}
+
+/** `list`: one line per dead letter (or JSON), oldest first. */
+async function list(transport: RabbitMqTransport, queue: string, cli: DlqCommand, out: (line: string) => void): Promise<number> {
+  const rows = (await transport.listDeadLetters(queue, cli.limit ?? 50)).map(summarize);
+  if (cli.json) out(JSON.stringify(rows, null, 2));
+  else if (rows.length === 0) out(`${queue}.dlq is empty`);
+  else for (const r of rows) out(`${r.messageId}  ${r.type}  attempts=${r.attempts}  ${r.errorCode}: ${r.errorMessage}  (${r.failedAt})`);
+  return 0;
+}
+
+/** `inspect`: one dead letter, its headers and its event (raw when it is not JSON); 1 when none has the id. */
+async function inspect(transport: RabbitMqTransport, queue: string, cli: DlqCommand, out: (line: string) => void): Promise<number> {
+  const letters = await transport.listDeadLetters(queue, cli.limit ?? 100_000);
+  const letter = letters.find((l) => l.messageId === cli.eventId);
+  if (!letter) {
+    out(`no dead letter with id ${cli.eventId} in ${queue}.dlq`);
+    return 1;
+  }
+  const body = letter.body.toString('utf8');
+  let event: unknown = body;
+  try {
+    event = JSON.parse(body);
+  } catch {
+    /* show raw */
+  }
+  out(JSON.stringify({ ...summarize(letter), headers: letter.headers, event }, null, 2));
+  return 0;
+}
+
+/** `replay`: move the named dead letters (or all, up to --limit) back to the queue, with a progress bar; 1 when none moved. */
+async function replay(transport: RabbitMqTransport, queue: string, cli: DlqCommand, out: (line: string) => void, progressOut: NodeJS.WriteStream): Promise<number> {
+  const waiting = await transport.queueDepth(`${queue}.dlq`).catch(() => undefined);
+  const bar = progress(`replaying ${queue}.dlq`, cli.ids?.length ?? (cli.limit && waiting !== undefined ? Math.min(cli.limit, waiting) : waiting), progressOut);
+  const options = { ...(cli.ids ? { messageIds: cli.ids } : {}), ...(cli.limit ? { limit: cli.limit } : {}), onMoved: () => bar.tick() };
+  const moved = await transport.replayDeadLetters(queue, options);
+  bar.done();
+  out(`replayed ${moved} event${moved === 1 ? '' : 's'} from ${queue}.dlq to ${queue}`);
+  return moved > 0 ? 0 : 1;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
