@@ -2,7 +2,6 @@ import { ApolloServer, type BaseContext } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginInlineTraceDisabled } from '@apollo/server/plugin/disabled';
 import { buildSubgraphSchema } from '@apollo/subgraph';
-import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { DocumentNode } from 'graphql';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +13,7 @@ import type { Transport } from './events/transport.ts';
 import { errorMessage } from './errors.ts';
 import { formatSubgraphError, refuseUnstorableInput, resolverTimings, retryAfterPlugin } from './apollo-plugins.ts';
 import { createHttpHandler, type ExtraRoutes } from './http-handler.ts';
+import type { ResolverMap } from './graphql.ts';
 
 export { formatSubgraphError, refuseUnstorableInput, retryAfterPlugin, retryAfterSeconds } from './apollo-plugins.ts';
 export { createHttpHandler, HttpRequestError, PREFLIGHT_HEADERS, sendJson, type ExtraRoutes, type HttpHandlerOptions } from './http-handler.ts';
@@ -21,7 +21,7 @@ export { createHttpHandler, HttpRequestError, PREFLIGHT_HEADERS, sendJson, type 
 export interface SubgraphOptions<TContext extends BaseContext> {
   name: string;
   typeDefs: DocumentNode;
-  resolvers: GraphQLResolverMap<TContext>;
+  resolvers: ResolverMap<TContext>;
   db: Database;
   transport: Transport;
   logger: Logger;
@@ -59,7 +59,7 @@ export const LISTEN_BACKLOG = 4096;
 function subgraphApollo<TContext extends BaseContext>(options: SubgraphOptions<TContext>, http: Server, production: boolean): ApolloServer<TContext> {
   const { logger } = options;
   return new ApolloServer<TContext>({
-    schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as GraphQLResolverMap<unknown> }),
+    schema: buildSubgraphSchema({ typeDefs: options.typeDefs, resolvers: options.resolvers as ResolverMap<unknown> }),
     // We own shutdown (consumers, relay and connections stop in order); Apollo's own signal
     // handlers would race ours.
     stopOnTerminationSignals: false,
