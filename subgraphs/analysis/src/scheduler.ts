@@ -76,6 +76,12 @@ export class AnalysisScheduler implements ServiceWorker {
     this.claiming = true;
     void this.inOwnContext(() => this.fill()).finally(() => {
       this.claiming = false;
+      // A wake-up that came after the last claim (while the next timer was being worked out) would
+      // otherwise wait for that timer: look again now.
+      if (this.again) {
+        this.again = false;
+        this.wake();
+      }
     });
   }
 
