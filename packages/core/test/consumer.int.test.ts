@@ -71,6 +71,33 @@ describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () =>
     expect(await effectStats(db)).toEqual({ rows: 1, distinct: 1 });
   });
 
+  it("tells a handler's afterTransaction callbacks whether the transaction committed, once it has ended", async () => {
+    const transport = await h.transport();
+    const db = await h.db();
+    const ended: { committed: boolean; rowsSeen: number }[] = [];
+    let failFirst = true;
+    await consumer(transport, {
+      retryDelaysMs: [20],
+      handler: async (event, context) => {
+        await recordEffect(event, context);
+        // Reads the effect from outside the transaction once it has ended: visible only if it committed.
+        context.afterTransaction((committed) => {
+          void effectStats(db).then(({ rows }) => ended.push({ committed, rowsSeen: rows }));
+        });
+        if (failFirst) {
+          failFirst = false;
+          throw new Error('rolled back on purpose');
+        }
+      },
+    });
+    await transport.publish([wireEvent()]);
+    await waitFor(() => ended.length === 2, 10_000, 'both attempts ended');
+    expect(ended).toEqual([
+      { committed: false, rowsSeen: 0 },
+      { committed: true, rowsSeen: 1 },
+    ]);
+  });
+
   it('acks an event `relevant` declines with no transaction and no inbox row, and applies the others', async () => {
     const transport = await h.transport();
     let applied = 0;

@@ -124,8 +124,8 @@ class DropText extends Migration {
 /**
  * The work table the call slots claim from in fair order (see queue.ts): a document waits here
  * from its `document.uploaded` until its analysis settles, with the lease that was on
- * `analyses` and the event it is analysed from. A statement-level trigger wakes the
- * schedulers of every analysis process when work arrives. Cancellations asked for before the
+ * `analyses` and the event it is analysed from. A statement-level trigger woke the
+ * schedulers of every analysis process when work arrived (until 0007). Cancellations asked for before the
  * document reached analysis wait in `analysis_cancellations`.
  */
 class AddWorkTable extends Migration {
@@ -158,7 +158,19 @@ class AddWorkTable extends Migration {
   }
 }
 
-/** Notified (on commit) when work is enqueued: every analysis process's scheduler listens. */
+/**
+ * The enqueue's own notification replaces the trigger: the consumer that enqueues claims what
+ * its process's free slots can take in the same transaction, and only work it leaves waiting
+ * is worth waking every scheduler for (a trigger woke them for every row, claimed or not).
+ */
+class NotifyFromEnqueue extends Migration {
+  override up(): void {
+    this.addSql('drop trigger analysis_queue_notify on analysis_queue');
+    this.addSql('drop function analysis_queue_notify()');
+  }
+}
+
+/** Notified (on commit) when work is enqueued and left waiting: every analysis process's scheduler listens. */
 export const WORK_CHANNEL = 'tributary_analysis_work';
 /** Notified with a document id when its running analysis is cancelled: its holder aborts the call. */
 export const CANCEL_CHANNEL = 'tributary_analysis_cancel';
@@ -170,4 +182,5 @@ export const migrations = [
   { name: '0004-analysis-chunks', class: AddChunks },
   { name: '0005-analysis-drop-text', class: DropText },
   { name: '0006-analysis-work-table', class: AddWorkTable },
+  { name: '0007-analysis-notify-from-enqueue', class: NotifyFromEnqueue },
 ];

@@ -23,7 +23,7 @@
  */
 import type { ParsedEvent } from '@tributary/contracts';
 import { queryRows, queryRun, type EntityManager } from '@tributary/core/db';
-import { CANCEL_CHANNEL } from './entities.ts';
+import { CANCEL_CHANNEL, WORK_CHANNEL } from './entities.ts';
 
 export const PRIORITIES = ['HIGH', 'NORMAL', 'LOW'] as const;
 export type Priority = (typeof PRIORITIES)[number];
@@ -61,13 +61,14 @@ const lockTenants = `select count(pg_advisory_xact_lock(hashtextextended('tribut
  * Enqueue `document.uploaded` events in the consumer's transaction (the inbox already holds
  * them): a QUEUED analysis row and a waiting work row each. A document whose analysis has
  * finished (a redelivery after its inbox row was pruned) is not queued again; a job cancelled
- * before its document arrived is settled CANCELLED here, with no call. Returns those jobs.
+ * before its document arrived is settled CANCELLED here, with no call. Returns those jobs, and
+ * the documents queued. Nobody is told of the new work yet: see {@link announceWork}.
  */
 export type UploadEvent = Extract<ParsedEvent, { dataschema: 'document.uploaded/v1' }>;
 
-export async function enqueue(em: EntityManager, events: readonly ParsedEvent[], settings: QueueSettings): Promise<{ cancelled: UploadEvent[] }> {
+export async function enqueue(em: EntityManager, events: readonly ParsedEvent[], settings: QueueSettings): Promise<{ cancelled: UploadEvent[]; queued: string[] }> {
   const uploads = events.filter((e): e is UploadEvent => e.dataschema === 'document.uploaded/v1');
-  if (uploads.length === 0) return { cancelled: [] };
+  if (uploads.length === 0) return { cancelled: [], queued: [] };
   const tenants = [...new Set(uploads.map((e) => e.tenantid))];
   await queryRows(em, lockTenants, [tenants]);
   const tombstones = await queryRows<{ job_id: string; tenant_id: string }>(
@@ -78,6 +79,7 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
   const cancelledJobs = new Set(tombstones.map((t) => `${t.tenant_id}\n${t.job_id}`));
   const cancelled = uploads.filter((e) => cancelledJobs.has(`${e.tenantid}\n${e.data.jobId}`));
   const now = new Date();
+  const queued: string[] = [];
   for (const tenantId of tenants) {
     const mine = uploads.filter((e) => e.tenantid === tenantId && !cancelledJobs.has(`${tenantId}\n${e.data.jobId}`));
     if (mine.length === 0) continue;
@@ -85,7 +87,7 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
     const priority = mine.map((e) => PRIORITIES.indexOf(e.data.priority ?? 'NORMAL'));
     // Tags in SQL, after the lock: the tenant's latest tag (or the table's smallest) read by a
     // statement that sees every enqueue committed before this one.
-    await queryRun(
+    const rows = await queryRows<{ document_id: string }>(
       em,
       `with input as (
          select * from unnest(?::text[], ?::text[], ?::text[], ?::smallint[], ?::text[]) with ordinality as i(document_id, job_id, title, priority, event, n)
@@ -102,7 +104,8 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
        insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, available_at, enqueued_at)
        select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event, ?, ?
        from input i join analysis using (document_id) cross join base
-       on conflict (document_id) do nothing`,
+       on conflict (document_id) do nothing
+       returning document_id`,
       [
         mine.map((e) => e.data.documentId),
         mine.map((e) => e.data.jobId),
@@ -120,6 +123,7 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
         now,
       ],
     );
+    queued.push(...rows.map((r) => r.document_id));
   }
   // Rare (a cancel that overtook its upload): a statement each.
   for (const e of cancelled) {
@@ -130,7 +134,15 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
       [e.data.documentId, e.data.jobId, e.tenantid, e.data.title, now, now],
     );
   }
-  return { cancelled };
+  return { cancelled, queued };
+}
+
+/**
+ * Tell every analysis process's scheduler, when the caller's transaction commits, that work
+ * waits in the table. The enqueuing transaction calls it when it leaves work unclaimed.
+ */
+export async function announceWork(em: EntityManager): Promise<void> {
+  await queryRows(em, 'select pg_notify(?, ?)', [WORK_CHANNEL, '']);
 }
 
 /**

@@ -2,10 +2,11 @@ import { aiEntities, aiMigrations, createAnalyzerFromEnv, createEmbedderFromEnv,
 import { publish } from '@tributary/core/events';
 import type { ServiceDefinition } from '@tributary/core/service';
 import { randomUUID } from 'node:crypto';
+import type { EntityManager } from '@tributary/core/db';
 import { configSchema, queueSettings, type AnalysisConfig } from './config.ts';
 import { Analysis, DocumentEmbedding, migrations } from './entities.ts';
 import { exportAiMetrics, watchWorkTable } from './metrics.ts';
-import { claimNext, enqueue } from './queue.ts';
+import { announceWork, claimNext, enqueue, type Claimed, type QueueSettings } from './queue.ts';
 import { cancelledEvent, resolvers } from './resolvers.ts';
 import { AnalysisScheduler } from './scheduler.ts';
 import { typeDefs } from './schema.ts';
@@ -40,11 +41,8 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
         db,
         logger,
         slots: config.ANALYSIS_CONCURRENCY,
-        claim: async (em) => {
-          const claimed = await claimNext(em, settings, randomUUID());
-          if (claimed) await publish(em, 'analysis', [startedEvent(claimed)]);
-          return claimed;
-        },
+        claim: (em) => claim(em, settings),
+        freedSlotMayUnblock: settings.tenantConcurrency > 0,
         work: analyzeClaimed({
           db,
           analyzer,
@@ -66,17 +64,36 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
           name: 'document-uploaded',
           types: ['document.uploaded'],
           // Into the work table, in the inbox's transaction; the call slots take it from there.
-          batchHandler: async (events, { em, publish: publishEvents }) => {
-            const { cancelled } = await enqueue(em, events, settings);
+          batchHandler: async (events, { em, publish: publishEvents, afterTransaction }) => {
+            const { cancelled, queued } = await enqueue(em, events, settings);
             if (cancelled.length > 0) await publishEvents(cancelled.map((e) => cancelledEvent(e.data.documentId, e.data.jobId, e.tenantid, 0, e)));
+            if (queued.length === 0) return;
+            // This process's free slots claim now, in this transaction, in the table's order: at
+            // low load no claim transaction of its own and no wake-up. Only work left waiting
+            // (or work of others' taken instead) is announced to every process.
+            const reservation = scheduler?.reserve(queued.length);
+            const claimed: Claimed[] = [];
+            afterTransaction((committed) => reservation?.end(committed, claimed));
+            while (claimed.length < (reservation?.slots ?? 0)) {
+              const next = await claim(em, settings);
+              if (!next) break;
+              claimed.push(next);
+            }
+            const mine = new Set(queued);
+            if (claimed.length < queued.length || claimed.some((c) => !mine.has(c.documentId))) await announceWork(em);
           },
-          // This process's slots start at once, without waiting for the notification's round trip.
-          onApplied: () => scheduler?.wake(),
         },
       ];
     },
     resolvers: ({ config }) => resolvers(config),
   };
+}
+
+/** Claim the next document in the transaction given, and publish that its analysis started. */
+async function claim(em: EntityManager, settings: QueueSettings): Promise<Claimed | undefined> {
+  const claimed = await claimNext(em, settings, randomUUID());
+  if (claimed) await publish(em, 'analysis', [startedEvent(claimed)]);
+  return claimed;
 }
 
 export const analysisService = createAnalysisService();

@@ -19,11 +19,15 @@ class RecordingAnalyzer implements Analyzer {
   readonly model = 'recording-1';
   readonly started: { title: string; tenantId: string; at: number }[] = [];
   readonly aborted: string[] = [];
+  /** The most calls this process had in flight at once: never above its ANALYSIS_CONCURRENCY. */
+  mostInFlight = 0;
+  private inFlight = 0;
   private readonly offline = new OfflineAnalyzer();
   constructor(private readonly delayMs: number) {}
 
   async analyze(input: AnalysisInput, options: AnalyzeOptions = {}): Promise<AnalysisResult> {
     this.started.push({ title: input.title ?? '', tenantId: options.tenantId ?? '', at: Date.now() });
+    this.mostInFlight = Math.max(this.mostInFlight, ++this.inFlight);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(resolve, this.delayMs);
       options.signal?.addEventListener('abort', () => {
@@ -31,7 +35,7 @@ class RecordingAnalyzer implements Analyzer {
         this.aborted.push(input.title ?? '');
         reject(options.signal!.reason);
       });
-    });
+    }).finally(() => this.inFlight--);
     return { ...(await this.offline.analyze(input)), provider: this.provider, model: this.model };
   }
 
@@ -96,6 +100,8 @@ describe.skipIf(!available)('the analysis work table', () => {
     await waitFor(() => world.count('analysis.completed', single.documentId) === 1, 20_000, 'the single document analysed');
     // The next free slot takes it: at most one start per slot (4) between its enqueue and its own.
     expect(await startsBefore(analyzer, single)).toBeLessThanOrEqual(4);
+    // The consumer claims into free slots too (in its own transaction): never more calls than slots.
+    expect(analyzer.mostInFlight).toBeLessThanOrEqual(4);
     expect(world.count('analysis.completed', backlog[0]!.documentId)).toBe(1);
   }, 60_000);
 
@@ -156,6 +162,7 @@ describe.skipIf(!available)('the analysis work table', () => {
     await world.publish([high.message]);
     await waitFor(() => world.count('analysis.completed', high.documentId) === 1, 10_000, 'the HIGH document analysed');
     expect(await startsBefore(analyzer, high)).toBeLessThanOrEqual(2);
+    expect(analyzer.mostInFlight).toBeLessThanOrEqual(2);
     // A job that is running or done has no place in line.
     expect(await position(low[0]!.jobId)).toBeNull();
   }, 60_000);

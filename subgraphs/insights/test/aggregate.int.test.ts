@@ -36,7 +36,7 @@ describe.skipIf(!available)('the insights aggregates on PostgreSQL', () => {
     await dropTestDatabase(target);
   });
 
-  const context = (em: HandlerContext['em']): HandlerContext => ({ em, publish: (e: readonly NewEvent[]) => publish(em, 'insights', e).then(() => undefined), log, attempt: 1, lastAttempt: false });
+  const context = (em: HandlerContext['em']): HandlerContext => ({ em, publish: (e: readonly NewEvent[]) => publish(em, 'insights', e).then(() => undefined), log, attempt: 1, lastAttempt: false, afterTransaction: () => {} });
   const apply = (events: ParsedEvent[]) => db.fork().transactional((em) => aggregate(events, context(em)));
   /** The `insights.updated` events in the outbox for a tenant, oldest first. */
   const announced = async (tenant: string) =>

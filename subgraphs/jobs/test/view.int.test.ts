@@ -55,7 +55,7 @@ describe.skipIf(!available)('the job view on PostgreSQL', () => {
 
   const apply = (events: ParsedEvent[]) =>
     db.fork().transactional((em) =>
-      updateViews(events, { em, publish: (e: readonly NewEvent[]) => publish(em, 'jobs', e).then(() => undefined), log, attempt: 1, lastAttempt: false }),
+      updateViews(events, { em, publish: (e: readonly NewEvent[]) => publish(em, 'jobs', e).then(() => undefined), log, attempt: 1, lastAttempt: false, afterTransaction: () => {} }),
     );
 
   it('applies concurrent batches over the same jobs in opposite orders without a deadlock', async () => {

@@ -25,6 +25,12 @@ export interface HandlerContext extends TransactionContext {
   attempt: number;
   /** Whether this is the last attempt before the event is dead-lettered. */
   lastAttempt: boolean;
+  /**
+   * Runs `callback` once the transaction has ended, told whether it committed: what the handler
+   * set up for after the commit (e.g. work it claimed in the transaction, to start) is started
+   * or handed back there, never before the rows it rests on are visible. It must not throw.
+   */
+  afterTransaction(callback: (committed: boolean) => void): void;
 }
 
 export type EventHandler = (event: ParsedEvent, context: HandlerContext) => Promise<void>;
@@ -442,7 +448,8 @@ export class EventConsumer {
     const em = this.options.db.fork();
     let applied: Item[] = [];
     let duplicates: Item[] = [];
-    await em.transactional(async (tx) => {
+    const ended: ((committed: boolean) => void)[] = [];
+    const transaction = em.transactional(async (tx) => {
       const params: string[] = [];
       for (const i of items) params.push(this.consumerKey, i.event.id, i.event.type);
       const inserted = await queryRows<{ event_id: string }>(
@@ -468,6 +475,7 @@ export class EventConsumer {
         log: this.log,
         attempt,
         lastAttempt: attempt >= this.maxAttempts,
+        afterTransaction: (callback: (committed: boolean) => void) => void ended.push(callback),
       };
       const { handler, batchHandler } = this.options;
       if (batchHandler) {
@@ -484,6 +492,12 @@ export class EventConsumer {
       }
       await tx.flush();
     });
+    const outcome = await transaction.then(
+      () => ({ committed: true as const }),
+      (error: unknown) => ({ committed: false as const, error }),
+    );
+    for (const callback of ended) callback(outcome.committed);
+    if (!outcome.committed) throw outcome.error;
     countByType(metrics.eventsConsumed, applied.map((i) => i.event.type), (type) => ({ ...this.labels, type, outcome: 'applied' }));
     countByType(metrics.eventsConsumed, duplicates.map((i) => i.event.type), (type) => ({ ...this.labels, type, outcome: 'duplicate' }));
     if (applied.length > 0) this.options.onApplied?.(applied.length);
