@@ -71,41 +71,48 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
   if (uploads.length === 0) return { cancelled: [], queued: [] };
   const tenants = [...new Set(uploads.map((e) => e.tenantid))];
   await queryRows(em, lockTenants, [tenants]);
-  const tombstones = await queryRows<{ job_id: string; tenant_id: string }>(
-    em,
-    'delete from analysis_cancellations c using unnest(?::text[], ?::text[]) as u(job_id, tenant_id) where c.job_id = u.job_id and c.tenant_id = u.tenant_id returning c.job_id, c.tenant_id',
-    [uploads.map((e) => e.data.jobId), uploads.map((e) => e.tenantid)],
-  );
-  const cancelledJobs = new Set(tombstones.map((t) => `${t.tenant_id}\n${t.job_id}`));
-  const cancelled = uploads.filter((e) => cancelledJobs.has(`${e.tenantid}\n${e.data.jobId}`));
   const now = new Date();
   const queued: string[] = [];
+  const cancelledJobs = new Set<string>();
   for (const tenantId of tenants) {
-    const mine = uploads.filter((e) => e.tenantid === tenantId && !cancelledJobs.has(`${tenantId}\n${e.data.jobId}`));
-    if (mine.length === 0) continue;
+    const mine = uploads.filter((e) => e.tenantid === tenantId);
     const turn = 1 / (settings.tenantWeights.get(tenantId) ?? 1);
     const priority = mine.map((e) => PRIORITIES.indexOf(e.data.priority ?? 'NORMAL'));
-    // Tags in SQL, after the lock: the tenant's latest tag (or the table's smallest) read by a
-    // statement that sees every enqueue committed before this one.
-    const rows = await queryRows<{ document_id: string }>(
+    // One statement per tenant, after the lock, so it sees every enqueue and cancel committed
+    // before this one: the tenant's latest tag (or the table's smallest); the tombstones of
+    // cancels that overtook their upload (rare: those documents are settled CANCELLED, not queued).
+    const rows = await queryRows<{ document_id: string | null; cancelled_job: string | null }>(
       em,
       `with input as (
          select * from unnest(?::text[], ?::text[], ?::text[], ?::smallint[], ?::text[]) with ordinality as i(document_id, job_id, title, priority, event, n)
        ),
+       tombstones as (
+         delete from analysis_cancellations c using input i where c.job_id = i.job_id and c.tenant_id = ? returning c.job_id
+       ),
+       kept as (select * from input where job_id not in (select job_id from tombstones)),
        base as (
          select coalesce((select max(tag) from analysis_queue where tenant_id = ?), (select min(tag) from analysis_queue), 0) as tag
        ),
+       cancelled as (
+         insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
+         select document_id, job_id, ?, 'CANCELLED', title, false, 0, ?, ? from input where job_id in (select job_id from tombstones)
+         on conflict (document_id) do update set status = 'CANCELLED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
+       ),
        analysis as (
          insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
-         select document_id, job_id, ?, 'QUEUED', title, false, 0, ?, ? from input
+         select document_id, job_id, ?, 'QUEUED', title, false, 0, ?, ? from kept
          on conflict (document_id) do update set status = 'QUEUED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
          returning document_id
+       ),
+       queued as (
+         insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, available_at, enqueued_at)
+         select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event, ?, ?
+         from kept i join analysis using (document_id) cross join base
+         on conflict (document_id) do nothing
+         returning document_id
        )
-       insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, available_at, enqueued_at)
-       select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event, ?, ?
-       from input i join analysis using (document_id) cross join base
-       on conflict (document_id) do nothing
-       returning document_id`,
+       select document_id, null as cancelled_job from queued
+       union all select null, job_id from tombstones`,
       [
         mine.map((e) => e.data.documentId),
         mine.map((e) => e.data.jobId),
@@ -113,6 +120,10 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
         priority,
         mine.map((e) => JSON.stringify(e)),
         tenantId,
+        tenantId,
+        tenantId,
+        now,
+        now,
         tenantId,
         now,
         now,
@@ -123,17 +134,12 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
         now,
       ],
     );
-    queued.push(...rows.map((r) => r.document_id));
+    for (const row of rows) {
+      if (row.document_id !== null) queued.push(row.document_id);
+      if (row.cancelled_job !== null) cancelledJobs.add(`${tenantId}\n${row.cancelled_job}`);
+    }
   }
-  // Rare (a cancel that overtook its upload): a statement each.
-  for (const e of cancelled) {
-    await queryRun(
-      em,
-      `insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at) values (?, ?, ?, 'CANCELLED', ?, false, 0, ?, ?)
-       on conflict (document_id) do update set status = 'CANCELLED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')`,
-      [e.data.documentId, e.data.jobId, e.tenantid, e.data.title, now, now],
-    );
-  }
+  const cancelled = uploads.filter((e) => cancelledJobs.has(`${e.tenantid}\n${e.data.jobId}`));
   return { cancelled, queued };
 }
 
@@ -156,38 +162,43 @@ export async function claimNext(em: EntityManager, settings: QueueSettings, leas
   const capped = cap > 0
     ? `and tenant_id not in (select tenant_id from analysis_queue where lease_token is not null and available_at > now() group by tenant_id having count(*) >= ${Math.round(cap)})`
     : '';
-  const fair = settings.order === 'fair';
   // The head of the line names the tenant whose turn it is; that tenant's most urgent document
-  // takes the turn (the head itself, unless its tenant has more urgent work waiting).
-  const [pick] = await queryRows<{ document_id: string; job_id: string; tenant_id: string; event: string; head_id: string; head_tag: number; own_tag: number }>(
-    em,
-    fair
-      ? `with head as (
+  // takes the turn (the head itself, unless its tenant has more urgent work waiting) and the two
+  // swap tags. One statement: the pick, its lease, the swap and the analysis going RUNNING.
+  const pick =
+    settings.order === 'fair'
+      ? `head as (
            select document_id, tenant_id, tag from analysis_queue where available_at <= now() ${capped}
            order by tag, enqueued_at, document_id limit 1 for update skip locked
-         )
-         select q.document_id, q.job_id, q.tenant_id, q.event, head.document_id as head_id, head.tag as head_tag, q.tag as own_tag
-         from head cross join lateral (
-           select document_id, job_id, tenant_id, event, tag from analysis_queue q
-           where q.tenant_id = head.tenant_id and q.available_at <= now()
-           order by q.urgency, q.tag, q.document_id limit 1 for update skip locked
-         ) q`
-      : `select document_id, job_id, tenant_id, event, document_id as head_id, tag as head_tag, tag as own_tag from analysis_queue
-         where available_at <= now() ${capped} order by enqueued_at, document_id limit 1 for update skip locked`,
-  );
-  if (!pick) return undefined;
-  const [claimed] = await queryRows<{ attempts: number }>(
+         ),
+         pick as (
+           select q.document_id, head.document_id as head_id, head.tag as head_tag, q.tag as own_tag
+           from head cross join lateral (
+             select document_id, tag from analysis_queue q
+             where q.tenant_id = head.tenant_id and q.available_at <= now()
+             order by q.urgency, q.tag, q.document_id limit 1 for update skip locked
+           ) q
+         )`
+      : `pick as (
+           select document_id, document_id as head_id, tag as head_tag, tag as own_tag from analysis_queue
+           where available_at <= now() ${capped} order by enqueued_at, document_id limit 1 for update skip locked
+         )`;
+  // (PostgreSQL runs every data-modifying CTE whether or not the final select reads it.)
+  const [claimed] = await queryRows<{ document_id: string; job_id: string; tenant_id: string; event: string; attempts: number }>(
     em,
-    `with claimed as (
-       update analysis_queue set tag = ?, lease_token = ?, attempts = attempts + 1, available_at = now() + ${ms(settings.leaseMs)}
-       where document_id = ? returning attempts
+    `with ${pick},
+     claimed as (
+       update analysis_queue q set tag = pick.head_tag, lease_token = ?, attempts = q.attempts + 1, available_at = now() + ${ms(settings.leaseMs)}
+       from pick where q.document_id = pick.document_id
+       returning q.document_id, q.job_id, q.tenant_id, q.event, q.attempts
      ),
-     moved as (update analysis_queue set tag = ? where document_id = ? and document_id <> ? returning 1),
-     analysis as (update analyses set status = 'RUNNING', attempts = (select attempts from claimed), updated_at = now() where document_id = ? returning 1)
-     select attempts, (select count(*) from moved) as moved, (select count(*) from analysis) as analysis from claimed`,
-    [pick.head_tag, leaseToken, pick.document_id, pick.own_tag, pick.head_id, pick.document_id, pick.document_id],
+     moved as (update analysis_queue q set tag = pick.own_tag from pick where q.document_id = pick.head_id and pick.head_id <> pick.document_id),
+     analysis as (update analyses a set status = 'RUNNING', attempts = claimed.attempts, updated_at = now() from claimed where a.document_id = claimed.document_id)
+     select * from claimed`,
+    [leaseToken],
   );
-  return { documentId: pick.document_id, jobId: pick.job_id, tenantId: pick.tenant_id, event: pick.event, attempt: claimed!.attempts, leaseToken };
+  if (!claimed) return undefined;
+  return { documentId: claimed.document_id, jobId: claimed.job_id, tenantId: claimed.tenant_id, event: claimed.event, attempt: claimed.attempts, leaseToken };
 }
 
 /** Extend a claim's lease; false when it is no longer this claim's (cancelled, or taken over after expiring). */
