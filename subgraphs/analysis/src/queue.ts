@@ -21,7 +21,7 @@
  * renewed while the call runs); the settling transaction deletes it. A row whose lease expired
  * is claimable again (its worker died), ahead of newer work (its tag is older).
  */
-import type { ParsedEvent } from '@tributary/contracts';
+import { parse, type ParsedEvent } from '@tributary/contracts';
 import { queryRows, queryRun, type EntityManager } from '@tributary/core/db';
 import { CANCEL_CHANNEL, WORK_CHANNEL } from './entities.ts';
 
@@ -46,7 +46,7 @@ export interface Claimed {
   jobId: string;
   tenantId: string;
   /** The `document.uploaded` it is analysed from (text, title, trace). */
-  event: string;
+  event: UploadEvent;
   /** This claim's attempt, 1 on the first. */
   attempt: number;
   leaseToken: string;
@@ -61,18 +61,31 @@ const lockTenants = `select count(pg_advisory_xact_lock(hashtextextended('tribut
  * Enqueue `document.uploaded` events in the consumer's transaction (the inbox already holds
  * them): a QUEUED analysis row and a waiting work row each. A document whose analysis has
  * finished (a redelivery after its inbox row was pruned) is not queued again; a job cancelled
- * before its document arrived is settled CANCELLED here, with no call. Returns those jobs, and
- * the documents queued. Nobody is told of the new work yet: see {@link announceWork}.
+ * before its document arrived is settled CANCELLED here, with no call. Returns those jobs, the
+ * documents queued, and those claimed at once. Nobody is told of the new work: see {@link announceWork}.
+ *
+ * `slots`: call slots the caller has free for work claimed in this transaction. When nothing in
+ * the table is claimable (every row is leased or delayed) and a tenant's new documents fit the
+ * slots left, they are the head of the line whatever their order, so they are inserted already
+ * claimed (leased, their analyses RUNNING): at low load a document costs no claim statement and
+ * no second write of its rows (not under a tenant cap). Otherwise they wait, and the caller may
+ * claim in order ({@link claimNext}).
  */
 export type UploadEvent = Extract<ParsedEvent, { dataschema: 'document.uploaded/v1' }>;
 
-export async function enqueue(em: EntityManager, events: readonly ParsedEvent[], settings: QueueSettings): Promise<{ cancelled: UploadEvent[]; queued: string[] }> {
+export async function enqueue(
+  em: EntityManager,
+  events: readonly ParsedEvent[],
+  settings: QueueSettings,
+  slots = 0,
+): Promise<{ cancelled: UploadEvent[]; queued: string[]; claimed: Claimed[] }> {
   const uploads = events.filter((e): e is UploadEvent => e.dataschema === 'document.uploaded/v1');
-  if (uploads.length === 0) return { cancelled: [], queued: [] };
+  if (uploads.length === 0) return { cancelled: [], queued: [], claimed: [] };
   const tenants = [...new Set(uploads.map((e) => e.tenantid))];
   await queryRows(em, lockTenants, [tenants]);
   const now = new Date();
   const queued: string[] = [];
+  const claimed: Claimed[] = [];
   const cancelledJobs = new Set<string>();
   for (const tenantId of tenants) {
     const mine = uploads.filter((e) => e.tenantid === tenantId);
@@ -81,7 +94,7 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
     // One statement per tenant, after the lock, so it sees every enqueue and cancel committed
     // before this one: the tenant's latest tag (or the table's smallest); the tombstones of
     // cancels that overtook their upload (rare: those documents are settled CANCELLED, not queued).
-    const rows = await queryRows<{ document_id: string | null; cancelled_job: string | null }>(
+    const rows = await queryRows<{ document_id: string | null; lease_token: string | null; cancelled_job: string | null }>(
       em,
       `with input as (
          select * from unnest(?::text[], ?::text[], ?::text[], ?::smallint[], ?::text[]) with ordinality as i(document_id, job_id, title, priority, event, n)
@@ -93,6 +106,9 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
        base as (
          select coalesce((select max(tag) from analysis_queue where tenant_id = ?), (select min(tag) from analysis_queue), 0) as tag
        ),
+       direct as (
+         select (select count(*) from kept) <= ?::int and not exists (select 1 from analysis_queue where available_at <= now()) as claim
+       ),
        cancelled as (
          insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
          select document_id, job_id, ?, 'CANCELLED', title, false, 0, ?, ? from input where job_id in (select job_id from tombstones)
@@ -100,19 +116,21 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
        ),
        analysis as (
          insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
-         select document_id, job_id, ?, 'QUEUED', title, false, 0, ?, ? from kept
+         select document_id, job_id, ?, case when direct.claim then 'RUNNING' else 'QUEUED' end, title, false, case when direct.claim then 1 else 0 end, ?, ? from kept cross join direct
          on conflict (document_id) do update set status = 'QUEUED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
          returning document_id
        ),
        queued as (
-         insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, available_at, enqueued_at)
-         select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event, ?, ?
-         from kept i join analysis using (document_id) cross join base
+         insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, lease_token, attempts, available_at, enqueued_at)
+         select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event,
+           case when direct.claim then gen_random_uuid()::text end, case when direct.claim then 1 else 0 end,
+           case when direct.claim then now() + ${ms(settings.leaseMs)} else ? end, ?
+         from kept i join analysis using (document_id) cross join base cross join direct
          on conflict (document_id) do nothing
-         returning document_id
+         returning document_id, lease_token
        )
-       select document_id, null as cancelled_job from queued
-       union all select null, job_id from tombstones`,
+       select document_id, lease_token, null as cancelled_job from queued
+       union all select null, null, job_id from tombstones`,
       [
         mine.map((e) => e.data.documentId),
         mine.map((e) => e.data.jobId),
@@ -121,6 +139,8 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
         mine.map((e) => JSON.stringify(e)),
         tenantId,
         tenantId,
+        // Under a tenant cap only claimNext claims (it counts the tenant's live leases under the claims lock).
+        settings.tenantConcurrency > 0 ? 0 : slots - claimed.length,
         tenantId,
         now,
         now,
@@ -134,13 +154,18 @@ export async function enqueue(em: EntityManager, events: readonly ParsedEvent[],
         now,
       ],
     );
+    const byDocument = new Map(mine.map((e) => [e.data.documentId, e]));
     for (const row of rows) {
       if (row.document_id !== null) queued.push(row.document_id);
+      if (row.document_id !== null && row.lease_token !== null) {
+        const event = byDocument.get(row.document_id)!;
+        claimed.push({ documentId: row.document_id, jobId: event.data.jobId, tenantId, event, attempt: 1, leaseToken: row.lease_token });
+      }
       if (row.cancelled_job !== null) cancelledJobs.add(`${tenantId}\n${row.cancelled_job}`);
     }
   }
   const cancelled = uploads.filter((e) => cancelledJobs.has(`${e.tenantid}\n${e.data.jobId}`));
-  return { cancelled, queued };
+  return { cancelled, queued, claimed };
 }
 
 /**
@@ -198,7 +223,8 @@ export async function claimNext(em: EntityManager, settings: QueueSettings, leas
     [leaseToken],
   );
   if (!claimed) return undefined;
-  return { documentId: claimed.document_id, jobId: claimed.job_id, tenantId: claimed.tenant_id, event: claimed.event, attempt: claimed.attempts, leaseToken };
+  const event = parse(claimed.event) as UploadEvent;
+  return { documentId: claimed.document_id, jobId: claimed.job_id, tenantId: claimed.tenant_id, event, attempt: claimed.attempts, leaseToken };
 }
 
 /** Extend a claim's lease; false when it is no longer this claim's (cancelled, or taken over after expiring). */

@@ -65,20 +65,22 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
           types: ['document.uploaded'],
           // Into the work table, in the inbox's transaction; the call slots take it from there.
           batchHandler: async (events, { em, publish: publishEvents, afterTransaction }) => {
-            const { cancelled, queued } = await enqueue(em, events, settings);
-            if (cancelled.length > 0) await publishEvents(cancelled.map((e) => cancelledEvent(e.data.documentId, e.data.jobId, e.tenantid, 0, e)));
-            if (queued.length === 0) return;
             // This process's free slots claim now, in this transaction, in the table's order: at
             // low load no claim transaction of its own and no wake-up. Only work left waiting
             // (or work of others' taken instead) is announced to every process.
-            const reservation = scheduler?.reserve(queued.length);
-            const claimed: Claimed[] = [];
+            const reservation = scheduler?.reserve(events.length);
+            const slots = reservation?.slots ?? 0;
+            const { cancelled, queued, claimed } = await enqueue(em, events, settings, slots);
             afterTransaction((committed) => reservation?.end(committed, claimed));
-            while (claimed.length < (reservation?.slots ?? 0)) {
-              const next = await claim(em, settings);
+            if (cancelled.length > 0) await publishEvents(cancelled.map((e) => cancelledEvent(e.data.documentId, e.data.jobId, e.tenantid, 0, e)));
+            if (queued.length === 0) return;
+            // Queued but not claimed with it (the table had claimable work): claim in order.
+            while (claimed.length < slots && claimed.length < queued.length) {
+              const next = await claimNext(em, settings, randomUUID());
               if (!next) break;
               claimed.push(next);
             }
+            if (claimed.length > 0) await publishEvents(claimed.map(startedEvent));
             const mine = new Set(queued);
             if (claimed.length < queued.length || claimed.some((c) => !mine.has(c.documentId))) await announceWork(em);
           },

@@ -1,10 +1,9 @@
 import { isAiError, type Analyzer, type Embedder } from '@tributary/ai';
-import { parse, type ParsedEvent } from '@tributary/contracts';
 import { errorCode, errorMessage, isUnrecoverable } from '@tributary/core';
 import { queryRun, type Database, type EntityManager } from '@tributary/core/db';
 import { publish, type NewEvent } from '@tributary/core/events';
 import type { Logger } from 'pino';
-import { finish, release, renewLease, type Claimed, type UploadEvent } from './queue.ts';
+import { finish, release, renewLease, type Claimed } from './queue.ts';
 
 export interface WorkOptions {
   db: Database;
@@ -29,7 +28,7 @@ function transaction<T>(db: Database, work: (em: EntityManager, publishEvents: (
 
 /** The `analysis.started` of a claim, published in the claiming transaction. */
 export function startedEvent(claimed: Claimed): NewEvent<'analysis.started'> {
-  const event = JSON.parse(claimed.event) as Pick<ParsedEvent, 'traceparent' | 'tenantid'>;
+  const { event } = claimed;
   return {
     type: 'analysis.started',
     subject: claimed.documentId,
@@ -40,8 +39,7 @@ export function startedEvent(claimed: Claimed): NewEvent<'analysis.started'> {
 }
 
 /** A claimed document as its work sees it: the claim, and the upload it is analysed from. */
-interface Work extends Omit<Claimed, 'event'> {
-  event: UploadEvent;
+interface Work extends Claimed {
   title: string;
   text: string;
 }
@@ -59,8 +57,7 @@ type Outcome = { result: Awaited<ReturnType<Analyzer['analyze']>>; vector: numbe
  */
 export function analyzeClaimed(options: WorkOptions): (claimed: Claimed, cancelled: AbortSignal) => Promise<void> {
   return async (claimed, cancelled) => {
-    const event = parse(claimed.event) as UploadEvent;
-    const work: Work = { ...claimed, event, title: event.data.title, text: event.data.text };
+    const work: Work = { ...claimed, title: claimed.event.data.title, text: claimed.event.data.text };
     if (work.attempt > options.maxAttempts) {
       // Claimed this often without settling: each worker stopped mid-call and its lease ran out.
       await fail(options, work, { code: 'ANALYSIS_ABANDONED', message: `claimed ${work.attempt - 1} times without finishing: the workers holding it stopped mid-call` });
