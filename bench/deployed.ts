@@ -76,7 +76,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { cpuBetween, snapshot, type CpuFigures, type CpuSnapshot } from './cpu.ts';
-import { percentile, ratioSummary, writeResult } from './results.ts';
+import { onInterrupt, percentile, ratioSummary, writeResult } from './results.ts';
 import { AMQP_URL, cleanupLive, DATABASE_URL, disposeAll, live, openClients, PROCESSES, ROOT, runBenchmark, sleep, startSystem, within, type Mode, type RunningSystem, type Tree } from './system.ts';
 
 /** The last commit before the load work. */
@@ -634,22 +634,7 @@ async function main(): Promise<void> {
   const trees: Tree[] = [];
   const results: (RunResult | Skipped)[] = [];
   let failure: string | undefined;
-  let interrupted = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${signal}: stopping the system and cleaning up`);
-    setTimeout(() => process.exit(130), 90_000).unref();
-    cleanupAll().then(
-      (problems) => {
-        if (problems.length > 0) console.error(problems.join('\n'));
-        process.exit(130);
-      },
-      () => process.exit(130),
-    );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signal = onInterrupt(cleanupAll);
   const write = (pgLog: PgLogReport) => {
     const combos = combosOf(trees);
     const capacity: Record<string, Capacity> = {};
@@ -720,7 +705,7 @@ async function main(): Promise<void> {
         const ordered = turn % 2 === 0 ? combos : [...combos].reverse();
         for (const { tree, mode } of ordered) {
           const key = `${tree.name}/${mode}`;
-          if (interrupted) break;
+          if (signal.interrupted) break;
           if (stopped.has(key)) {
             results.push({ tree: tree.name, mode, rate, round, notRun: 'a lower rate missed, or a run failed' });
             continue;
@@ -758,7 +743,7 @@ async function main(): Promise<void> {
   } finally {
     const problems = await cleanupAll();
     if (problems.length > 0) console.error(`clean-up problems:\n${problems.join('\n')}`);
-    if (!interrupted) {
+    if (!signal.interrupted) {
       const pgLog = checkPgLog(pgLogStart, results);
       const { capacity, comparisons, file } = write(pgLog);
       console.log();

@@ -56,7 +56,7 @@ import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/test
 import type { Client } from 'graphql-ws';
 import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'undici';
-import { median, ratioSummary, writeResult } from './results.ts';
+import { median, onInterrupt, ratioSummary, writeResult } from './results.ts';
 import { cleanupLive, disposeAll, openClients, ROOT, runBenchmark, sleep, startSystem, within, type Mode, type RunningSystem } from './system.ts';
 
 const number = (name: string, fallback: number, min = 1) => {
@@ -753,16 +753,7 @@ function printRun(r: RunResult): void {
 }
 
 async function main(): Promise<void> {
-  let interrupted = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${signal}: stopping the system and cleaning up`);
-    setTimeout(() => process.exit(130), 90_000).unref();
-    cleanupLive().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const signal = onInterrupt(cleanupLive);
   console.log(
     `fairness benchmark: the provider answers each chat completion after L = ${LATENCY_MS} ms and refuses calls above C = ${CAPACITY} at once (limit C / L = ${fmt(LIMIT)} docs/s); ` +
       `ANALYSIS_CONCURRENCY=${CONCURRENCY}${TENANT_CONCURRENCY !== undefined ? `, ANALYSIS_TENANT_CONCURRENCY=${TENANT_CONCURRENCY}` : ''}; ` +
@@ -774,12 +765,12 @@ async function main(): Promise<void> {
   );
   const started = new Date();
   const results: RunResult[] = [];
-  for (let round = 0; round < ROUNDS && !interrupted; round++) {
+  for (let round = 0; round < ROUNDS && !signal.interrupted; round++) {
     const orders = round % 2 === 0 ? ORDERS : [...ORDERS].reverse();
     for (const mode of MODES) {
       for (const scenario of RUN_SCENARIOS) {
         for (const order of orders) {
-          if (interrupted) break;
+          if (signal.interrupted) break;
           const at = performance.now();
           const r = await runOne(mode, scenario, order, round).catch(
             (error: unknown): RunResult => ({ mode, scenario, order, round, namespace: '', figures: null, failure: `did not run: ${(error as Error).message.slice(0, 2000)}`, errors: {}, provider: { chatCalls: 0, maxInFlight: 0, refused: 0 }, callsPerSecond: {}, logs: {}, exits: [] }),
@@ -791,7 +782,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  if (interrupted) return;
+  if (signal.interrupted) return;
   const summaries = MODES.map((mode) => ({ mode, scenarios: RUN_SCENARIOS.map((scenario) => ({ scenario, figures: summarize(results, mode, scenario) })) }));
   console.log(`\nfair next to fifo (the same run's baseline), by round and median; ratios taken within a round; done-when thresholds of issue 26 (stated for the deployed system)`);
   for (const s of summaries) for (const { scenario, figures } of s.scenarios) printSummary(s.mode, scenario, figures);

@@ -71,3 +71,29 @@ export function median(values: number[]): number {
 export function ratioSummary(ratios: number[]): { median: number; min: number; max: number; rounds: number } {
   return { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: ratios.length };
 }
+
+/**
+ * On SIGINT or SIGTERM, once: say so, run `cleanup` (stop what the benchmark started, drop its
+ * databases and queues) and print the problems it reports, then exit 130; a cleanup that hangs
+ * is cut off after 90 s. `interrupted` tells the benchmark's loops to start nothing new.
+ */
+export function onInterrupt(cleanup: () => Promise<readonly string[] | void>): { readonly interrupted: boolean } {
+  const state = { interrupted: false };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (state.interrupted) return;
+    state.interrupted = true;
+    console.error(`\n${signal}: stopping the system and cleaning up`);
+    setTimeout(() => process.exit(130), 90_000).unref();
+    cleanup()
+      .then(
+        (problems) => {
+          if (problems && problems.length > 0) console.error(problems.join('\n'));
+        },
+        () => {},
+      )
+      .finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return state;
+}
