@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image per service, with only that service's production dependencies:
 #   docker build --build-arg SERVICE=documents -t tributary-documents .
-# SERVICE names a workspace package @tributary/<SERVICE>: gateway, documents, jobs, analysis,
-# insights or webhooks. `docker compose build` builds all six from this file.
+# SERVICE names a workspace package @tributary/<SERVICE>: gateway, or a subgraph (its folder under
+# subgraphs/). `docker compose build` builds every service from this file.
 
 # Node 24 LTS (Node 20 reached end of life in April 2026); the engines field still allows >=20.19.
 ARG NODE_VERSION=24
@@ -25,7 +25,7 @@ COPY . .
 # dist/, hence /out/schema next to it.
 RUN --mount=type=cache,id=tributary-pnpm-store,target=/pnpm/store \
     pnpm install --frozen-lockfile --store-dir /pnpm/store \
- && pnpm exec tsx scripts/build.ts "${SERVICE:?build with --build-arg SERVICE=<gateway|documents|jobs|analysis|insights|webhooks>}" \
+ && pnpm exec tsx scripts/build.ts "${SERVICE:?build with --build-arg SERVICE=<gateway or a folder of subgraphs/>}" \
  && pnpm --fail-if-no-match --filter "@tributary/${SERVICE}" \
       deploy --prod --frozen-lockfile --store-dir /pnpm/store /out/service \
  && mkdir -p /out/schema \
@@ -45,7 +45,7 @@ WORKDIR /app/service
 COPY --from=build /out /app
 USER node
 # /ready answers 200 once the database and the broker do. PORT when set, else the service's
-# default port (gateway 4000, documents 4001, jobs 4002, analysis 4003, insights 4004, webhooks 4005).
+# default port, from the map below (`pnpm new:subgraph` adds a new subgraph's).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=5 \
   CMD ["node", "-e", "const ports = { gateway: 4000, documents: 4001, jobs: 4002, analysis: 4003, insights: 4004, webhooks: 4005 }; fetch('http://127.0.0.1:' + (process.env.PORT || ports[process.env.TRIBUTARY_SERVICE]) + '/ready').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # The same as each package's start script: one node process, PID 1, which handles SIGTERM itself

@@ -25,17 +25,14 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import * as esbuild from 'esbuild';
+import { workspaceSubgraphs } from '../schema/src/subgraphs.ts';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 
-/** Every deployable service and its package folder. */
+/** Every deployable service and its package folder: the gateway, then the workspace's subgraphs (one list, derived). */
 export const SERVICE_DIRS: Record<string, string> = {
   gateway: 'gateway',
-  documents: 'subgraphs/documents',
-  jobs: 'subgraphs/jobs',
-  analysis: 'subgraphs/analysis',
-  insights: 'subgraphs/insights',
-  webhooks: 'subgraphs/webhooks',
+  ...Object.fromEntries(workspaceSubgraphs(root).map((s) => [s.name, s.dir])),
 };
 
 /**

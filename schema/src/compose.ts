@@ -7,18 +7,14 @@
  */
 import { composeServices, type CompositionResult, type CompositionSuccess } from '@apollo/composition';
 import { buildSubgraphSchema, printSubgraphSchema } from '@apollo/subgraph';
-import { typeDefs as analysis } from '@tributary/analysis/schema';
 import { contracts } from '@tributary/contracts';
-import { typeDefs as documents } from '@tributary/documents/schema';
-import { typeDefs as insights } from '@tributary/insights/schema';
-import { typeDefs as jobs } from '@tributary/jobs/schema';
-import { typeDefs as webhooks } from '@tributary/webhooks/schema';
 import type { DocumentNode } from 'graphql';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eventFileName, eventSnapshot } from './events.ts';
 import { graphql } from './graphql-js.ts';
+import { loadSubgraphServices } from './subgraphs.ts';
 
 const { parse, print } = graphql;
 
@@ -29,14 +25,15 @@ export interface SubgraphSource {
   typeDefs: DocumentNode;
 }
 
-/** Every subgraph with the URL it listens on by default (the gateway overrides them from config). */
-export const subgraphs: SubgraphSource[] = [
-  { name: 'documents', url: 'http://localhost:4001/graphql', typeDefs: documents },
-  { name: 'jobs', url: 'http://localhost:4002/graphql', typeDefs: jobs },
-  { name: 'analysis', url: 'http://localhost:4003/graphql', typeDefs: analysis },
-  { name: 'insights', url: 'http://localhost:4004/graphql', typeDefs: insights },
-  { name: 'webhooks', url: 'http://localhost:4005/graphql', typeDefs: webhooks },
-];
+/**
+ * Every subgraph of the workspace ({@link loadSubgraphServices}: the packages under subgraphs/),
+ * with the URL it listens on by default, from its ServiceDefinition's `defaultPort` (the gateway
+ * overrides them from config). A new subgraph is composed with no edit here. In port order, the
+ * order they were composed in when this list was kept by hand: the supergraph's text follows it.
+ */
+export const subgraphs: SubgraphSource[] = (await loadSubgraphServices())
+  .sort((a, b) => a.defaultPort - b.defaultPort)
+  .map((definition) => ({ name: definition.name, url: `http://localhost:${definition.defaultPort}/graphql`, typeDefs: definition.typeDefs }));
 
 /** The SDL a subgraph serves at `_service { sdl }`, as printed from its code. */
 export function subgraphSdl(typeDefs: DocumentNode): string {
