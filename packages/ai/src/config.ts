@@ -6,7 +6,9 @@ import { Redis } from 'ioredis';
 import pLimit from 'p-limit';
 import { ChainAnalyzer } from './chain.ts';
 import { ChunkedAnalyzer } from './chunks.ts';
-import { LimitedProvider, MemoryRateLimitStore, RedisRateLimitStore, SqlRateLimitStore, type RateLimitStore } from './limits.ts';
+import { MemoryRateLimitStore, RedisRateLimitStore, SqlRateLimitStore, type RateLimitStore } from '@tributary/core/rate-limit';
+import { LimitedProvider } from './limits.ts';
+import { aiRateLimitTables } from './store/entities.ts';
 import { OfflineEmbedder, type Embedder } from './embeddings.ts';
 import { GuardedAnalyzer } from './guarded.ts';
 import { aiMetrics, type AiMetrics } from './metrics.ts';
@@ -150,12 +152,14 @@ export function createAnalyzerFromEnv(env: AiEnv, options: AnalyzerFactoryOption
   // One pool of call slots for the process; each provider's rate window shared by every process.
   const slots = options.callConcurrency ? pLimit(options.callConcurrency) : undefined;
   const rateStore = config.REDIS_URL ? 'redis' : options.db.target.kind === 'pglite' ? 'memory' : 'database';
+  // The Redis keys and SQL tables these limits have always been counted under, so a rolling
+  // upgrade's old and new processes share one window.
   const store: RateLimitStore =
     rateStore === 'redis'
-      ? new RedisRateLimitStore(new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 3 }))
+      ? new RedisRateLimitStore(new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 3 }), 'tributary:ai-rate')
       : rateStore === 'memory'
         ? new MemoryRateLimitStore()
-        : new SqlRateLimitStore(options.db);
+        : new SqlRateLimitStore(options.db, aiRateLimitTables);
   const providers = settings.map(
     (p) =>
       new LimitedProvider(

@@ -17,7 +17,7 @@ export { ChainAnalyzer, type ChainOptions } from './chain.ts';
 export { GuardedAnalyzer, DEFAULT_TENANT, type GuardedAnalyzerOptions } from './guarded.ts';
 export { TokenLedger, utcDay, type Reservation } from './store/ledger.ts';
 export { ResponseCache, type CacheEntry } from './store/cache.ts';
-export { aiEntities, aiMigrations, CachedResponse, TokenLedgerEntry } from './store/entities.ts';
+export { aiEntities, aiMigrations, aiRateLimitTables, CachedResponse, TokenLedgerEntry } from './store/entities.ts';
 export { cosine, OfflineEmbedder, type Embedder } from './embeddings.ts';
 export { analysisJsonSchema, toStrictJsonSchema } from './json-schema.ts';
 export { backoffDelay, defaultRetryPolicy, parseRetryAfter, type RetryPolicy } from './retry.ts';
@@ -33,16 +33,6 @@ export {
   type AiEnv,
   type AnalyzerFactoryOptions,
 } from './config.ts';
-export {
-  LimitedProvider,
-  MemoryRateLimitStore,
-  RedisRateLimitStore,
-  SqlRateLimitStore,
-  windowWait,
-  type Admission,
-  type LimitedProviderOptions,
-  type RateLimits,
-  type RateLimitStore,
-  type RedisLike,
-} from './limits.ts';
+// The stores the limits are counted in are @tributary/core/rate-limit's.
+export { LimitedProvider, type LimitedProviderOptions, type RateLimits } from './limits.ts';
 export { ChunkedAnalyzer, splitText, type ChunkedAnalyzerOptions } from './chunks.ts';

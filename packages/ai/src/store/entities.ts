@@ -1,5 +1,6 @@
 import { defineEntity, type InferEntity, type MigrationObject } from '@mikro-orm/core';
 import { Migration } from '@tributary/core/db';
+import { rateLimitTablesMigration, type SqlRateLimitTables } from '@tributary/core/rate-limit';
 import type { AnalysisOutput } from '../types.ts';
 
 /**
@@ -78,28 +79,15 @@ class CreateResponseCache extends Migration {
 /** The entities of @tributary/ai's tables, for the service that owns them (analysis) to register. */
 export const aiEntities = [TokenLedgerEntry, CachedResponse];
 
+/**
+ * Where the analysis database counts the providers' rate windows and pauses (the SQL store of
+ * `@tributary/core/rate-limit`): the tables and lock name `ai-0003-rate-limits` has always used.
+ */
+export const aiRateLimitTables: SqlRateLimitTables = { calls: 'ai_rate_calls', pauses: 'ai_rate_pauses', lock: 'tributary-ai-rate' };
+
 /** The migrations of @tributary/ai's tables; append them to the owning service's own. */
-/** The shared rate windows and pauses of the SQL rate-limit store (`limits.ts`). */
-class CreateRateLimits extends Migration {
-  override up(): void {
-    this.addSql(`create table if not exists ai_rate_calls (
-      id bigserial primary key,
-      key text not null,
-      at timestamptz not null,
-      tokens integer not null
-    )`);
-    this.addSql('create index if not exists ai_rate_calls_key_at on ai_rate_calls (key, at)');
-    this.addSql('create table if not exists ai_rate_pauses (key text primary key, until timestamptz not null)');
-  }
-
-  override down(): void {
-    this.addSql('drop table if exists ai_rate_calls');
-    this.addSql('drop table if exists ai_rate_pauses');
-  }
-}
-
 export const aiMigrations: MigrationObject[] = [
   { name: 'ai-0001-token-ledger', class: CreateTokenLedger },
   { name: 'ai-0002-response-cache', class: CreateResponseCache },
-  { name: 'ai-0003-rate-limits', class: CreateRateLimits },
+  { name: 'ai-0003-rate-limits', class: rateLimitTablesMigration(aiRateLimitTables) },
 ];
