@@ -2,6 +2,7 @@ import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import type { Logger } from '@tributary/core';
+import type { RateLimiter } from '@tributary/core/rate-limit';
 import { retryAfterPlugin } from '@tributary/core/server';
 import { GraphQLError, type ExecutionResult } from 'graphql';
 import type { Server } from 'node:http';
@@ -12,7 +13,6 @@ import { formatError } from './errors.ts';
 import type { Federation } from './federation.ts';
 import { idempotencyKeyPlugin } from './idempotency.ts';
 import { limitRules, unknownOperation } from './limits.ts';
-import type { RateLimiter } from './rate-limit.ts';
 import type { QueryExecutor } from './subscriptions.ts';
 import { uploadLimitPlugin } from './upload-limit.ts';
 

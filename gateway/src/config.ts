@@ -113,7 +113,7 @@ export const configSchema = baseConfigSchema.extend({
    * uploads subgraph's own limit (DOCUMENT_MAX_FILE_BYTES) is the one clients meet. Default 100 MiB.
    */
   GATEWAY_MAX_FILE_BYTES: z.coerce.number().int().positive().default(100 * 1024 * 1024),
-  /** Uploads per user per minute: per gateway process, or together across all of them with REDIS_URL. Default 60. */
+  /** Uploads per user in any 60 s (a sliding window): per gateway process, or together across all of them with REDIS_URL. Default 60. */
   UPLOAD_RATE_LIMIT_PER_MINUTE: z.coerce.number().int().min(1).default(60),
   /**
    * The mutation fields UPLOAD_RATE_LIMIT_PER_MINUTE counts, comma-separated root fields of the
@@ -127,7 +127,7 @@ export const configSchema = baseConfigSchema.extend({
   ),
   /**
    * A Redis (`redis://` or `rediss://`) holding the upload rate limit, shared by every gateway
-   * process and cluster worker using it (keys `<TRIBUTARY_NAMESPACE>:upload-rate:<tenant>:<user>`).
+   * process and cluster worker using it (keys `<TRIBUTARY_NAMESPACE>:upload-window:<tenant>:<user>:calls`).
    * Unset: each process counts in its own memory.
    */
   REDIS_URL: urlWithProtocol('redis:', 'rediss:').optional(),

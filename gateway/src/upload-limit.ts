@@ -1,10 +1,11 @@
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { Logger } from '@tributary/core';
 import { ConfigError } from '@tributary/core/config';
+import type { RateLimiter } from '@tributary/core/rate-limit';
 import type { GraphQLSchema } from 'graphql';
 import type { GatewayConfig } from './config.ts';
 import type { GatewayContext } from './context.ts';
-import { uploadRateLimit, type RateLimiter } from './rate-limit.ts';
+import { uploadRateLimit } from './rate-limit.ts';
 
 /** The upload rate limit as the settings ask for it: UPLOAD_RATE_LIMIT_FIELDS counted by `limiter`. */
 export function uploadLimitPlugin(config: GatewayConfig, limiter: RateLimiter, logger: Logger): ApolloServerPlugin<GatewayContext> {

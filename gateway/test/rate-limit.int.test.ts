@@ -1,112 +1,58 @@
 /**
- * The Redis rate limiter: the token bucket contract (as the memory one in rate-limit.test.ts),
- * over two clients as over two gateway processes, with a key prefix of each test's own; where it
- * keeps a bucket; and how it fails when Redis does not answer. With CI=true a missing Redis fails.
+ * The upload rate limit on Redis (REDIS_URL): shared by gateway processes under the namespace's
+ * `upload-window` keys, and failing fast when Redis does not answer. The Redis store itself meets
+ * the rate-limit contract in packages/core/test/rate-limit.int.test.ts. With CI=true a missing
+ * Redis fails.
  */
-import { freePort, redisAvailable, TEST_REDIS_URL, waitFor } from '@tributary/core/testing';
+import { createLogger } from '@tributary/core';
+import { RateLimitStoreError, RedisRateLimitStore } from '@tributary/core/rate-limit';
+import { freePort, redisAvailable, TEST_REDIS_URL } from '@tributary/core/testing';
 import { Redis } from 'ioredis';
-import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { RateLimitStoreError, REDIS_COMMAND_TIMEOUT_MS, RedisRateLimiter } from '../src/rate-limit.ts';
-import { rateLimiterContract } from './rate-limit-contract.ts';
+import { loadGatewayConfig } from '../src/config.ts';
+import { createRateLimiter, rateLimitRedisClient, REDIS_COMMAND_TIMEOUT_MS } from '../src/rate-limit.ts';
 
-const LIMIT = 5;
 const redis = await redisAvailable();
-/** Whether a Redis of a test's own can be started; as {@link redisAvailable}, a failure with CI=true. */
-const redisServer = ((): boolean => {
-  if (spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0) return true;
-  if (process.env.CI === 'true') throw new Error('CI=true but redis-server is not installed: the Redis rate limiter tests cannot run');
-  console.warn('skipping a Redis rate limiter test: no redis-server');
-  return false;
-})();
-const testPrefix = () => `tributary-test:${randomUUID().slice(0, 8)}:upload-bucket`;
+const secret = 'a-test-secret-of-at-least-32-characters!';
+const silent = createLogger({ service: 'gateway', level: 'silent' });
 
-/** Deletes every key under `prefix`. */
-async function dropKeys(prefix: string): Promise<void> {
-  const admin = new Redis(TEST_REDIS_URL);
-  try {
-    const keys = await admin.keys(`${prefix}:*`);
-    if (keys.length > 0) await admin.del(...keys);
-  } finally {
-    await admin.quit();
-  }
-}
-
-describe.skipIf(!redis)('on Redis', () => {
-  rateLimiterContract('Redis', async (perMinute) => {
-    const prefix = testPrefix();
-    const clients = [RedisRateLimiter.client(TEST_REDIS_URL), RedisRateLimiter.client(TEST_REDIS_URL)] as const;
-    await Promise.all(clients.map((client) => client.connect()));
-    const limiters = [new RedisRateLimiter(clients[0], perMinute, prefix), new RedisRateLimiter(clients[1], perMinute, prefix)] as const;
-    return {
-      limiters,
-      close: async () => {
-        await dropKeys(prefix);
-        for (const limiter of limiters) await limiter.close();
-      },
-    };
-  });
-});
-
-describe.skipIf(!redis)('the Redis rate limiter', () => {
-  it('keeps one hash per key under its prefix, in Redis time, expiring when the bucket would be full again', async () => {
-    const prefix = testPrefix();
-    const client = RedisRateLimiter.client(TEST_REDIS_URL);
-    await client.connect();
-    const limiter = new RedisRateLimiter(client, LIMIT, prefix);
+describe.skipIf(!redis)('the upload rate limit in Redis', () => {
+  it('is one window per user for every gateway process, under <TRIBUTARY_NAMESPACE>:upload-window', async () => {
+    const namespace = `tributary-test-${randomUUID().slice(0, 8)}`;
+    const config = loadGatewayConfig({ AUTH_JWT_SECRET: secret, INTERNAL_SIGNING_SECRET: secret, REDIS_URL: TEST_REDIS_URL, TRIBUTARY_NAMESPACE: namespace, UPLOAD_RATE_LIMIT_PER_MINUTE: '3' });
+    const [a, b] = [await createRateLimiter(config, silent), await createRateLimiter(config, silent)];
     const admin = new Redis(TEST_REDIS_URL);
     try {
-      expect(await limiter.take('tenant-a:alice', 2)).toBe(0);
-      const [seconds, micros] = await admin.time();
-      const bucket = await admin.hgetall(`${prefix}:tenant-a:alice`);
-      expect(Number(bucket.tokens)).toBeGreaterThanOrEqual(3);
-      expect(Number(bucket.tokens)).toBeLessThan(3.01);
-      expect(Math.abs(Number(seconds) * 1000 + Number(micros) / 1000 - Number(bucket.at))).toBeLessThan(1_000);
-      // Two tokens short at 5 per minute: full again in 24 s.
-      const ttl = await admin.pttl(`${prefix}:tenant-a:alice`);
-      expect(ttl).toBeGreaterThan(23_000);
-      expect(ttl).toBeLessThanOrEqual(24_000);
+      expect(await a.take('tenant-a:alice', 2)).toBe(0);
+      expect(await b.take('tenant-a:alice')).toBe(0);
+      const wait = await a.take('tenant-a:alice');
+      // Until the first two leave the window, a minute after they came.
+      expect(wait).toBeGreaterThan(59_000);
+      expect(wait).toBeLessThanOrEqual(60_000);
+      expect(await b.take('tenant-a:bob', 3)).toBe(0);
+      expect((await admin.keys(`${namespace}:*`)).sort()).toEqual([`${namespace}:upload-window:tenant-a:alice:calls`, `${namespace}:upload-window:tenant-a:bob:calls`]);
     } finally {
-      await dropKeys(prefix);
+      const keys = await admin.keys(`${namespace}:*`);
+      if (keys.length > 0) await admin.del(...keys);
       await admin.quit();
-      await limiter.close();
-    }
-  });
-
-  it.skipIf(!redisServer)('sends its script whole to a Redis that does not have it (new, restarted or flushed)', async () => {
-    const port = await freePort();
-    const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    const exited = new Promise((resolve) => server.once('exit', resolve));
-    const client = RedisRateLimiter.client(`redis://127.0.0.1:${port}`);
-    const limiter = new RedisRateLimiter(client, LIMIT, testPrefix());
-    try {
-      // The client keeps reconnecting until the server listens.
-      await client.connect().catch(() => {});
-      await waitFor(() => client.status === 'ready', 10_000, `redis-server on ${port}`);
-      expect(await limiter.take('tenant-a:alice')).toBe(0);
-      await client.script('FLUSH');
-      expect(await limiter.take('tenant-a:alice', 4)).toBe(0);
-      expect(await limiter.take('tenant-a:alice')).toBeGreaterThan(0);
-    } finally {
-      await limiter.close();
-      server.kill('SIGKILL');
-      await exited;
+      await a.close();
+      await b.close();
     }
   });
 
   it('fails a take within milliseconds, with RateLimitStoreError, when Redis is not there', async () => {
     // Nothing listens on this port: the take must not wait for a connection.
-    const client = RedisRateLimiter.client(`redis://127.0.0.1:${await freePort()}`);
+    const client = rateLimitRedisClient(`redis://127.0.0.1:${await freePort()}`);
     await client.connect().catch(() => {});
-    const limiter = new RedisRateLimiter(client, LIMIT, 'unused');
+    const store = new RedisRateLimitStore(client, 'unused');
     try {
       const started = performance.now();
-      const error = await limiter.take('tenant-a:alice').catch((e: unknown) => e);
+      const error = await store.tryAcquire('tenant-a:alice', 1, { requests: 0, cost: 5, windowMs: 60_000 }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(RateLimitStoreError);
       expect(performance.now() - started).toBeLessThan(REDIS_COMMAND_TIMEOUT_MS);
     } finally {
-      await limiter.close();
+      await store.close();
     }
   });
 });

@@ -1,51 +1,20 @@
 /**
- * The upload rate limit without services: the in-memory limiter (the token bucket contract, and
- * its arithmetic on a clock of our own), and what the plugin answers over the limit and when its
- * store fails (RATE_LIMIT_ON_REDIS_ERROR). The Redis limiter meets the same contract in
- * rate-limit.int.test.ts.
+ * The upload rate limit without services: what the plugin answers over the limit (a sliding
+ * window of UPLOAD_RATE_LIMIT_PER_MINUTE uploads in any 60 s, counted by @tributary/core's
+ * rate limiter, whose stores meet their contract in packages/core/test/rate-limit*), and when its
+ * store fails (RATE_LIMIT_ON_REDIS_ERROR).
  */
 import { ApolloServer } from '@apollo/server';
 import { registry } from '@tributary/core/metrics';
+import { MemoryRateLimitStore, RateLimitStoreError, windowLimiter, type RateLimiter } from '@tributary/core/rate-limit';
 import type { Logger } from '@tributary/core';
 import { describe, expect, it, vi } from 'vitest';
 import type { GatewayContext } from '../src/context.ts';
-import { MemoryRateLimiter, RateLimitStoreError, uploadRateLimit, type RateLimiter } from '../src/rate-limit.ts';
-import { rateLimiterContract } from './rate-limit-contract.ts';
+import { uploadRateLimit, uploadWindow } from '../src/rate-limit.ts';
 
-rateLimiterContract('memory', async (perMinute) => {
-  const limiter = new MemoryRateLimiter(perMinute);
-  return { limiters: [limiter, limiter], close: () => limiter.close() };
-});
-
-describe('the in-memory rate limiter on a clock of its own', () => {
-  function clocked(perMinute: number) {
-    const clock = { now: 1_000_000 };
-    return { clock, limiter: new MemoryRateLimiter(perMinute, { now: () => clock.now }) };
-  }
-
-  it('refills a token every 60 s / limit, continuously, up to the limit', async () => {
-    const { clock, limiter } = clocked(60);
-    for (let i = 0; i < 60; i++) expect(await limiter.take('u')).toBe(0);
-    expect(await limiter.take('u')).toBe(1_000);
-    clock.now += 400;
-    expect(await limiter.take('u')).toBe(600);
-    clock.now += 600;
-    expect(await limiter.take('u')).toBe(0);
-    expect(await limiter.take('u')).toBe(1_000);
-    clock.now += 10 * 60_000;
-    expect(await limiter.take('u', 60)).toBe(0);
-    expect(await limiter.take('u')).toBe(1_000);
-  });
-
-  it('refills nothing when the clock steps back', async () => {
-    const { clock, limiter } = clocked(60);
-    expect(await limiter.take('u', 60)).toBe(0);
-    clock.now -= 5_000;
-    expect(await limiter.take('u')).toBe(1_000);
-    clock.now += 1_000;
-    expect(await limiter.take('u')).toBe(0);
-  });
-});
+/** The upload limiter of `perMinute` in memory, on `clock` when given. */
+const memoryLimiter = (perMinute: number, clock?: { now: number }): RateLimiter =>
+  windowLimiter(new MemoryRateLimitStore(clock ? { now: () => clock.now } : {}), uploadWindow(perMinute));
 
 const typeDefs = 'type Query { ok: Boolean } type Mutation { uploadDocument(title: String): Boolean uploadInvoice: Boolean rename: Boolean }';
 const resolvers = { Mutation: { uploadDocument: () => true, uploadInvoice: () => true, rename: () => true } };
@@ -75,12 +44,13 @@ async function storeErrors(outcome: string): Promise<number> {
 
 describe('the upload rate limit plugin', () => {
   it('refuses uploads over the limit with RATE_LIMITED, HTTP 429 and the seconds to wait', async () => {
-    const { run, stop } = await serve(new MemoryRateLimiter(2));
+    const { run, stop } = await serve(memoryLimiter(2));
     try {
       expect((await run('mutation { a: uploadDocument(title: "a") b: uploadDocument(title: "b") }')).errors).toBeUndefined();
       const refused = await run('mutation { uploadDocument(title: "c") }');
       expect(refused.status).toBe(429);
-      expect(refused.errors?.[0]).toMatchObject({ message: expect.stringMatching(/^upload rate limit exceeded; retry in \d+ s$/), extensions: { code: 'RATE_LIMITED', retryAfterSeconds: 30 } });
+      // Until the first two leave the window: a minute after they came (a token bucket of 2 said 30 s).
+      expect(refused.errors?.[0]).toMatchObject({ message: expect.stringMatching(/^upload rate limit exceeded; retry in \d+ s$/), extensions: { code: 'RATE_LIMITED', retryAfterSeconds: 60 } });
       expect((await run('mutation { uploadDocument(title: "d") }', 'bob')).errors).toBeUndefined();
       expect((await run('{ ok }')).errors).toBeUndefined();
     } finally {
@@ -88,8 +58,43 @@ describe('the upload rate limit plugin', () => {
     }
   });
 
+  it('admits the limit in any 60 s, says when the oldest uploads leave, and admits again as they do', async () => {
+    const clock = { now: 1_000_000 };
+    const { run, stop } = await serve(memoryLimiter(3, clock));
+    try {
+      expect((await run('mutation { uploadDocument }')).errors).toBeUndefined();
+      clock.now += 20_000;
+      expect((await run('mutation { a: uploadDocument b: uploadDocument }')).errors).toBeUndefined();
+      clock.now += 10_000;
+      const refused = await run('mutation { uploadDocument }');
+      expect(refused.status).toBe(429);
+      expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 30 });
+      // Two uploads need the two that came 20 s later to leave too.
+      clock.now += 30_000;
+      expect((await run('mutation { a: uploadDocument b: uploadDocument }')).errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 20 });
+      expect((await run('mutation { uploadDocument }')).errors).toBeUndefined();
+      expect((await run('mutation { uploadDocument }')).errors?.[0]?.extensions).toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: 20 });
+    } finally {
+      await stop();
+    }
+  });
+
+  it('refuses a request that alone makes more uploads than the limit, with no Retry-After', async () => {
+    const { run, stop } = await serve(memoryLimiter(2));
+    try {
+      const refused = await run('mutation { a: uploadDocument b: uploadDocument c: uploadDocument }');
+      expect(refused.status).toBe(429);
+      expect(refused.errors?.[0]?.extensions?.code).toBe('RATE_LIMITED');
+      expect(refused.errors?.[0]?.extensions).not.toHaveProperty('retryAfterSeconds');
+      // It took nothing.
+      expect((await run('mutation { a: uploadDocument b: uploadDocument }')).errors).toBeUndefined();
+    } finally {
+      await stop();
+    }
+  });
+
   it('counts the fields it is given (UPLOAD_RATE_LIMIT_FIELDS), and no others', async () => {
-    const { run, stop } = await serve(new MemoryRateLimiter(2), undefined, undefined, ['uploadInvoice', 'uploadDocument']);
+    const { run, stop } = await serve(memoryLimiter(2), undefined, undefined, ['uploadInvoice', 'uploadDocument']);
     try {
       expect((await run('mutation { uploadInvoice rename }')).errors).toBeUndefined();
       expect((await run('mutation { a: rename b: rename c: rename }')).errors).toBeUndefined();
