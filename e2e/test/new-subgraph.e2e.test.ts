@@ -3,7 +3,8 @@
  * is never touched: refusals write nothing; a generated subgraph typechecks, composes, passes
  * `schema:check`, its own tests and the deployment checks (docker-compose.yml, the Dockerfile);
  * `pnpm dev` runs it, and an upload reaches its view through the gateway; its built dist/main.js
- * runs on PostgreSQL and RabbitMQ. The copy is the working tree's files (what a clone has in CI)
+ * runs on PostgreSQL and RabbitMQ, alone and beside the others' (fixtures/deployed-view.ts);
+ * `pnpm remove:subgraph` takes it out again. The copy is the working tree's files (what a clone has in CI)
  * with its own `pnpm install --offline`, removed at the end.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -169,6 +170,12 @@ describe.skipIf(!(await servicesAvailable()))('pnpm new:subgraph in a copy of th
       await dropDatabase(TEST_DATABASE_URL, namespacedDatabaseName(namespace, 'wordcount')).catch(() => {});
       expect([...killed, ...failed], 'stopped gracefully on SIGTERM').toEqual([]);
     }
+  }, 180_000);
+
+  it('runs it as deployed beside the others: every dist/main.js behind a gateway, an upload folded into its view', async () => {
+    await run(copy, 'pnpm', ['exec', 'tsx', 'scripts/build.ts']);
+    const { stdout } = await run(copy, 'pnpm', ['exec', 'tsx', 'e2e/test/fixtures/deployed-view.ts', 'wordcount']);
+    expect(JSON.parse(stdout.trim().split('\n').at(-1)!)).toEqual({ wordcount: { events: 1, byType: [{ type: 'analysis.completed/v1', count: 1 }] } });
   }, 180_000);
 
   it('removes one with pnpm remove:subgraph, leaving no trace of it in the repository', async () => {
