@@ -89,71 +89,8 @@ export async function enqueue(
   const cancelledJobs = new Set<string>();
   for (const tenantId of tenants) {
     const mine = uploads.filter((e) => e.tenantid === tenantId);
-    const turn = 1 / (settings.tenantWeights.get(tenantId) ?? 1);
-    const priority = mine.map((e) => PRIORITIES.indexOf(e.data.priority ?? 'NORMAL'));
-    // One statement per tenant, after the lock, so it sees every enqueue and cancel committed
-    // before this one: the tenant's latest tag (or the table's smallest); the tombstones of
-    // cancels that overtook their upload (rare: those documents are settled CANCELLED, not queued).
-    const rows = await queryRows<{ document_id: string | null; lease_token: string | null; cancelled_job: string | null }>(
-      em,
-      `with input as (
-         select * from unnest(?::text[], ?::text[], ?::text[], ?::smallint[], ?::text[]) with ordinality as i(document_id, job_id, title, priority, event, n)
-       ),
-       tombstones as (
-         delete from analysis_cancellations c using input i where c.job_id = i.job_id and c.tenant_id = ? returning c.job_id
-       ),
-       kept as (select * from input where job_id not in (select job_id from tombstones)),
-       base as (
-         select coalesce((select max(tag) from analysis_queue where tenant_id = ?), (select min(tag) from analysis_queue), 0) as tag
-       ),
-       direct as (
-         select (select count(*) from kept) <= ?::int and not exists (select 1 from analysis_queue where available_at <= now()) as claim
-       ),
-       cancelled as (
-         insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
-         select document_id, job_id, ?, 'CANCELLED', title, false, 0, ?, ? from input where job_id in (select job_id from tombstones)
-         on conflict (document_id) do update set status = 'CANCELLED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
-       ),
-       analysis as (
-         insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
-         select document_id, job_id, ?, case when direct.claim then 'RUNNING' else 'QUEUED' end, title, false, case when direct.claim then 1 else 0 end, ?, ? from kept cross join direct
-         on conflict (document_id) do update set status = 'QUEUED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
-         returning document_id
-       ),
-       queued as (
-         insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, lease_token, attempts, available_at, enqueued_at)
-         select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event,
-           case when direct.claim then gen_random_uuid()::text end, case when direct.claim then 1 else 0 end,
-           case when direct.claim then now() + ${ms(settings.leaseMs)} else ? end, ?
-         from kept i join analysis using (document_id) cross join base cross join direct
-         on conflict (document_id) do nothing
-         returning document_id, lease_token
-       )
-       select document_id, lease_token, null as cancelled_job from queued
-       union all select null, null, job_id from tombstones`,
-      [
-        mine.map((e) => e.data.documentId),
-        mine.map((e) => e.data.jobId),
-        mine.map((e) => e.data.title),
-        priority,
-        mine.map((e) => JSON.stringify(e)),
-        tenantId,
-        tenantId,
-        // Under a tenant cap only claimNext claims (it counts the tenant's live leases under the claims lock).
-        settings.tenantConcurrency > 0 ? 0 : slots - claimed.length,
-        tenantId,
-        now,
-        now,
-        tenantId,
-        now,
-        now,
-        tenantId,
-        turn,
-        now,
-        now,
-        now,
-      ],
-    );
+    // Under a tenant cap only claimNext claims (it counts the tenant's live leases under the claims lock).
+    const rows = await enqueueTenant(em, tenantId, mine, settings, now, settings.tenantConcurrency > 0 ? 0 : slots - claimed.length);
     const byDocument = new Map(mine.map((e) => [e.data.documentId, e]));
     for (const row of rows) {
       if (row.document_id !== null) queued.push(row.document_id);
@@ -166,6 +103,78 @@ export async function enqueue(
   }
   const cancelled = uploads.filter((e) => cancelledJobs.has(`${e.tenantid}\n${e.data.jobId}`));
   return { cancelled, queued, claimed };
+}
+
+/**
+ * One tenant's part of {@link enqueue}, in one statement after the tenant's lock, so it sees
+ * every enqueue and cancel committed before: the tenant's latest tag (or the table's smallest);
+ * the tombstones of cancels that overtook their upload (rare: those documents are settled
+ * CANCELLED, not queued); the documents inserted already claimed when nothing in the table is
+ * claimable and they fit `directSlots`. Rows: each queued document (with its lease token when
+ * claimed), and each tombstoned job.
+ */
+function enqueueTenant(em: EntityManager, tenantId: string, mine: readonly UploadEvent[], settings: QueueSettings, now: Date, directSlots: number) {
+  const turn = 1 / (settings.tenantWeights.get(tenantId) ?? 1);
+  const priority = mine.map((e) => PRIORITIES.indexOf(e.data.priority ?? 'NORMAL'));
+  return queryRows<{ document_id: string | null; lease_token: string | null; cancelled_job: string | null }>(
+    em,
+    `with input as (
+       select * from unnest(?::text[], ?::text[], ?::text[], ?::smallint[], ?::text[]) with ordinality as i(document_id, job_id, title, priority, event, n)
+     ),
+     tombstones as (
+       delete from analysis_cancellations c using input i where c.job_id = i.job_id and c.tenant_id = ? returning c.job_id
+     ),
+     kept as (select * from input where job_id not in (select job_id from tombstones)),
+     base as (
+       select coalesce((select max(tag) from analysis_queue where tenant_id = ?), (select min(tag) from analysis_queue), 0) as tag
+     ),
+     direct as (
+       select (select count(*) from kept) <= ?::int and not exists (select 1 from analysis_queue where available_at <= now()) as claim
+     ),
+     cancelled as (
+       insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
+       select document_id, job_id, ?, 'CANCELLED', title, false, 0, ?, ? from input where job_id in (select job_id from tombstones)
+       on conflict (document_id) do update set status = 'CANCELLED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
+     ),
+     analysis as (
+       insert into analyses (document_id, job_id, tenant_id, status, title, cached, attempts, created_at, updated_at)
+       select document_id, job_id, ?, case when direct.claim then 'RUNNING' else 'QUEUED' end, title, false, case when direct.claim then 1 else 0 end, ?, ? from kept cross join direct
+       on conflict (document_id) do update set status = 'QUEUED', updated_at = excluded.updated_at where analyses.status in ('PENDING', 'QUEUED', 'RUNNING')
+       returning document_id
+     ),
+     queued as (
+       insert into analysis_queue (document_id, job_id, tenant_id, priority, tag, urgency, event, lease_token, attempts, available_at, enqueued_at)
+       select i.document_id, i.job_id, ?, i.priority, base.tag + i.n * ?::float8, ?::timestamptz + i.priority * ${ms(settings.priorityStepMs)}, i.event,
+         case when direct.claim then gen_random_uuid()::text end, case when direct.claim then 1 else 0 end,
+         case when direct.claim then now() + ${ms(settings.leaseMs)} else ? end, ?
+       from kept i join analysis using (document_id) cross join base cross join direct
+       on conflict (document_id) do nothing
+       returning document_id, lease_token
+     )
+     select document_id, lease_token, null as cancelled_job from queued
+     union all select null, null, job_id from tombstones`,
+    [
+      mine.map((e) => e.data.documentId),
+      mine.map((e) => e.data.jobId),
+      mine.map((e) => e.data.title),
+      priority,
+      mine.map((e) => JSON.stringify(e)),
+      tenantId,
+      tenantId,
+      directSlots,
+      tenantId,
+      now,
+      now,
+      tenantId,
+      now,
+      now,
+      tenantId,
+      turn,
+      now,
+      now,
+      now,
+    ],
+  );
 }
 
 /**
