@@ -107,24 +107,38 @@ async function waitsForCostToLeave(stores: Stores): Promise<void> {
   expect(await stores[1].tryAcquire(k, 40, cost(100))).toMatchObject({ ok: true });
 }
 
+/** A call with the local times just before and just after it: the store decided in between. */
+async function bracketed<T>(call: () => Promise<T>): Promise<{ value: T; before: number; after: number }> {
+  const before = performance.now();
+  const value = await call();
+  return { value, before, after: performance.now() };
+}
+
+/** Clock slack between the store's clock and this process's monotonic one (ms granularity, rounding up). */
+const SLACK = 3;
+
 async function refillsAsTheOldestLeave([a, b]: Stores): Promise<void> {
   const k = key();
-  expect((await a.tryAcquire(k, 1, cost(3))).ok).toBe(true);
-  await sleep(300);
-  expect((await b.tryAcquire(k, 2, cost(3))).ok).toBe(true);
-  const refused = await a.tryAcquire(k, 1, cost(3));
+  const first = await bracketed(() => a.tryAcquire(k, 1, cost(3)));
+  expect(first.value.ok).toBe(true);
+  await sleep(500);
+  const second = await bracketed(() => b.tryAcquire(k, 2, cost(3)));
+  expect(second.value.ok).toBe(true);
+  const refusal = await bracketed(() => a.tryAcquire(k, 1, cost(3)));
+  const refused = refusal.value;
   expect(refused.ok).toBe(false);
   if (refused.ok) return;
-  // Until the first admission leaves: a window after it, some 300 ms ago.
-  expect(refused.waitMs).toBeGreaterThan(WINDOW - 400);
-  expect(refused.waitMs).toBeLessThanOrEqual(WINDOW - 300);
+  // Until the first admission leaves: a window after it, however long the calls took (bounds from the brackets).
+  expect(refused.waitMs).toBeGreaterThanOrEqual(WINDOW - (refusal.after - first.before) - SLACK);
+  expect(refused.waitMs).toBeLessThanOrEqual(WINDOW - (refusal.before - first.after) + SLACK);
   await sleep(refused.waitMs + 10);
-  // The one unit that left, and no more: the other two leave some 300 ms later.
+  // The one unit that left, and no more: the other two leave some 500 ms later.
   expect((await b.tryAcquire(k, 2, cost(3))).ok).toBe(false);
   expect((await b.tryAcquire(k, 1, cost(3))).ok).toBe(true);
-  const next = await a.tryAcquire(k, 1, cost(3));
-  expect(next.ok).toBe(false);
-  if (!next.ok) expect(next.waitMs).toBeLessThanOrEqual(300);
+  const next = await bracketed(() => a.tryAcquire(k, 1, cost(3)));
+  expect(next.value.ok).toBe(false);
+  // Until the second admission leaves.
+  if (!next.value.ok) expect(next.value.waitMs).toBeLessThanOrEqual(WINDOW - (next.before - second.after) + SLACK);
 }
 
 interface Admitted {
@@ -183,20 +197,22 @@ async function countsFromTheEnd(stores: Stores): Promise<void> {
   const first = await stores[0].tryAcquire(k, 0, requests(1));
   expect(first.ok && first.call).toBeTruthy();
   await sleep(400);
-  await stores[0].finish(k, (first as { call: string }).call);
-  const refused = await stores[1].tryAcquire(k, 0, requests(1));
+  const finished = await bracketed(() => stores[0].finish(k, (first as { call: string }).call));
+  const refusal = await bracketed(() => stores[1].tryAcquire(k, 0, requests(1)));
+  const refused = refusal.value;
   expect(refused.ok).toBe(false);
   // A full window from the end (400 ms after the admission), not from the admission.
-  if (!refused.ok) expect(refused.waitMs).toBeGreaterThan(WINDOW - 100);
+  if (!refused.ok) expect(refused.waitMs).toBeGreaterThanOrEqual(WINDOW - (refusal.after - finished.before) - SLACK);
 }
 
 async function holdsForAPause(stores: Stores): Promise<void> {
   const k = key();
-  await stores[0].pause(k, 400);
+  const paused = await bracketed(() => stores[0].pause(k, 400));
   for (const limits of [NONE, requests(5), cost(5)]) {
-    const held = await stores[1].tryAcquire(k, 1, limits);
+    const { value: held, after } = await bracketed(() => stores[1].tryAcquire(k, 1, limits));
     expect(held.ok).toBe(false);
-    if (!held.ok) expect(held.waitMs).toBeGreaterThan(300);
+    // The rest of the pause, however long the calls took.
+    if (!held.ok) expect(held.waitMs).toBeGreaterThanOrEqual(400 - (after - paused.before) - SLACK);
   }
   expect(await stores[1].tryAcquire(key(), 0, NONE)).toEqual({ ok: true });
   await sleep(450);
