@@ -20,9 +20,13 @@ export class MemoryRateLimitStore implements RateLimitStore {
   private readonly now: () => number;
   private counter = 0;
 
-  /** @param options.now the clock, in ms (default `Date.now`) */
+  /**
+   * @param options.now the clock, in ms (default `performance.now`: monotonic, so a wall clock
+   * stepped back or forward neither stretches nor shrinks the window, and finer than a
+   * millisecond, so a call admitted the moment the oldest leaves is a full window after it)
+   */
   constructor(options: { now?: () => number } = {}) {
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => performance.now());
   }
 
   async tryAcquire(key: string, cost: number, limits: WindowLimits): Promise<Admission> {
