@@ -63,7 +63,7 @@ export function createAnalysisService(options: AnalysisServiceOptions = {}): Ser
         {
           name: 'document-uploaded',
           types: ['document.uploaded'],
-          // Into the work table, in the inbox's transaction; the call slots take it from there.
+          // Into the work table, in the inbox's transaction, claiming what this process's free slots can take at once.
           batchHandler: async (events, { em, publish: publishEvents, afterTransaction }) => {
             // This process's free slots claim now, in this transaction, in the table's order: at
             // low load no claim transaction of its own and no wake-up. Only work left waiting
