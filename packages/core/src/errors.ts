@@ -12,6 +12,10 @@ export const CoreErrorCode = {
   DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
   QUEUE_NOT_FOUND: 'QUEUE_NOT_FOUND',
   IDEMPOTENCY_NO_TRANSACTION: 'IDEMPOTENCY_NO_TRANSACTION',
+  /** A log position older than the log keeps: read the current state again. */
+  CURSOR_EXPIRED: 'CURSOR_EXPIRED',
+  /** A string that is not a cursor this system issued. */
+  CURSOR_INVALID: 'CURSOR_INVALID',
 } as const;
 export type CoreErrorCode = (typeof CoreErrorCode)[keyof typeof CoreErrorCode];
 

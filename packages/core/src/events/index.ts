@@ -1,5 +1,7 @@
 export * from './transport.ts';
 export { InMemoryTransport } from './memory.ts';
+export * from './log.ts';
+export { MemoryEventLog } from './log-memory.ts';
 export { coalesceWrites } from './amqplib-writes.ts';
 export { deleteNamespace, RabbitMqTransport, type RabbitMqTransportOptions } from './rabbitmq.ts';
 export { publish, type NewEvent } from './publish.ts';

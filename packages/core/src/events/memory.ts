@@ -15,6 +15,7 @@ import {
   type Transport,
 } from './transport.ts';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
+import type { AppendableLog } from './log.ts';
 
 interface StoredMessage {
   body: Buffer;
@@ -51,7 +52,11 @@ export class InMemoryTransport implements Transport {
   private closed = false;
   private nextTag = 0;
 
-  constructor(readonly namespace: string) {}
+  constructor(
+    readonly namespace: string,
+    /** The log every publish is appended to first (embedded mode's table, or an array). */
+    readonly log?: AppendableLog,
+  ) {}
 
   async start(): Promise<void> {
     this.closed = false;
@@ -63,6 +68,8 @@ export class InMemoryTransport implements Transport {
 
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     this.assertOpen();
+    // Logged before routed, as a stream bound to the exchange has it once the publish is confirmed.
+    await this.log?.append(messages);
     for (const message of messages) {
       for (const queue of this.queues.values()) {
         if (![...queue.bindings].some((pattern) => topicMatches(pattern, message.routingKey))) continue;

@@ -31,27 +31,27 @@ export class RabbitMqTransport implements Transport {
   private model: ChannelModel | undefined;
   private readonly publisher: ConfirmPublisher;
   private readonly consumers: RabbitMqConsumers;
-  private readonly log: Logger;
+  private readonly logger: Logger;
   private readonly publishTimeoutMs: number;
   private closing = false;
   private readonly connectedWaiters: (() => void)[] = [];
 
   constructor(private readonly options: RabbitMqTransportOptions) {
     this.namespace = options.namespace;
-    this.log = options.logger.child({ component: 'rabbitmq' });
+    this.logger = options.logger.child({ component: 'rabbitmq' });
     this.publishTimeoutMs = options.publishTimeoutMs ?? 10_000;
-    this.publisher = new ConfirmPublisher(() => this.currentModel(), this.namespace, this.log, this.publishTimeoutMs);
+    this.publisher = new ConfirmPublisher(() => this.currentModel(), this.namespace, this.logger, this.publishTimeoutMs);
     this.consumers = new RabbitMqConsumers({
       namespace: this.namespace,
       options,
-      log: this.log,
+      log: this.logger,
       sender: this,
       isCurrent: (model) => !this.closing && this.model === model,
     });
   }
 
   async start(): Promise<void> {
-    const connection = await connectWithRecovery(this.options, this.log, {
+    const connection = await connectWithRecovery(this.options, this.logger, {
       setup: (model) => this.setup(model),
       disconnected: () => {
         this.model = undefined;
@@ -74,7 +74,7 @@ export class RabbitMqTransport implements Transport {
     this.model = model;
     this.publisher.reset();
     await this.consumers.subscribeAll(model);
-    if (this.consumers.size > 0 || this.connectedWaiters.length > 0) this.log.info('broker connected');
+    if (this.consumers.size > 0 || this.connectedWaiters.length > 0) this.logger.info('broker connected');
     for (const resolve of this.connectedWaiters.splice(0)) resolve();
   }
 

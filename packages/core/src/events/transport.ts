@@ -3,6 +3,8 @@
  * the outbox relay only speak this; `testing/transport-contract.ts` holds the suite both pass.
  */
 
+import type { EventLog } from './log.ts';
+
 /** A message to publish to the events exchange; `routingKey` is the event type. */
 export interface OutgoingMessage {
   routingKey: string;
@@ -96,6 +98,8 @@ export interface DeadLetter {
 export interface Transport {
   readonly kind: 'rabbitmq' | 'memory';
   readonly namespace: string;
+  /** The retained log of everything published (`log.ts`); absent when the log is turned off. */
+  readonly log?: EventLog | undefined;
   /** Connect and declare the events exchange. */
   start(): Promise<void>;
   /**
