@@ -30,6 +30,8 @@ export const InboxEntry = defineEntity({
     eventId: p.uuid().primary(),
     type: p.text(),
     processedAt: p.datetime().defaultRaw('now()'),
+    /** The event's own `time` (its outbox write): what the inbox's retention counts from. */
+    eventTime: p.datetime().defaultRaw('now()'),
   }),
   primaryKeys: ['consumer', 'eventId'],
 });

@@ -78,11 +78,40 @@ class CoreIdempotency extends Migration {
   }
 }
 
+/**
+ * Inbox retention (`pruneInbox` in events/inbox-retention.ts): each row keeps its event's own
+ * `time` (the outbox write), so a prune deletes by the age of the event, not of its arrival, and a
+ * log replay can compare an event's time with the consumer's watermark (`tributary_inbox_watermark`:
+ * rows of events older than `pruned_before` may be gone). Rows from before this migration take their
+ * `processed_at`, never earlier than their event's time, so they are kept at least as long. The
+ * default now() keeps inserts of a process not yet upgraded working during a rolling upgrade.
+ */
+class InboxRetention extends Migration {
+  override up(): void {
+    this.addSql('alter table tributary_inbox add column if not exists event_time timestamptz null');
+    this.addSql('update tributary_inbox set event_time = processed_at where event_time is null');
+    this.addSql('alter table tributary_inbox alter column event_time set default now(), alter column event_time set not null');
+    // The prune's only access path: one consumer's oldest rows, in batches.
+    this.addSql('create index if not exists tributary_inbox_consumer_event_time on tributary_inbox (consumer, event_time)');
+    this.addSql(`create table if not exists tributary_inbox_watermark (
+      consumer text primary key,
+      pruned_before timestamptz not null
+    )`);
+  }
+
+  override down(): void {
+    this.addSql('drop table if exists tributary_inbox_watermark');
+    this.addSql('drop index if exists tributary_inbox_consumer_event_time');
+    this.addSql('alter table tributary_inbox drop column if exists event_time');
+  }
+}
+
 /** Migrations of the tables every service has (outbox, inbox, idempotency keys). Run before the service's own. */
 export const coreMigrations: MigrationObject[] = [
   { name: '0000-core-outbox-inbox', class: CoreOutboxInbox },
   { name: '0001-outbox-no-event-id-index', class: OutboxNoEventIdIndex },
   { name: '0002-core-idempotency', class: CoreIdempotency },
+  { name: '0003-inbox-retention', class: InboxRetention },
 ];
 
 export { Migration };

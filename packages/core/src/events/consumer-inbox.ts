@@ -12,10 +12,10 @@ export async function applyInInbox(scope: ConsumerScope, items: Item[]): Promise
   const ended: ((committed: boolean) => void)[] = [];
   const transaction = em.transactional(async (tx) => {
     const params: string[] = [];
-    for (const i of items) params.push(scope.consumerKey, i.event.id, i.event.type);
+    for (const i of items) params.push(scope.consumerKey, i.event.id, i.event.type, i.event.time);
     const inserted = await queryRows<{ event_id: string }>(
       tx,
-      `insert into tributary_inbox (consumer, event_id, type) values ${valuesPlaceholders(items.length, 3)} on conflict do nothing returning event_id`,
+      `insert into tributary_inbox (consumer, event_id, type, event_time) values ${valuesPlaceholders(items.length, 4)} on conflict do nothing returning event_id`,
       params,
     );
     const fresh = new Set(inserted.map((r) => r.event_id));

@@ -29,10 +29,11 @@ export async function processStaged(scope: ConsumerScope, item: Item, defer: (de
       outcome = await db
         .fork()
         .transactional(async (tx) => {
-          const inserted = await queryRows(tx, 'insert into tributary_inbox (consumer, event_id, type) values (?, ?, ?) on conflict do nothing returning event_id', [
+          const inserted = await queryRows(tx, 'insert into tributary_inbox (consumer, event_id, type, event_time) values (?, ?, ?, ?) on conflict do nothing returning event_id', [
             scope.consumerKey,
             event.id,
             event.type,
+            event.time,
           ]);
           if (inserted.length === 0) return 'duplicate' as const;
           if (!(await work(transactionContext(tx)))) throw DECLINED;
