@@ -16,11 +16,9 @@ import { createSubgraph, type ExtraRoutes, type Subgraph } from './server.ts';
 import { watchOutbox } from './metrics.ts';
 import { initTracing } from './tracing.ts';
 import { verifyIdentity, type Identity } from './identity.ts';
-import { DEFAULT_IDEMPOTENCY_KEY_TTL_HOURS, pruneIdempotencyKeys } from './idempotency.ts';
-import { errorMessage } from './errors.ts';
-
-/** How often each service process deletes idempotency keys past their TTL, ms. */
-const IDEMPOTENCY_PRUNE_INTERVAL_MS = 10 * 60_000;
+import type { ViewsDefinition } from './views/types.ts';
+import { DEFAULT_IDEMPOTENCY_KEY_TTL_HOURS } from './idempotency.ts';
+import { retentionSettings, startPruning } from './retention.ts';
 
 export type { Identity } from './identity.ts';
 
@@ -42,6 +40,7 @@ export const subgraphConfigSchema = baseConfigSchema.extend({
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
   /** How long a mutation's `Idempotency-Key` is kept, hours (1..720). Default 24. */
   IDEMPOTENCY_KEY_TTL_HOURS: z.coerce.number().int().min(1).max(720).default(DEFAULT_IDEMPOTENCY_KEY_TTL_HOURS),
+  ...retentionSettings,
 });
 export type SubgraphConfig = z.infer<typeof subgraphConfigSchema>;
 
@@ -91,6 +90,8 @@ export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
    * signed identity themselves (`verifyIdentity`).
    */
   routes?: (deps: ServiceDeps<C>) => ExtraRoutes;
+  /** The tables that are pure projections of events and the consumers that fill them: what `pnpm views:rebuild` rebuilds. */
+  views?: ViewsDefinition;
 }
 
 export interface StartOptions {
@@ -144,7 +145,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     db.target.kind === 'postgres'
       ? await openDatabase({ service: definition.name, target: db.target, entities: definition.entities, migrations: definition.migrations, logger, poolSize: 1 })
       : db;
-  const relay = new OutboxRelay({ service: definition.name, db: relayDb, transport, logger });
+  const relay = new OutboxRelay({ service: definition.name, db: relayDb, transport, logger, retainSentMs: config.OUTBOX_RETENTION_MINUTES * 60_000 });
   const unwatch = watchOutbox(definition.name, db);
   const consumers = (definition.consumers?.(deps) ?? []).map(
     (consumer) => new EventConsumer({ ...consumer, service: definition.name, db, transport, logger }),
@@ -173,11 +174,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
   const port = options.port ?? config.PORT ?? definition.defaultPort;
   const url = await subgraph.listen(port, options.host ?? config.HOST);
   for (const worker of workers) await worker.start();
-  // Keys past their TTL already count as gone (idempotent() takes such a row over); this keeps the table small.
-  const pruneKeys = setInterval(() => {
-    pruneIdempotencyKeys(relayDb.fork(), config.IDEMPOTENCY_KEY_TTL_HOURS).catch((error) => logger.warn({ err: errorMessage(error) }, 'idempotency key prune failed'));
-  }, IDEMPOTENCY_PRUNE_INTERVAL_MS);
-  pruneKeys.unref();
+  const stopPruning = startPruning({ service: definition.name, db, pruneDb: relayDb, logger, config });
   return {
     name: definition.name,
     url,
@@ -186,7 +183,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
     consumers,
     workers,
     stop: async () => {
-      clearInterval(pruneKeys);
+      await stopPruning();
       for (const worker of workers) await worker.stop();
       unwatch();
       await subgraph.stop();
