@@ -16,6 +16,7 @@ import { createSubgraph, type ExtraRoutes, type Subgraph } from './server.ts';
 import { watchOutbox } from './metrics.ts';
 import { initTracing } from './tracing.ts';
 import { verifyIdentity, type Identity } from './identity.ts';
+import type { ViewsDefinition } from './views/types.ts';
 import { DEFAULT_IDEMPOTENCY_KEY_TTL_HOURS } from './idempotency.ts';
 import { retentionSettings, startPruning } from './retention.ts';
 
@@ -89,6 +90,8 @@ export interface ServiceDefinition<C extends SubgraphConfig = SubgraphConfig> {
    * signed identity themselves (`verifyIdentity`).
    */
   routes?: (deps: ServiceDeps<C>) => ExtraRoutes;
+  /** The tables that are pure projections of events and the consumers that fill them: what `pnpm views:rebuild` rebuilds. */
+  views?: ViewsDefinition;
 }
 
 export interface StartOptions {

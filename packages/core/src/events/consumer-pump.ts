@@ -39,6 +39,8 @@ export class DeliveryPump {
   private active = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private stopping = false;
+  /** Receiving but starting nothing (a late joiner applying the log's history first). */
+  private paused = false;
   /** Deliveries a staged handler handed back for later, by their timers (unacked meanwhile). */
   private readonly deferred = new Map<NodeJS.Timeout, Delivery>();
 
@@ -55,9 +57,24 @@ export class DeliveryPump {
     this.stopping = false;
   }
 
+  /**
+   * Keep what arrives, start nothing: the deliveries wait unacked (at most the prefetch; the
+   * broker keeps the rest in the queue) until {@link resume}.
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Start batches again after {@link pause}, beginning with what waited meanwhile. */
+  resume(): void {
+    this.paused = false;
+    this.pump(true);
+  }
+
   /** A delivery from the transport. */
   receive(delivery: Delivery): void {
     this.waiting.push(delivery);
+    if (this.paused) return;
     if (!this.gather) return this.pump(true);
     // Deliveries come in bursts (one socket read holds many): gather the burst, then pump.
     if (this.pumpScheduled) return;
@@ -100,7 +117,7 @@ export class DeliveryPump {
    */
   private pump(force: boolean): void {
     let partialOk = force;
-    while (!this.stopping && this.active < this.concurrency && this.waiting.length > 0) {
+    while (!this.stopping && !this.paused && this.active < this.concurrency && this.waiting.length > 0) {
       if (this.gather && this.active > 0 && !partialOk && this.waiting.length < this.fullBatch) {
         this.gatherTimer ??= setTimeout(() => {
           this.gatherTimer = undefined;
