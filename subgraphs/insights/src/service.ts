@@ -24,6 +24,9 @@ export const insightsService: ServiceDefinition = {
   migrations,
   defaultPort: 4004,
   consumers: () => [{ name: 'aggregates', types: ['analysis.completed', 'analysis.failed', 'analysis.cancelled'], batchHandler: aggregate }],
+  // Every row of these tables comes from the aggregates fold, so `pnpm views:rebuild insights`
+  // can recompute them from the log; insights.updated only announces their state, so a rebuild drops it.
+  views: { tables: ['insight_documents', 'theme_stats', 'tenant_stats'], consumers: ['aggregates'], announcements: ['insights.updated'] },
   resolvers: {
     Query: {
       themes: (_: unknown, args: { first?: number | null }, ctx: SubgraphContext) => topThemes(args, ctx),

@@ -1,0 +1,197 @@
+import type { ParsedEvent } from '@tributary/contracts';
+import { createLogger } from '@tributary/core';
+import { queryRows, type Database } from '@tributary/core/db';
+import { EventConsumer, InMemoryTransport, MemoryEventLog, type BatchEventHandler } from '@tributary/core/events';
+import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable, testNamespace, waitFor } from '@tributary/core/testing';
+import { rebuildViews, ViewsErrorCode, type RebuildOptions, type ViewConsumer } from '@tributary/core/views';
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { InsightDocument, migrations, TenantStat, ThemeStat } from '../src/entities.ts';
+import { aggregate, insightsService } from '../src/service.ts';
+
+const available = await servicesAvailable();
+const logger = createLogger({ service: 'test', level: 'silent' });
+const TYPES = ['analysis.completed', 'analysis.failed', 'analysis.cancelled'] as const;
+const THEMES = ['solar', 'wind', 'tides', 'grid'];
+
+/** One document's outcome, as analysis publishes it: completed with themes, or failed. */
+function outcome(tenant: string, i: number) {
+  const id = randomUUID();
+  const documentId = randomUUID();
+  const at = new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString();
+  const failed = i % 5 === 0;
+  const themes = [THEMES[i % 4]!, THEMES[(i + 1) % 4]!].map((name) => ({ name, score: 0.5 }));
+  const type = failed ? 'analysis.failed' : 'analysis.completed';
+  const data = failed
+    ? { documentId, jobId: randomUUID(), error: { code: 'X', message: 'm' }, attempts: 3, failedAt: at }
+    : { documentId, jobId: randomUUID(), summary: 's', themes, keywords: [], sentiment: { label: 'NEUTRAL', score: 0 }, provider: 'offline', model: 'm', tokens: { prompt: 1, completion: 1 }, attempts: 1, completedAt: at };
+  const body = JSON.stringify({ id, type, source: 'analysis', specversion: '1.0', time: at, dataschema: `${type}/v1`, subject: documentId, tenantid: tenant, data });
+  return { message: { routingKey: type, messageId: id, body: Buffer.from(body) }, tenant, failed, themes: themes.map((t) => t.name) };
+}
+type Outcome = ReturnType<typeof outcome>;
+
+/** The views computed from scratch over every outcome. */
+function expected(outcomes: Outcome[]) {
+  const tenants = new Map<string, { analyzed: number; failed: number; cancelled: number }>();
+  const themes = new Map<string, number>();
+  for (const o of outcomes) {
+    const t = tenants.get(o.tenant) ?? { analyzed: 0, failed: 0, cancelled: 0 };
+    if (o.failed) t.failed++;
+    else {
+      t.analyzed++;
+      for (const name of new Set(o.themes)) themes.set(`${o.tenant}/${name}`, (themes.get(`${o.tenant}/${name}`) ?? 0) + 1);
+    }
+    tenants.set(o.tenant, t);
+  }
+  return { tenants: Object.fromEntries([...tenants].sort()), themes: Object.fromEntries([...themes].sort()) };
+}
+
+/** A broken fold, as deployed before the fix: it drops failures. */
+const dropsFailures: BatchEventHandler = (events, context) => aggregate(events.filter((e) => e.type !== 'analysis.failed'), context);
+
+describe.skipIf(!available)('pnpm views:rebuild on PostgreSQL (insights, log in memory)', () => {
+  const target = randomDatabaseTarget();
+  let db: Database;
+  beforeAll(async () => {
+    db = await openTestDatabase(target, { entities: [InsightDocument, ThemeStat, TenantStat], migrations, logger, poolSize: 6 });
+  });
+  afterAll(async () => {
+    await db?.close();
+    await dropTestDatabase(target);
+  });
+
+  let running: { stop(): Promise<void> }[] = [];
+  afterEach(async () => {
+    for (const r of running.reverse()) await r.stop();
+    running = [];
+    await db.fork().execute('truncate insight_documents, theme_stats, tenant_stats, tributary_inbox, tributary_outbox');
+  });
+
+  /** A bus with a log, and the live consumer folding with `batchHandler`. */
+  async function live(batchHandler: BatchEventHandler, log = new MemoryEventLog()) {
+    const transport = new InMemoryTransport(testNamespace('rebuild'), log);
+    await transport.start();
+    let applied = 0;
+    const consumer = new EventConsumer({ service: 'insights', name: 'aggregates', types: [...TYPES], db, transport, logger, batchHandler, onApplied: (n) => (applied += n) });
+    await consumer.start();
+    running.push({ stop: () => transport.close() }, consumer);
+    return { transport, log, consumer, applied: () => applied };
+  }
+
+  const views = async () => {
+    const tenants = await queryRows<{ tenant_id: string; analyzed: number; failed: number; cancelled: number }>(db.fork(), 'select * from tenant_stats order by tenant_id');
+    const themes = await queryRows<{ tenant_id: string; name: string; document_count: number }>(db.fork(), 'select tenant_id, name, document_count from theme_stats order by tenant_id, name');
+    return {
+      tenants: Object.fromEntries(tenants.map((t) => [t.tenant_id, { analyzed: t.analyzed, failed: t.failed, cancelled: t.cancelled }])),
+      themes: Object.fromEntries(themes.map((t) => [`${t.tenant_id}/${t.name}`, t.document_count])),
+    };
+  };
+  const options = (log: MemoryEventLog | undefined, consumers: ViewConsumer[] = [{ name: 'aggregates', types: [...TYPES], batchHandler: aggregate }]): RebuildOptions => ({
+    service: 'insights',
+    views: insightsService.views!,
+    consumers,
+    db,
+    log,
+    logger,
+    batchSize: 50,
+  });
+  const schemas = async () => (await queryRows<{ nspname: string }>(db.fork(), `select nspname from pg_namespace where nspname like 'tributary_rebuild%'`)).map((r) => r.nspname);
+  const indexes = async () => (await queryRows<{ indexname: string }>(db.fork(), `select indexname from pg_indexes where schemaname = 'public' and tablename = any(?) order by 1`, [[...insightsService.views!.tables]])).map((r) => r.indexname);
+
+  it('replaces views folded by a broken fold with the fixed fold over all history, while events keep coming', async () => {
+    const indexesBefore = await indexes();
+    const tenants = ['t-a', 't-b', 't-c'];
+    const outcomes: Outcome[] = [];
+    const publish = async (n: number) => {
+      const batch = Array.from({ length: n }, (_, i) => outcome(tenants[(outcomes.length + i) % 3]!, outcomes.length + i));
+      outcomes.push(...batch);
+      await broken.transport.publish(batch.map((b) => b.message));
+    };
+    const broken = await live(dropsFailures);
+    await publish(400);
+    await waitFor(() => broken.applied() >= 320, 20_000, 'the broken fold applied the completions');
+    expect((await views()).tenants['t-a']!.failed).toBe(0);
+    // The fix is deployed: the live consumer folds correctly from now on; the past is still wrong.
+    await broken.consumer.stop();
+    const fixed = new EventConsumer({ service: 'insights', name: 'aggregates', types: [...TYPES], db, transport: broken.transport, logger, batchHandler: aggregate });
+    await fixed.start();
+    running.push(fixed);
+
+    let publishing = true;
+    const more = (async () => {
+      while (publishing) {
+        await publish(10);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    const progress: number[] = [];
+    const result = await rebuildViews({ ...options(broken.log), onProgress: (p) => progress.push(p.done) });
+    publishing = false;
+    await more;
+    await publish(20);
+
+    const want = expected(outcomes);
+    await waitFor(async () => JSON.stringify(await views()) === JSON.stringify(want), 20_000, 'the views equal a computation from scratch');
+    expect(await views()).toEqual(want);
+    expect(result.partial).toBe(false);
+    expect(result.applied).toBeGreaterThanOrEqual(400);
+    // insights.updated is an announcement: dropped during the rebuild, none in the outbox from it.
+    expect(result.announcementsDropped).toBeGreaterThan(0);
+    expect(progress.length).toBeGreaterThan(0);
+    expect(await schemas()).toEqual([]);
+    expect(await indexes()).toEqual(indexesBefore);
+    // No event was recorded twice, and every one once.
+    const [inbox] = await queryRows<{ n: number; distinct: number }>(db.fork(), `select count(*)::int as n, count(distinct event_id)::int as distinct from tributary_inbox where consumer = 'insights.aggregates'`);
+    expect(inbox).toEqual({ n: outcomes.length, distinct: outcomes.length });
+  });
+
+  it('refuses with VIEWS_LOG_OFF when the log is off, and touches nothing', async () => {
+    await expect(rebuildViews(options(undefined))).rejects.toMatchObject({ code: ViewsErrorCode.VIEWS_LOG_OFF });
+    expect(await schemas()).toEqual([]);
+  });
+
+  it('refuses with VIEWS_PARTIAL_HISTORY when the log dropped its oldest events, and rebuilds what it keeps with acceptPartial', async () => {
+    const system = await live(aggregate, new MemoryEventLog({ maxEntries: 50 }));
+    const outcomes = Array.from({ length: 80 }, (_, i) => outcome('t-p', i));
+    await system.transport.publish(outcomes.map((o) => o.message));
+    await waitFor(() => system.applied() >= 80, 20_000, 'the live fold applied every outcome');
+    const before = await views();
+    await expect(rebuildViews(options(system.log))).rejects.toMatchObject({ code: ViewsErrorCode.VIEWS_PARTIAL_HISTORY });
+    expect(await views()).toEqual(before);
+    const result = await rebuildViews({ ...options(system.log), acceptPartial: true });
+    expect(result.partial).toBe(true);
+    expect(await views()).toEqual(expected(outcomes.slice(30)));
+  });
+
+  it('fails with VIEWS_PUBLISH_REFUSED when the fold publishes more than its announcements, leaving the live views as they were', async () => {
+    const system = await live(aggregate);
+    const outcomes = Array.from({ length: 30 }, (_, i) => outcome('t-x', i));
+    await system.transport.publish(outcomes.map((o) => o.message));
+    await waitFor(() => system.applied() >= 30, 20_000, 'the live fold applied every outcome');
+    const before = await views();
+    const publishing: BatchEventHandler = async (events: ParsedEvent[], context) => {
+      await aggregate(events, context);
+      await context.publish([{ type: 'document.uploaded', subject: 'x', tenantId: 't-x', data: {} as never }]);
+    };
+    await expect(rebuildViews(options(system.log, [{ name: 'aggregates', types: [...TYPES], batchHandler: publishing }]))).rejects.toMatchObject({
+      code: ViewsErrorCode.VIEWS_PUBLISH_REFUSED,
+    });
+    expect(await views()).toEqual(before);
+    expect(await schemas()).toEqual([]);
+  });
+
+  it('leaves the live views untouched when interrupted, and a rerun completes', async () => {
+    const system = await live(dropsFailures);
+    const outcomes = Array.from({ length: 300 }, (_, i) => outcome('t-i', i));
+    await system.transport.publish(outcomes.map((o) => o.message));
+    await waitFor(() => system.applied() >= 240, 20_000, 'the live fold applied the completions');
+    const before = await views();
+    const controller = new AbortController();
+    const interrupted = rebuildViews({ ...options(system.log), signal: controller.signal, onProgress: (p) => p.done >= 100 && controller.abort() });
+    await expect(interrupted).rejects.toMatchObject({ code: ViewsErrorCode.VIEWS_REBUILD_ABORTED });
+    expect(await views()).toEqual(before);
+    expect(await schemas()).toEqual([]);
+    await rebuildViews(options(system.log));
+    expect(await views()).toEqual(expected(outcomes));
+  });
+});
