@@ -1,5 +1,5 @@
 import { topicMatches, type OutgoingMessage } from './transport.ts';
-import { cursorExpired, type EventLog, type LogEntry, type LogFollowHandle, type LogReadOptions, type LogStats } from './log.ts';
+import { cursorExpired, cursorPastEnd, type EventLog, type LogEntry, type LogFollowHandle, type LogReadOptions, type LogStats } from './log.ts';
 
 interface StoredEntry extends LogEntry {
   storedAt: number;
@@ -90,6 +90,7 @@ export class MemoryEventLog implements EventLog {
       return i < 0 ? this.entries.length : i;
     }
     const first = this.entries[0]?.offset ?? this.next;
+    if (from.after >= this.next) throw cursorPastEnd(from.after, this.next - 1);
     if (from.after + 1 < first) throw cursorExpired(from.after, first);
     return this.indexAfter(from.after);
   }

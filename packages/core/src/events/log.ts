@@ -85,6 +85,11 @@ export function cursorExpired(after: number, first: number): TributaryError {
   return new TributaryError(CoreErrorCode.CURSOR_EXPIRED, `the log no longer keeps the entries after offset ${after} (its oldest is ${first}): start again from the current state`);
 }
 
+/** Refused: the position is past the log's end, so it is not one of this log's (another log's, or made up). */
+export function cursorPastEnd(after: number, last: number): TributaryError {
+  return new TributaryError(CoreErrorCode.CURSOR_EXPIRED, `offset ${after} is past the log's end (${last}): it is not a position in this log`);
+}
+
 /**
  * A client's cursor: opaque to it, the log's offset to us. `logId` tells one log from another
  * (a namespace's stream re-created starts its offsets again), so a cursor from another log is

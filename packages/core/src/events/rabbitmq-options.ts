@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { RabbitMqLogOptions } from './log-rabbitmq.ts';
 
 export interface RabbitMqTransportOptions {
   url: string;
@@ -18,4 +19,10 @@ export interface RabbitMqTransportOptions {
   deliveryLimit?: number;
   /** Reconnect backoff. Defaults: 100 ms doubling to 10 s, 30% jitter. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number; jitter?: number; initialMaxRetries?: number };
+  /**
+   * The event log, a stream `<ns>.events.log` bound to the events exchange (`log-rabbitmq.ts`),
+   * with its retention; `false` turns it off (`Transport.log` is then undefined). Default: on,
+   * with the broker's default retention (none): `createTransport` passes `EVENT_LOG_RETENTION`.
+   */
+  log?: RabbitMqLogOptions | false;
 }

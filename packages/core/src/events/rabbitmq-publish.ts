@@ -1,7 +1,7 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { Logger } from 'pino';
 import { CoreErrorCode, TributaryError, errorMessage } from '../errors.ts';
-import { exchangeName, type OutgoingMessage } from './transport.ts';
+import { exchangeName, Headers, type OutgoingMessage } from './transport.ts';
 
 /**
  * Publishing with publisher confirms on one confirm channel per connection, opened on first use
@@ -52,7 +52,7 @@ export class ConfirmPublisher {
     const channel = await this.confirmChannel();
     const exchange = exchangeName(this.namespace);
     await confirmAll(channel, messages, this.publishTimeoutMs, (message, callback) =>
-      channel.publish(exchange, message.routingKey, message.body, publishOptions(message, true), callback),
+      channel.publish(exchange, message.routingKey, message.body, publishOptions(withTime(message), true), callback),
     );
   }
 
@@ -61,6 +61,15 @@ export class ConfirmPublisher {
     const channel = await this.confirmChannel();
     await confirmAll(channel, [message], this.publishTimeoutMs, (m, callback) => channel.sendToQueue(queue, m.body, publishOptions(m, false), callback));
   }
+}
+
+/**
+ * Every event carries when it was written (the relay sets it from the outbox row): the log's
+ * `{ time }` reads and its age rely on it, and a stream keeps no per-message time of its own.
+ */
+function withTime(message: OutgoingMessage): OutgoingMessage {
+  if (message.headers?.[Headers.time] !== undefined) return message;
+  return { ...message, headers: { ...message.headers, [Headers.time]: Date.now() } };
 }
 
 export function publishOptions(message: { messageId?: string | undefined; routingKey?: string; headers?: Record<string, unknown> }, mandatory: boolean): Options.Publish {

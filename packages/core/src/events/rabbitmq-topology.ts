@@ -58,13 +58,14 @@ export async function deleteQueues(channel: Channel, spec: Pick<QueueSpec, 'queu
   for (let tier = 0; tier < spec.retryDelaysMs.length; tier++) await channel.deleteQueue(retryQueueName(spec.queue, tier));
 }
 
-/** Delete every queue named `<namespace>.…` and the events exchange (test clean-up). */
+/** Delete every queue named `<namespace>.…`, the log's stream and the events exchange (test clean-up). */
 export async function deleteNamespace(url: string, namespace: string, queues: readonly string[]): Promise<void> {
   const connection = await connect(url);
   try {
     const channel = await connection.createChannel();
     channel.on('error', () => {});
     for (const queue of queues) if (queue.startsWith(`${namespace}.`)) await channel.deleteQueue(queue);
+    await channel.deleteQueue(`${namespace}.events.log`);
     await channel.deleteExchange(exchangeName(namespace));
   } finally {
     await connection.close().catch(() => {});

@@ -5,6 +5,7 @@ import { coalesceWrites } from './amqplib-writes.ts';
 import { connectWithRecovery } from './rabbitmq-connection.ts';
 import { RabbitMqConsumers } from './rabbitmq-consumers.ts';
 import { listDeadLetters, replayDeadLetters } from './rabbitmq-dead-letters.ts';
+import { declareLogStream, logStreamName, RabbitMqEventLog } from './log-rabbitmq.ts';
 import type { RabbitMqTransportOptions } from './rabbitmq-options.ts';
 import { ConfirmPublisher } from './rabbitmq-publish.ts';
 import { declareExchange, deleteQueues } from './rabbitmq-topology.ts';
@@ -27,6 +28,8 @@ export { deleteNamespace } from './rabbitmq-topology.ts';
 export class RabbitMqTransport implements Transport {
   readonly kind = 'rabbitmq' as const;
   readonly namespace: string;
+  /** The stream every publish also lands in; undefined when the options turn it off. */
+  readonly log: RabbitMqEventLog | undefined;
   private connection?: RecoveringChannelModel;
   private model: ChannelModel | undefined;
   private readonly publisher: ConfirmPublisher;
@@ -48,6 +51,10 @@ export class RabbitMqTransport implements Transport {
       sender: this,
       isCurrent: (model) => !this.closing && this.model === model,
     });
+    this.log =
+      options.log === false
+        ? undefined
+        : new RabbitMqEventLog({ namespace: this.namespace, logger: this.logger, model: () => this.currentModel(), sendToQueue: (queue, message) => this.sendToQueue(queue, message) });
   }
 
   async start(): Promise<void> {
@@ -71,6 +78,7 @@ export class RabbitMqTransport implements Transport {
   private async setup(model: ChannelModel): Promise<void> {
     coalesceWrites(model);
     await declareExchange(model, this.namespace);
+    if (this.options.log !== false) await declareLogStream(model, this.namespace, this.options.log ?? {}, this.logger);
     this.model = model;
     this.publisher.reset();
     await this.consumers.subscribeAll(model);
@@ -140,9 +148,12 @@ export class RabbitMqTransport implements Transport {
     await this.withChannel((channel) => deleteQueues(channel, spec));
   }
 
-  /** Delete the events exchange (test clean-up). */
+  /** Delete the events exchange and the log's stream (test clean-up). */
   async deleteExchange(): Promise<void> {
-    await this.withChannel((channel) => channel.deleteExchange(exchangeName(this.namespace)).then(() => undefined));
+    await this.withChannel(async (channel) => {
+      await channel.deleteQueue(logStreamName(this.namespace));
+      await channel.deleteExchange(exchangeName(this.namespace));
+    });
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,278 @@
+import { randomUUID } from 'node:crypto';
+import type { ChannelModel } from 'amqplib';
+import type { Logger } from 'pino';
+import { CoreErrorCode, TributaryError, errorMessage } from '../errors.ts';
+import { cursorExpired, cursorPastEnd, type EventLog, type LogEntry, type LogFollowHandle, type LogReadOptions, type LogStart, type LogStats } from './log.ts';
+import { LOG_MARKER_HEADER, StreamCursor, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
+import { StreamFollower } from './log-rabbitmq-follow.ts';
+import { exchangeName, Headers, topicMatches } from './transport.ts';
+
+/** `<ns>.events.log`: the stream bound with `#` to the events exchange. */
+export const logStreamName = (namespace: string) => `${namespace}.events.log`;
+
+/** How long and how much the log keeps. Both limits apply; whole segments go once past either. */
+export interface LogRetention {
+  maxAgeMs?: number;
+  maxBytes?: number;
+}
+
+export interface RabbitMqLogOptions extends LogRetention {
+  /**
+   * Size of one stream segment file (`x-stream-max-segment-size-bytes`). Retention drops whole
+   * segments, so the log keeps up to one segment more than `maxBytes`. Default: the broker's (500 MB).
+   * Tests set it tiny so retention shows.
+   */
+  maxSegmentBytes?: number;
+}
+
+/** What the log needs from its transport. */
+export interface RabbitMqLogContext {
+  namespace: string;
+  logger: Logger;
+  /** The current connection, waiting for one if needed. */
+  model(): Promise<ChannelModel>;
+  /** A message straight to a queue, confirmed by the broker. */
+  sendToQueue(queue: string, message: { body: Buffer; messageId: string | undefined; headers: Record<string, unknown> }): Promise<void>;
+}
+
+const READ_PREFETCH = 200;
+
+/**
+ * Declare the log's stream and bind it to the events exchange (on every connection, in the
+ * transport's setup). A stream's retention arguments are fixed by its first declaration: a
+ * different `EVENT_LOG_RETENTION` later makes the declare fail (406 PRECONDITION_FAILED). Then
+ * the existing stream is kept as it is and a warning says so: change a live stream's retention
+ * with a policy (`rabbitmqctl set_policy … '{"max-age":"14D"}' --apply-to queues`).
+ */
+export async function declareLogStream(model: ChannelModel, namespace: string, options: RabbitMqLogOptions, logger: Logger): Promise<void> {
+  const name = logStreamName(namespace);
+  const args: Record<string, unknown> = { 'x-queue-type': 'stream' };
+  if (options.maxAgeMs !== undefined) args['x-max-age'] = `${Math.max(1, Math.ceil(options.maxAgeMs / 1000))}s`;
+  if (options.maxBytes !== undefined) args['x-max-length-bytes'] = options.maxBytes;
+  if (options.maxSegmentBytes !== undefined) args['x-stream-max-segment-size-bytes'] = options.maxSegmentBytes;
+  let channel = await model.createChannel();
+  channel.on('error', () => {});
+  try {
+    await channel.assertQueue(name, { durable: true, arguments: args });
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== 406) throw error;
+    // The failed declare closed that channel; the stream exists with other arguments.
+    channel = await model.createChannel();
+    channel.on('error', () => {});
+    await channel.checkQueue(name);
+    logger.warn(
+      { stream: name, wanted: args, err: errorMessage(error) },
+      'the event log stream exists with other retention arguments: keeping it as it is (change a live stream\'s retention with a RabbitMQ policy)',
+    );
+  }
+  await channel.bindQueue(name, exchangeName(namespace), '#');
+  await channel.close().catch(() => {});
+}
+
+/**
+ * The log as a RabbitMQ stream (3.9+) bound to the events exchange: the relay's one confirmed
+ * publish lands in the consumers' queues and here. Read over AMQP 0-9-1: each read or follow
+ * attaches its own consumer at an `x-stream-offset` on a channel of its own and acks everything.
+ *
+ * The broker reports no end offset over 0-9-1, so a read finds "the end as of the call" by
+ * writing a marker message straight to the stream and reading up to it; markers are skipped.
+ * Offsets are not dense (the broker uses some for its own records), so a cursor `{ after: n }` is
+ * checked by seeing entry n itself again: if the first offset delivered is past n, n was removed
+ * by retention and the cursor has expired.
+ */
+export class RabbitMqEventLog implements EventLog {
+  readonly kind = 'rabbitmq' as const;
+  readonly stream: string;
+
+  constructor(private readonly context: RabbitMqLogContext) {
+    this.stream = logStreamName(context.namespace);
+  }
+
+  async read(options: LogReadOptions, onEntry: (entry: LogEntry) => Promise<void> | void, signal?: AbortSignal): Promise<number | undefined> {
+    const { from } = options;
+    if (from === 'end' || signal?.aborted) return undefined;
+    const model = await this.context.model();
+    let stopAt: number | undefined;
+    let markerId: string | undefined;
+    let offset: StreamOffset;
+    if (typeof from === 'object' && 'after' in from) {
+      stopAt = await this.endOffset(model);
+      assertBeforeEnd(from.after, stopAt);
+      offset = Math.max(from.after, 0);
+    } else {
+      markerId = randomUUID();
+      await this.writeMarker(markerId);
+      offset = from === 'beginning' ? 'first' : timestampOffset(from.time);
+    }
+    const cursor = await StreamCursor.open(model, this.stream, offset, READ_PREFETCH);
+    const abort = () => void cursor.close();
+    signal?.addEventListener('abort', abort, { once: true });
+    const gate = new StartGate(from);
+    let last: number | undefined;
+    try {
+      for (let m = await cursor.next(); m && !signal?.aborted; m = await cursor.next()) {
+        try {
+          if ((markerId !== undefined && m.marker === markerId) || (stopAt !== undefined && m.offset >= stopAt)) break;
+          if (!gate.admit(m) || m.marker !== undefined) continue;
+          last = m.offset;
+          const entry = toEntry(m);
+          if (matchesTypes(options, entry)) await onEntry(entry);
+        } finally {
+          cursor.ack(m);
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', abort);
+      await cursor.close();
+    }
+    return last;
+  }
+
+  async follow(options: LogReadOptions, onEntry: (entry: LogEntry) => void): Promise<LogFollowHandle> {
+    const { from } = options;
+    const model = await this.context.model();
+    let offset: StreamOffset = 'next';
+    if (from === 'beginning') offset = 'first';
+    else if (typeof from === 'object' && 'time' in from) offset = timestampOffset(from.time);
+    else if (typeof from === 'object') {
+      assertBeforeEnd(from.after, await this.endOffset(model));
+      offset = Math.max(from.after, 0);
+    }
+    const follower = new StreamFollower({
+      stream: this.stream,
+      model: () => this.context.model(),
+      logger: this.context.logger,
+      gate: new StartGate(from),
+      initialOffset: offset,
+      onEntry: (m) => {
+        const entry = toEntry(m);
+        if (matchesTypes(options, entry)) onEntry(entry);
+      },
+    });
+    await follower.start(model);
+    // From the end: a marker pins the follower's position, so a reconnection before the first
+    // entry resumes from here instead of from whatever is the end by then.
+    if (from === 'end') await this.writeMarker(randomUUID());
+    return follower;
+  }
+
+  /**
+   * Approximate where the broker only tells offsets: `entries` is the span of offsets from the
+   * oldest entry to the end (markers and the broker's own records included), `bytes` unknown over
+   * AMQP 0-9-1. (`checkQueue`'s messageCount on a 3.10 stream lags by seconds and is not used.)
+   * The age is that of the oldest entry's `x-tributary-time`.
+   */
+  async stats(): Promise<LogStats> {
+    const model = await this.context.model();
+    const end = await this.endOffset(model);
+    const cursor = await StreamCursor.open(model, this.stream, 'first', 50);
+    let oldest: StreamMessage | undefined;
+    try {
+      for (let m = await cursor.next(); m; m = await cursor.next()) {
+        cursor.ack(m);
+        if (m.offset >= end) break;
+        if (m.marker === undefined) {
+          oldest = m;
+          break;
+        }
+      }
+    } finally {
+      await cursor.close();
+    }
+    if (!oldest) return { entries: 0, bytes: undefined, first: undefined, last: undefined, oldestAgeSeconds: 0 };
+    const time = timeOf(oldest);
+    return {
+      entries: end - oldest.offset,
+      bytes: undefined,
+      first: oldest.offset,
+      last: end - 1,
+      oldestAgeSeconds: time === undefined ? 0 : Math.max(0, (Date.now() - time) / 1000),
+    };
+  }
+
+  /** The offset of a marker written now: every entry before it was in the log when this was called. */
+  private async endOffset(model: ChannelModel): Promise<number> {
+    const id = randomUUID();
+    // Attached at 'next' before the marker is written, so the marker is among what it gets.
+    const cursor = await StreamCursor.open(model, this.stream, 'next', READ_PREFETCH);
+    try {
+      await this.writeMarker(id);
+      for (let m = await cursor.next(); m; m = await cursor.next()) {
+        cursor.ack(m);
+        if (m.marker === id) return m.offset;
+      }
+      throw new TributaryError(CoreErrorCode.TRANSPORT_CLOSED, 'the log closed while finding its end');
+    } finally {
+      await cursor.close();
+    }
+  }
+
+  private writeMarker(id: string): Promise<void> {
+    return this.context.sendToQueue(this.stream, { body: Buffer.alloc(0), messageId: undefined, headers: { [LOG_MARKER_HEADER]: id } });
+  }
+}
+
+/**
+ * Decides, delivery by delivery, where a read really starts: the broker attaches at chunk
+ * granularity, so entries before the position asked for come first and are skipped here.
+ */
+export class StartGate {
+  private seenFirst = false;
+  private started: boolean;
+
+  constructor(private readonly from: LogStart) {
+    this.started = !(typeof from === 'object' && 'time' in from);
+  }
+
+  /** Whether `m` is at or past the start. @throws CURSOR_EXPIRED when `{ after }`'s entry is gone. */
+  admit(m: StreamMessage): boolean {
+    const { from } = this;
+    if (typeof from === 'object' && 'after' in from) {
+      if (!this.seenFirst) {
+        this.seenFirst = true;
+        if (m.offset > Math.max(from.after, 0)) throw cursorExpired(from.after, m.offset);
+      }
+      return m.offset > from.after;
+    }
+    if (!this.started) {
+      if (m.marker !== undefined) return false;
+      const time = timeOf(m);
+      if (time !== undefined && typeof from === 'object' && 'time' in from && time < from.time.getTime()) return false;
+      this.started = true;
+    }
+    return true;
+  }
+}
+
+function assertBeforeEnd(after: number, end: number): void {
+  if (after >= end) throw cursorPastEnd(after, end - 1);
+}
+
+/** The broker seeks by chunk timestamps in seconds: a second earlier, then the gate skips by our time header. */
+function timestampOffset(time: Date): StreamOffset {
+  return { '!': 'timestamp', value: Math.max(0, Math.floor(time.getTime() / 1000) - 1) };
+}
+
+/** When the entry was published, ms: the relay's `x-tributary-time` (set on every publish). */
+function timeOf(m: StreamMessage): number | undefined {
+  const value = (m.message.properties.headers as Record<string, unknown> | undefined)?.[Headers.time];
+  const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function toEntry(m: StreamMessage): LogEntry {
+  const { properties, fields } = m.message;
+  const headers = { ...((properties.headers ?? {}) as Record<string, unknown>) };
+  delete headers['x-stream-offset'];
+  return {
+    offset: m.offset,
+    messageId: properties.messageId as string | undefined,
+    routingKey: fields.routingKey,
+    headers,
+    body: m.message.content,
+  };
+}
+
+function matchesTypes(options: LogReadOptions, entry: LogEntry): boolean {
+  return !options.types || options.types.some((pattern) => topicMatches(pattern, entry.routingKey));
+}
