@@ -16,6 +16,10 @@ export const CoreErrorCode = {
   CURSOR_EXPIRED: 'CURSOR_EXPIRED',
   /** A string that is not a cursor this system issued. */
   CURSOR_INVALID: 'CURSOR_INVALID',
+  /** A consumer asked to start from history (`startFrom`) on a transport with no event log. */
+  EVENT_LOG_DISABLED: 'EVENT_LOG_DISABLED',
+  /** `startFrom` on a consumer whose handler cannot replay history (a staged handler's model calls). */
+  HISTORY_UNSUPPORTED: 'HISTORY_UNSUPPORTED',
 } as const;
 export type CoreErrorCode = (typeof CoreErrorCode)[keyof typeof CoreErrorCode];
 

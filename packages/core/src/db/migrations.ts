@@ -1,6 +1,7 @@
 import { Migration } from '@mikro-orm/migrations';
 import type { MigrationObject } from '@mikro-orm/core';
 import { OUTBOX_CHANNEL } from './entities.ts';
+import { CoreLogCheckpoint } from './log-checkpoint-migration.ts';
 
 class CoreOutboxInbox extends Migration {
   override up(): void {
@@ -112,6 +113,7 @@ export const coreMigrations: MigrationObject[] = [
   { name: '0001-outbox-no-event-id-index', class: OutboxNoEventIdIndex },
   { name: '0002-core-idempotency', class: CoreIdempotency },
   { name: '0003-inbox-retention', class: InboxRetention },
+  { name: '0004-log-checkpoint', class: CoreLogCheckpoint },
 ];
 
 export { Migration };

@@ -123,6 +123,18 @@ export interface EventConsumerSettings {
    * could between the delivery and the handler's own read.
    */
   relevant?: (event: ParsedEvent, em: EntityManager) => boolean | Promise<boolean>;
+  /**
+   * A late joiner: the first time this consumer (service + name) starts, it applies the event
+   * log's history of its `types` first, from the log's beginning or from the first entry stored
+   * at or after a time, then continues live, with no gap and nothing applied twice (the queue is
+   * bound before the history is read and holds what arrives meanwhile; the inbox drops the
+   * overlap). Its progress is checkpointed with each batch, so a restart resumes where it
+   * stopped; once caught up, later starts skip the history. Needs the transport's log
+   * (`EVENT_LOG_DISABLED` otherwise) and a `handler` or `batchHandler` (a staged handler:
+   * `HISTORY_UNSUPPORTED`). Default: none (the consumer sees only what is published once its
+   * queue exists).
+   */
+  startFrom?: 'beginning' | Date;
 }
 
 /** A consumer's settings and its one handler. */

@@ -1,7 +1,8 @@
 import { parse } from '@tributary/contracts';
 import type { Logger } from 'pino';
 import { metrics, watchConsumer } from '../metrics.ts';
-import { errorCode, errorMessage } from '../errors.ts';
+import { CoreErrorCode, errorCode, errorMessage, TributaryError } from '../errors.ts';
+import { catchUpWithRetries } from './consumer-catch-up.ts';
 import { DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_PREFETCH, type EventConsumerOptions } from './consumer-options.ts';
 import { fail } from './consumer-failure.ts';
 import { applyInInbox } from './consumer-inbox.ts';
@@ -53,6 +54,8 @@ export class EventConsumer {
   private readonly scope: ConsumerScope;
   private readonly pump: DeliveryPump;
   private handle: ConsumerHandle | undefined;
+  /** The history being applied (`startFrom`), and how to stop it. */
+  private history: { done: Promise<void>; abort: AbortController } | undefined;
 
   constructor(private readonly options: EventConsumerOptions) {
     this.queue = queueName(options.transport.namespace, options.service, options.name);
@@ -77,8 +80,26 @@ export class EventConsumer {
     });
   }
 
+  /**
+   * Declare and bind the queue and start receiving. With `startFrom`, the deliveries are held
+   * while the log's history is applied in the background (see {@link caughtUp}): binding first
+   * means everything published from now on waits in the queue, so there is no gap between the
+   * history and the live part, and what both carry is dropped by the inbox.
+   *
+   * @throws TributaryError `EVENT_LOG_DISABLED` with `startFrom` and no log on the transport;
+   *   `HISTORY_UNSUPPORTED` with `startFrom` and a staged handler.
+   */
   async start(): Promise<void> {
+    const { startFrom, transport } = this.options;
+    if (startFrom !== undefined && !transport.log) {
+      throw new TributaryError(CoreErrorCode.EVENT_LOG_DISABLED, `${this.scope.consumerKey} starts from the event log's history (startFrom), but the transport keeps no log`);
+    }
+    // A staged handler calls a model per event: replaying years of them is a bill, not a view.
+    if (startFrom !== undefined && this.options.stagedHandler) {
+      throw new TributaryError(CoreErrorCode.HISTORY_UNSUPPORTED, `${this.scope.consumerKey}: a staged handler cannot start from history (startFrom)`);
+    }
     this.pump.open();
+    if (startFrom !== undefined) this.pump.pause();
     const spec = {
       queue: this.queue,
       bindings: this.options.types,
@@ -89,6 +110,21 @@ export class EventConsumer {
     // Stays watched after stop(): a stopped consumer's backlog is the one worth seeing.
     watchConsumer(this.options.service, this.options.name, () => this.backlog());
     this.handle = await this.options.transport.consume(spec, (delivery) => this.pump.receive(delivery));
+    if (startFrom !== undefined && transport.log) {
+      const abort = new AbortController();
+      const done = catchUpWithRetries(this.scope, transport.log, startFrom, abort.signal).then(() => {
+        if (!abort.signal.aborted) this.pump.resume();
+      });
+      this.history = { done, abort };
+    }
+  }
+
+  /**
+   * Resolves once the consumer is live: at once without `startFrom`; with it, once the history
+   * is applied and the deliveries held meanwhile are being processed (or the consumer stopped).
+   */
+  async caughtUp(): Promise<void> {
+    await this.history?.done;
   }
 
   /**
@@ -96,6 +132,10 @@ export class EventConsumer {
    * received but not started (the broker redelivers it to another consumer).
    */
   async stop(): Promise<void> {
+    // The history's batch in flight commits with its checkpoint; the next start resumes after it.
+    this.history?.abort.abort();
+    await this.history?.done;
+    this.history = undefined;
     this.pump.halt();
     await this.handle?.cancel();
     await this.pump.drain();
