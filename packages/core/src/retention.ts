@@ -10,7 +10,7 @@ import { CORE_EVENT_TABLES, rowsPruned, watchTableRows } from './metrics-tables.
 
 /** How often a service process prunes its per-event tables, ms. */
 export const DEFAULT_PRUNE_INTERVAL_MS = 10 * 60_000;
-const FIRST_ROUND_MAX_DELAY_MS = 60_000;
+const FIRST_ROUND_MAX_DELAY_MS = 5_000;
 /** How long the relay keeps an outbox row after the broker confirmed it, minutes (`OUTBOX_RETENTION_MINUTES`). */
 export const DEFAULT_OUTBOX_RETENTION_MINUTES = 60;
 
@@ -95,7 +95,7 @@ export class Pruner {
     if (this.timer) return;
     this.timer = setInterval(() => void this.runOnce(), this.intervalMs);
     this.timer.unref();
-    // The first round within a minute: a process restarted more often than the interval still prunes.
+    // The first round soon after the start: a process restarted more often than the interval still prunes.
     this.first = setTimeout(() => void this.runOnce(), Math.min(this.intervalMs, FIRST_ROUND_MAX_DELAY_MS));
     this.first.unref();
   }
@@ -129,6 +129,29 @@ export class Pruner {
     }
   }
 }
+
+/**
+ * A service's own per-event tables (e.g. webhook deliveries), pruned by `tasks` and their row
+ * counts on `/metrics`, as a worker (`ServiceDefinition.workers`): started once the service
+ * listens, stopped before it.
+ */
+export function retentionWorker(options: PrunerOptions & { db: Database }): { start(): Promise<void>; stop(): Promise<void> } {
+  const pruner = new Pruner(options);
+  let unwatch: (() => void) | undefined;
+  return {
+    start: async () => {
+      unwatch ??= watchTableRows(options.service, options.db, options.tasks.map((t) => t.table));
+      await pruner.start();
+    },
+    stop: async () => {
+      unwatch?.();
+      unwatch = undefined;
+      await pruner.stop();
+    },
+  };
+}
+
+export { watchTableRows } from './metrics-tables.ts';
 
 export interface PruningOptions {
   service: string;

@@ -94,7 +94,22 @@ class AddJobCancelled extends Migration {
   }
 }
 
+/**
+ * The retention prune's access path (`pruneDeliveries`): settled deliveries by the time they
+ * settled. PENDING ones are never pruned, so they stay out of the index.
+ */
+class DeliveriesSettledIndex extends Migration {
+  override up(): void {
+    this.addSql("create index if not exists webhook_deliveries_settled on webhook_deliveries (updated_at) where status <> 'PENDING'");
+  }
+
+  override down(): void {
+    this.addSql('drop index if exists webhook_deliveries_settled');
+  }
+}
+
 export const migrations = [
   { name: '0001-webhooks', class: CreateWebhooks },
   { name: '0002-webhooks-job-cancelled', class: AddJobCancelled },
+  { name: '0003-webhook-deliveries-settled-index', class: DeliveriesSettledIndex },
 ];

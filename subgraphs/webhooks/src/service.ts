@@ -4,11 +4,13 @@ import { queryRows, queryRun, valuesPlaceholders, type EntityManager } from '@tr
 import type { HandlerContext, NewEvent, StagedEventHandler } from '@tributary/core/events';
 import { badUserInput, newestFirstPage, notFound } from '@tributary/core/graphql';
 import { externalCounter } from '@tributary/core/metrics';
+import { retentionWorker } from '@tributary/core/retention';
 import { subgraphConfigSchema, type ServiceDefinition, type SubgraphContext } from '@tributary/core/service';
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { migrations, WEBHOOK_EVENT_TYPES, WebhookDeliveryRow, WebhookEndpoint, type WebhookEventType } from './entities.ts';
 import { webhookResolvers } from './resolvers.ts';
+import { DEFAULT_DELIVERY_RETENTION_DAYS, pruneDeliveries } from './retention.ts';
 import { typeDefs } from './schema.ts';
 import { newSecret, sendWebhook, signedHeaders } from './send.ts';
 import { checkedAddresses, hostOf, parseWebhookUrl, WebhookUrlError, type Resolver } from './ssrf.ts';
@@ -42,6 +44,12 @@ export const configSchema = subgraphConfigSchema
     WEBHOOK_ALLOW_PRIVATE_NETWORKS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
     /** Attempts in flight at once per process (each holds no database connection while it waits). Default 32. */
     WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(512).default(32),
+    /**
+     * How long a settled delivery (DELIVERED or FAILED) is kept, days (1..3650): listed by
+     * `webhookDeliveries`, replayable from the dead-letter queue. Default 30. PENDING ones are kept
+     * until they settle.
+     */
+    WEBHOOK_DELIVERY_RETENTION_DAYS: z.coerce.number().int().min(1).max(3650).default(DEFAULT_DELIVERY_RETENTION_DAYS),
   })
   .superRefine((config, ctx) => {
     if (config.WEBHOOK_ALLOW_PRIVATE_NETWORKS && config.NODE_ENV === 'production') {
@@ -212,6 +220,9 @@ export function createWebhooksService(options: { resolve?: Resolver } = {}): Ser
     migrations,
     configSchema,
     defaultPort: 4005,
+    workers: ({ db, logger, config }) => [
+      retentionWorker({ service: 'webhooks', db, logger, tasks: [{ table: 'webhook_deliveries', prune: () => pruneDeliveries(db, config.WEBHOOK_DELIVERY_RETENTION_DAYS) }] }),
+    ],
     consumers: ({ config }) => [
       { name: 'fanout', types: ['job.updated'], handler: fanOut, relevant: fanOutRelevant },
       {
