@@ -38,6 +38,8 @@ export function dockerCompose(text: string, p: SubgraphPlan): string {
       ${p.constant}_DATABASE_URL: postgres://\${POSTGRES_USER:-tributary}:\${POSTGRES_PASSWORD:-tributary}@postgres:5432/tributary_${p.name}
       DATABASE_POOL_SIZE:
       IDEMPOTENCY_KEY_TTL_HOURS:
+      INBOX_RETENTION_HOURS:
+      OUTBOX_RETENTION_MINUTES:
     depends_on: *infrastructure
 
 `;
