@@ -5,6 +5,9 @@ import { queryRows, queryRun } from '../src/db/sql.ts';
 import { EventConsumer } from '../src/events/consumer.ts';
 import { beforeWatermark, pruneInbox, replayWatermark } from '../src/events/inbox-retention.ts';
 import { InMemoryTransport } from '../src/events/memory.ts';
+import { registry } from '../src/metrics.ts';
+import { watchTableRows } from '../src/metrics-tables.ts';
+import { inboxConsumers } from '../src/retention.ts';
 import { dropTestDatabase, openTestDatabase, randomDatabaseTarget } from '../src/testing/database.ts';
 import { servicesAvailable, waitFor } from '../src/testing/services.ts';
 import { effectMigrations, effectStats, recordEffect, uploadedEvent } from './fixtures/effects.ts';
@@ -122,5 +125,28 @@ describe.skipIf(!(await servicesAvailable()))('inbox retention', () => {
     await queryRun(db.fork(), 'insert into tributary_inbox (consumer, event_id, type, processed_at) values (?, ?, ?, ?)', [CONSUMER, randomUUID(), 'document.uploaded', new Date()]);
     expect(await inboxCount(db)).toBe(1);
     expect((await pruneInbox(db, CONSUMER, HOUR)).deleted).toBe(0);
+  });
+});
+
+describe('inbox retention on the embedded database (PGlite)', () => {
+  it('prunes, raises the watermark, finds the consumers and reports the row counts', async () => {
+    const db = await openTestDatabase({ kind: 'pglite', dataDir: 'memory://' }, { logger: silent });
+    try {
+      const em = db.fork();
+      for (const [consumer, age] of [['a.one', '3 hours'], ['a.one', '0 hours'], ['b.two', '3 hours']] as const) {
+        await queryRun(em, `insert into tributary_inbox (consumer, event_id, type, event_time) values (?, ?, 'x.y', now() - ?::interval)`, [consumer, randomUUID(), age]);
+      }
+      expect(await inboxConsumers(db.fork())).toEqual(['a.one', 'b.two']);
+      expect((await pruneInbox(db, 'a.one', HOUR, 1)).deleted).toBe(1);
+      expect(await replayWatermark(db.fork(), 'a.one')).toBeInstanceOf(Date);
+      const unwatch = watchTableRows('embedded-test', db, ['tributary_inbox']);
+      try {
+        expect(await registry.getSingleMetricAsString('tributary_table_rows')).toMatch(/tributary_table_rows\{service="embedded-test",table="tributary_inbox"\} \d+/);
+      } finally {
+        unwatch();
+      }
+    } finally {
+      await db.close();
+    }
   });
 });
