@@ -5,10 +5,11 @@
  * it is close to the log's end, then one transaction that folds the rest and swaps the tables
  * (`swap.ts`); the old tables are dropped after.
  */
+import type { EntityManager } from '@mikro-orm/postgresql';
 import type pg from 'pg';
 import type { Database } from '../db/index.ts';
 import { queryRows } from '../db/sql.ts';
-import { errorMessage } from '../errors.ts';
+import { CoreErrorCode, errorCode, errorMessage } from '../errors.ts';
 import type { EventLog } from '../events/log.ts';
 import { ViewsErrorCode, viewsError } from './errors.ts';
 import type { FoldScope } from './fold.ts';
@@ -34,20 +35,35 @@ function viewConsumers(options: RebuildOptions): ViewConsumer[] {
   });
 }
 
-/** The log, checked: on, and keeping its beginning (or the caller accepts views over what it keeps). */
-async function checkedLog(options: RebuildOptions): Promise<{ log: EventLog; partial: boolean; total: number; first: number }> {
+/** The log, checked to be on, and its size for the progress display. */
+async function checkedLog(options: RebuildOptions): Promise<{ log: EventLog; total: number; first: number }> {
   const { log, service } = options;
   if (!log) throw viewsError(ViewsErrorCode.VIEWS_LOG_OFF, `the event log is off: ${service}'s views cannot be rebuilt without the history (turn the log on; it keeps events from then on)`);
   const stats = await log.stats();
-  const partial = stats.first !== undefined && stats.first > 0;
-  if (partial && !options.acceptPartial) {
-    throw viewsError(
-      ViewsErrorCode.VIEWS_PARTIAL_HISTORY,
-      `the log no longer keeps its oldest events (its first is offset ${stats.first}, ${Math.round(stats.oldestAgeSeconds)} s old): rebuilt views would cover only what it keeps and lose the rest. Keep the current views, or accept that (--accept-partial)`,
-    );
-  }
   const first = stats.first ?? 0;
-  return { log, partial, first, total: stats.last === undefined ? 0 : stats.last - first + 1 };
+  return { log, first, total: stats.last === undefined ? 0 : stats.last - first + 1 };
+}
+
+/**
+ * The first read, from the log's very first offset: `{ after: -1 }` is refused with
+ * `CURSOR_EXPIRED` exactly when retention has dropped offset 0 (a log's first kept offset says
+ * less: a RabbitMQ stream spends offsets on records of its own). Then only with `acceptPartial`,
+ * from what it keeps.
+ */
+async function replayAll(r: Replay, fork: () => EntityManager, options: RebuildOptions): Promise<{ last: number | undefined; partial: boolean }> {
+  try {
+    return { last: (await replay(r, fork, { after: -1 })).last, partial: false };
+  } catch (error) {
+    if (errorCode(error) !== CoreErrorCode.CURSOR_EXPIRED) throw error;
+    if (!options.acceptPartial) {
+      throw viewsError(
+        ViewsErrorCode.VIEWS_PARTIAL_HISTORY,
+        `the log no longer keeps its oldest events (retention): rebuilt views would cover only what it keeps and lose the rest. Keep the current views, or accept that (--accept-partial)`,
+        error,
+      );
+    }
+    return { last: (await replay(r, fork, 'beginning')).last, partial: true };
+  }
 }
 
 /**
@@ -78,7 +94,7 @@ async function exclusive(db: Database, service: string): Promise<() => Promise<v
  */
 export async function rebuildViews(options: RebuildOptions): Promise<RebuildResult> {
   const consumers = viewConsumers(options);
-  const { log, partial, total, first } = await checkedLog(options);
+  const { log, total, first } = await checkedLog(options);
   const { db, service, views, signal } = options;
   const release = await exclusive(db, service);
   // On the database's clock, as the inbox's processed_at. The swap checks that every event the
@@ -112,7 +128,7 @@ export async function rebuildViews(options: RebuildOptions): Promise<RebuildResu
       },
     };
     const fork = () => db.fork();
-    let { last } = await replay(r, fork, 'beginning');
+    let { last, partial } = await replayAll(r, fork, options);
     phase = 'catch-up';
     for (let pass = 0; pass < MAX_CATCH_UP_PASSES && !signal?.aborted; pass++) {
       const step = await replay(r, fork, last === undefined ? 'beginning' : { after: last });
