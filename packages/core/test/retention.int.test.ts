@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Database } from '../src/db/index.ts';
 import { queryRows, queryRun } from '../src/db/sql.ts';
 import { EventConsumer } from '../src/events/consumer.ts';
-import { beforeWatermark, pruneInbox, replayWatermark } from '../src/events/inbox-retention.ts';
+import { beforeWatermark, InboxRetentionErrorCode, lockWatermark, pruneInbox, replayWatermark } from '../src/events/inbox-retention.ts';
 import { InMemoryTransport } from '../src/events/memory.ts';
 import { registry } from '../src/metrics.ts';
 import { watchTableRows } from '../src/metrics-tables.ts';
@@ -118,6 +118,25 @@ describe.skipIf(!(await servicesAvailable()))('inbox retention', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(applied).toBe(2);
     expect(await effectStats(db)).toEqual({ rows: 2, distinct: 2 });
+  });
+
+  it("makes a prune's watermark raise wait for a replay transaction holding the consumer's lock, which reads the watermark afresh", async () => {
+    await expect(lockWatermark(db.fork(), CONSUMER)).rejects.toMatchObject({ code: InboxRetentionErrorCode.WATERMARK_NO_TRANSACTION });
+    await pruneInbox(db, CONSUMER, 48 * HOUR);
+    const first = await replayWatermark(db.fork(), CONSUMER);
+    let pruned = false;
+    let prune: Promise<unknown> | undefined;
+    await db.fork().transactional(async (tx) => {
+      expect((await lockWatermark(tx, CONSUMER))?.getTime()).toBe(first!.getTime());
+      prune = pruneInbox(db, CONSUMER, HOUR).then(() => (pruned = true));
+      await new Promise((r) => setTimeout(r, 500));
+      // Still waiting for this transaction: the watermark this replay goes by cannot move under it.
+      expect(pruned).toBe(false);
+      expect((await replayWatermark(tx, CONSUMER))?.getTime()).toBe(first!.getTime());
+    });
+    await prune;
+    const raised = await db.fork().transactional((tx) => lockWatermark(tx, CONSUMER));
+    expect(raised!.getTime()).toBeGreaterThan(first!.getTime());
   });
 
   it("keeps a row an older process wrote without an event time for the whole retention", async () => {

@@ -1,6 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Database } from '../db/index.ts';
 import { queryRows, queryRun } from '../db/sql.ts';
+import { TributaryError } from '../errors.ts';
 
 /**
  * How long a consumer's inbox rows are kept, hours (`INBOX_RETENTION_HOURS`). Default 7 days.
@@ -12,6 +13,14 @@ import { queryRows, queryRun } from '../db/sql.ts';
  * them and still bounds the table to a week of events per consumer.
  */
 export const DEFAULT_INBOX_RETENTION_HOURS = 7 * 24;
+
+export const InboxRetentionErrorCode = {
+  /** {@link lockWatermark} called outside a transaction: its lock would end with the statement. */
+  WATERMARK_NO_TRANSACTION: 'WATERMARK_NO_TRANSACTION',
+} as const;
+
+/** The first key of the consumers' watermark locks (advisory, two-key form; the second is the consumer's hash). */
+const LOCK_SPACE = 0x74_69_6e_77; // 'tinw'
 
 /** Rows one prune statement deletes at most: short statements, no long lock on the inbox. */
 export const INBOX_PRUNE_BATCH = 10_000;
@@ -41,14 +50,19 @@ function asDate(value: Date | string): Date {
 export async function pruneInbox(db: Database, consumerKey: string, retentionMs: number, batch = INBOX_PRUNE_BATCH): Promise<InboxPruneResult> {
   if (!Number.isFinite(retentionMs) || retentionMs < 0) throw new RangeError(`retentionMs must be a non-negative number, got ${retentionMs}`);
   if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${batch}`);
-  const [mark] = await queryRows<{ pruned_before: Date | string }>(
-    db.fork(),
-    `insert into tributary_inbox_watermark (consumer, pruned_before) values (?, now() - make_interval(secs => ?))
-     on conflict (consumer) do update set pruned_before = greatest(tributary_inbox_watermark.pruned_before, excluded.pruned_before)
-     returning pruned_before`,
-    [consumerKey, retentionMs / 1000],
-  );
-  const watermark = asDate(mark!.pruned_before);
+  const watermark = await db.fork().transactional(async (tx) => {
+    // Waits for replay transactions holding the consumer's lock (lockWatermark) to end; those that
+    // start after this commits read the raised watermark.
+    await queryRows(tx, `select pg_advisory_xact_lock(${LOCK_SPACE}, hashtext(?))`, [consumerKey]);
+    const [mark] = await queryRows<{ pruned_before: Date | string }>(
+      tx,
+      `insert into tributary_inbox_watermark (consumer, pruned_before) values (?, now() - make_interval(secs => ?))
+       on conflict (consumer) do update set pruned_before = greatest(tributary_inbox_watermark.pruned_before, excluded.pruned_before)
+       returning pruned_before`,
+      [consumerKey, retentionMs / 1000],
+    );
+    return asDate(mark!.pruned_before);
+  });
   let deleted = 0;
   for (;;) {
     // ctid: delete exactly the rows the index found, without a second lookup by primary key.
@@ -73,6 +87,20 @@ export async function pruneInbox(db: Database, consumerKey: string, retentionMs:
 export async function replayWatermark(em: EntityManager, consumerKey: string): Promise<Date | undefined> {
   const [row] = await queryRows<{ pruned_before: Date | string }>(em, 'select pruned_before from tributary_inbox_watermark where consumer = ?', [consumerKey]);
   return row ? asDate(row.pruned_before) : undefined;
+}
+
+/**
+ * {@link replayWatermark} for the transaction that applies replayed events, airtight against a
+ * prune running meanwhile: call it in that transaction before choosing which events to apply. It
+ * takes the consumer's lock shared, so a prune's watermark raise waits until this transaction
+ * ends, and returns the watermark as it is once the lock is held. Without it, a watermark read
+ * earlier may be stale: a prune could raise it and delete the inbox rows of events older than the
+ * new one, which a replay still going by the old one would apply a second time.
+ */
+export async function lockWatermark(tx: EntityManager, consumerKey: string): Promise<Date | undefined> {
+  if (!tx.getTransactionContext()) throw new TributaryError(InboxRetentionErrorCode.WATERMARK_NO_TRANSACTION, 'lockWatermark() must run inside the transaction that applies the replayed events');
+  await queryRows(tx, `select pg_advisory_xact_lock_shared(${LOCK_SPACE}, hashtext(?))`, [consumerKey]);
+  return replayWatermark(tx, consumerKey);
 }
 
 /** Whether a replayed event is before the consumer's watermark: skip it without applying it. */

@@ -8,4 +8,4 @@ export { publish, type NewEvent } from './publish.ts';
 export { OutboxRelay, type OutboxRelayOptions } from './relay.ts';
 export { EventConsumer, type BatchEventHandler, type EventConsumerHandler, type EventConsumerOptions, type EventConsumerSettings, type EventHandler, type HandlerContext, type StagedEventHandler, type StagedHandlerContext, type TransactionContext } from './consumer.ts';
 export { createTransport } from './create.ts';
-export { beforeWatermark, DEFAULT_INBOX_RETENTION_HOURS, INBOX_PRUNE_BATCH, pruneInbox, replayWatermark, type InboxPruneResult } from './inbox-retention.ts';
+export { beforeWatermark, DEFAULT_INBOX_RETENTION_HOURS, INBOX_PRUNE_BATCH, InboxRetentionErrorCode, lockWatermark, pruneInbox, replayWatermark, type InboxPruneResult } from './inbox-retention.ts';
