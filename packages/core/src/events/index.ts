@@ -2,6 +2,8 @@ export * from './transport.ts';
 export { InMemoryTransport } from './memory.ts';
 export * from './log.ts';
 export { MemoryEventLog } from './log-memory.ts';
+export { SqlEventLog, eventLogMigrations, type SqlEventLogOptions } from './log-sql.ts';
+export { RabbitMqEventLog, logStreamName, type LogRetention, type RabbitMqLogOptions } from './log-rabbitmq.ts';
 export { coalesceWrites } from './amqplib-writes.ts';
 export { deleteNamespace, RabbitMqTransport, type RabbitMqTransportOptions } from './rabbitmq.ts';
 export { publish, type NewEvent } from './publish.ts';
