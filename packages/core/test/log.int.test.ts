@@ -1,7 +1,9 @@
 import { createLogger } from '@tributary/core';
 import { eventLogMigrations, InMemoryTransport, RabbitMqTransport, SqlEventLog } from '@tributary/core/events';
-import { describeLogContract, dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable, TEST_AMQP_URL } from '@tributary/core/testing';
-import { describe } from 'vitest';
+import { closeBrokerConnections, describeLogContract, dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable, TEST_AMQP_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { randomUUID } from 'node:crypto';
+import type { LogEntry } from '@tributary/core/events';
+import { describe, expect, it } from 'vitest';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
@@ -38,5 +40,31 @@ describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ and Postgre
         await dropTestDatabase(target);
       },
     };
+  });
+});
+
+describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ: recovery', () => {
+  it('a follower attaches again after its connection is lost and hands out every entry exactly once', async () => {
+    const namespace = testNamespace('lr');
+    const transport = new RabbitMqTransport({ url: TEST_AMQP_URL, namespace, logger, connectionName: namespace, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    await transport.start();
+    const message = (text: string) => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });
+    try {
+      await transport.publish(['a', 'b', 'c'].map(message));
+      const got: LogEntry[] = [];
+      const handle = await transport.log!.follow({ from: 'beginning' }, (e) => got.push(e));
+      await waitFor(() => got.length === 3, 10_000, 'the history');
+      expect(await closeBrokerConnections(namespace)).toBeGreaterThan(0);
+      // publish waits for the transport's new connection.
+      await transport.publish(['d', 'e'].map(message));
+      await waitFor(() => got.length >= 5, 20_000, 'entries after the reconnection');
+      await transport.publish([message('f')]);
+      await waitFor(() => got.length >= 6, 10_000, 'a live entry');
+      await handle.close();
+      expect(got.map((e) => e.body.toString())).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    } finally {
+      await transport.deleteExchange();
+      await transport.close();
+    }
   });
 });
