@@ -16,6 +16,34 @@ export const commaList = (defaultValue = '') =>
     .default(defaultValue)
     .transform((s) => s.split(',').map((item) => item.trim()).filter(Boolean));
 
+const DURATION_UNITS_MS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12 };
+
+/** What the event log keeps: entries older than `maxAgeMs` or beyond `maxBytes` (oldest first) go. */
+export interface EventLogRetention {
+  maxAgeMs?: number;
+  maxBytes?: number;
+}
+
+/**
+ * `EVENT_LOG_RETENTION`: an age (`30s`, `90m`, `12h`, `7d`), a size (`500MB`, `10GB`, `1TB`;
+ * powers of 1000), or both separated by a comma (`7d,10GB`); an entry goes when it is past
+ * either. Returns the problem as a sentence, for the config error.
+ */
+export function parseLogRetention(value: string): EventLogRetention | string {
+  const retention: EventLogRetention = {};
+  for (const part of value.split(',').map((p) => p.trim().toLowerCase())) {
+    const match = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/.exec(part);
+    const amount = match ? Number(match[1]) : Number.NaN;
+    const unit = match?.[2] ?? '';
+    if (match && unit in DURATION_UNITS_MS && retention.maxAgeMs === undefined) retention.maxAgeMs = Math.round(amount * DURATION_UNITS_MS[unit]!);
+    else if (match && unit in SIZE_UNITS && retention.maxBytes === undefined) retention.maxBytes = Math.round(amount * SIZE_UNITS[unit]!);
+    else return `"${part}" is not an age (e.g. 7d, 12h, 30m, 45s) or a size (e.g. 10GB, 500MB), or repeats one: write e.g. 7d,10GB`;
+    if ((retention.maxAgeMs ?? 1) <= 0 || (retention.maxBytes ?? 1) <= 0) return `"${part}" must be more than zero`;
+  }
+  return retention;
+}
+
 /**
  * Settings every service reads. Services extend this with their own keys
  * (`baseConfigSchema.extend({...})`) and load the result with {@link loadConfig}.
@@ -37,6 +65,27 @@ export const baseConfigSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).optional(),
   /** The address to listen on: loopback by default; `0.0.0.0` in containers. */
   HOST: z.string().min(1).default('127.0.0.1'),
+  /**
+   * The retained event log beside the exchange (a RabbitMQ stream; a table of the embedded
+   * database in `pnpm dev`): late joiners, view rebuilds and resumable subscriptions read it.
+   */
+  EVENT_LOG: z.enum(['on', 'off'], { message: 'must be on or off' }).default('on'),
+  /**
+   * How much of it is kept: {@link parseLogRetention}'s format. Generous by default: a service
+   * that ships a week after the others, or a rebuild, can replay only what is kept, and 10 GB
+   * bounds the disk (about ten million events of 1 kB).
+   */
+  EVENT_LOG_RETENTION: z
+    .string()
+    .default('7d,10GB')
+    .transform((value, ctx) => {
+      const parsed = parseLogRetention(value);
+      if (typeof parsed === 'string') {
+        ctx.addIssue({ code: 'custom', message: parsed });
+        return z.NEVER;
+      }
+      return parsed;
+    }),
   /** An OTLP/HTTP collector (e.g. http://localhost:4318); unset: spans are not exported. */
   OTEL_EXPORTER_OTLP_ENDPOINT: urlWithProtocol('http:', 'https:').optional(),
 });

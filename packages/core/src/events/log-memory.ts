@@ -15,7 +15,9 @@ export class MemoryEventLog implements EventLog {
   private next = 0;
   private readonly followers = new Set<(entry: LogEntry) => void>();
 
-  constructor(private readonly retention: { maxEntries?: number; maxAgeMs?: number } = {}) {}
+  private bytes = 0;
+
+  constructor(private readonly retention: { maxEntries?: number; maxAgeMs?: number; maxBytes?: number } = {}) {}
 
   /** Called by the transport for every published message, in publish order. */
   append(messages: readonly OutgoingMessage[]): void {
@@ -23,18 +25,25 @@ export class MemoryEventLog implements EventLog {
     for (const m of messages) {
       const entry: StoredEntry = { offset: this.next++, messageId: m.messageId, routingKey: m.routingKey, headers: { ...m.headers }, body: Buffer.from(m.body), storedAt: now };
       this.entries.push(entry);
+      this.bytes += entry.body.length;
       for (const follower of this.followers) follower(entry);
     }
     this.trim(now);
   }
 
-  /** Drop entries older than `ms` now (tests of expiry). */
+  /** Apply retention now (on every append; tests of expiry call it too). */
   trim(now = Date.now()): void {
-    const { maxEntries, maxAgeMs } = this.retention;
+    const { maxEntries, maxAgeMs, maxBytes } = this.retention;
     let drop = 0;
     if (maxEntries !== undefined) drop = Math.max(drop, this.entries.length - maxEntries);
     if (maxAgeMs !== undefined) while (drop < this.entries.length && this.entries[drop]!.storedAt < now - maxAgeMs) drop++;
-    if (drop > 0) this.entries.splice(0, drop);
+    let kept = this.bytes;
+    for (let i = 0; i < drop; i++) kept -= this.entries[i]!.body.length;
+    if (maxBytes !== undefined) while (drop < this.entries.length && kept > maxBytes) kept -= this.entries[drop++]!.body.length;
+    if (drop > 0) {
+      this.entries.splice(0, drop);
+      this.bytes = kept;
+    }
   }
 
   async read(options: LogReadOptions, onEntry: (entry: LogEntry) => Promise<void> | void, signal?: AbortSignal): Promise<number | undefined> {
@@ -73,7 +82,7 @@ export class MemoryEventLog implements EventLog {
     const first = this.entries[0];
     return {
       entries: this.entries.length,
-      bytes: this.entries.reduce((sum, e) => sum + e.body.length, 0),
+      bytes: this.bytes,
       first: first?.offset,
       last: this.entries.at(-1)?.offset,
       oldestAgeSeconds: first ? Math.max(0, (Date.now() - first.storedAt) / 1000) : 0,
