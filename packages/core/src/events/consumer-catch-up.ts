@@ -21,11 +21,18 @@ export async function readCheckpoint(em: EntityManager, consumerKey: string): Pr
   return { lastOffset: row.last_offset === null ? undefined : Number(row.last_offset), done: row.done };
 }
 
+/**
+ * Never moves back, and once done stays done: two instances of a service starting together both
+ * apply the history (the inbox drops what the other applied first), and the slower one's batch
+ * must not send the checkpoint back, nor its end undo the other's `done`.
+ */
 export async function writeCheckpoint(em: EntityManager, consumerKey: string, lastOffset: number | undefined, done: boolean): Promise<void> {
   await queryRun(
     em,
     `insert into tributary_log_checkpoint (consumer, last_offset, done, updated_at) values (?, ?, ?, now())
-     on conflict (consumer) do update set last_offset = coalesce(excluded.last_offset, tributary_log_checkpoint.last_offset), done = excluded.done, updated_at = now()`,
+     on conflict (consumer) do update set
+       last_offset = greatest(excluded.last_offset, tributary_log_checkpoint.last_offset),
+       done = excluded.done or tributary_log_checkpoint.done, updated_at = now()`,
     [consumerKey, lastOffset ?? null, done],
   );
 }
