@@ -1,6 +1,6 @@
 import type { ParsedEvent } from '@tributary/contracts';
 import { createLogger } from '@tributary/core';
-import { queryRows, type Database } from '@tributary/core/db';
+import { queryRows, type Database, type DatabaseTarget } from '@tributary/core/db';
 import { EventConsumer, InMemoryTransport, MemoryEventLog, type BatchEventHandler } from '@tributary/core/events';
 import { dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable, testNamespace, waitFor } from '@tributary/core/testing';
 import { rebuildViews, ViewsErrorCode, type RebuildOptions, type ViewConsumer } from '@tributary/core/views';
@@ -49,8 +49,12 @@ function expected(outcomes: Outcome[]) {
 /** A broken fold, as deployed before the fix: it drops failures. */
 const dropsFailures: BatchEventHandler = (events, context) => aggregate(events.filter((e) => e.type !== 'analysis.failed'), context);
 
-describe.skipIf(!available)('pnpm views:rebuild on PostgreSQL (insights, log in memory)', () => {
-  const target = randomDatabaseTarget();
+const targets: [string, DatabaseTarget][] = [
+  ['PostgreSQL', randomDatabaseTarget()],
+  ['PGlite (embedded mode)', { kind: 'pglite', dataDir: 'memory://' }],
+];
+
+describe.skipIf(!available).each(targets)('rebuildViews on %s (insights, log in memory)', (_name, target) => {
   let db: Database;
   beforeAll(async () => {
     db = await openTestDatabase(target, { entities: [InsightDocument, ThemeStat, TenantStat], migrations, logger, poolSize: 6 });
