@@ -1,6 +1,7 @@
 import { createAnalysisService, type AnalysisServiceOptions } from '@tributary/analysis';
-import { baseConfigSchema, ConfigError, createLogger, loadConfig } from '@tributary/core';
-import { InMemoryTransport, type Transport } from '@tributary/core/events';
+import { baseConfigSchema, ConfigError, createLogger, loadConfig, type BaseConfig } from '@tributary/core';
+import { databaseTarget, openDatabase, type Database } from '@tributary/core/db';
+import { eventLogMigrations, InMemoryTransport, SqlEventLog, type Transport } from '@tributary/core/events';
 import { startService, type RunningService, type ServiceDefinition, type SubgraphConfig } from '@tributary/core/service';
 import { signToken, startGateway, type RunningGateway } from '@tributary/gateway';
 import { loadSubgraphServices } from '@tributary/schema/subgraphs';
@@ -46,11 +47,43 @@ export interface EmbeddedSystem {
   stop(): Promise<void>;
 }
 
+/** The in-memory bus of embedded mode with its log, and what closes both. */
+export interface EmbeddedTransport {
+  transport: Transport;
+  close(): Promise<void>;
+}
+
+/**
+ * The in-memory bus that every service of the process shares, with the event log in a table of
+ * an embedded database of its own (`events`: PGlite under TRIBUTARY_DATA_DIR, or
+ * `tributary_events` on DATABASE_URL's server when set), unless EVENT_LOG=off.
+ */
+export async function createEmbeddedTransport(config: BaseConfig, env: Record<string, string | undefined>): Promise<EmbeddedTransport> {
+  let db: Database | undefined;
+  let log: SqlEventLog | undefined;
+  if (config.EVENT_LOG === 'on') {
+    const logger = createLogger({ service: 'events', level: config.LOG_LEVEL });
+    db = await openDatabase({ service: 'events', target: databaseTarget('events', env), entities: [], migrations: eventLogMigrations, logger });
+    log = new SqlEventLog(db, { ...config.EVENT_LOG_RETENTION, logger });
+  }
+  const transport = new InMemoryTransport(config.TRIBUTARY_NAMESPACE, log);
+  await transport.start();
+  return {
+    transport,
+    close: async () => {
+      await transport.close();
+      log?.close();
+      await db?.close();
+    },
+  };
+}
+
 /**
  * The gateway, every subgraph of the workspace (`loadSubgraphServices`, in name order) and their
  * consumers in one process: what `pnpm dev` runs, with the
  * demo page on the gateway's `/` (./demo) and GraphiQL opening on {@link GRAPHIQL_QUERY}.
- * Without AMQP_URL they share one in-memory bus; without DATABASE_URL each has its own PGlite
+ * Without AMQP_URL they share one in-memory bus ({@link createEmbeddedTransport}, its log in
+ * the `events` database); without DATABASE_URL each has its own PGlite
  * under TRIBUTARY_DATA_DIR. With both set, the same code runs on real services.
  */
 export async function startEmbedded(options: EmbeddedOptions = {}): Promise<EmbeddedSystem> {
@@ -64,11 +97,8 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     env.AUTH_JWT_SECRET = generateSecret();
   }
   const config = loadConfig(baseConfigSchema, env);
-  let shared: Transport | undefined;
-  if (!config.AMQP_URL) {
-    shared = new InMemoryTransport(config.TRIBUTARY_NAMESPACE);
-    await shared.start();
-  }
+  const bus = config.AMQP_URL ? undefined : await createEmbeddedTransport(config, env);
+  const shared = bus?.transport;
   const services: RunningService[] = [];
   const start = async <C extends SubgraphConfig>(definition: ServiceDefinition<C>) => {
     services.push(await startService(definition, { env, port: 0, ...(shared ? { transport: shared } : {}) }));
@@ -101,12 +131,12 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
       stop: async () => {
         await gateway.stop();
         for (const service of services.reverse()) await service.stop();
-        await shared?.close();
+        await bus?.close();
       },
     };
   } catch (error) {
     for (const service of services.reverse()) await service.stop().catch(() => {});
-    await shared?.close();
+    await bus?.close();
     throw error;
   }
 }
