@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import type { Database } from './db/index.ts';
+import type { EventLog, LogStats } from './events/log.ts';
 
 /**
  * The process's Prometheus registry, served at `/metrics` by every service. Services sharing a
@@ -144,6 +145,41 @@ scrapedGauge(
 /** Report a consumer's backlog on every scrape (the latest one registered under its name). */
 export function watchConsumer(service: string, consumer: string, read: BacklogReader): void {
   consumers.set(`${service}.${consumer}`, { service, consumer, read });
+}
+
+const eventLogs = new Map<string, EventLog>();
+
+async function eventLogStats(): Promise<{ labels: { namespace: string; kind: string }; stats: LogStats }[]> {
+  const all = [];
+  for (const [namespace, log] of eventLogs) {
+    try {
+      all.push({ labels: { namespace, kind: log.kind }, stats: await log.stats() });
+    } catch {
+      // A broker or database that does not answer has no figure this scrape; /ready reports it.
+    }
+  }
+  return all;
+}
+const eventLogScrape = oncePerScrape(eventLogStats);
+scrapedGauge('tributary_event_log_entries', 'Entries the event log keeps (on RabbitMQ: the span of offsets kept, approximate)', ['namespace', 'kind'], eventLogScrape, (s) => [s.labels, s.stats.entries]);
+scrapedGauge(
+  'tributary_event_log_bytes',
+  'Bytes the event log keeps (absent where the broker does not say: RabbitMQ over AMQP 0-9-1)',
+  ['namespace', 'kind'],
+  async () => (await eventLogScrape()).filter((s) => s.stats.bytes !== undefined),
+  (s) => [s.labels, s.stats.bytes!],
+);
+scrapedGauge('tributary_event_log_oldest_age_seconds', 'Age of the oldest entry the event log keeps (0 when empty): how far back a replay can go', ['namespace', 'kind'], eventLogScrape, (s) => [
+  s.labels,
+  s.stats.oldestAgeSeconds,
+]);
+
+/**
+ * Report the event log's size and age on every scrape. One per namespace (the latest wins): in
+ * `pnpm dev` every service shares the bus, and deployed each process reads the same stream.
+ */
+export function watchEventLog(namespace: string, log: EventLog): void {
+  eventLogs.set(namespace, log);
 }
 
 /**

@@ -13,7 +13,7 @@ import type { Transport } from './events/transport.ts';
 import type { ResolverMap } from './graphql.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createSubgraph, type ExtraRoutes, type Subgraph } from './server.ts';
-import { watchOutbox } from './metrics.ts';
+import { watchEventLog, watchOutbox } from './metrics.ts';
 import { initTracing } from './tracing.ts';
 import { verifyIdentity, type Identity } from './identity.ts';
 import type { ViewsDefinition } from './views/types.ts';
@@ -147,6 +147,7 @@ export async function startService<C extends SubgraphConfig>(definition: Service
       : db;
   const relay = new OutboxRelay({ service: definition.name, db: relayDb, transport, logger, retainSentMs: config.OUTBOX_RETENTION_MINUTES * 60_000 });
   const unwatch = watchOutbox(definition.name, db);
+  if (transport.log) watchEventLog(config.TRIBUTARY_NAMESPACE, transport.log);
   const consumers = (definition.consumers?.(deps) ?? []).map(
     (consumer) => new EventConsumer({ ...consumer, service: definition.name, db, transport, logger }),
   );

@@ -40,3 +40,16 @@ describe('the array log', () => {
     });
   });
 });
+
+describe('the event log on /metrics', () => {
+  it('reports entries, bytes and the oldest age of each namespace’s log on every scrape', async () => {
+    const { registry, watchEventLog } = await import('../src/metrics.ts');
+    const log = new MemoryEventLog();
+    watchEventLog('metrics_ns', log);
+    log.append([{ routingKey: 'a.b', messageId: 'm1', body: Buffer.alloc(7) }, { routingKey: 'a.b', messageId: 'm2', body: Buffer.alloc(5) }]);
+    const text = await registry.metrics();
+    expect(text).toContain('tributary_event_log_entries{namespace="metrics_ns",kind="memory"} 2');
+    expect(text).toContain('tributary_event_log_bytes{namespace="metrics_ns",kind="memory"} 12');
+    expect(text).toMatch(/tributary_event_log_oldest_age_seconds\{namespace="metrics_ns",kind="memory"\} \d/);
+  });
+});
