@@ -137,7 +137,9 @@ export async function rebuildViews(options: RebuildOptions): Promise<RebuildResu
     }
     if (signal?.aborted) throw viewsError(ViewsErrorCode.VIEWS_REBUILD_ABORTED, `the rebuild of ${service} was interrupted before its swap: the live views are untouched`);
     phase = 'swap';
-    last = await swap(db, r, views.tables, folds.map((f) => f.consumerKey), last, started);
+    // Once begun, the swap runs to its commit or rollback: an interrupt now would only cut its
+    // final read short, and waiting for it is short.
+    last = await swap(db, { ...r, signal: undefined }, views.tables, folds.map((f) => f.consumerKey), last, started);
     options.onProgress?.({ phase: 'done', done: latest, total: latest });
     logger.info({ ...counts, lastOffset: last }, 'views rebuilt and swapped');
     // The swap committed: a failure to drop what is left is only a warning (the next run drops it).
