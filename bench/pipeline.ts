@@ -4,25 +4,28 @@
  * next to raw amqplib (confirm-publish → consume/ack, no database) on the same broker, in the
  * same run, and their ratio. Between the two, the same design written by hand on raw pg and amqplib
  * (the floor): what outbox → relay → inbox costs on this machine whoever writes it, so the gap
- * from the floor to the pipeline is what Tributary's layers add. A benchmark, not a test: it
+ * from the floor to the pipeline is what Tributary's layers add. The pipeline runs twice a round,
+ * with the event log (a stream bound to the exchange, issue 29) on as it ships and off: their
+ * ratio is what the log costs. A benchmark, not a test: it
  * prints figures and asserts nothing.
  *
  * Env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), AMQP_URL (default
  * amqp://guest:guest@127.0.0.1:5672), BENCH_EVENTS (default 20000), BENCH_RAW_MESSAGES (default: BENCH_EVENTS),
  * BENCH_RELAY_CONCURRENCY (2), BENCH_RELAY_BATCH (500), BENCH_RETAIN_SENT_MS (the relay's retainSentMs, default
  * 3600000 as in the services; 0: rows deleted once confirmed), BENCH_CONSUMER_CONCURRENCY (4), BENCH_MAX_BATCH (100),
- * BENCH_PREFETCH (400), BENCH_ROUNDS (3: floor and pipeline interleaved, the order alternating
- * each round; the median of the per-round ratios and its spread are reported). Writes
+ * BENCH_PREFETCH (400), BENCH_ROUNDS (3: floor, pipeline and pipeline with the log off interleaved,
+ * the order rotating each round; the median of the per-round ratios and its spread are reported). Writes
  * bench/results/pipeline.json (bench/results.ts: with commit, dirty flag, Node, CPUs, date).
  */
 import { createLogger, progress } from '@tributary/core';
 import { dropDatabase, Migration, openDatabase, OUTBOX_CHANNEL, queryRun, valuesPlaceholders, type Database } from '@tributary/core/db';
 import { EventConsumer, OutboxRelay, publish, RabbitMqTransport, type NewEvent } from '@tributary/core/events';
-import { connect, type ConsumeMessage } from 'amqplib';
+import type { ConsumeMessage } from 'amqplib';
 import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { connectAmqp, startFloorRelay } from './floor-relay.ts';
 import { inTransaction as inTransactionOn } from './pg.ts';
+import { raw } from './raw-amqp.ts';
 import { median, ratioSummary, writeResult } from './results.ts';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -44,49 +47,6 @@ const WRITERS = 4;
 const PER_TX = 100;
 const logger = createLogger({ service: 'bench', level: process.env.LOG_LEVEL ?? 'warn' });
 const ns = `bench_${randomBytes(4).toString('hex')}`;
-
-/** Raw amqplib: one connection, 512-byte persistent messages, confirms with 512 in flight, prefetch 200. */
-async function raw(queueType: 'classic' | 'quorum'): Promise<number> {
-  const connection = await connect(AMQP_URL);
-  const queue = `${ns}.raw.${queueType}`;
-  const setup = await connection.createChannel();
-  await setup.assertQueue(queue, { durable: true, arguments: queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {} });
-  const body = randomBytes(256).toString('hex'); // 512 bytes
-  const consumer = await connection.createChannel();
-  await consumer.prefetch(200);
-  let received = 0;
-  let done!: () => void;
-  const all = new Promise<void>((resolve) => (done = resolve));
-  await consumer.consume(queue, (message) => {
-    if (!message) return;
-    consumer.ack(message);
-    if (++received === RAW) done();
-  });
-  const publisher = await connection.createConfirmChannel();
-  const started = performance.now();
-  let sent = 0;
-  let inFlight = 0;
-  await new Promise<void>((resolve, reject) => {
-    const pump = () => {
-      while (inFlight < 512 && sent < RAW) {
-        inFlight++;
-        sent++;
-        publisher.sendToQueue(queue, Buffer.from(body), { persistent: true }, (error) => {
-          if (error) return reject(error);
-          inFlight--;
-          if (sent === RAW && inFlight === 0) resolve();
-          else pump();
-        });
-      }
-    };
-    pump();
-  });
-  await all;
-  const rate = RAW / ((performance.now() - started) / 1000);
-  await setup.deleteQueue(queue);
-  await connection.close();
-  return rate;
-}
 
 class ViewTable extends Migration {
   override up(): void {
@@ -118,18 +78,21 @@ async function writeAll(write: (n: number) => Promise<void>): Promise<number> {
   return EVENTS / ((performance.now() - started) / 1000);
 }
 
-async function pipeline(): Promise<{ rate: number; writeRate: number }> {
+/** The pipeline; `log` false turns the event log (the stream bound to the exchange) off. */
+async function pipeline(log: boolean): Promise<{ rate: number; writeRate: number }> {
   const dbName = `tributary_bench_${randomBytes(4).toString('hex')}`;
   const open = () => openBenchDatabase(dbName);
   const writerDb: Database = await open();
   const relayDb: Database = await open();
   const consumerDb: Database = await open();
-  const relayTransport = new RabbitMqTransport({ url: AMQP_URL, namespace: ns, logger, connectionName: `${ns}-relay` });
-  const consumerTransport = new RabbitMqTransport({ url: AMQP_URL, namespace: ns, logger, connectionName: `${ns}-consumer` });
+  // The log as the services have it by default (EVENT_LOG_RETENTION 7d,10GB), or off.
+  const logOption = log ? { maxAgeMs: 7 * 86_400_000, maxBytes: 10e9 } : (false as const);
+  const relayTransport = new RabbitMqTransport({ url: AMQP_URL, namespace: ns, logger, connectionName: `${ns}-relay`, log: logOption });
+  const consumerTransport = new RabbitMqTransport({ url: AMQP_URL, namespace: ns, logger, connectionName: `${ns}-consumer`, log: logOption });
   await relayTransport.start();
   await consumerTransport.start();
   let applied = 0;
-  const bar = progress('pipeline', EVENTS);
+  const bar = progress(log ? 'pipeline' : 'pipeline, log off', EVENTS);
   let finished!: () => void;
   const all = new Promise<void>((resolve) => (finished = resolve));
   const consumer = new EventConsumer({
@@ -312,36 +275,47 @@ function envelope(event: NewEvent<'document.uploaded'>) {
 }
 
 console.log(`pipeline benchmark: ${EVENTS} events per side per round, ${ROUNDS} rounds interleaved, ${RAW} raw messages (broker ${new URL(AMQP_URL).host})`);
-const rawClassic = await raw('classic');
+const rawClassic = await raw(AMQP_URL, ns, RAW, 'classic');
 console.log(`raw amqplib, classic queue : ${rawClassic.toFixed(0)} msg/s`);
-const rawQuorum = await raw('quorum');
+const rawQuorum = await raw(AMQP_URL, ns, RAW, 'quorum');
 console.log(`raw amqplib, quorum queue  : ${rawQuorum.toFixed(0)} msg/s`);
 
+type Side = 'floor' | 'pipeline' | 'pipelineLogOff';
+const SIDES: readonly Side[] = ['floor', 'pipeline', 'pipelineLogOff'];
+const LABELS: Record<Side, string> = { floor: 'the same design by hand ', pipeline: 'tributary pipeline      ', pipelineLogOff: 'pipeline, event log off ' };
 interface Round {
   round: number;
-  order: Array<'floor' | 'pipeline'>;
+  order: Side[];
   floor: { rate: number; writeRate: number };
+  /** As it ships: the event log on. */
   pipeline: { rate: number; writeRate: number };
+  pipelineLogOff: { rate: number; writeRate: number };
   ratio: number;
+  /** Events/s with the log on over off: what the log costs (issue 29: at most 10%). */
+  logOnToOff: number;
 }
 const rounds: Round[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
-  // floor, pipeline; pipeline, floor; …: slow drift of a shared machine falls on both sides alike.
-  const order: Round['order'] = round % 2 === 1 ? ['floor', 'pipeline'] : ['pipeline', 'floor'];
-  const measured: Partial<Record<'floor' | 'pipeline', { rate: number; writeRate: number }>> = {};
+  // The order rotates each round: slow drift of a shared machine falls on every side alike.
+  const order = SIDES.map((_, i) => SIDES[(i + round - 1) % SIDES.length]!);
+  const measured: Partial<Record<Side, { rate: number; writeRate: number }>> = {};
   for (const side of order) {
-    measured[side] = side === 'floor' ? await floor() : await pipeline();
-    console.log(`[round ${round}] ${side === 'floor' ? 'the same design by hand' : 'tributary pipeline     '}: ${measured[side]!.rate.toFixed(0)} events/s end to end (outbox writes alone: ${measured[side]!.writeRate.toFixed(0)}/s)`);
+    measured[side] = side === 'floor' ? await floor() : await pipeline(side === 'pipeline');
+    console.log(`[round ${round}] ${LABELS[side]}: ${measured[side]!.rate.toFixed(0)} events/s end to end (outbox writes alone: ${measured[side]!.writeRate.toFixed(0)}/s)`);
   }
-  const r = { round, order, floor: measured.floor!, pipeline: measured.pipeline!, ratio: measured.pipeline!.rate / measured.floor!.rate };
+  const { floor: f, pipeline: on, pipelineLogOff: off } = measured as Record<Side, { rate: number; writeRate: number }>;
+  const r: Round = { round, order, floor: f, pipeline: on, pipelineLogOff: off, ratio: on.rate / f.rate, logOnToOff: on.rate / off.rate };
   rounds.push(r);
-  console.log(`[round ${round}] pipeline / by hand: ${r.ratio.toFixed(2)}`);
+  console.log(`[round ${round}] pipeline / by hand: ${r.ratio.toFixed(2)}; event log on / off: ${r.logOnToOff.toFixed(2)}`);
 }
 const ratioToFloor = ratioSummary(rounds.map((r) => r.ratio));
+const logOnToOff = ratioSummary(rounds.map((r) => r.logOnToOff));
 const pipelineRate = median(rounds.map((r) => r.pipeline.rate));
+const logOffRate = median(rounds.map((r) => r.pipelineLogOff.rate));
 const floorRate = median(rounds.map((r) => r.floor.rate));
-console.log(`\nmedians over ${ROUNDS} rounds: pipeline ${pipelineRate.toFixed(0)} events/s, by hand ${floorRate.toFixed(0)} events/s`);
+console.log(`\nmedians over ${ROUNDS} rounds: pipeline ${pipelineRate.toFixed(0)} events/s (event log off: ${logOffRate.toFixed(0)}), by hand ${floorRate.toFixed(0)} events/s`);
 console.log(`tributary pipeline / the same design by hand: median ${ratioToFloor.median.toFixed(2)} (spread ${ratioToFloor.min.toFixed(2)}–${ratioToFloor.max.toFixed(2)})`);
+console.log(`event log on / off: median ${logOnToOff.median.toFixed(2)} (spread ${logOnToOff.min.toFixed(2)}–${logOnToOff.max.toFixed(2)})`);
 console.log(`pipeline, ratio to raw amqplib (quorum, the queue type the pipeline uses): ${(pipelineRate / rawQuorum).toFixed(2)}; by hand: ${(floorRate / rawQuorum).toFixed(2)}`);
 const file = writeResult('pipeline', {
   settings: { events: EVENTS, rawMessages: RAW, rounds: ROUNDS, relayConcurrency: RELAY_CONCURRENCY, relayBatch: RELAY_BATCH, retainSentMs: RETAIN_SENT_MS, consumerConcurrency: CONSUMER_CONCURRENCY, maxBatch: MAX_BATCH, prefetch: PREFETCH, writers: WRITERS, eventsPerTransaction: PER_TX },
@@ -349,6 +323,8 @@ const file = writeResult('pipeline', {
   rawQuorum,
   rounds,
   pipeline: pipelineRate,
+  pipelineLogOff: logOffRate,
+  logOnToOff,
   byHand: floorRate,
   ratioToByHand: ratioToFloor,
   ratioToQuorumRaw: pipelineRate / rawQuorum,
