@@ -6,6 +6,7 @@ import type { LogEntry } from '@tributary/core/events';
 import { describe, expect, it } from 'vitest';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+const message = (text: string) => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });
 
 describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ and PostgreSQL', () => {
   describeLogContract('rabbitmq stream', async (namespace, { tinyRetention }) => {
@@ -43,12 +44,11 @@ describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ and Postgre
   });
 });
 
-describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ: recovery', () => {
+describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ: recovery and declaration', () => {
   it('a follower attaches again after its connection is lost and hands out every entry exactly once', async () => {
     const namespace = testNamespace('lr');
     const transport = new RabbitMqTransport({ url: TEST_AMQP_URL, namespace, logger, connectionName: namespace, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
     await transport.start();
-    const message = (text: string) => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });
     try {
       await transport.publish(['a', 'b', 'c'].map(message));
       const got: LogEntry[] = [];
@@ -65,6 +65,31 @@ describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ: recovery',
     } finally {
       await transport.deleteExchange();
       await transport.close();
+    }
+  });
+
+  it('keeps the stream it finds when another process declared it with other retention, and says so', async () => {
+    const namespace = testNamespace('lm');
+    const warnings: string[] = [];
+    const capture = createLogger({ service: 'test', level: 'warn' });
+    const spy = Object.assign(Object.create(capture) as typeof capture, {
+      child: () => spy,
+      warn: (_: unknown, message?: string) => void warnings.push(String(message)),
+    });
+    const first = new RabbitMqTransport({ url: TEST_AMQP_URL, namespace, logger, connectionName: namespace, log: { maxBytes: 5_000_000 } });
+    const second = new RabbitMqTransport({ url: TEST_AMQP_URL, namespace, logger: spy, connectionName: `${namespace}-2`, log: { maxBytes: 9_000_000, maxAgeMs: 60_000 } });
+    try {
+      await first.start();
+      await second.start();
+      expect(warnings.some((w) => w.includes('exists with other retention arguments'))).toBe(true);
+      await second.publish([message('through the second')]);
+      const texts: string[] = [];
+      await first.log!.read({ from: 'beginning' }, (e) => void texts.push(e.body.toString()));
+      expect(texts).toEqual(['through the second']);
+    } finally {
+      await first.deleteExchange();
+      await first.close();
+      await second.close();
     }
   });
 });
