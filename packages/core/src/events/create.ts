@@ -5,6 +5,9 @@ import { InMemoryTransport } from './memory.ts';
 import { RabbitMqTransport } from './rabbitmq.ts';
 import type { Transport } from './transport.ts';
 
+/** The most a lone process's in-memory log keeps (event bodies), whatever `EVENT_LOG_RETENTION` says. */
+export const MEMORY_LOG_MAX_BYTES = 256e6;
+
 /** What {@link createTransport} reads of the configuration (`baseConfigSchema`'s keys). */
 export interface TransportConfig {
   AMQP_URL?: string | undefined;
@@ -17,7 +20,8 @@ export interface TransportConfig {
 
 /**
  * RabbitMQ when `AMQP_URL` is set (the log is then a stream beside the exchange), else the
- * in-memory bus (single process only; its log an array, kept within the same retention).
+ * in-memory bus (single process only; its log an array, kept within the same retention and at
+ * most {@link MEMORY_LOG_MAX_BYTES}).
  * Embedded mode (`apps/dev`) builds its bus itself, with the log in a table.
  */
 export function createTransport(config: TransportConfig, logger: Logger, connectionName?: string): Transport {
@@ -25,7 +29,9 @@ export function createTransport(config: TransportConfig, logger: Logger, connect
   const retention = config.EVENT_LOG_RETENTION ?? {};
   if (!config.AMQP_URL) {
     logger.info('AMQP_URL is not set: using the in-memory event bus (single process only)');
-    return new InMemoryTransport(config.TRIBUTARY_NAMESPACE, logOn ? new MemoryEventLog(retention) : undefined);
+    // In this process's memory: capped well below a broker's disk budget whatever the setting.
+    const maxBytes = Math.min(retention.maxBytes ?? MEMORY_LOG_MAX_BYTES, MEMORY_LOG_MAX_BYTES);
+    return new InMemoryTransport(config.TRIBUTARY_NAMESPACE, logOn ? new MemoryEventLog({ ...retention, maxBytes }) : undefined);
   }
   return new RabbitMqTransport({
     url: config.AMQP_URL,
