@@ -58,8 +58,10 @@ async function expectedView(system: TestSystem, token: string): Promise<{ keywor
 
 const available = await servicesAvailable();
 
-// TODO(issue 29): embedded defaults (pnpm dev) too, once the in-memory bus there keeps a log (log-sql.ts).
-const modes: [string, boolean][] = [['PostgreSQL and RabbitMQ', true]];
+const modes: [string, boolean][] = [
+  ['embedded defaults (pnpm dev)', false],
+  ['PostgreSQL and RabbitMQ', true],
+];
 
 describe.skipIf(!available).each(modes)('a Tier-2 subgraph added after the fact, %s', (_name, realServices) => {
   let system: Awaited<ReturnType<typeof startEmbeddedSystem>>;
