@@ -25,9 +25,16 @@ describe('pnpm views:rebuild, before it touches anything', () => {
     expect(await run(['jobs'])).toMatchObject({ code: 1, output: expect.stringContaining(ViewsErrorCode.VIEWS_NOT_DECLARED) });
   });
 
-  it('reports every invalid setting of the service (exit 2), and refuses embedded mode, whose log and databases pnpm dev owns (exit 1, VIEWS_LOG_OFF)', async () => {
+  it('reports every invalid setting of the service (exit 2)', async () => {
     expect(await run(['insights'])).toMatchObject({ code: 2, output: expect.stringContaining('INTERNAL_SIGNING_SECRET') });
-    expect(await run(['insights'], { INTERNAL_SIGNING_SECRET: SECRET })).toMatchObject({ code: 1, output: expect.stringContaining(ViewsErrorCode.VIEWS_LOG_OFF) });
+  });
+
+  it('opens no PGlite data directory of embedded mode without --embedded (pnpm dev may have it open), and has no log to read on memory://', async () => {
+    expect(await run(['insights'], { INTERNAL_SIGNING_SECRET: SECRET, TRIBUTARY_DATA_DIR: '/nonexistent/tributary' })).toMatchObject({
+      code: 1,
+      output: expect.stringMatching(new RegExp(`${ViewsErrorCode.VIEWS_EMBEDDED_IN_USE}.*stop pnpm dev, then rerun with --embedded`)),
+    });
+    expect(await run(['insights'], { INTERNAL_SIGNING_SECRET: SECRET, TRIBUTARY_DATA_DIR: 'memory://' })).toMatchObject({ code: 1, output: expect.stringContaining(ViewsErrorCode.VIEWS_LOG_OFF) });
   });
 
   it('finds the ServiceDefinition a subgraph package exports, with the views it declares', async () => {

@@ -3,7 +3,10 @@
  * (`rebuildViews` in views/). Run it with the service's own environment (DATABASE_URL or
  * <SERVICE>_DATABASE_URL, AMQP_URL, TRIBUTARY_NAMESPACE, the service's required settings).
  *
- *   pnpm views:rebuild <service> [--accept-partial] [--batch N]
+ *   pnpm views:rebuild <service> [--accept-partial] [--batch N] [--embedded]
+ *
+ * Embedded mode (no AMQP_URL): the log is the `events` database's table; on PGlite, with pnpm dev
+ * stopped and `--embedded` (see {@link embeddedRefusal}).
  *
  * Exit codes: 0 rebuilt and swapped, 1 refused or failed (the live views untouched; the code is
  * printed), 2 usage or configuration error, 130 interrupted (Ctrl-C; live views untouched).
@@ -17,15 +20,19 @@ import { ConfigError, loadConfig } from '../config.ts';
 import { databaseTarget, openDatabase, type Database } from '../db/index.ts';
 import { errorCode, errorMessage } from '../errors.ts';
 import { createTransport } from '../events/create.ts';
+import type { EventLog } from '../events/log.ts';
+import { eventLogMigrations, SqlEventLog } from '../events/log-sql.ts';
+import { InMemoryTransport } from '../events/memory.ts';
 import type { Transport } from '../events/transport.ts';
-import { createLogger } from '../log.ts';
+import { createLogger, type Logger } from '../log.ts';
 import { progress, type Progress } from '../progress.ts';
 import { subgraphConfigSchema, type ServiceDefinition, type ServiceDeps, type SubgraphConfig } from '../service.ts';
 import { rebuildViews, ViewsErrorCode, type RebuildProgress } from '../views/index.ts';
 
-const USAGE = `usage: pnpm views:rebuild <service> [--accept-partial] [--batch N]
+const USAGE = `usage: pnpm views:rebuild <service> [--accept-partial] [--batch N] [--embedded]
   --accept-partial  rebuild from what the log keeps even when it no longer keeps its oldest events
-  --batch N         log entries folded per transaction (default 500)`;
+  --batch N         log entries folded per transaction (default 500)
+  --embedded        embedded mode on PGlite: pnpm dev is stopped, open its data directory`;
 
 /** A subgraph folder's name (as pnpm new:subgraph allows), so the argument cannot leave subgraphs/. */
 const SERVICE_NAME = new RegExp('^[a-z][a-z0-9-]*$');
@@ -48,13 +55,15 @@ export async function loadServiceDefinition(service: string, root = ROOT): Promi
 interface Command {
   service: string;
   acceptPartial: boolean;
+  /** The operator says pnpm dev is stopped: the CLI may open its PGlite data directories. */
+  embedded: boolean;
   batch: number | undefined;
 }
 
 function parseCommand(argv: string[], out: (line: string) => void): Command | number {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, options: { 'accept-partial': { type: 'boolean' }, batch: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { 'accept-partial': { type: 'boolean' }, embedded: { type: 'boolean' }, batch: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   } catch (error) {
     out(`${errorMessage(error)}\n${USAGE}`);
     return 2;
@@ -69,7 +78,7 @@ function parseCommand(argv: string[], out: (line: string) => void): Command | nu
     out(`--batch must be an integer from 1 to 10000\n${USAGE}`);
     return 2;
   }
-  return { service: positionals[0]!, acceptPartial: values['accept-partial'] ?? false, batch: batch?.data };
+  return { service: positionals[0]!, acceptPartial: values['accept-partial'] ?? false, embedded: values.embedded ?? false, batch: batch?.data };
 }
 
 /** A bar per phase: the replay's, then the catch-up's, each over the log's entries. */
@@ -114,27 +123,25 @@ export async function runViewsRebuildCli(argv: string[], env: Record<string, str
     out(error instanceof ConfigError ? error.message : errorMessage(error));
     return 2;
   }
-  if (!config.AMQP_URL) {
-    // The embedded bus lives inside `pnpm dev`'s process, and so does its PGlite data: no other
-    // process can read that log or open those databases while it runs.
-    out(`views:rebuild: ${ViewsErrorCode.VIEWS_LOG_OFF}: AMQP_URL is not set. In embedded mode the log and the views belong to the pnpm dev process; run the rebuild as deployed (DATABASE_URL + AMQP_URL), or see docs/rebuild.md`);
+  const logger = createLogger({ service: `${cli.service}-views-rebuild`, level: env.LOG_LEVEL === 'debug' ? 'debug' : 'warn' });
+  const refusal = embeddedRefusal(cli, definition.name, config, env);
+  if (refusal) {
+    out(`views:rebuild: ${refusal}`);
     return 1;
   }
-  const logger = createLogger({ service: `${cli.service}-views-rebuild`, level: env.LOG_LEVEL === 'debug' ? 'debug' : 'warn' });
   let db: Database | undefined;
-  let transport: Transport | undefined;
+  let source: LogSource | undefined;
   const reporter = progressReporter(progressOut);
   try {
     db = await openDatabase({ service: definition.name, target: databaseTarget(definition.name, env), entities: definition.entities, migrations: definition.migrations, logger, poolSize: 4 });
-    transport = createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${definition.name}.views-rebuild.${process.pid}`);
-    await transport.start();
-    const deps: ServiceDeps = { db, transport, logger, config, env, workers: [] };
+    source = await openLog(config, env, logger, definition.name);
+    const deps: ServiceDeps = { db, transport: source.transport, logger, config, env, workers: [] };
     const result = await rebuildViews({
       service: definition.name,
       views: definition.views,
       consumers: definition.consumers?.(deps) ?? [],
       db,
-      log: transport.log,
+      log: source.log,
       logger,
       acceptPartial: cli.acceptPartial,
       ...(cli.batch ? { batchSize: cli.batch } : {}),
@@ -150,9 +157,55 @@ export async function runViewsRebuildCli(argv: string[], env: Record<string, str
     out(`views:rebuild: ${errorCode(error)}: ${errorMessage(error)}`);
     return errorCode(error) === ViewsErrorCode.VIEWS_REBUILD_ABORTED ? 130 : 1;
   } finally {
-    await transport?.close().catch(() => {});
+    await source?.close().catch(() => {});
     await db?.close().catch(() => {});
   }
+}
+
+/** Where the history is read from: the broker's log, or embedded mode's table; and what the consumers are built with. */
+interface LogSource {
+  log: EventLog | undefined;
+  transport: Transport;
+  close(): Promise<void>;
+}
+
+/**
+ * Why embedded mode cannot be rebuilt from here, if it cannot. Without AMQP_URL the log is a table
+ * in the `events` database and the views are in the service's; on PostgreSQL (DATABASE_URL) other
+ * processes can use them while pnpm dev runs, but a PGlite data directory must be opened by one
+ * process at a time (a second one corrupts it, and PGlite leaves no lock to find it by): there the
+ * operator stops pnpm dev and says so with --embedded.
+ */
+function embeddedRefusal(cli: Command, service: string, config: SubgraphConfig, env: Record<string, string | undefined>): string | undefined {
+  if (config.AMQP_URL || config.EVENT_LOG === 'off') return undefined;
+  const targets = [databaseTarget('events', env), databaseTarget(service, env)];
+  if (targets.some((t) => t.kind === 'pglite' && t.dataDir === 'memory://')) return `${ViewsErrorCode.VIEWS_LOG_OFF}: TRIBUTARY_DATA_DIR is memory://: nothing outlives the pnpm dev process`;
+  if (targets.some((t) => t.kind === 'pglite') && !cli.embedded) {
+    return `${ViewsErrorCode.VIEWS_EMBEDDED_IN_USE}: embedded mode keeps the log and the views in PGlite under TRIBUTARY_DATA_DIR, which one process opens at a time: stop pnpm dev, then rerun with --embedded (see docs/rebuild.md)`;
+  }
+  return undefined;
+}
+
+async function openLog(config: SubgraphConfig, env: Record<string, string | undefined>, logger: Logger, service: string): Promise<LogSource> {
+  if (config.AMQP_URL) {
+    const transport = createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${service}.views-rebuild.${process.pid}`);
+    await transport.start();
+    return { log: transport.log, transport, close: () => transport.close() };
+  }
+  // Never started: the consumers are only built, for their handlers.
+  const transport = new InMemoryTransport(config.TRIBUTARY_NAMESPACE);
+  if (config.EVENT_LOG === 'off') return { log: undefined, transport, close: async () => {} };
+  const db = await openDatabase({ service: 'events', target: databaseTarget('events', env), entities: [], migrations: eventLogMigrations, logger, poolSize: 2 });
+  // No retention options: trimming is the owner's (pnpm dev's) job, not a reader's.
+  const log = new SqlEventLog(db, { logger });
+  return {
+    log,
+    transport,
+    close: async () => {
+      log.close();
+      await db.close();
+    },
+  };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

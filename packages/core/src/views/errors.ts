@@ -21,6 +21,8 @@ export const ViewsErrorCode = {
   VIEWS_SWAP_INCOMPLETE: 'VIEWS_SWAP_INCOMPLETE',
   /** Interrupted before the swap: the live tables are untouched, a rerun starts over. */
   VIEWS_REBUILD_ABORTED: 'VIEWS_REBUILD_ABORTED',
+  /** Embedded mode on PGlite: its data directories may be open in pnpm dev (the CLI needs --embedded, with pnpm dev stopped). */
+  VIEWS_EMBEDDED_IN_USE: 'VIEWS_EMBEDDED_IN_USE',
   /** Another rebuild of the same service holds its lock. */
   VIEWS_REBUILD_RUNNING: 'VIEWS_REBUILD_RUNNING',
 } as const;
