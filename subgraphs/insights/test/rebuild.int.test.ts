@@ -68,7 +68,7 @@ describe.skipIf(!available).each(targets)('rebuildViews on %s (insights, log in 
   afterEach(async () => {
     for (const r of running.reverse()) await r.stop();
     running = [];
-    await db.fork().execute('truncate insight_documents, theme_stats, tenant_stats, tributary_inbox, tributary_outbox');
+    await db.fork().execute('truncate insight_documents, theme_stats, tenant_stats, tributary_inbox, tributary_inbox_watermark, tributary_outbox');
   });
 
   /** A bus with a log, and the live consumer folding with `batchHandler`. */
@@ -165,6 +165,18 @@ describe.skipIf(!available).each(targets)('rebuildViews on %s (insights, log in 
     await rebuildViews(options(system.log, [{ name: 'aggregates', types: [...TYPES], batchHandler: byEntity }]));
     expect((await views()).tenants).toEqual({ 't-em-0': { analyzed: 30, failed: 0, cancelled: 0 }, 't-em-1': { analyzed: 30, failed: 0, cancelled: 0 } });
     expect((await views()).themes).toEqual({});
+  });
+
+  it("copies into the live inbox the rows of events still to come to the live consumer, only from its watermark on (older ones the prune deletes anyway)", async () => {
+    const system = await live(aggregate);
+    // In the log, not yet delivered to the live consumer (as a backlog in its queue would be).
+    const pending = Array.from({ length: 20 }, (_, i) => outcome('t-w', i));
+    system.log.append(pending.map((o) => o.message));
+    await db.fork().execute(`insert into tributary_inbox_watermark (consumer, pruned_before) values ('insights.aggregates', '2026-01-01T00:00:10Z')`);
+    await rebuildViews(options(system.log));
+    expect(await views()).toEqual(expected(pending));
+    const copied = await queryRows<{ event_id: string }>(db.fork(), `select event_id from tributary_inbox where consumer = 'insights.aggregates' order by event_time`);
+    expect(copied.map((r) => r.event_id)).toEqual(pending.slice(10).map((o) => o.message.messageId));
   });
 
   it('refuses with VIEWS_LOG_OFF when the log is off, and touches nothing', async () => {

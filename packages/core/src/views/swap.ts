@@ -35,6 +35,24 @@ async function missingFromShadow(tx: EntityManager, consumerKeys: readonly strin
 }
 
 /**
+ * The shadow inbox rows the live one lacks, copied into it. With inbox retention (core migration
+ * 0003: `event_time` and the watermark), only those from the consumer's watermark on: the prune
+ * would delete older ones again within minutes, and on a long history they are nearly all of them
+ * (the live inbox keeps a week), written while the live consumer waits.
+ */
+async function copyInbox(tx: EntityManager, eventTime: boolean): Promise<void> {
+  const sinceWatermark = eventTime
+    ? `and s.event_time >= coalesce((select w.pruned_before from public.tributary_inbox_watermark w where w.consumer = s.consumer), '-infinity'::timestamptz)`
+    : '';
+  await queryRun(
+    tx,
+    `insert into public.${INBOX} select s.* from ${quoteIdent(SHADOW_SCHEMA)}.${INBOX} s
+     where not exists (select 1 from public.${INBOX} l where l.consumer = s.consumer and l.event_id = s.event_id) ${sinceWatermark}
+     on conflict do nothing`,
+  );
+}
+
+/**
  * In one transaction:
  * 1. `lock table public.tributary_inbox in exclusive mode`: the live consumer's next
  *    transaction waits at its first statement (the inbox insert), and those in flight finish
@@ -44,13 +62,15 @@ async function missingFromShadow(tx: EntityManager, consumerKeys: readonly strin
  * 3. Read the log to its end and fold the rest (savepoints inside this transaction), until every
  *    event the live consumer recorded since the rebuild began is in the shadow inbox.
  * 4. Copy the shadow inbox rows the live inbox lacks into it, under the live consumer's key, so
- *    a delivery still queued for the live consumer is not folded into the new tables twice.
+ *    a delivery still queued for the live consumer is not folded into the new tables twice
+ *    ({@link copyInbox}).
  * 5. `access exclusive` on the views (reads wait from here to the commit: an instant), move the
  *    live tables to `tributary_rebuild_old` and the shadow ones to `public`. Indexes,
  *    constraints and owned sequences move with their table.
  * Resolves with the last offset folded.
  */
 export async function swap(db: Database, r: Replay, tables: readonly string[], consumerKeys: readonly string[], after: number | undefined, since: Date): Promise<number | undefined> {
+  const eventTime = r.folds.some((f) => f.eventTime);
   return db.fork().transactional(async (tx) => {
     await queryRun(tx, `lock table public.${INBOX} in exclusive mode`);
     await queryRun(tx, `lock table ${tables.map(live).join(', ')} in exclusive mode`);
@@ -66,12 +86,7 @@ export async function swap(db: Database, r: Replay, tables: readonly string[], c
       }
       await new Promise((resolve) => setTimeout(resolve, COMPLETE_POLL_MS));
     }
-    await queryRun(
-      tx,
-      `insert into public.${INBOX} select s.* from ${quoteIdent(SHADOW_SCHEMA)}.${INBOX} s
-       where not exists (select 1 from public.${INBOX} l where l.consumer = s.consumer and l.event_id = s.event_id)
-       on conflict do nothing`,
-    );
+    await copyInbox(tx, eventTime);
     await queryRun(tx, `lock table ${tables.map(live).join(', ')} in access exclusive mode`);
     await queryRun(tx, `create schema ${quoteIdent(OLD_SCHEMA)}`);
     for (const table of tables) {
