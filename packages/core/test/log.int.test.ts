@@ -68,6 +68,26 @@ describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ: recovery a
     }
   });
 
+  it('a read whose connection is lost attaches again and ends with every entry exactly once', async () => {
+    const namespace = testNamespace('lr');
+    const transport = new RabbitMqTransport({ url: TEST_AMQP_URL, namespace, logger, connectionName: namespace, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } });
+    await transport.start();
+    try {
+      // More than the read's prefetch (200): the rest must come over a new channel.
+      const sent = Array.from({ length: 500 }, (_, i) => `e${i}`);
+      await transport.publish(sent.map(message));
+      const got: string[] = [];
+      await transport.log!.read({ from: 'beginning' }, async (e) => {
+        got.push(e.body.toString());
+        if (got.length === 10) expect(await closeBrokerConnections(namespace)).toBeGreaterThan(0);
+      });
+      expect(got).toEqual(sent);
+    } finally {
+      await transport.deleteExchange();
+      await transport.close();
+    }
+  });
+
   it('keeps the stream it finds when another process declared it with other retention, and says so', async () => {
     const namespace = testNamespace('lm');
     const warnings: string[] = [];

@@ -2,8 +2,7 @@ import type { ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
 import { CoreErrorCode, errorCode, errorMessage } from '../errors.ts';
 import type { LogFollowHandle } from './log.ts';
-import type { StartGate } from './log-rabbitmq.ts';
-import { StreamCursor, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
+import { StreamCursor, type StartGate, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
 
 const FOLLOW_PREFETCH = 500;
 

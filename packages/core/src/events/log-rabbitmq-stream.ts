@@ -1,6 +1,8 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { CoreErrorCode, TributaryError } from '../errors.ts';
+import { cursorExpired, type LogStart } from './log.ts';
 import { AckCoalescer } from './rabbitmq-delivery.ts';
+import { Headers } from './transport.ts';
 
 /** Header of the marker messages a read writes to find the log's end (never handed to readers). */
 export const LOG_MARKER_HEADER = 'x-tributary-log-marker';
@@ -128,4 +130,43 @@ function toStreamMessage(message: ConsumeMessage): StreamMessage {
     marker: typeof marker === 'string' ? marker : marker === undefined ? undefined : String(marker),
     message,
   };
+}
+
+/**
+ * Decides, delivery by delivery, where a read really starts: the broker attaches at chunk
+ * granularity, so entries before the position asked for come first and are skipped here.
+ */
+export class StartGate {
+  private seenFirst = false;
+  private started: boolean;
+
+  constructor(private readonly from: LogStart) {
+    this.started = !(typeof from === 'object' && 'time' in from);
+  }
+
+  /** Whether `m` is at or past the start. @throws CURSOR_EXPIRED when `{ after }`'s entry is gone. */
+  admit(m: StreamMessage): boolean {
+    const { from } = this;
+    if (typeof from === 'object' && 'after' in from) {
+      if (!this.seenFirst) {
+        this.seenFirst = true;
+        if (m.offset > Math.max(from.after, 0)) throw cursorExpired(from.after, m.offset);
+      }
+      return m.offset > from.after;
+    }
+    if (!this.started) {
+      if (m.marker !== undefined) return false;
+      const time = timeOf(m);
+      if (time !== undefined && typeof from === 'object' && 'time' in from && time < from.time.getTime()) return false;
+      this.started = true;
+    }
+    return true;
+  }
+}
+
+/** When the entry was published, ms: the relay's `x-tributary-time` (set on every publish). */
+export function timeOf(m: StreamMessage): number | undefined {
+  const value = (m.message.properties.headers as Record<string, unknown> | undefined)?.[Headers.time];
+  const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN;
+  return Number.isFinite(n) ? n : undefined;
 }

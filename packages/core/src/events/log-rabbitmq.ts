@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
-import { CoreErrorCode, TributaryError, errorMessage } from '../errors.ts';
-import { cursorExpired, cursorPastEnd, type EventLog, type LogEntry, type LogFollowHandle, type LogReadOptions, type LogStart, type LogStats } from './log.ts';
-import { LOG_MARKER_HEADER, StreamCursor, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
+import { CoreErrorCode, TributaryError, errorCode, errorMessage } from '../errors.ts';
+import { cursorExpired, cursorPastEnd, type EventLog, type LogEntry, type LogFollowHandle, type LogReadOptions, type LogStats } from './log.ts';
+import { LOG_MARKER_HEADER, StartGate, StreamCursor, timeOf, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
 import { StreamFollower } from './log-rabbitmq-follow.ts';
-import { exchangeName, Headers, topicMatches } from './transport.ts';
+import { exchangeName, topicMatches } from './transport.ts';
 
 /** `<ns>.events.log`: the stream bound with `#` to the events exchange. */
 export const logStreamName = (namespace: string) => `${namespace}.events.log`;
@@ -104,14 +104,36 @@ export class RabbitMqEventLog implements EventLog {
       await this.writeMarker(markerId);
       offset = from === 'beginning' ? 'first' : timestampOffset(from.time);
     }
-    const cursor = await StreamCursor.open(model, this.stream, offset, READ_PREFETCH);
+    const gate = new StartGate(from);
+    let cursor = await StreamCursor.open(model, this.stream, offset, READ_PREFETCH);
+    // Closes whichever cursor is current when the signal comes.
     const abort = () => void cursor.close();
     signal?.addEventListener('abort', abort, { once: true });
-    const gate = new StartGate(from);
     let last: number | undefined;
+    /** The last offset gone through (entries, skipped ones and markers), and whether we just attached again after it. */
+    let position: number | undefined;
+    let resumed = false;
     try {
-      for (let m = await cursor.next(); m && !signal?.aborted; m = await cursor.next()) {
+      for (;;) {
+        let m: StreamMessage | undefined;
         try {
+          m = await cursor.next();
+        } catch (error) {
+          if (signal?.aborted) break;
+          // The channel or the connection went mid-read: attach again where we were.
+          cursor = await this.attachAgain(position ?? offset, error);
+          resumed = position !== undefined;
+          continue;
+        }
+        if (!m || signal?.aborted) break;
+        try {
+          if (resumed) {
+            resumed = false;
+            // Attached at `position`, the broker starts at or before it unless retention took it meanwhile.
+            if (m.offset > position!) throw cursorExpired(position!, m.offset);
+          }
+          if (position !== undefined && m.offset <= position) continue;
+          position = m.offset;
           if ((markerId !== undefined && m.marker === markerId) || (stopAt !== undefined && m.offset >= stopAt)) break;
           if (!gate.admit(m) || m.marker !== undefined) continue;
           last = m.offset;
@@ -126,6 +148,23 @@ export class RabbitMqEventLog implements EventLog {
       await cursor.close();
     }
     return last;
+  }
+
+  /** A read's cursor again at `offset`, on the transport's connection once it is back (about 20 s at most). */
+  private async attachAgain(offset: StreamOffset, cause: unknown): Promise<StreamCursor> {
+    let delay = 100;
+    let lastError = cause;
+    for (let attempt = 0; attempt < 12; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 2_000);
+      try {
+        return await StreamCursor.open(await this.context.model(), this.stream, offset, READ_PREFETCH);
+      } catch (error) {
+        if (errorCode(error) === CoreErrorCode.TRANSPORT_CLOSED) throw error;
+        lastError = error;
+      }
+    }
+    throw lastError;
   }
 
   async follow(options: LogReadOptions, onEntry: (entry: LogEntry) => void): Promise<LogFollowHandle> {
@@ -212,38 +251,6 @@ export class RabbitMqEventLog implements EventLog {
   }
 }
 
-/**
- * Decides, delivery by delivery, where a read really starts: the broker attaches at chunk
- * granularity, so entries before the position asked for come first and are skipped here.
- */
-export class StartGate {
-  private seenFirst = false;
-  private started: boolean;
-
-  constructor(private readonly from: LogStart) {
-    this.started = !(typeof from === 'object' && 'time' in from);
-  }
-
-  /** Whether `m` is at or past the start. @throws CURSOR_EXPIRED when `{ after }`'s entry is gone. */
-  admit(m: StreamMessage): boolean {
-    const { from } = this;
-    if (typeof from === 'object' && 'after' in from) {
-      if (!this.seenFirst) {
-        this.seenFirst = true;
-        if (m.offset > Math.max(from.after, 0)) throw cursorExpired(from.after, m.offset);
-      }
-      return m.offset > from.after;
-    }
-    if (!this.started) {
-      if (m.marker !== undefined) return false;
-      const time = timeOf(m);
-      if (time !== undefined && typeof from === 'object' && 'time' in from && time < from.time.getTime()) return false;
-      this.started = true;
-    }
-    return true;
-  }
-}
-
 function assertBeforeEnd(after: number, end: number): void {
   if (after >= end) throw cursorPastEnd(after, end - 1);
 }
@@ -251,13 +258,6 @@ function assertBeforeEnd(after: number, end: number): void {
 /** The broker seeks by chunk timestamps in seconds: a second earlier, then the gate skips by our time header. */
 function timestampOffset(time: Date): StreamOffset {
   return { '!': 'timestamp', value: Math.max(0, Math.floor(time.getTime() / 1000) - 1) };
-}
-
-/** When the entry was published, ms: the relay's `x-tributary-time` (set on every publish). */
-function timeOf(m: StreamMessage): number | undefined {
-  const value = (m.message.properties.headers as Record<string, unknown> | undefined)?.[Headers.time];
-  const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN;
-  return Number.isFinite(n) ? n : undefined;
 }
 
 function toEntry(m: StreamMessage): LogEntry {
