@@ -45,6 +45,14 @@ export function parseLogRetention(value: string): EventLogRetention | string {
 }
 
 /**
+ * What the log keeps when nothing says otherwise. Generous: a service that ships a week after the
+ * others, or a rebuild, can replay only what is kept; 10 GB bounds the disk (about ten million
+ * events of 1 kB). Also what a RabbitMQ transport declares its stream with when given no
+ * retention (tools, tests): a stream keeps the arguments of its first declaration.
+ */
+export const DEFAULT_EVENT_LOG_RETENTION = '7d,10GB';
+
+/**
  * Settings every service reads. Services extend this with their own keys
  * (`baseConfigSchema.extend({...})`) and load the result with {@link loadConfig}.
  */
@@ -70,14 +78,10 @@ export const baseConfigSchema = z.object({
    * database in `pnpm dev`): late joiners, view rebuilds and resumable subscriptions read it.
    */
   EVENT_LOG: z.enum(['on', 'off'], { message: 'must be on or off' }).default('on'),
-  /**
-   * How much of it is kept: {@link parseLogRetention}'s format. Generous by default: a service
-   * that ships a week after the others, or a rebuild, can replay only what is kept, and 10 GB
-   * bounds the disk (about ten million events of 1 kB).
-   */
+  /** How much of it is kept: {@link parseLogRetention}'s format; {@link DEFAULT_EVENT_LOG_RETENTION} by default. */
   EVENT_LOG_RETENTION: z
     .string()
-    .default('7d,10GB')
+    .default(DEFAULT_EVENT_LOG_RETENTION)
     .transform((value, ctx) => {
       const parsed = parseLogRetention(value);
       if (typeof parsed === 'string') {

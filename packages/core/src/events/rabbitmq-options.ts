@@ -22,7 +22,7 @@ export interface RabbitMqTransportOptions {
   /**
    * The event log, a stream `<ns>.events.log` bound to the events exchange (`log-rabbitmq.ts`),
    * with its retention; `false` turns it off (`Transport.log` is then undefined). Default: on,
-   * with the broker's default retention (none): `createTransport` passes `EVENT_LOG_RETENTION`.
+   * with `DEFAULT_EVENT_LOG_RETENTION` (7 days, 10 GB); `createTransport` passes `EVENT_LOG_RETENTION`.
    */
   log?: RabbitMqLogOptions | false;
 }

@@ -5,13 +5,20 @@ import { coalesceWrites } from './amqplib-writes.ts';
 import { connectWithRecovery } from './rabbitmq-connection.ts';
 import { RabbitMqConsumers } from './rabbitmq-consumers.ts';
 import { listDeadLetters, replayDeadLetters } from './rabbitmq-dead-letters.ts';
-import { declareLogStream, logStreamName, RabbitMqEventLog } from './log-rabbitmq.ts';
+import { DEFAULT_EVENT_LOG_RETENTION, parseLogRetention } from '../config.ts';
+import { declareLogStream, logStreamName, RabbitMqEventLog, type RabbitMqLogOptions } from './log-rabbitmq.ts';
 import type { RabbitMqTransportOptions } from './rabbitmq-options.ts';
 import { ConfirmPublisher } from './rabbitmq-publish.ts';
 import { declareExchange, deleteQueues } from './rabbitmq-topology.ts';
 import { exchangeName, type ConsumerHandle, type DeadLetter, type Delivery, type OutgoingMessage, type QueueSpec, type ReplayOptions, type Transport } from './transport.ts';
 
 export type { RabbitMqTransportOptions } from './rabbitmq-options.ts';
+
+/** The settings' default: a tool or test that gives none must not be the first to declare the stream with other arguments. */
+function defaultRetention(): RabbitMqLogOptions {
+  const parsed = parseLogRetention(DEFAULT_EVENT_LOG_RETENTION);
+  return typeof parsed === 'string' ? {} : parsed;
+}
 export { deleteNamespace } from './rabbitmq-topology.ts';
 
 /**
@@ -78,7 +85,7 @@ export class RabbitMqTransport implements Transport {
   private async setup(model: ChannelModel): Promise<void> {
     coalesceWrites(model);
     await declareExchange(model, this.namespace);
-    if (this.options.log !== false) await declareLogStream(model, this.namespace, this.options.log ?? {}, this.logger);
+    if (this.options.log !== false) await declareLogStream(model, this.namespace, this.options.log ?? defaultRetention(), this.logger);
     this.model = model;
     this.publisher.reset();
     await this.consumers.subscribeAll(model);
