@@ -115,14 +115,22 @@ export class SqlEventLog implements AppendableLog {
     let position = await this.startAfter(em, options, await this.nextOffset(em));
     let closed = false;
     let wake: (() => void) | undefined;
-    const waker = () => wake?.();
+    // An append between a page read and the wait must not wait for the poll: remember it.
+    let appended = false;
+    const waker = () => {
+      appended = true;
+      wake?.();
+    };
     this.wakers.add(waker);
     const run = (async () => {
       while (!closed && !this.closed) {
+        appended = false;
         let rows: Row[] = [];
+        let failed = false;
         try {
           rows = await this.page(this.db.fork(), position, undefined);
         } catch (error) {
+          failed = true;
           this.options.logger?.warn({ err: errorMessage(error) }, 'event log follower could not read; trying again');
         }
         for (const row of rows) {
@@ -139,6 +147,7 @@ export class SqlEventLog implements AppendableLog {
           }
         }
         if (rows.length === PAGE) continue;
+        if (appended && !failed) continue;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(done, this.options.pollIntervalMs ?? 500);
           function done() {
