@@ -62,7 +62,7 @@ export function describeLogContract(name: string, create: (namespace: string, op
     it('reads from the beginning, after an offset, from a time, and from the end', async () => readsFromEachStart(await ctx()));
     it('stops a read at the end as it stood when the read began; a read after its last offset gets the rest', async () => readStopsAtItsEnd(await ctx()));
     it('follows history then live entries, with no gap and no duplicate', async () => followsHistoryThenLive(await ctx()));
-    it('follows after an offset and from the end', async () => followsFromPositions(await ctx()));
+    it('follows after an offset, from a time and from the end', async () => followsFromPositions(await ctx()));
     it('stops a read when its signal aborts', async () => stopsOnAbort(await ctx()));
     it('refuses a cursor past its end with CURSOR_EXPIRED', async () => refusesPastEnd(await ctx()));
     it('refuses with CURSOR_EXPIRED a cursor whose entries retention removed', async () => refusesExpired(await withTiny()));
@@ -157,15 +157,22 @@ async function followsHistoryThenLive(t: Ctx): Promise<void> {
 async function followsFromPositions(t: Ctx): Promise<void> {
   await t.fixture.publish([t.message('doc.x', 'a'), t.message('doc.x', 'b'), t.message('doc.x', 'c')]);
   const { entries } = await collect(t.log, { from: 'beginning' });
+  await new Promise((r) => setTimeout(r, 30));
+  const time = new Date();
+  await new Promise((r) => setTimeout(r, 30));
+  await t.fixture.publish([t.message('doc.x', 'c2')]);
   const afterA: LogEntry[] = [];
   const fromEnd: LogEntry[] = [];
+  const fromTime: LogEntry[] = [];
   const h1 = await t.log.follow({ from: { after: entries[0]!.offset } }, (e) => afterA.push(e));
   const h2 = await t.log.follow({ from: 'end' }, (e) => fromEnd.push(e));
+  const h3 = await t.log.follow({ from: { time } }, (e) => fromTime.push(e));
   await t.fixture.publish([t.message('doc.x', 'd')]);
-  await waitFor(() => afterA.length === 3 && fromEnd.length === 1, 10_000, 'both followers');
-  await Promise.all([h1.close(), h2.close()]);
-  expect(texts(afterA)).toEqual(['b', 'c', 'd']);
+  await waitFor(() => afterA.length === 4 && fromEnd.length === 1 && fromTime.length === 2, 10_000, 'the three followers');
+  await Promise.all([h1.close(), h2.close(), h3.close()]);
+  expect(texts(afterA)).toEqual(['b', 'c', 'c2', 'd']);
   expect(texts(fromEnd)).toEqual(['d']);
+  expect(texts(fromTime)).toEqual(['c2', 'd']);
 }
 
 async function stopsOnAbort(t: Ctx): Promise<void> {
