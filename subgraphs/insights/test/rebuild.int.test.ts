@@ -129,9 +129,13 @@ describe.skipIf(!available).each(targets)('rebuildViews on %s (insights, log in 
       }
     })();
     const progress: number[] = [];
-    const result = await rebuildViews({ ...options(broken.log), onProgress: (p) => progress.push(p.done) });
-    publishing = false;
-    await more;
+    let result;
+    try {
+      result = await rebuildViews({ ...options(broken.log), onProgress: (p) => progress.push(p.done) });
+    } finally {
+      publishing = false;
+      await more;
+    }
     await publish(20);
 
     const want = expected(outcomes);
@@ -225,7 +229,12 @@ describe.skipIf(!available).each(targets)('rebuildViews on %s (insights, log in 
     await expect(interrupted).rejects.toMatchObject({ code: ViewsErrorCode.VIEWS_REBUILD_ABORTED });
     expect(await views()).toEqual(before);
     expect(await schemas()).toEqual([]);
-    await rebuildViews(options(system.log));
+    const result = await rebuildViews(options(system.log));
     expect(await views()).toEqual(expected(outcomes));
+    // The rebuilt state is announced once, with the swap: the tenant's totals as the new views hold them.
+    expect(result.announced).toBe(1);
+    const [last] = await queryRows<{ payload: string | { data: unknown } }>(db.fork(), `select payload from tributary_outbox where type = 'insights.updated' and tenant_id = 't-i' order by id desc limit 1`);
+    const payload = typeof last!.payload === 'string' ? (JSON.parse(last!.payload) as { data: unknown }) : last!.payload;
+    expect(payload.data).toMatchObject({ ...expected(outcomes).tenants['t-i'], documents: 300 });
   });
 });

@@ -150,7 +150,7 @@ export async function runViewsRebuildCli(argv: string[], env: Record<string, str
     });
     reporter.done();
     const note = result.partial ? ' (from the retained log only: older history was not replayed)' : '';
-    out(`views:rebuild: ${definition.name}: ${definition.views.tables.join(', ')} rebuilt from ${result.applied} events and swapped${note}; ${result.skipped} skipped, ${result.announcementsDropped} announcements dropped`);
+    out(`views:rebuild: ${definition.name}: ${definition.views.tables.join(', ')} rebuilt from ${result.applied} events and swapped${note}; ${result.skipped} skipped, ${result.announced} announced with the swap`);
     return 0;
   } catch (error) {
     reporter.done();

@@ -21,18 +21,24 @@ export interface FoldScope {
   /** `<service>.<consumer>`, the inbox's key, as the live consumer's. */
   consumerKey: string;
   logger: Logger;
-  /** Announcement types the fold may publish (dropped). */
+  /** Announcement types the fold may publish (held back: see {@link FoldScope.announced}). */
   announcements: ReadonlySet<string>;
+  /**
+   * The last announcement per type, subject and tenant, from committed folds only: the state of
+   * that entity as the replay left it. The swap publishes these with its commit, so subscribers
+   * and the gateway's cache (`@changedBy`) learn the rebuilt state; every earlier one is dropped.
+   */
+  announced: Map<string, NewEvent>;
   /** Whether the inbox has `event_time` (core migration 0003 on). */
   eventTime: boolean;
   counts: { applied: number; skipped: number; announcementsDropped: number };
 }
 
 /** The handler's context: no outbox (announcements dropped, anything else refused). */
-function handlerContext(scope: FoldScope, em: EntityManager, ended: ((committed: boolean) => void)[]): HandlerContext & { dropped: number } {
+function handlerContext(scope: FoldScope, em: EntityManager, ended: ((committed: boolean) => void)[]): HandlerContext & { held: NewEvent[] } {
   const context = {
     em,
-    dropped: 0,
+    held: [] as NewEvent[],
     publish: async (events: readonly NewEvent[]) => {
       const refused = events.filter((e) => !scope.announcements.has(e.type));
       if (refused.length > 0) {
@@ -41,7 +47,7 @@ function handlerContext(scope: FoldScope, em: EntityManager, ended: ((committed:
           `${scope.consumerKey} published ${refused.map((e) => e.type).join(', ')} while folding history: a rebuild must not emit events (declare pure announcements in views.announcements)`,
         );
       }
-      context.dropped += events.length;
+      context.held.push(...events);
     },
     log: scope.logger,
     attempt: 1,
@@ -55,7 +61,7 @@ function handlerContext(scope: FoldScope, em: EntityManager, ended: ((committed:
 async function foldOnce(scope: FoldScope, em: EntityManager, events: readonly ParsedEvent[]): Promise<void> {
   const ended: ((committed: boolean) => void)[] = [];
   let fresh = 0;
-  let dropped = 0;
+  let held: NewEvent[] = [];
   const transaction = em.transactional(async (tx) => {
     await queryRun(tx, `set local search_path to ${quoteIdent(SHADOW_SCHEMA)}, public`);
     const columns = scope.eventTime ? 4 : 3;
@@ -75,7 +81,7 @@ async function foldOnce(scope: FoldScope, em: EntityManager, events: readonly Pa
     else for (const event of todo) await handler!(event, context);
     await tx.flush();
     fresh = todo.length;
-    dropped = context.dropped;
+    held = context.held;
   });
   const committed = await transaction.then(
     () => true,
@@ -84,7 +90,13 @@ async function foldOnce(scope: FoldScope, em: EntityManager, events: readonly Pa
   for (const callback of ended) callback(committed === true);
   if (committed !== true) throw committed;
   scope.counts.applied += fresh;
-  scope.counts.announcementsDropped += dropped;
+  for (const event of held) {
+    const key = `${event.type}\u0000${event.subject}\u0000${event.tenantId ?? event.causedBy?.tenantid ?? ''}`;
+    if (scope.announced.has(key)) scope.counts.announcementsDropped++;
+    // Delete first: the map's order is then the order of each entity's last announcement.
+    scope.announced.delete(key);
+    scope.announced.set(key, event);
+  }
 }
 
 /**

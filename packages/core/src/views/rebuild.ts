@@ -11,6 +11,7 @@ import type { Database } from '../db/index.ts';
 import { queryRows } from '../db/sql.ts';
 import { CoreErrorCode, errorCode, errorMessage } from '../errors.ts';
 import type { EventLog } from '../events/log.ts';
+import type { NewEvent } from '../events/publish.ts';
 import { ViewsErrorCode, viewsError } from './errors.ts';
 import type { FoldScope } from './fold.ts';
 import { replay, type Replay } from './replay.ts';
@@ -102,6 +103,7 @@ export async function rebuildViews(options: RebuildOptions): Promise<RebuildResu
   // first read, which begins after this (unless the log no longer keeps it: acceptPartial).
   const [{ now: started } = { now: new Date() }] = await queryRows<{ now: Date }>(db.fork(), 'select now() as now');
   const counts = { applied: 0, skipped: 0, announcementsDropped: 0 };
+  const announced = new Map<string, NewEvent>();
   const logger = options.logger.child({ component: 'views-rebuild', service });
   try {
     await createShadow(db.fork(), views.tables);
@@ -111,6 +113,7 @@ export async function rebuildViews(options: RebuildOptions): Promise<RebuildResu
       consumerKey: `${service}.${consumer.name}`,
       logger,
       announcements: new Set(views.announcements ?? []),
+      announced,
       eventTime,
       counts,
     }));
@@ -139,12 +142,13 @@ export async function rebuildViews(options: RebuildOptions): Promise<RebuildResu
     phase = 'swap';
     // Once begun, the swap runs to its commit or rollback: an interrupt now would only cut its
     // final read short, and waiting for it is short.
-    last = await swap(db, { ...r, signal: undefined }, views.tables, folds.map((f) => f.consumerKey), last, started);
+    const target = { service, tables: views.tables, consumerKeys: folds.map((f) => f.consumerKey), after: last, since: started, announced };
+    last = await swap(db, { ...r, signal: undefined }, target);
     options.onProgress?.({ phase: 'done', done: latest, total: latest });
     logger.info({ ...counts, lastOffset: last }, 'views rebuilt and swapped');
     // The swap committed: a failure to drop what is left is only a warning (the next run drops it).
     await dropShadow(db.fork()).catch((dropError) => logger.warn({ err: errorMessage(dropError) }, 'rebuild: swapped, but could not drop the old tables (the next run drops them)'));
-    return { ...counts, lastOffset: last, partial };
+    return { ...counts, announced: announced.size, lastOffset: last, partial };
   } catch (error) {
     await dropShadow(db.fork()).catch((dropError) => logger.warn({ err: errorMessage(dropError) }, 'rebuild: could not drop the shadow schema (the next run drops it)'));
     throw error;

@@ -6,6 +6,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Database } from '../db/index.ts';
 import { queryRows, queryRun } from '../db/sql.ts';
+import { publish, type NewEvent } from '../events/publish.ts';
 import { ViewsErrorCode, viewsError } from './errors.ts';
 import { replay, type Replay } from './replay.ts';
 import { INBOX, OLD_SCHEMA, quoteIdent, SHADOW_SCHEMA } from './shadow.ts';
@@ -32,6 +33,20 @@ async function missingFromShadow(tx: EntityManager, consumerKeys: readonly strin
     [[...consumerKeys], since],
   );
   return rows[0]?.event_id;
+}
+
+/** What the swap replaces and announces. */
+export interface SwapTarget {
+  service: string;
+  tables: readonly string[];
+  /** The live consumers' inbox keys. */
+  consumerKeys: readonly string[];
+  /** The last offset folded before the swap. */
+  after: number | undefined;
+  /** When the rebuild began (database clock): the live inbox rows checked from here on. */
+  since: Date;
+  /** The last announcement of each entity (see `FoldScope.announced`). */
+  announced: ReadonlyMap<string, NewEvent>;
 }
 
 /**
@@ -67,15 +82,19 @@ async function copyInbox(tx: EntityManager, eventTime: boolean): Promise<void> {
  * 5. `access exclusive` on the views (reads wait from here to the commit: an instant), move the
  *    live tables to `tributary_rebuild_old` and the shadow ones to `public`. Indexes,
  *    constraints and owned sequences move with their table.
+ * 6. Publish (outbox) the last announcement of each entity the replay announced: the rebuilt state.
  * Resolves with the last offset folded.
  */
-export async function swap(db: Database, r: Replay, tables: readonly string[], consumerKeys: readonly string[], after: number | undefined, since: Date): Promise<number | undefined> {
+export async function swap(db: Database, r: Replay, target: SwapTarget): Promise<number | undefined> {
+  const { tables, consumerKeys, since } = target;
   const eventTime = r.folds.some((f) => f.eventTime);
   return db.fork().transactional(async (tx) => {
+    // The folds' `set local search_path` lasts to the commit: kept to restore for the outbox.
+    const [{ path } = { path: 'public' }] = await queryRows<{ path: string }>(tx, `select current_setting('search_path') as path`);
     await queryRun(tx, `lock table public.${INBOX} in exclusive mode`);
     await queryRun(tx, `lock table ${tables.map(live).join(', ')} in exclusive mode`);
     const em = () => tx;
-    let last = after;
+    let last = target.after;
     const deadline = Date.now() + COMPLETE_WAIT_MS;
     for (;;) {
       last = (await replay(r, em, last === undefined ? 'beginning' : { after: last })).last;
@@ -93,6 +112,8 @@ export async function swap(db: Database, r: Replay, tables: readonly string[], c
       await queryRun(tx, `alter table ${live(table)} set schema ${quoteIdent(OLD_SCHEMA)}`);
       await queryRun(tx, `alter table ${quoteIdent(SHADOW_SCHEMA)}.${quoteIdent(table)} set schema public`);
     }
+    await queryRows(tx, `select set_config('search_path', ?, true)`, [path]);
+    await publish(tx, target.service, [...target.announced.values()]);
     return last;
   });
 }

@@ -15,8 +15,10 @@ export interface ViewsDefinition {
   consumers: readonly string[];
   /**
    * Event types the fold publishes only to announce the view's new state (insights'
-   * `insights.updated`): dropped during a rebuild, since replaying history must not announce it
-   * again. Any other publish fails the rebuild with `VIEWS_PUBLISH_REFUSED`. Default none.
+   * `insights.updated`): held back during a rebuild, since replaying history must not announce
+   * every past state again; the last one of each entity (type, subject, tenant) is published with
+   * the swap, so subscribers and the gateway's cache learn the rebuilt state. Any other publish
+   * fails the rebuild with `VIEWS_PUBLISH_REFUSED`. Default none.
    */
   announcements?: readonly EventType[];
 }
@@ -55,8 +57,10 @@ export interface RebuildResult {
   applied: number;
   /** Events skipped as the live consumer would dead-letter them (a contract violation, an unrecoverable error). */
   skipped: number;
-  /** Announcements the fold published and the rebuild dropped. */
+  /** Announcements the fold published and the rebuild dropped (a later one of the same entity followed). */
   announcementsDropped: number;
+  /** Announcements published with the swap: the last of each entity. */
+  announced: number;
   /** The offset of the last log entry the new views contain. */
   lastOffset: number | undefined;
   /** Whether the log had already dropped its oldest entries (`acceptPartial`). */
