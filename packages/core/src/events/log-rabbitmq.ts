@@ -36,6 +36,7 @@ export interface RabbitMqLogContext {
 }
 
 const READ_PREFETCH = 200;
+const TIME_SEEK_MARGIN_S = 60;
 
 /**
  * Declare the log's stream and bind it to the events exchange (on every connection, in the
@@ -62,7 +63,7 @@ export async function declareLogStream(model: ChannelModel, namespace: string, o
     await channel.checkQueue(name);
     logger.warn(
       { stream: name, wanted: args, err: errorMessage(error) },
-      'the event log stream exists with other retention arguments: keeping it as it is (change a live stream\'s retention with a RabbitMQ policy)',
+      'the event log stream exists with other retention arguments: keeping it as it is (docs/operations.md, The event log, says how to change it)',
     );
   }
   await channel.bindQueue(name, exchangeName(namespace), '#');
@@ -90,7 +91,8 @@ export class RabbitMqEventLog implements EventLog {
 
   async read(options: LogReadOptions, onEntry: (entry: LogEntry) => Promise<void> | void, signal?: AbortSignal): Promise<number | undefined> {
     const { from } = options;
-    if (from === 'end' || signal?.aborted) return undefined;
+    // Nothing is stored at or after a time still to come (as of the call, as for any read).
+    if (from === 'end' || signal?.aborted || (typeof from === 'object' && 'time' in from && from.time.getTime() > Date.now())) return undefined;
     const model = await this.context.model();
     let stopAt: number | undefined;
     let markerId: string | undefined;
@@ -255,9 +257,13 @@ function assertBeforeEnd(after: number, end: number): void {
   if (after >= end) throw cursorPastEnd(after, end - 1);
 }
 
-/** The broker seeks by chunk timestamps in seconds: a second earlier, then the gate skips by our time header. */
+/**
+ * The broker seeks by chunk timestamps in seconds, by its own clock: a minute earlier (a broker
+ * clock behind ours must not put the seek past a read's end marker), then the gate skips by our
+ * time header.
+ */
 function timestampOffset(time: Date): StreamOffset {
-  return { '!': 'timestamp', value: Math.max(0, Math.floor(time.getTime() / 1000) - 1) };
+  return { '!': 'timestamp', value: Math.max(0, Math.floor(time.getTime() / 1000) - TIME_SEEK_MARGIN_S) };
 }
 
 function toEntry(m: StreamMessage): LogEntry {

@@ -116,6 +116,7 @@ async function readsFromEachStart(t: Ctx): Promise<void> {
   expect(texts((await collect(t.log, { from: { after: first.last! } })).entries)).toEqual(['b1', 'b2']);
   expect(texts((await collect(t.log, { from: { time } })).entries)).toEqual(['b1', 'b2']);
   expect(await collect(t.log, { from: 'end' })).toEqual({ entries: [], last: undefined });
+  expect(await collect(t.log, { from: { time: new Date(Date.now() + 3_600_000) } })).toEqual({ entries: [], last: undefined });
 }
 
 async function readStopsAtItsEnd(t: Ctx): Promise<void> {
