@@ -137,6 +137,13 @@ export const configSchema = baseConfigSchema.extend({
    * is logged and counted in tributary_gateway_rate_limit_store_errors_total. Default `allow`.
    */
   RATE_LIMIT_ON_REDIS_ERROR: z.enum(['allow', 'deny']).default('allow'),
+  /**
+   * Most messages one subscription may have due and not yet taken by its client's connection
+   * (events waiting to be resolved plus results waiting to be sent). A subscriber further behind
+   * is closed with 4008 "Subscriber too slow" (see docs/subscriptions.md) and resumes from its
+   * last cursor. Default 1,000.
+   */
+  SUBSCRIPTION_MAX_QUEUED: z.coerce.number().int().min(1).default(1_000),
 });
 /** The settings, validated: {@link loadGatewayConfig}'s result, and all the gateway reads of its environment. */
 export type GatewayConfig = z.infer<typeof configSchema> & {

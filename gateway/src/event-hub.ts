@@ -2,10 +2,12 @@ import { parseEnvelope, type Envelope } from '@tributary/contracts';
 import { errorCode, errorMessage, type Logger } from '@tributary/core';
 import { keyValue, valueAt, type Path } from '@tributary/core/bindings';
 import { contractOf } from './cache/index.ts';
-import { queueName, type ConsumerHandle, type Transport } from '@tributary/core/events';
+import { queueName, type ConsumerHandle, type EventLog, type LogEntry, type LogFollowHandle, type Transport } from '@tributary/core/events';
 import { randomUUID } from 'node:crypto';
+import type { LogSource } from './resume.ts';
 
-type Listener = (event: Envelope) => void;
+/** Hears an event, with its offset in the log when the hub follows one. */
+type Listener = (event: Envelope, offset: number | undefined) => void;
 
 /** Which events a listener hears: one tenant's, of these versions, and with `path` equal to `value` when given. */
 export interface ListenSpec {
@@ -21,7 +23,10 @@ export interface EventHubOptions {
    * its message never meets a cached result the event made stale.
    */
   onEvent?: (event: Envelope) => void;
-  /** This instance's queue was re-created (broker connection lost): events may have been missed. */
+  /**
+   * This instance's queue was re-created (broker connection lost): events may have been missed.
+   * Only without a log: following the log, the hub resumes after the last offset it saw.
+   */
   onResubscribed?: () => void;
 }
 
@@ -36,9 +41,11 @@ const RECENT_LIMIT = 10_000;
 const SEEN_LIMIT = 10_000;
 
 /**
- * Delivers events to the subscriptions of this gateway instance. Each instance has its own
- * exclusive, auto-delete queue, so every replica sees every event and serves its own clients.
- * The gateway keeps no state worth retrying for, so events are acked at once.
+ * Delivers events to the subscriptions of this gateway instance. When the transport keeps an
+ * event log, the hub follows the log (every replica reads it all) and each event carries its
+ * offset, which subscriptions turn into cursors. Without one, each instance has its own
+ * exclusive, auto-delete queue, so every replica sees every event and serves its own clients;
+ * the gateway keeps no state worth retrying for, so events are acked at once.
  *
  * Listeners are indexed by tenant and by the value at one data path (`orderId`), so an event
  * reaches its own listeners only, however many streams are open.
@@ -50,8 +57,10 @@ export class EventHub {
   /** Event ids already handled: while a re-bind runs two queues, an event can come through both. */
   private readonly seen = new Set<string>();
   private bindings: HubBindings = { types: [], paths: new Map() };
-  private handle: ConsumerHandle | undefined;
+  private handle: ConsumerHandle | LogFollowHandle | undefined;
   private generation = 0;
+  /** Following the log: the offset of the last entry dispatched (-1: the log was empty). */
+  private offset: number | undefined;
   private readonly instanceId: string;
 
   constructor(
@@ -76,6 +85,8 @@ export class EventHub {
     const same = this.handle && sameSet(bindings.types, this.bindings.types);
     this.bindings = bindings;
     if (same) return;
+    const log = this.transport.log;
+    if (log) return this.followLog(log, [...new Set(bindings.types)]);
     const previous = this.handle;
     if (previous) this.generation++;
     this.handle = await this.transport.consume(
@@ -90,13 +101,54 @@ export class EventHub {
           return;
         }
         void delivery.ack();
-        this.dispatch(event);
+        this.dispatch(event, undefined);
       },
     );
     await previous?.close();
   }
 
-  private dispatch(event: Envelope): void {
+  /** The log this hub follows, and the id its cursors carry; undefined without a log. */
+  get source(): LogSource | undefined {
+    const log = this.transport.log;
+    return log ? { log, logId: `${this.transport.namespace}:${log.kind}` } : undefined;
+  }
+
+  /** Following the log: the offset of the last entry dispatched; a stream starting now has seen everything up to it. */
+  get position(): number | undefined {
+    return this.offset;
+  }
+
+  /**
+   * Follow the log for these types. A re-bind closes the old follow before it opens the new one
+   * after the last offset dispatched: the log keeps what comes meanwhile, so nothing is missed,
+   * nothing comes twice and the order holds (two follows at once would interleave theirs).
+   */
+  private async followLog(log: EventLog, types: string[]): Promise<void> {
+    await this.handle?.close();
+    this.handle = undefined;
+    if (this.offset === undefined) {
+      // Where the log ends now is where this hub starts: the first cursor it can give.
+      const last = (await log.stats()).last;
+      this.offset = last ?? -1;
+    }
+    this.handle = await log.follow({ from: { after: this.offset }, types }, (entry) => this.fromLog(entry));
+  }
+
+  private fromLog(entry: LogEntry): void {
+    let event: Envelope;
+    try {
+      event = parseEnvelope(entry.body);
+    } catch (error) {
+      // The consumers that own it dead-letter it; the log keeps it as it was published.
+      this.logger.warn({ code: errorCode(error), err: errorMessage(error), offset: entry.offset }, 'logged event violates its contract; skipped');
+      this.offset = Math.max(this.offset ?? -1, entry.offset);
+      return;
+    }
+    this.offset = Math.max(this.offset ?? -1, entry.offset);
+    this.dispatch(event, entry.offset);
+  }
+
+  private dispatch(event: Envelope, offset: number | undefined): void {
     if (this.seen.has(event.id)) return;
     this.seen.add(event.id);
     if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value!);
@@ -120,7 +172,7 @@ export class EventHub {
       this.logger.warn({ dataschema: event.dataschema, id: event.id }, 'event data violates its contract; no subscription hears it');
       return;
     }
-    for (const listeners of heard) for (const listener of listeners) listener(event);
+    for (const listeners of heard) for (const listener of listeners) listener(event, offset);
   }
 
   private remember(key: string, event: Envelope): void {
@@ -163,6 +215,13 @@ export class EventHub {
   /** Distinct listened keys (metrics, tests). */
   get size(): number {
     return this.listeners.size;
+  }
+
+  /** Listeners registered, counted once per key they listen on (tests: that a stream has started listening). */
+  get listenerCount(): number {
+    let count = 0;
+    for (const set of this.listeners.values()) count += set.size;
+    return count;
   }
 
   async stop(): Promise<void> {

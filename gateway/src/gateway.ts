@@ -155,7 +155,7 @@ class Gateway implements RunningGateway {
     const hub = new EventHub(transport, logger, cache ? cacheListener(cache, logger) : {});
     await hub.bind(hubBindings(bindings, cache));
     const execute = executorOf(apollo);
-    const subscriptions = new EventSubscriptions({ hub, execute, logger });
+    const subscriptions = new EventSubscriptions({ hub, execute, logger, maxQueued: config.SUBSCRIPTION_MAX_QUEUED });
     subscriptions.use(bindings.subscriptions);
     const parts: Parts = { logger, federation, apollo, uploads, cache, hub, subscriptions, execute, transport, ownTransport, rateLimiter, http };
     const { url, websockets } = await listen(config, parts, options, authenticator);

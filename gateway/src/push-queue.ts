@@ -9,7 +9,14 @@ export class PushQueue<T> implements AsyncGenerator<T, undefined, unknown> {
   private readonly waiting: ((result: IteratorResult<T, undefined>) => void)[] = [];
   private done = false;
 
-  constructor(private readonly onReturn: () => void = () => {}) {}
+  /**
+   * @param onReturn runs once when the queue ends, however it ends
+   * @param onTake runs each time the consumer takes a queued value (room was made)
+   */
+  constructor(
+    private readonly onReturn: () => void = () => {},
+    private readonly onTake: () => void = () => {},
+  ) {}
 
   push(value: T): void {
     if (this.done) return;
@@ -30,8 +37,17 @@ export class PushQueue<T> implements AsyncGenerator<T, undefined, unknown> {
     return this.done;
   }
 
+  /** Values pushed and not yet taken. */
+  get length(): number {
+    return this.values.length;
+  }
+
   next(): Promise<IteratorResult<T, undefined>> {
-    if (this.values.length > 0) return Promise.resolve({ value: this.values.shift()!, done: false });
+    if (this.values.length > 0) {
+      const value = this.values.shift()!;
+      this.onTake();
+      return Promise.resolve({ value, done: false });
+    }
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve) => this.waiting.push(resolve));
   }

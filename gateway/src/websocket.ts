@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { bearerToken, type Authenticator, type Principal } from './auth.ts';
 import { contextFor, type GatewayContext } from './context.ts';
+import { closeTooSlow } from './slow-subscribers.ts';
 import type { EventSubscriptions, QueryExecutor } from './subscriptions.ts';
 
 export interface WebSocketOptions {
@@ -48,7 +49,11 @@ export function serveWebSockets(http: Server, options: WebSocketOptions): { clos
         }
       },
       onClose: (ctx) => clearTimeout(ctx.extra.expiry),
-      context: (ctx) => contextFor(ctx.extra.principal!),
+      // Each subscribe's own context: its cursor, if it resumes, and how to close a subscriber too far behind.
+      context: (ctx, _id, payload) => ({
+        ...contextFor(ctx.extra.principal!),
+        subscription: { after: payload.extensions?.after, tooSlow: () => closeTooSlow(ctx.extra.socket) },
+      }),
       subscribe: (args) => subscriptions.subscribe(args),
       execute: (args) => execute(args.document, (args.variableValues ?? undefined) as Record<string, unknown> | undefined, args.contextValue as GatewayContext),
     },
