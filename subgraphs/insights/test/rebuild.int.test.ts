@@ -183,6 +183,29 @@ describe.skipIf(!available).each(targets)('rebuildViews on %s (insights, log in 
     expect(copied.map((r) => r.event_id)).toEqual(pending.slice(10).map((o) => o.message.messageId));
   });
 
+  it('gives a serial column of a view a sequence of its own, which moves with its table and outlives the old one', async () => {
+    await db.fork().execute('create table if not exists fold_rows (id bigserial primary key, event_id uuid not null unique, tenant_id text not null)');
+    const system = await live(aggregate);
+    const outcomes = Array.from({ length: 25 }, (_, i) => outcome('t-s', i));
+    await system.transport.publish(outcomes.map((o) => o.message));
+    await waitFor(() => system.applied() >= 25, 20_000, 'the live fold took every outcome');
+    const rows: BatchEventHandler = async (events, context) => {
+      await aggregate(events, context);
+      for (const event of events) await context.em.getConnection().execute('insert into fold_rows (event_id, tenant_id) values (?, ?)', [event.id, event.tenantid], 'run', context.em.getTransactionContext());
+    };
+    const views = { ...insightsService.views!, tables: [...insightsService.views!.tables, 'fold_rows'] };
+    await rebuildViews({ ...options(system.log, [{ name: 'aggregates', types: [...TYPES], batchHandler: rows }]), views });
+    const [count] = await queryRows<{ n: number; max: string }>(db.fork(), 'select count(*)::int as n, max(id)::text as max from fold_rows');
+    expect(count).toEqual({ n: 25, max: '25' });
+    // The old table and its sequence are gone; the new default draws from the new table's own.
+    await db.fork().execute(`insert into fold_rows (event_id, tenant_id) values ('${randomUUID()}', 't-s')`);
+    const [next] = await queryRows<{ id: string }>(db.fork(), 'select max(id)::text as id from fold_rows');
+    expect(next!.id).toBe('26');
+    const [owned] = await queryRows<{ seq: string }>(db.fork(), `select pg_get_serial_sequence('public.fold_rows', 'id') as seq`);
+    expect(owned!.seq).toBe('public.fold_rows_id_seq');
+    await db.fork().execute('drop table fold_rows');
+  });
+
   it('refuses with VIEWS_LOG_OFF when the log is off, and touches nothing', async () => {
     await expect(rebuildViews(options(undefined))).rejects.toMatchObject({ code: ViewsErrorCode.VIEWS_LOG_OFF });
     expect(await schemas()).toEqual([]);
