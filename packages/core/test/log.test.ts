@@ -33,7 +33,7 @@ describeLogContract('sql table on PGlite', async (namespace, { tinyRetention }) 
       await transport.close();
       log.close();
       await queryRun(db.fork(), 'truncate tributary_event_log');
-      await queryRun(db.fork(), 'update tributary_event_log_head set next = 0');
+      await queryRun(db.fork(), 'update tributary_event_log_head set next = 0, entries = 0, bytes = 0');
     },
   };
 });
@@ -41,7 +41,7 @@ describeLogContract('sql table on PGlite', async (namespace, { tinyRetention }) 
 describe('the SQL log’s retention', () => {
   afterEach(async () => {
     await queryRun(shared.fork(), 'truncate tributary_event_log');
-    await queryRun(shared.fork(), 'update tributary_event_log_head set next = 0');
+    await queryRun(shared.fork(), 'update tributary_event_log_head set next = 0, entries = 0, bytes = 0');
   });
   const entry = (i: number) => ({ routingKey: 'a.b', messageId: `m${i}`, body: Buffer.alloc(10) });
 

@@ -1,5 +1,3 @@
-import type { MigrationObject } from '@mikro-orm/core';
-import { Migration } from '@mikro-orm/migrations';
 import type { Logger } from 'pino';
 import type { Database, EntityManager } from '../db/index.ts';
 import { queryRows, queryRun, valuesPlaceholders } from '../db/sql.ts';
@@ -8,31 +6,7 @@ import { cursorExpired, cursorPastEnd, type AppendableLog, type LogEntry, type L
 import type { LogRetention } from './log-rabbitmq.ts';
 import { topicMatches, type OutgoingMessage } from './transport.ts';
 
-class EventLogTable extends Migration {
-  override up(): void {
-    // "offset" grows with commit order and is never reused, also after retention empties the
-    // table: the next one to hand out lives in a row of its own, whose row lock orders appends.
-    this.addSql(`create table if not exists tributary_event_log (
-      "offset" bigint primary key,
-      message_id text null,
-      routing_key text not null,
-      headers jsonb not null default '{}',
-      body bytea not null,
-      stored_at timestamptz not null default clock_timestamp()
-    )`);
-    this.addSql('create index if not exists tributary_event_log_stored_at on tributary_event_log (stored_at)');
-    this.addSql('create table if not exists tributary_event_log_head (id int primary key check (id = 1), next bigint not null)');
-    this.addSql('insert into tributary_event_log_head (id, next) values (1, 0) on conflict (id) do nothing');
-  }
-
-  override down(): void {
-    this.addSql('drop table if exists tributary_event_log_head');
-    this.addSql('drop table if exists tributary_event_log');
-  }
-}
-
-/** The migrations a database that holds the log is opened with (after the core ones). */
-export const eventLogMigrations: MigrationObject[] = [{ name: 'log-0001-event-log', class: EventLogTable }];
+export { eventLogMigrations } from './log-sql-migrations.ts';
 
 export interface SqlEventLogOptions extends LogRetention {
   /** At most this many entries (tests; the settings give age and bytes). */
@@ -82,12 +56,23 @@ export class SqlEventLog implements AppendableLog {
 
   async append(messages: readonly OutgoingMessage[]): Promise<void> {
     if (messages.length === 0) return;
+    const params: unknown[] = [];
+    let total = 0;
+    for (const m of messages) {
+      const headers = JSON.stringify(m.headers ?? {});
+      const bytes = m.body.length + Buffer.byteLength(headers);
+      total += bytes;
+      params.push(0, m.messageId, m.routingKey, headers, m.body, bytes);
+    }
     await this.db.fork().transactional(async (tx) => {
-      const [head] = await queryRows<{ next: string | number }>(tx, 'update tributary_event_log_head set next = next + ? where id = 1 returning next', [messages.length]);
+      const [head] = await queryRows<{ next: string | number }>(
+        tx,
+        'update tributary_event_log_head set next = next + ?, entries = entries + ?, bytes = bytes + ? where id = 1 returning next',
+        [messages.length, messages.length, total],
+      );
       const first = Number(head!.next) - messages.length;
-      const params: unknown[] = [];
-      messages.forEach((m, i) => params.push(first + i, m.messageId, m.routingKey, JSON.stringify(m.headers ?? {}), m.body));
-      await queryRun(tx, `insert into tributary_event_log ("offset", message_id, routing_key, headers, body) values ${valuesPlaceholders(messages.length, 5)}`, params);
+      for (let i = 0; i < messages.length; i++) params[i * 6] = first + i;
+      await queryRun(tx, `insert into tributary_event_log ("offset", message_id, routing_key, headers, body, bytes) values ${valuesPlaceholders(messages.length, 6)}`, params);
     });
     for (const wake of this.wakers) wake();
   }
@@ -170,42 +155,59 @@ export class SqlEventLog implements AppendableLog {
   }
 
   async stats(): Promise<LogStats> {
-    const [row] = await queryRows<{ entries: string | number; bytes: string | number | null; first: string | number | null; last: string | number | null; oldest: Date | string | null }>(
+    const [row] = await queryRows<{ entries: string | number; bytes: string | number; next: string | number; first: string | number | null; oldest: Date | string | null }>(
       this.db.fork(),
-      'select count(*) as entries, sum(octet_length(body) + octet_length(headers::text)) as bytes, min("offset") as first, max("offset") as last, min(stored_at) as oldest from tributary_event_log',
+      `select h.entries, h.bytes, h.next, f."offset" as first, f.stored_at as oldest
+       from tributary_event_log_head h left join lateral (select "offset", stored_at from tributary_event_log order by "offset" limit 1) f on true where h.id = 1`,
     );
+    const entries = Number(row?.entries ?? 0);
     const oldest = row?.oldest ? new Date(row.oldest).getTime() : undefined;
     return {
-      entries: Number(row?.entries ?? 0),
+      entries,
       bytes: Number(row?.bytes ?? 0),
       first: row?.first == null ? undefined : Number(row.first),
-      last: row?.last == null ? undefined : Number(row.last),
+      last: row?.first == null ? undefined : Number(row.next) - 1,
       oldestAgeSeconds: oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000),
     };
   }
 
-  /** Apply retention now: entries older than the age, beyond the bytes, beyond the count. Returns how many went. */
+  /**
+   * Apply retention now: entries older than the age, beyond the count, beyond the bytes (oldest
+   * first). Holds the head row meanwhile, so appends wait and the counters stay exact. Returns how
+   * many went.
+   */
   async trim(): Promise<number> {
     const { maxAgeMs, maxBytes, maxEntries } = this.options;
-    const em = this.db.fork();
-    let removed = 0;
-    if (maxAgeMs !== undefined) {
-      removed += await queryRun(em, "delete from tributary_event_log where stored_at < clock_timestamp() - (? * interval '1 millisecond')", [maxAgeMs]);
-    }
-    if (maxEntries !== undefined) {
-      removed += await queryRun(em, 'delete from tributary_event_log where "offset" <= (select "offset" from tributary_event_log order by "offset" desc offset ? limit 1)', [maxEntries]);
-    }
-    if (maxBytes !== undefined) {
-      // The newest entries whose running total fits are kept; everything older goes.
-      removed += await queryRun(
-        em,
-        `delete from tributary_event_log where "offset" <= (
-          select "offset" from (select "offset", sum(octet_length(body)) over (order by "offset" desc) as total from tributary_event_log) t
-          where total > ? order by "offset" desc limit 1)`,
-        [maxBytes],
+    if (maxAgeMs === undefined && maxBytes === undefined && maxEntries === undefined) return 0;
+    return this.db.fork().transactional(async (tx) => {
+      const [head] = await queryRows<{ entries: string | number; bytes: string | number }>(tx, 'select entries, bytes from tributary_event_log_head where id = 1 for update');
+      const entries = Number(head?.entries ?? 0);
+      const bytes = Number(head?.bytes ?? 0);
+      // The newest offset to drop by each rule; the running sum stops as soon as it is reached.
+      const cuts: string[] = [];
+      const params: unknown[] = [];
+      if (maxAgeMs !== undefined) {
+        cuts.push(`(select max("offset") from tributary_event_log where stored_at < clock_timestamp() - (? * interval '1 millisecond'))`);
+        params.push(maxAgeMs);
+      }
+      if (maxEntries !== undefined && entries > maxEntries) {
+        cuts.push('(select "offset" from tributary_event_log order by "offset" offset ? limit 1)');
+        params.push(entries - maxEntries - 1);
+      }
+      if (maxBytes !== undefined && bytes > maxBytes) {
+        cuts.push('(select "offset" from (select "offset", sum(bytes) over (order by "offset") as running from tributary_event_log) t where running >= ? order by "offset" limit 1)');
+        params.push(bytes - maxBytes);
+      }
+      if (cuts.length === 0) return 0;
+      const [gone] = await queryRows<{ n: string | number }>(
+        tx,
+        `with gone as (delete from tributary_event_log where "offset" <= greatest(${cuts.map((c) => `coalesce(${c}, -1)`).join(', ')}) returning bytes),
+         counted as (update tributary_event_log_head set entries = entries - (select count(*) from gone), bytes = bytes - (select coalesce(sum(bytes), 0) from gone) where id = 1)
+         select count(*) as n from gone`,
+        params,
       );
-    }
-    return removed;
+      return Number(gone?.n ?? 0);
+    });
   }
 
   /** Stop the retention timer and every follower (the database is the caller's to close). */
