@@ -34,7 +34,8 @@ export class ConfirmPublisher {
         channel.on('return', (message: ConsumeMessage) => {
           // Mandatory publish that no queue is bound for: the broker accepted it and says no
           // consumer is declared for this event type. That is a deployment fact, not a fault to
-          // retry; make it visible.
+          // retry; make it visible. With the event log on, its stream is bound to every type, so
+          // this only fires with EVENT_LOG=off.
           this.log.warn({ routingKey: message.fields.routingKey, messageId: message.properties.messageId }, 'event is unroutable: no queue is bound for its type');
         });
         return channel;
