@@ -193,7 +193,12 @@ export class RabbitMqEventLog implements EventLog {
     await follower.start(model);
     // From the end: a marker pins the follower's position, so a reconnection before the first
     // entry resumes from here instead of from whatever is the end by then.
-    if (from === 'end') await this.writeMarker(randomUUID());
+    if (from === 'end') {
+      await this.writeMarker(randomUUID()).catch(async (error: unknown) => {
+        await follower.close();
+        throw error;
+      });
+    }
     return follower;
   }
 
