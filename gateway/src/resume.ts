@@ -69,10 +69,8 @@ export interface ReplayOptions {
   types: readonly string[];
   /** Whether the stream hears this event (its tenant, version, match and condition). */
   accepts(event: Envelope): boolean;
-  /** Hand a replayed event to the stream, once it has room for it (awaited: the read waits). */
+  /** Hand a replayed or held event to the stream once it has room for it (awaited: the read waits). */
   deliver(due: Due): Promise<void>;
-  /** Hand an event to the stream at once (synchronous: nothing may come between these and the live ones). */
-  enqueue(due: Due): void;
   /** Most live events held while the history is read; beyond it they are dropped and read again from the log. */
   maxHeld: number;
   signal: AbortSignal;
@@ -114,7 +112,9 @@ export class Replay {
   }
 
   /**
-   * Read the history, pass after pass until no held event was dropped, then hand over.
+   * Read the history, pass after pass until no held event was dropped, then hand the held ones
+   * over, each once the stream has room (live events are still held meanwhile); the switch to
+   * live happens with nothing held, in one synchronous step, so nothing can come between.
    * @throws TributaryError CURSOR_EXPIRED when the log no longer keeps what follows the cursor
    */
   async run(): Promise<void> {
@@ -124,13 +124,14 @@ export class Replay {
       const end = await source.log.read({ from: { after: this.last }, types }, (entry) => this.fromLog(entry.body, entry.offset), signal);
       if (end !== undefined && end > this.last) this.last = end;
       this.held = this.held.filter((due) => due.offset === undefined || due.offset > this.last);
+      while (this.held.length > 0 && !this.overflowed && !signal.aborted) {
+        const due = this.held.shift()!;
+        if (due.offset !== undefined) this.last = Math.max(this.last, due.offset);
+        await this.options.deliver(due);
+      }
+      // Held events dropped (too many while handing over): read them from the log again.
     } while (this.overflowed && !signal.aborted);
-    // In one synchronous step, so no live event can slip in before the held ones.
     this.replaying = false;
-    for (const due of this.held.splice(0)) {
-      if (due.offset !== undefined) this.last = Math.max(this.last, due.offset);
-      this.options.enqueue(due);
-    }
   }
 
   private async fromLog(body: Buffer, offset: number): Promise<void> {

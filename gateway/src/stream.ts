@@ -104,7 +104,6 @@ export class Stream {
       types: [...new Set(this.binding.events.map(eventTypeOf))],
       accepts: (event) => this.accepts(event),
       deliver: (due) => this.deliver(due),
-      enqueue: (due) => this.enqueue(due),
       maxHeld: this.options.maxQueued,
       signal: this.abort.signal,
     });
@@ -163,9 +162,12 @@ export class Stream {
     if (this.pending.length + this.queue.length > this.options.maxQueued) this.tooSlow();
   }
 
-  /** A replayed event, once less than `maxQueued` is due: the history is read as fast as the client takes it. */
+  /**
+   * A replayed event, once less than half of `maxQueued` is due: the history is read as fast as
+   * the client takes it, and leaves room for the live events that follow it.
+   */
   private async deliver(due: Due): Promise<void> {
-    while (!this.queue.closed && this.pending.length + this.queue.length >= this.options.maxQueued) {
+    while (!this.queue.closed && this.pending.length + this.queue.length >= Math.max(1, this.options.maxQueued >> 1)) {
       await new Promise<void>((resolve) => (this.room = resolve));
     }
     this.enqueue(due);
