@@ -3,6 +3,7 @@ import type { ApolloServer } from '@apollo/server';
 import { createLogger, type Logger } from '@tributary/core';
 import type { Bindings } from '@tributary/core/bindings';
 import { createTransport, type Transport } from '@tributary/core/events';
+import { watchEventLog } from '@tributary/core/metrics';
 import { LISTEN_BACKLOG, type ExtraRoutes } from '@tributary/core/server';
 import type { RateLimiter } from '@tributary/core/rate-limit';
 import { initTracing } from '@tributary/core/tracing';
@@ -152,6 +153,7 @@ class Gateway implements RunningGateway {
     const ownTransport = !options.transport;
     const transport = options.transport ?? createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.gateway.${process.pid}`);
     if (ownTransport) await transport.start();
+    if (transport.log) watchEventLog(config.TRIBUTARY_NAMESPACE, transport.log);
     const hub = new EventHub(transport, logger, cache ? cacheListener(cache, logger) : {});
     await hub.bind(hubBindings(bindings, cache));
     const execute = executorOf(apollo);
