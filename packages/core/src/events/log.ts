@@ -62,7 +62,12 @@ export interface EventLog {
    * skips nothing), or undefined when there was none.
    *
    * @throws TributaryError `CURSOR_EXPIRED` when `from` is `{ after }` and entries after it are
-   *   no longer kept (retention removed them): the reader must start again from a snapshot.
+   *   no longer kept (retention removed them): the reader must start again from a snapshot. Also
+   *   for a position past the log's end (not one of this log's). On RabbitMQ, whose offsets have
+   *   gaps, as soon as the entry at `after` itself is gone.
+   *
+   * On RabbitMQ a read that loses its channel or connection attaches again where it was; the
+   * other implementations have no connection to lose.
    */
   read(options: LogReadOptions, onEntry: (entry: LogEntry) => Promise<void> | void, signal?: AbortSignal): Promise<number | undefined>;
   /**
