@@ -5,6 +5,7 @@
  */
 import { parseEnvelope, type Envelope } from '@tributary/contracts';
 import { ApiErrorCode, CoreErrorCode, TributaryError, type Logger } from '@tributary/core';
+import { eventTypeOf } from '@tributary/core/bindings';
 import { decodeCursor, encodeCursor, type EventLog } from '@tributary/core/events';
 import { GraphQLError, type ExecutionResult } from 'graphql';
 
@@ -65,8 +66,8 @@ export interface ReplayOptions {
   source: LogSource;
   /** The offset of the client's cursor: the replay starts after it. */
   after: number;
-  /** Routing keys of the stream's events. */
-  types: readonly string[];
+  /** The stream's event versions (`<type>/v<n>`). */
+  events: readonly string[];
   /** Whether the stream hears this event (its tenant, version, match and condition). */
   accepts(event: Envelope): boolean;
   /** Hand a replayed or held event to the stream once it has room for it (awaited: the read waits). */
@@ -118,7 +119,8 @@ export class Replay {
    * @throws TributaryError CURSOR_EXPIRED when the log no longer keeps what follows the cursor
    */
   async run(): Promise<void> {
-    const { source, types, signal } = this.options;
+    const { source, signal } = this.options;
+    const types = [...new Set(this.options.events.map(eventTypeOf))];
     do {
       this.overflowed = false;
       const end = await source.log.read({ from: { after: this.last }, types }, (entry) => this.fromLog(entry.body, entry.offset), signal);

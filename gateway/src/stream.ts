@@ -1,6 +1,6 @@
 import type { Envelope } from '@tributary/contracts';
 import { ApiErrorCode } from '@tributary/core';
-import { conditionHolds, eventTypeOf, KEY_VARIABLE, keyValue, takeHidden, valueAt, type SubscriptionBinding } from '@tributary/core/bindings';
+import { conditionHolds, KEY_VARIABLE, keyValue, takeHidden, valueAt, type SubscriptionBinding } from '@tributary/core/bindings';
 import { SpanKind, withSpan } from '@tributary/core/tracing';
 import type { ExecutionResult } from 'graphql';
 import { GraphQLError } from 'graphql';
@@ -90,24 +90,16 @@ export class Stream {
     }
   }
 
+  /** The replay `extensions.after` asks for, or why it cannot be. */
   private resumeFrom(): { replay?: Replay; refused?: unknown } {
-    let after: number | undefined;
     try {
-      after = resumeOffset(this.s.context.subscription?.after, this.source);
+      const after = resumeOffset(this.s.context.subscription?.after, this.source);
+      if (after === undefined || !this.source) return {};
+      const signal = this.abort.signal;
+      return { replay: new Replay({ source: this.source, after, events: this.binding.events, accepts: (e) => this.accepts(e), deliver: (d) => this.deliver(d), maxHeld: this.options.maxQueued, signal }) };
     } catch (error) {
       return { refused: error };
     }
-    if (after === undefined || !this.source) return {};
-    const replay = new Replay({
-      source: this.source,
-      after,
-      types: [...new Set(this.binding.events.map(eventTypeOf))],
-      accepts: (event) => this.accepts(event),
-      deliver: (due) => this.deliver(due),
-      maxHeld: this.options.maxQueued,
-      signal: this.abort.signal,
-    });
-    return { replay };
   }
 
   /**
