@@ -7,7 +7,7 @@
  * No services: a gateway over a fixture subgraph on the in-memory bus with an array log.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ITEM_ADDED, startFeed, type Feed } from './fixtures/feed.ts';
+import { ITEM_ADDED, ITEM_WATCHED, startFeed, type Feed } from './fixtures/feed.ts';
 import { watch } from './fixtures/watch.ts';
 
 vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
@@ -71,6 +71,26 @@ describe('a subscription on a gateway whose bus keeps an event log', () => {
     }
     await resumed.until(395);
     expect(resumed.ns()).toEqual(range(5, 395));
+  });
+
+  it('gives a first message read from state the position where the stream started; resuming from it replays the events after it, with no state read first', async () => {
+    feed = await startFeed({ log: {} });
+    await feed.add(5, 1);
+    await feed.add(0, 3);
+    const first = watch(await feed.client(), { query: ITEM_WATCHED, variables: { id: 'item-5' } });
+    await first.until(1);
+    await feed.add(5, 1);
+    await feed.add(6, 1);
+    await feed.add(5, 1);
+    await first.until(3);
+    const cursors = first.messages.map((m) => m.extensions?.cursor);
+    expect(cursors.every((c) => typeof c === 'string')).toBe(true);
+    first.stop();
+    const resumed = watch(await feed.client(), { query: ITEM_WATCHED, variables: { id: 'item-5' }, extensions: { after: cursors[0] } });
+    await resumed.until(2);
+    // The same two events, each with the cursor it had: the state is not read again.
+    expect(resumed.messages.map((m) => m.extensions?.cursor)).toEqual(cursors.slice(1));
+    expect(resumed.messages.map((m) => (m.data as { itemWatched?: { id: string } } | undefined)?.itemWatched?.id)).toEqual(['item-5', 'item-5']);
   });
 
   it('refuses a cursor the log no longer keeps with CURSOR_EXPIRED, and one it never issued with CURSOR_INVALID, then completes', async () => {
