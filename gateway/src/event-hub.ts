@@ -126,12 +126,12 @@ export class EventHub {
   private async followLog(log: EventLog, types: string[]): Promise<void> {
     await this.handle?.close();
     this.handle = undefined;
-    if (this.offset === undefined) {
-      // Where the log ends now is where this hub starts: the first cursor it can give.
-      const last = (await log.stats()).last;
-      this.offset = last ?? -1;
-    }
-    this.handle = await log.follow({ from: { after: this.offset }, types }, (entry) => this.fromLog(entry));
+    // Where the log ends now is where this hub starts: the first cursor it can give.
+    this.offset ??= (await log.stats()).last ?? -1;
+    // Nothing seen in a log that was empty: from its beginning, i.e. what was appended since,
+    // rather than after an offset (-1) the log never held.
+    const from = this.offset < 0 ? 'beginning' : { after: this.offset };
+    this.handle = await log.follow({ from, types }, (entry) => this.fromLog(entry));
   }
 
   private fromLog(entry: LogEntry): void {
