@@ -141,7 +141,8 @@ export const configSchema = baseConfigSchema.extend({
    * Most messages one subscription may have due and not yet taken by its client's connection
    * (events waiting to be resolved plus results waiting to be sent). A subscriber further behind
    * is closed with 4008 "Subscriber too slow" (see docs/subscriptions.md) and resumes from its
-   * last cursor. Default 1,000.
+   * last cursor; with the event log, a burst of events its client keeps up with is read again
+   * from the log instead. Default 1,000.
    */
   SUBSCRIPTION_MAX_QUEUED: z.coerce.number().int().min(1).default(1_000),
 });

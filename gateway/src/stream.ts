@@ -43,8 +43,10 @@ export class Stream {
   private readonly source: LogSource | undefined;
   /** The hub's position when the stream began listening: the cursor of a message read from state. */
   private readonly startOffset: number | undefined;
-  /** Resuming after a cursor. */
-  private readonly replay: Replay | undefined;
+  /** Reading the log: resuming after a cursor, or catching up after a burst. */
+  private replay: Replay | undefined;
+  /** The offset of the last event taken to be resolved (where a catch-up reads from). */
+  private lastTaken: number | undefined;
   /** A cursor that cannot be resumed from: sent as the stream's only message. */
   private readonly refused: unknown;
   private readonly abort = new AbortController();
@@ -61,6 +63,7 @@ export class Stream {
     const resume = this.resumeFrom();
     this.refused = resume.refused;
     this.replay = resume.replay;
+    this.lastTaken = resume.after ?? this.startOffset;
     // Listening starts now, whatever the first read or the replay take: nothing is missed meanwhile.
     const stopListening = options.hub.listen(this.listening, (event, offset) => this.receive(event, offset));
     this.queue = new PushQueue<ExecutionResult>(
@@ -91,15 +94,19 @@ export class Stream {
   }
 
   /** The replay `extensions.after` asks for, or why it cannot be. */
-  private resumeFrom(): { replay?: Replay; refused?: unknown } {
+  private resumeFrom(): { replay?: Replay; after?: number; refused?: unknown } {
     try {
       const after = resumeOffset(this.s.context.subscription?.after, this.source);
       if (after === undefined || !this.source) return {};
-      const signal = this.abort.signal;
-      return { replay: new Replay({ source: this.source, after, events: this.binding.events, accepts: (e) => this.accepts(e), deliver: (d) => this.deliver(d), maxHeld: this.options.maxQueued, signal }) };
+      return { replay: this.replayAfter(this.source, after), after };
     } catch (error) {
       return { refused: error };
     }
+  }
+
+  private replayAfter(source: LogSource, after: number): Replay {
+    const signal = this.abort.signal;
+    return new Replay({ source, after, events: this.binding.events, accepts: (e) => this.accepts(e), deliver: (d) => this.deliver(d), maxHeld: this.options.maxQueued, signal });
   }
 
   /**
@@ -151,7 +158,22 @@ export class Stream {
     if (this.queue.closed) return;
     this.pending.push(due);
     this.wake?.();
-    if (this.pending.length + this.queue.length > this.options.maxQueued) this.tooSlow();
+    if (this.pending.length + this.queue.length <= this.options.maxQueued) return;
+    // Mostly events not yet resolved, the client keeping up with the results: a burst. With a
+    // log they are dropped and read again from it, as fast as they are resolved.
+    if (this.source && this.lastTaken !== undefined && this.queue.length < this.options.maxQueued >> 1) this.catchUp(this.source, this.lastTaken);
+    else this.tooSlow();
+  }
+
+  /** Drop the events waiting to be resolved and read them from the log instead, then go live again. */
+  private catchUp(source: LogSource, after: number): void {
+    this.pending.length = 0;
+    const replay = this.replayAfter(source, after);
+    this.replay = replay;
+    replay.run().catch((error: unknown) => {
+      if (!this.queue.closed) this.queue.push(this.failure(error));
+      this.queue.end();
+    });
   }
 
   /**
@@ -189,6 +211,7 @@ export class Stream {
       const take = () => {
         const due = this.pending.shift();
         if (due) this.notifyRoom();
+        if (due?.offset !== undefined) this.lastTaken = due.offset;
         resolve(due);
       };
       if (this.pending.length > 0 || this.queue.closed) return take();

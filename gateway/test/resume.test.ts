@@ -93,6 +93,18 @@ describe('a subscription on a gateway whose bus keeps an event log', () => {
     expect(resumed.messages.map((m) => (m.data as { itemWatched?: { id: string } } | undefined)?.itemWatched?.id)).toEqual(['item-5', 'item-5']);
   });
 
+  it('catches a client that keeps reading up from the log after a burst larger than SUBSCRIPTION_MAX_QUEUED, rather than close it', async () => {
+    feed = await startFeed({ log: {}, env: { SUBSCRIPTION_MAX_QUEUED: '50' } });
+    const closes: number[] = [];
+    const live = watch(await feed.client({ on: { closed: (event) => void closes.push((event as { code: number }).code) } }), { query: ITEM_ADDED });
+    await feed.listening();
+    await feed.add(0, 300);
+    await feed.add(300, 300);
+    await live.until(600);
+    expect(live.ns()).toEqual(range(0, 600));
+    expect(closes).toEqual([]);
+  });
+
   it('refuses a cursor the log no longer keeps with CURSOR_EXPIRED, and one it never issued with CURSOR_INVALID, then completes', async () => {
     feed = await startFeed({ log: { maxEntries: 5 } });
     const first = watch(await feed.client(), { query: ITEM_ADDED });
