@@ -7,7 +7,7 @@ import { GraphQLError } from 'graphql';
 import { contractOf } from './cache/index.ts';
 import type { GatewayContext } from './context.ts';
 import type { ListenSpec } from './event-hub.ts';
-import { PushQueue } from './push-queue.ts';
+import { Backlog } from './backlog.ts';
 import { cursorAt, failureMessage, Replay, resumeOffset, type Due, type LogSource } from './resume.ts';
 import { closedSubscribers } from './slow-subscribers.ts';
 import type { EventSubscriptionsOptions, StreamSpec } from './subscriptions.ts';
@@ -28,15 +28,10 @@ const closed = closedSubscribers();
  * A running subscription: the events it listens for, buffered until it reads them; its first
  * read (or, resuming, the history after its cursor); then one read of the client's selection
  * per matching event, until it completes or the client goes. What is due to the client (events
- * not yet resolved, results not yet sent) is bounded by `maxQueued`: beyond it, the client's
- * connection is closed as too slow.
+ * not yet resolved, results not yet sent) is bounded by `maxQueued` ({@link Backlog}): beyond it,
+ * the client's connection is closed as too slow, or with a log a burst is read again from it.
  */
-export class Stream {
-  /** What the client receives; its `return()` (the client going) stops the listening. */
-  readonly queue: PushQueue<ExecutionResult>;
-  private readonly pending: Due[] = [];
-  private wake: (() => void) | undefined;
-  private room: (() => void) | undefined;
+export class Stream extends Backlog {
   private readonly listening: ListenSpec;
   private readonly binding: SubscriptionBinding;
   /** The log the hub follows, if any: messages then carry cursors. */
@@ -45,16 +40,20 @@ export class Stream {
   private readonly startOffset: number | undefined;
   /** Reading the log: resuming after a cursor, or catching up after a burst. */
   private replay: Replay | undefined;
-  /** The offset of the last event taken to be resolved (where a catch-up reads from). */
-  private lastTaken: number | undefined;
   /** A cursor that cannot be resumed from: sent as the stream's only message. */
   private readonly refused: unknown;
   private readonly abort = new AbortController();
+  private stopListening: (() => void) | undefined;
 
   constructor(
     private readonly s: StreamSpec,
     private readonly options: EventSubscriptionsOptions,
   ) {
+    // The client going away (or the stream ending) also stops the listening and the replay.
+    super(options.maxQueued, () => {
+      this.stopListening?.();
+      this.abort.abort();
+    });
     this.binding = s.binding;
     // Only the subscriber's own tenant's events (the hub's index); the query is tenant-scoped as well.
     this.listening = { events: s.binding.events, tenantId: s.context.tenantId, ...(s.match[0] ? { index: s.match[0] } : {}) };
@@ -65,17 +64,7 @@ export class Stream {
     this.replay = resume.replay;
     this.lastTaken = resume.after ?? this.startOffset;
     // Listening starts now, whatever the first read or the replay take: nothing is missed meanwhile.
-    const stopListening = options.hub.listen(this.listening, (event, offset) => this.receive(event, offset));
-    this.queue = new PushQueue<ExecutionResult>(
-      () => {
-        // The client going away (or the stream ending) also ends a wait for the next event, for room, and the replay.
-        stopListening();
-        this.abort.abort();
-        this.wake?.();
-        this.notifyRoom();
-      },
-      () => this.notifyRoom(),
-    );
+    this.stopListening = options.hub.listen(this.listening, (event, offset) => this.receive(event, offset));
   }
 
   async run(): Promise<void> {
@@ -154,14 +143,10 @@ export class Stream {
     this.enqueue(due);
   }
 
-  private enqueue(due: Due): void {
-    if (this.queue.closed) return;
-    this.pending.push(due);
-    this.wake?.();
-    if (this.pending.length + this.queue.length <= this.options.maxQueued) return;
+  protected override overflow(): void {
     // Mostly events not yet resolved, the client keeping up with the results: a burst. With a
     // log they are dropped and read again from it, as fast as they are resolved.
-    if (this.source && this.lastTaken !== undefined && this.queue.length < this.options.maxQueued >> 1) this.catchUp(this.source, this.lastTaken);
+    if (this.source && this.lastTaken !== undefined && this.queue.length < this.maxQueued >> 1) this.catchUp(this.source, this.lastTaken);
     else this.tooSlow();
   }
 
@@ -176,50 +161,15 @@ export class Stream {
     });
   }
 
-  /**
-   * A replayed event, once less than half of `maxQueued` is due: the history is read as fast as
-   * the client takes it, and leaves room for the live events that follow it.
-   */
-  private async deliver(due: Due): Promise<void> {
-    while (!this.queue.closed && this.pending.length + this.queue.length >= Math.max(1, this.options.maxQueued >> 1)) {
-      await new Promise<void>((resolve) => (this.room = resolve));
-    }
-    this.enqueue(due);
-  }
-
-  private notifyRoom(): void {
-    const room = this.room;
-    this.room = undefined;
-    room?.();
-  }
-
   /** More is due than the bound allows: the connection is closed (4008), counted and logged. */
   private tooSlow(): void {
-    const due = this.pending.length + this.queue.length;
     closed.inc({ reason: 'too_slow' });
-    this.options.logger.warn({ field: this.binding.field, tenantId: this.s.context.tenantId, due, max: this.options.maxQueued }, 'subscriber too slow: closing its connection');
+    this.options.logger.warn({ field: this.binding.field, tenantId: this.s.context.tenantId, due: this.due, max: this.maxQueued }, 'subscriber too slow: closing its connection');
     // The close first: the stream's completion must not reach the client before it (graphql-ws'
     // client would take the stream as ended and not come back).
     this.s.context.subscription?.tooSlow();
     this.pending.length = 0;
     void this.queue.return();
-  }
-
-  /** Resolves with the next event, or undefined once the client has gone. */
-  private nextEvent(): Promise<Due | undefined> {
-    return new Promise((resolve) => {
-      const take = () => {
-        const due = this.pending.shift();
-        if (due) this.notifyRoom();
-        if (due?.offset !== undefined) this.lastTaken = due.offset;
-        resolve(due);
-      };
-      if (this.pending.length > 0 || this.queue.closed) return take();
-      this.wake = () => {
-        this.wake = undefined;
-        take();
-      };
-    });
   }
 
   /**
