@@ -3,6 +3,7 @@ import { CoreErrorCode, TributaryError } from '../errors.ts';
 import { cursorExpired, type LogStart } from './log.ts';
 import { AckCoalescer } from './rabbitmq-delivery.ts';
 import { Headers } from './transport.ts';
+import { LOG_PACK_HEADER, PACK_SIZE, unpack, type PackedEntry } from './log-rabbitmq-pack.ts';
 
 /** Header of the marker messages a read writes to find the log's end (never handed to readers). */
 export const LOG_MARKER_HEADER = 'x-tributary-log-marker';
@@ -10,11 +11,16 @@ export const LOG_MARKER_HEADER = 'x-tributary-log-marker';
 /** Where a stream consumer attaches (`x-stream-offset`): RabbitMQ 3.9+ over AMQP 0-9-1. */
 export type StreamOffset = 'first' | 'last' | 'next' | number | { '!': 'timestamp'; value: number };
 
-/** One delivery from the stream with its offset, and its marker id when it is a marker. */
+/**
+ * One entry of a stream record, at its offset (`log-rabbitmq-pack.ts`), or a marker (its id set,
+ * no entry). `last`: the record's last item, whose ack acks the record.
+ */
 export interface StreamMessage {
   readonly offset: number;
   readonly marker: string | undefined;
+  readonly entry: PackedEntry | undefined;
   readonly message: ConsumeMessage;
+  readonly last: boolean;
 }
 
 /**
@@ -61,9 +67,9 @@ export class StreamCursor {
             return;
           }
           cursor.acks.track(message);
-          cursor.push(toStreamMessage(message));
+          for (const item of toStreamMessages(message)) cursor.push(item);
         },
-        { noAck: false, arguments: { 'x-stream-offset': offset } },
+        { noAck: false, arguments: { 'x-stream-offset': typeof offset === 'number' ? recordOffset(offset) : offset } },
       );
     } catch (error) {
       await channel.close().catch(() => {});
@@ -84,8 +90,9 @@ export class StreamCursor {
     });
   }
 
+  /** Every item must be acked, in order: the record is acked with its last one. */
   ack(item: StreamMessage): void {
-    this.acks.ack(item.message);
+    if (item.last) this.acks.ack(item.message);
   }
 
   /** Stop: pending {@link next} calls resolve undefined, and the channel closes. */
@@ -121,15 +128,36 @@ export class StreamCursor {
   }
 }
 
-function toStreamMessage(message: ConsumeMessage): StreamMessage {
+/** The record offset an entry offset lies in (a reader attaches there and skips what is before). */
+export function recordOffset(offset: number): number {
+  return Math.max(0, Math.floor(offset / PACK_SIZE));
+}
+
+/**
+ * A record as its items: each packed event at its own offset, or the marker. A record without the
+ * pack header is one event published as a message of its own (how the first version of the log
+ * stored them): it stays readable.
+ */
+function toStreamMessages(message: ConsumeMessage): StreamMessage[] {
   const headers = (message.properties.headers ?? {}) as Record<string, unknown>;
-  const offset = headers['x-stream-offset'];
+  const raw = headers['x-stream-offset'];
+  const base = (typeof raw === 'number' ? raw : Number(raw)) * PACK_SIZE;
   const marker = headers[LOG_MARKER_HEADER];
-  return {
-    offset: typeof offset === 'number' ? offset : Number(offset),
-    marker: typeof marker === 'string' ? marker : marker === undefined ? undefined : String(marker),
-    message,
-  };
+  if (marker !== undefined) return [{ offset: base, marker: String(marker), entry: undefined, message, last: true }];
+  let entries: PackedEntry[];
+  if (headers[LOG_PACK_HEADER] === undefined) {
+    const { 'x-stream-offset': _, ...rest } = headers;
+    entries = [{ messageId: message.properties.messageId as string | undefined, routingKey: message.fields.routingKey, headers: rest, body: message.content }];
+  } else {
+    try {
+      entries = unpack(message.content);
+    } catch {
+      // Not a record we wrote (someone published to the stream by hand): its position passes, empty.
+      entries = [];
+    }
+  }
+  if (entries.length === 0) return [{ offset: base, marker: '', entry: undefined, message, last: true }];
+  return entries.map((entry, i) => ({ offset: base + i, marker: undefined, entry, message, last: i === entries.length - 1 }));
 }
 
 /**
@@ -166,7 +194,7 @@ export class StartGate {
 
 /** When the entry was published, ms: the relay's `x-tributary-time` (set on every publish). */
 export function timeOf(m: StreamMessage): number | undefined {
-  const value = (m.message.properties.headers as Record<string, unknown> | undefined)?.[Headers.time];
+  const value = m.entry?.headers[Headers.time];
   const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN;
   return Number.isFinite(n) ? n : undefined;
 }

@@ -3,11 +3,11 @@ import type { ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
 import { CoreErrorCode, TributaryError, errorCode, errorMessage } from '../errors.ts';
 import { cursorExpired, cursorPastEnd, type EventLog, type LogEntry, type LogFollowHandle, type LogReadOptions, type LogStats } from './log.ts';
-import { LOG_MARKER_HEADER, StartGate, StreamCursor, timeOf, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
+import { LOG_MARKER_HEADER, recordOffset, StartGate, StreamCursor, timeOf, type StreamMessage, type StreamOffset } from './log-rabbitmq-stream.ts';
 import { StreamFollower } from './log-rabbitmq-follow.ts';
-import { exchangeName, topicMatches } from './transport.ts';
+import { topicMatches } from './transport.ts';
 
-/** `<ns>.events.log`: the stream bound with `#` to the events exchange. */
+/** `<ns>.events.log`: the stream every publish also writes its events to, packed (`log-rabbitmq-pack.ts`). */
 export const logStreamName = (namespace: string) => `${namespace}.events.log`;
 
 /** How long and how much the log keeps. Both limits apply; whole segments go once past either. */
@@ -39,7 +39,7 @@ const READ_PREFETCH = 200;
 const TIME_SEEK_MARGIN_S = 60;
 
 /**
- * Declare the log's stream and bind it to the events exchange (on every connection, in the
+ * Declare the log's stream (on every connection, in the
  * transport's setup). A stream's retention arguments are fixed by its first declaration: a
  * different `EVENT_LOG_RETENTION` later makes the declare fail (406 PRECONDITION_FAILED). Then
  * the existing stream is kept as it is and a warning says so: change a live stream's retention
@@ -66,20 +66,21 @@ export async function declareLogStream(model: ChannelModel, namespace: string, o
       'the event log stream exists with other retention arguments: keeping it as it is (docs/operations.md, The event log, says how to change it)',
     );
   }
-  await channel.bindQueue(name, exchangeName(namespace), '#');
   await channel.close().catch(() => {});
 }
 
 /**
- * The log as a RabbitMQ stream (3.9+) bound to the events exchange: the relay's one confirmed
- * publish lands in the consumers' queues and here. Read over AMQP 0-9-1: each read or follow
- * attaches its own consumer at an `x-stream-offset` on a channel of its own and acks everything.
+ * The log as a RabbitMQ stream (3.9+): each publish writes its events, packed into one record,
+ * to the stream before it publishes them to the exchange, on the same confirm channel, and
+ * resolves once both are confirmed (`rabbitmq-publish.ts`). Read over AMQP 0-9-1: each read or
+ * follow attaches its own consumer at an `x-stream-offset` on a channel of its own and acks
+ * everything; the records are unpacked into entries at their own offsets.
  *
  * The broker reports no end offset over 0-9-1, so a read finds "the end as of the call" by
  * writing a marker message straight to the stream and reading up to it; markers are skipped.
- * Offsets are not dense (the broker uses some for its own records), so a cursor `{ after: n }` is
- * checked by seeing entry n itself again: if the first offset delivered is past n, n was removed
- * by retention and the cursor has expired.
+ * Offsets are not dense (the broker uses some for its own records, and a record's entries take
+ * PACK_SIZE), so a cursor `{ after: n }` is checked by seeing entry n itself again: if the first
+ * offset delivered is past n, n was removed by retention and the cursor has expired.
  */
 export class RabbitMqEventLog implements EventLog {
   readonly kind = 'rabbitmq' as const;
@@ -99,7 +100,7 @@ export class RabbitMqEventLog implements EventLog {
     let offset: StreamOffset;
     if (typeof from === 'object' && 'after' in from) {
       stopAt = await this.endOffset(model);
-      assertBeforeEnd(from.after, stopAt);
+      await this.assertPosition(model, from.after, stopAt);
       offset = Math.max(from.after, 0);
     } else {
       markerId = randomUUID();
@@ -176,7 +177,7 @@ export class RabbitMqEventLog implements EventLog {
     if (from === 'beginning') offset = 'first';
     else if (typeof from === 'object' && 'time' in from) offset = timestampOffset(from.time);
     else if (typeof from === 'object') {
-      assertBeforeEnd(from.after, await this.endOffset(model));
+      await this.assertPosition(model, from.after, await this.endOffset(model));
       offset = Math.max(from.after, 0);
     }
     const follower = new StreamFollower({
@@ -203,9 +204,9 @@ export class RabbitMqEventLog implements EventLog {
   }
 
   /**
-   * Approximate where the broker only tells offsets: `entries` is the span of offsets from the
-   * oldest entry to the end (markers and the broker's own records included), `bytes` unknown over
-   * AMQP 0-9-1. (`checkQueue`'s messageCount on a 3.10 stream lags by seconds and is not used.)
+   * Approximate where the broker only tells offsets: `entries` is the number of stream records
+   * from the oldest entry to the end (one per publish, of up to PACK_SIZE events; markers and the
+   * broker's own records included), `bytes` unknown over AMQP 0-9-1; `last` the end's position. (`checkQueue`'s messageCount on a 3.10 stream lags by seconds and is not used.)
    * The age is that of the oldest entry's `x-tributary-time`.
    */
   async stats(): Promise<LogStats> {
@@ -228,10 +229,12 @@ export class RabbitMqEventLog implements EventLog {
     if (!oldest) return { entries: 0, bytes: undefined, first: undefined, last: undefined, oldestAgeSeconds: 0 };
     const time = timeOf(oldest);
     return {
-      entries: end - oldest.offset,
+      entries: recordOffset(end) - recordOffset(oldest.offset),
       bytes: undefined,
       first: oldest.offset,
-      last: end - 1,
+      // The end's marker: a record the stream holds, so `{ after: last }` attaches there (an
+      // offset before it may be one the broker spent on its own records, and read as expired).
+      last: end,
       oldestAgeSeconds: time === undefined ? 0 : Math.max(0, (Date.now() - time) / 1000),
     };
   }
@@ -253,13 +256,33 @@ export class RabbitMqEventLog implements EventLog {
     }
   }
 
+  /**
+   * Whether `after` is a position of this log, before `end`: the entry (or marker) at it is still
+   * kept (else CURSOR_EXPIRED: retention took it), and it exists (an offset past a record's last
+   * entry, or past the end, was never one: CURSOR_EXPIRED too, as past the end).
+   */
+  private async assertPosition(model: ChannelModel, after: number, end: number): Promise<void> {
+    if (after >= end) throw cursorPastEnd(after, end);
+    if (after < 0) return;
+    const cursor = await StreamCursor.open(model, this.stream, after, READ_PREFETCH);
+    try {
+      // The broker attaches at the chunk holding the record: what comes first is at or before it.
+      let first = true;
+      for (let m = await cursor.next(); m; m = await cursor.next()) {
+        cursor.ack(m);
+        if (m.offset === after) return;
+        if (m.offset > after) throw first ? cursorExpired(after, m.offset) : cursorPastEnd(after, end);
+        first = false;
+      }
+      throw new TributaryError(CoreErrorCode.TRANSPORT_CLOSED, 'the log closed while checking a position');
+    } finally {
+      await cursor.close();
+    }
+  }
+
   private writeMarker(id: string): Promise<void> {
     return this.context.sendToQueue(this.stream, { body: Buffer.alloc(0), messageId: undefined, headers: { [LOG_MARKER_HEADER]: id } });
   }
-}
-
-function assertBeforeEnd(after: number, end: number): void {
-  if (after >= end) throw cursorPastEnd(after, end - 1);
 }
 
 /**
@@ -272,16 +295,9 @@ function timestampOffset(time: Date): StreamOffset {
 }
 
 function toEntry(m: StreamMessage): LogEntry {
-  const { properties, fields } = m.message;
-  const headers = { ...((properties.headers ?? {}) as Record<string, unknown>) };
-  delete headers['x-stream-offset'];
-  return {
-    offset: m.offset,
-    messageId: properties.messageId as string | undefined,
-    routingKey: fields.routingKey,
-    headers,
-    body: m.message.content,
-  };
+  // Markers never get here: every caller skips them first.
+  const { messageId, routingKey, headers, body } = m.entry!;
+  return { offset: m.offset, messageId, routingKey, headers, body };
 }
 
 function matchesTypes(options: LogReadOptions, entry: LogEntry): boolean {

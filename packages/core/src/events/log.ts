@@ -4,7 +4,7 @@
  * consumer has not taken yet; the log keeps history, so a service that joins late can build its
  * views from the past, a view can be rebuilt, and a subscription can resume where it left off.
  *
- * Implementations: a RabbitMQ stream bound to the events exchange (`log-rabbitmq.ts`), a table in
+ * Implementations: a RabbitMQ stream each publish writes to (`log-rabbitmq.ts`), a table in
  * the embedded database (`log-sql.ts`) and an array (`log-memory.ts`, tests and single-process
  * use without a database). `testing/log-contract.ts` holds the suite all of them pass.
  */
@@ -41,13 +41,16 @@ export interface LogFollowHandle {
 }
 
 export interface LogStats {
-  /** Entries kept (approximate where the broker only reports segments). */
+  /**
+   * Entries kept. On RabbitMQ, which tells offsets only, the stream's records instead: one per
+   * publish (a relay batch, up to 1,024 events), markers included.
+   */
   entries: number;
   /** Bytes kept, where known. */
   bytes: number | undefined;
   /** Offset of the oldest entry kept, undefined when empty. */
   first: number | undefined;
-  /** Offset of the newest entry, undefined when empty. */
+  /** Offset of the newest entry (on RabbitMQ the end's position, just past it), undefined when empty. */
   last: number | undefined;
   /** Age of the oldest entry kept, seconds (0 when empty). */
   oldestAgeSeconds: number;

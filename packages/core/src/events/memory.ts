@@ -68,7 +68,7 @@ export class InMemoryTransport implements Transport {
 
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     this.assertOpen();
-    // Logged before routed, as a stream bound to the exchange has it once the publish is confirmed.
+    // Logged before routed, as the RabbitMQ log writes its record before the exchange publish.
     await this.log?.append(messages);
     for (const message of messages) {
       for (const queue of this.queues.values()) {

@@ -20,7 +20,7 @@ export interface RabbitMqTransportOptions {
   /** Reconnect backoff. Defaults: 100 ms doubling to 10 s, 30% jitter. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number; jitter?: number; initialMaxRetries?: number };
   /**
-   * The event log, a stream `<ns>.events.log` bound to the events exchange (`log-rabbitmq.ts`),
+   * The event log, a stream `<ns>.events.log` each publish also writes to (`log-rabbitmq.ts`),
    * with its retention; `false` turns it off (`Transport.log` is then undefined). Default: on,
    * with `DEFAULT_EVENT_LOG_RETENTION` (7 days, 10 GB); `createTransport` passes `EVENT_LOG_RETENTION`.
    */

@@ -2,6 +2,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqp
 import type { Logger } from 'pino';
 import { CoreErrorCode, TributaryError, errorMessage } from '../errors.ts';
 import { exchangeName, Headers, type OutgoingMessage } from './transport.ts';
+import { LOG_PACK_HEADER, pack } from './log-rabbitmq-pack.ts';
 
 /**
  * Publishing with publisher confirms on one confirm channel per connection, opened on first use
@@ -34,8 +35,8 @@ export class ConfirmPublisher {
         channel.on('return', (message: ConsumeMessage) => {
           // Mandatory publish that no queue is bound for: the broker accepted it and says no
           // consumer is declared for this event type. That is a deployment fact, not a fault to
-          // retry; make it visible. With the event log on, its stream is bound to every type, so
-          // this only fires with EVENT_LOG=off.
+          // retry; make it visible. (The event log's stream is written directly, not through
+          // the exchange: it does not count as a bound queue.)
           this.log.warn({ routingKey: message.fields.routingKey, messageId: message.properties.messageId }, 'event is unroutable: no queue is bound for its type');
         });
         return channel;
@@ -48,13 +49,30 @@ export class ConfirmPublisher {
     return this.publishChannel;
   }
 
-  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+  /**
+   * Publish to the events exchange; with `logStream`, first write the same events, packed, to the
+   * log's stream on the same channel. Resolves once the broker has confirmed both: an event the
+   * caller counts as sent is in the queues and in the log. (A failure after the log's confirm
+   * makes the caller publish again: the log can then hold an event twice, which its readers
+   * drop by event id, as they drop any redelivery.)
+   */
+  async publish(messages: readonly OutgoingMessage[], logStream?: string): Promise<void> {
     if (messages.length === 0) return;
     const channel = await this.confirmChannel();
     const exchange = exchangeName(this.namespace);
-    await confirmAll(channel, messages, this.publishTimeoutMs, (message, callback) =>
-      channel.publish(exchange, message.routingKey, message.body, publishOptions(withTime(message), true), callback),
+    const timed = messages.map(withTime);
+    const logged = logStream
+      ? confirmAll(channel, pack(timed), this.publishTimeoutMs, (record, callback) =>
+          channel.sendToQueue(logStream, record, { persistent: true, headers: { [LOG_PACK_HEADER]: 1 } }, callback),
+        )
+      : Promise.resolve();
+    const routed = confirmAll(channel, timed, this.publishTimeoutMs, (message, callback) =>
+      channel.publish(exchange, message.routingKey, message.body, publishOptions(message, true), callback),
     );
+    // Both awaited, so neither rejection goes unhandled.
+    const [log, route] = await Promise.allSettled([logged, routed]);
+    if (log.status === 'rejected') throw log.reason;
+    if (route.status === 'rejected') throw route.reason;
   }
 
   /** A message straight to `queue` with confirms (retry and dead-letter copies of a delivery). */

@@ -119,7 +119,7 @@ export class RabbitMqTransport implements Transport {
   }
 
   publish(messages: readonly OutgoingMessage[]): Promise<void> {
-    return this.publisher.publish(messages);
+    return this.publisher.publish(messages, this.log?.stream);
   }
 
   /** A message straight to `queue` with confirms (retry and dead-letter copies of a delivery). */
