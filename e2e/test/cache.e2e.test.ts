@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OfflineAnalyzer, type Analyzer } from '@tributary/ai';
 import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
-import { closeBrokerConnections, servicesAvailable } from '@tributary/core/testing';
+import { closeBrokerConnections, servicesAvailable, waitFor } from '@tributary/core/testing';
 import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
 const CACHE_ENV = { GATEWAY_CACHE_TYPES: 'Job,Document,Stats,ThemeStat' };
@@ -200,5 +200,27 @@ describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (name
     const after = await read(system, STATS, {}, tenant);
     expect(after.body.data.stats).toEqual({ documents: 1, analyzed: 1 });
     expect(after.body.data.themes.length).toBeGreaterThan(0);
+  });
+});
+
+// With EVENT_LOG=off the gateway hears events through an exclusive queue of its own, which dies
+// with its connection: whatever was published until it is declared again never reaches it, so
+// it drops everything it holds (the event hub's onResubscribed).
+describe.skipIf(!available)('the event-invalidated cache, RabbitMQ with the event log off', () => {
+  let system: TestSystem;
+  beforeAll(async () => {
+    system = await startProcessSystem({ gatewayEnv: { ...CACHE_ENV, EVENT_LOG: 'off' } });
+  }, 120_000);
+  afterAll(async () => {
+    await system?.stop();
+  });
+
+  it('drops everything it holds when its event queue had to be re-created', async () => {
+    const { jobId } = await upload(system, 'before the outage');
+    await collect(system.ws(), 'subscription ($jobId: ID!) { jobCompleted(jobId: $jobId) { id } }', { jobId });
+    await read(system, JOB, { id: jobId });
+    expect((await read(system, JOB, { id: jobId })).cache).toBe('hit');
+    expect(await closeBrokerConnections(`${system.namespace}.gateway`)).toBeGreaterThanOrEqual(1);
+    await waitFor(async () => (await read(system, JOB, { id: jobId })).cache === 'miss', 30_000, 'the cache to be dropped after the reconnection');
   });
 });
