@@ -4,6 +4,7 @@ import type { ParsedEvent } from '@tributary/contracts';
 import { coreMigrations } from '../src/db/migrations.ts';
 import { openDatabase, type Database } from '../src/db/index.ts';
 import { EventConsumer, type EventConsumerHandler, type EventConsumerSettings, type HandlerContext } from '../src/events/consumer.ts';
+import { pruneInbox } from '../src/events/inbox-retention.ts';
 import { MemoryEventLog } from '../src/events/log-memory.ts';
 import { InMemoryTransport } from '../src/events/memory.ts';
 import { UnrecoverableError } from '../src/errors.ts';
@@ -173,6 +174,26 @@ describe('a consumer that starts from the event log', { timeout: 60_000 }, () =>
     await consumer.caughtUp();
     expect(old.some((id) => w.calls.has(id))).toBe(false);
     expect(recent.every((id) => w.calls.get(id) === 1)).toBe(true);
+  });
+
+  it("replayed from the log's start after its inbox was pruned, applies nothing twice", async () => {
+    const w = await world();
+    // A consumer that has taken every event live (no history): 200 written 3 h ago, 50 now.
+    const live = new EventConsumer({ service: 'test', name: 'late', types: ['document.uploaded'], db: w.db, transport: w.transport, logger: silent, handler: w.counting });
+    await live.start();
+    const old = await publishMany(w.transport, 200, { time: new Date(Date.now() - 3 * 3_600_000).toISOString() });
+    const recent = await publishMany(w.transport, 50);
+    await waitFor(() => w.calls.size === 250, 10_000, 'every event applied live');
+    await live.stop();
+    // The retention (1 h) prunes the 200 old rows and raises the watermark.
+    expect((await pruneInbox(w.db, 'test.late', 3_600_000)).deleted).toBe(200);
+    expect(await w.inboxRows()).toBe(50);
+    // The same consumer now reads the log from its start (a deploy that adds startFrom).
+    const replay = w.consumer({ startFrom: 'beginning' });
+    await replay.start();
+    await replay.caughtUp();
+    expect([...old, ...recent].every((id) => w.calls.get(id) === 1)).toBe(true);
+    expect(await effectStats(w.db)).toEqual({ rows: 250, distinct: 250 });
   });
 
   it('refuses to start from history without an event log (EVENT_LOG_DISABLED)', async () => {
