@@ -9,26 +9,8 @@ import { MemoryEventLog } from '../src/events/log-memory.ts';
 import { InMemoryTransport } from '../src/events/memory.ts';
 import { UnrecoverableError } from '../src/errors.ts';
 import { waitFor } from '../src/testing/services.ts';
-import { effectMigrations, effectStats, recordEffect, uploadedEvent } from './fixtures/effects.ts';
+import { effectMigrations, effectStats, recordEffect, wireEvent } from './fixtures/effects.ts';
 import { silent } from './fixtures/harness.ts';
-
-/** A serialized, valid event envelope, as a relay puts it on the wire. */
-function wireEvent(overrides: Record<string, unknown> = {}) {
-  const e = uploadedEvent();
-  const envelope = {
-    id: randomUUID(),
-    type: e.type,
-    source: 'test',
-    specversion: '1.0',
-    time: new Date().toISOString(),
-    dataschema: 'document.uploaded/v1',
-    subject: e.subject,
-    tenantid: 'tenant-a',
-    data: e.data,
-    ...overrides,
-  };
-  return { routingKey: 'document.uploaded', messageId: String(envelope.id), body: Buffer.from(JSON.stringify(envelope)) };
-}
 
 /** `n` events published in batches of 50, as a relay would. */
 async function publishMany(transport: InMemoryTransport, n: number, overrides: Record<string, unknown> = {}): Promise<string[]> {

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_CONCURRENCY, DEFAULT_MAX_BATCH, DEFAULT_PREFETCH, EventConsumer, type EventConsumerHandler, type EventConsumerSettings } from '../src/events/consumer.ts';
 import { publish } from '../src/events/publish.ts';
@@ -7,26 +6,8 @@ import { Headers } from '../src/events/transport.ts';
 import { UnrecoverableError } from '../src/errors.ts';
 import type { RabbitMqTransport } from '../src/events/rabbitmq.ts';
 import { closeBrokerConnections, servicesAvailable, waitFor } from '../src/testing/services.ts';
-import { effectStats, recordEffect, uploadedEvent } from './fixtures/effects.ts';
+import { effectStats, recordEffect, uploadedEvent, wireEvent } from './fixtures/effects.ts';
 import { Harness, silent } from './fixtures/harness.ts';
-
-/** A serialized, valid event envelope, as a relay would put it on the wire. */
-function wireEvent(overrides: Record<string, unknown> = {}) {
-  const e = uploadedEvent();
-  const envelope = {
-    id: randomUUID(),
-    type: e.type,
-    source: 'test',
-    specversion: '1.0',
-    time: new Date().toISOString(),
-    dataschema: 'document.uploaded/v1',
-    subject: e.subject,
-    tenantid: 'tenant-a',
-    data: e.data,
-    ...overrides,
-  };
-  return { routingKey: 'document.uploaded', messageId: String(envelope.id), body: Buffer.from(JSON.stringify(envelope)) };
-}
 
 describe.skipIf(!(await servicesAvailable()))('event consumer with inbox', () => {
   let h: Harness;

@@ -10,7 +10,7 @@ import { rowsPruned } from '../src/metrics-tables.ts';
 import { inboxConsumers, Pruner, startPruning } from '../src/retention.ts';
 import { dropTestDatabase, openTestDatabase, randomDatabaseTarget } from '../src/testing/database.ts';
 import { servicesAvailable, waitFor } from '../src/testing/services.ts';
-import { effectMigrations, effectStats, recordEffect, uploadedEvent } from './fixtures/effects.ts';
+import { effectMigrations, effectStats, recordEffect, wireEvent as wireEnvelope } from './fixtures/effects.ts';
 import { silent } from './fixtures/harness.ts';
 
 const HOUR = 3_600_000;
@@ -18,20 +18,7 @@ const CONSUMER = 'test.effects';
 
 /** A serialized `document.uploaded` envelope whose `time` (its outbox write) is `ageMs` ago. */
 function wireEvent(ageMs: number) {
-  const e = uploadedEvent();
-  const id = randomUUID();
-  const envelope = {
-    id,
-    type: e.type,
-    source: 'test',
-    specversion: '1.0',
-    time: new Date(Date.now() - ageMs).toISOString(),
-    dataschema: 'document.uploaded/v1',
-    subject: e.subject,
-    tenantid: 'tenant-a',
-    data: e.data,
-  };
-  return { routingKey: 'document.uploaded', messageId: id, body: Buffer.from(JSON.stringify(envelope)) };
+  return wireEnvelope({ time: new Date(Date.now() - ageMs).toISOString() });
 }
 
 async function inboxCount(db: Database, consumer = CONSUMER): Promise<number> {
