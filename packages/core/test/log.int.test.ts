@@ -1,6 +1,6 @@
 import { createLogger } from '@tributary/core';
-import { eventLogMigrations, InMemoryTransport, RabbitMqTransport, SqlEventLog } from '@tributary/core/events';
-import { closeBrokerConnections, describeLogContract, dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable, TEST_AMQP_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { eventLogMigrations, RabbitMqTransport } from '@tributary/core/events';
+import { closeBrokerConnections, describeLogContract, dropTestDatabase, openTestDatabase, randomDatabaseTarget, servicesAvailable, sqlLogFixture, TEST_AMQP_URL, testNamespace, waitFor } from '@tributary/core/testing';
 import { randomUUID } from 'node:crypto';
 import type { LogEntry } from '@tributary/core/events';
 import { describe, expect, it } from 'vitest';
@@ -24,24 +24,15 @@ describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ and Postgre
     };
   });
 
-  describeLogContract('sql table on PostgreSQL', async (namespace, { tinyRetention }) => {
+  describeLogContract('sql table on PostgreSQL', async (namespace, options) => {
     const target = randomDatabaseTarget(`tributary_${namespace}`);
     const db = await openTestDatabase(target, { migrations: eventLogMigrations });
-    const log = new SqlEventLog(db, tinyRetention ? { maxEntries: 20 } : {});
-    const transport = new InMemoryTransport(namespace, log);
-    await transport.start();
-    return {
-      log,
-      publish: (messages) => transport.publish(messages),
-      trim: async () => void (await log.trim()),
-      cleanup: async () => {
-        await transport.close();
-        log.close();
-        await db.close();
-        await dropTestDatabase(target);
-      },
-    };
+    return sqlLogFixture(db, namespace, options, async () => {
+      await db.close();
+      await dropTestDatabase(target);
+    });
   });
+
 });
 
 describe.skipIf(!(await servicesAvailable()))('event log on RabbitMQ: recovery and declaration', () => {

@@ -1,7 +1,7 @@
 import type { Database } from '@tributary/core/db';
 import { queryRun } from '@tributary/core/db';
 import { InMemoryTransport, MemoryEventLog, SqlEventLog, eventLogMigrations } from '@tributary/core/events';
-import { describeLogContract, openTestDatabase } from '@tributary/core/testing';
+import { describeLogContract, openTestDatabase, sqlLogFixture } from '@tributary/core/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 describeLogContract('memory array', async (namespace, { tinyRetention }) => {
@@ -20,23 +20,12 @@ afterAll(async () => {
   await shared?.close();
 });
 
-describeLogContract('sql table on PGlite', async (namespace, { tinyRetention }) => {
-  const db = shared;
-  const log = new SqlEventLog(db, tinyRetention ? { maxEntries: 20 } : {});
-  const transport = new InMemoryTransport(namespace, log);
-  await transport.start();
-  return {
-    log,
-    publish: (messages) => transport.publish(messages),
-    trim: async () => void (await log.trim()),
-    cleanup: async () => {
-      await transport.close();
-      log.close();
-      await queryRun(db.fork(), 'truncate tributary_event_log');
-      await queryRun(db.fork(), 'update tributary_event_log_head set next = 0, entries = 0, bytes = 0');
-    },
-  };
-});
+describeLogContract('sql table on PGlite', (namespace, options) =>
+  sqlLogFixture(shared, namespace, options, async () => {
+    await queryRun(shared.fork(), 'truncate tributary_event_log');
+    await queryRun(shared.fork(), 'update tributary_event_log_head set next = 0, entries = 0, bytes = 0');
+  }),
+);
 
 describe('the SQL log’s retention', () => {
   afterEach(async () => {

@@ -3,6 +3,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CoreErrorCode } from '../errors.ts';
 import type { EventLog, LogEntry, LogReadOptions } from '../events/log.ts';
 import type { OutgoingMessage } from '../events/transport.ts';
+import type { Database } from '../db/index.ts';
+import { SqlEventLog } from '../events/log-sql.ts';
+import { InMemoryTransport } from '../events/memory.ts';
 import { waitFor } from './services.ts';
 
 export interface LogFixture {
@@ -21,6 +24,26 @@ export interface LogFixtureOptions {
    * the oldest entries go.
    */
   tinyRetention: boolean;
+}
+
+/**
+ * The SQL log over `db` behind the in-memory bus, as embedded mode runs it; `dispose` removes what
+ * the test left in the database after the bus and the log are closed.
+ */
+export async function sqlLogFixture(db: Database, namespace: string, options: LogFixtureOptions, dispose: () => Promise<void>): Promise<LogFixture> {
+  const log = new SqlEventLog(db, options.tinyRetention ? { maxEntries: 20 } : {});
+  const transport = new InMemoryTransport(namespace, log);
+  await transport.start();
+  return {
+    log,
+    publish: (messages) => transport.publish(messages),
+    trim: async () => void (await log.trim()),
+    cleanup: async () => {
+      await transport.close();
+      log.close();
+      await dispose();
+    },
+  };
 }
 
 interface Ctx {
