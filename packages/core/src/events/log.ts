@@ -57,7 +57,7 @@ export interface LogStats {
 }
 
 export interface EventLog {
-  readonly kind: 'rabbitmq' | 'embedded' | 'memory';
+  readonly kind: 'rabbitmq' | 'redis' | 'nats' | 'embedded' | 'memory';
   /**
    * Every entry from `from` up to the log's end as it stands when the call begins, in offset
    * order, each awaited in turn (a slow handler slows the read, nothing piles up). Resolves with

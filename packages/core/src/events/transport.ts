@@ -1,6 +1,7 @@
 /**
- * The one interface every event transport implements (RabbitMQ, in-memory). The consumer and
- * the outbox relay only speak this; `testing/transport-contract.ts` holds the suite both pass.
+ * The one interface every event transport implements (RabbitMQ, Redis Streams, NATS JetStream,
+ * in-memory). The consumer and the outbox relay only speak this; `testing/transport-contract.ts`
+ * holds the suite all of them pass.
  */
 
 import type { EventLog } from './log.ts';
@@ -96,7 +97,7 @@ export interface DeadLetter {
 }
 
 export interface Transport {
-  readonly kind: 'rabbitmq' | 'memory';
+  readonly kind: 'rabbitmq' | 'redis' | 'nats' | 'memory';
   readonly namespace: string;
   /** The retained log of everything published (`log.ts`); absent when the log is turned off. */
   readonly log?: EventLog | undefined;

@@ -8,6 +8,8 @@ export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://po
 export const TEST_AMQP_URL = process.env.TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 /** Where tests find Redis. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** Where tests find NATS with JetStream. */
+export const TEST_NATS_URL = process.env.TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
 function reachable(url: string, defaultPort: number): Promise<boolean> {
   const u = new URL(url);
@@ -42,6 +44,14 @@ export async function redisAvailable(): Promise<boolean> {
   if (await reachable(TEST_REDIS_URL, 6379)) return true;
   if (process.env.CI === 'true') throw new Error(`CI=true but Redis (${TEST_REDIS_URL}) is not reachable: its integration tests cannot run`);
   console.warn(`skipping Redis tests: ${TEST_REDIS_URL} not reachable`);
+  return false;
+}
+
+/** Whether NATS answers; as {@link servicesAvailable}, a failure with `CI=true`. */
+export async function natsAvailable(): Promise<boolean> {
+  if (await reachable(TEST_NATS_URL, 4222)) return true;
+  if (process.env.CI === 'true') throw new Error(`CI=true but NATS (${TEST_NATS_URL}) is not reachable: its integration tests cannot run`);
+  console.warn(`skipping NATS tests: ${TEST_NATS_URL} not reachable`);
   return false;
 }
 
