@@ -9,6 +9,30 @@ export const urlWithProtocol = (...protocols: string[]) =>
     message: `must be a ${protocols.map((p) => p.replace(/:$/, '')).join(' or ')} URL`,
   });
 
+/** The URL schemes `EVENT_BUS_URL` accepts, each naming its broker. */
+export const EVENT_BUS_PROTOCOLS = ['amqp:', 'amqps:', 'redis:', 'rediss:', 'nats:', 'tls:'] as const;
+export type EventBusKind = 'rabbitmq' | 'redis' | 'nats';
+
+/** Which broker a URL names (its scheme is one of {@link EVENT_BUS_PROTOCOLS}). */
+export function eventBusKind(url: string): EventBusKind {
+  const protocol = new URL(url).protocol;
+  if (protocol === 'amqp:' || protocol === 'amqps:') return 'rabbitmq';
+  if (protocol === 'redis:' || protocol === 'rediss:') return 'redis';
+  if (protocol === 'nats:' || protocol === 'tls:') return 'nats';
+  throw new ConfigError([{ key: 'EVENT_BUS_URL', message: `must be a ${EVENT_BUS_PROTOCOLS.map((p) => p.replace(/:$/, '')).join(', ')} URL` }]);
+}
+
+/**
+ * The event broker's URL: `EVENT_BUS_URL`, else `AMQP_URL`; undefined → the in-memory bus.
+ * @throws ConfigError when both are set to different brokers (which one was meant is not ours to guess).
+ */
+export function eventBusUrl(config: { EVENT_BUS_URL?: string | undefined; AMQP_URL?: string | undefined }): string | undefined {
+  if (config.EVENT_BUS_URL && config.AMQP_URL && config.EVENT_BUS_URL !== config.AMQP_URL) {
+    throw new ConfigError([{ key: 'EVENT_BUS_URL', message: 'EVENT_BUS_URL and AMQP_URL are both set, to different URLs: set EVENT_BUS_URL only' }]);
+  }
+  return config.EVENT_BUS_URL ?? config.AMQP_URL;
+}
+
 /** A comma-separated list setting (`a, b,c`): trimmed, empty items dropped. */
 export const commaList = (defaultValue = '') =>
   z
@@ -68,7 +92,13 @@ export const baseConfigSchema = z.object({
   DATABASE_URL: urlWithProtocol('postgres:', 'postgresql:').optional(),
   /** Where embedded PGlite databases live; `memory://` keeps nothing. */
   TRIBUTARY_DATA_DIR: z.string().min(1).default('./.tributary'),
-  /** A RabbitMQ broker; unset → in-memory bus (single process only). */
+  /**
+   * The event broker, by its URL's scheme: RabbitMQ (`amqp:`, `amqps:`), Redis Streams (`redis:`,
+   * `rediss:`) or NATS JetStream (`nats:`, `tls:`). Unset → `AMQP_URL`, else the in-memory bus
+   * (single process only). {@link eventBusUrl} reads the two.
+   */
+  EVENT_BUS_URL: urlWithProtocol(...EVENT_BUS_PROTOCOLS).optional(),
+  /** A RabbitMQ broker: the setting from before `EVENT_BUS_URL`, still honoured. */
   AMQP_URL: urlWithProtocol('amqp:', 'amqps:').optional(),
   PORT: z.coerce.number().int().min(0).max(65535).optional(),
   /** The address to listen on: loopback by default; `0.0.0.0` in containers. */

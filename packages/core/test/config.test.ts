@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { baseConfigSchema, ConfigError, loadConfig } from '../src/config.ts';
+import { baseConfigSchema, ConfigError, eventBusKind, eventBusUrl, loadConfig } from '../src/config.ts';
 import { databaseTarget } from '../src/db/index.ts';
 
 describe('configuration', () => {
@@ -46,5 +46,29 @@ describe('database target', () => {
   it('falls back to PGlite under the data directory, or in memory', () => {
     expect(databaseTarget('insights', { TRIBUTARY_DATA_DIR: '/var/lib/t' })).toEqual({ kind: 'pglite', dataDir: '/var/lib/t/insights' });
     expect(databaseTarget('insights', { TRIBUTARY_DATA_DIR: 'memory://' })).toEqual({ kind: 'pglite', dataDir: 'memory://' });
+  });
+});
+
+describe('event bus URL', () => {
+  it('names the broker by its scheme, and refuses any other', () => {
+    expect(eventBusKind(loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'amqps://u:p@mq:5671/vh' }).EVENT_BUS_URL!)).toBe('rabbitmq');
+    expect(eventBusKind(loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'redis://:secret@cache:6379/2' }).EVENT_BUS_URL!)).toBe('redis');
+    expect(eventBusKind(loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'nats://nats:4222' }).EVENT_BUS_URL!)).toBe('nats');
+    expect(() => loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'kafka://k:9092' })).toThrow(/EVENT_BUS_URL: must be a amqp or amqps or redis or rediss or nats or tls URL/);
+  });
+
+  it('falls back to AMQP_URL, and refuses the two set to different brokers', () => {
+    expect(eventBusUrl(loadConfig(baseConfigSchema, { AMQP_URL: 'amqp://mq' }))).toBe('amqp://mq');
+    expect(eventBusUrl(loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'redis://r', AMQP_URL: '' }))).toBe('redis://r');
+    expect(eventBusUrl(loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'amqp://mq', AMQP_URL: 'amqp://mq' }))).toBe('amqp://mq');
+    expect(eventBusUrl(loadConfig(baseConfigSchema, {}))).toBeUndefined();
+    let error: unknown;
+    try {
+      eventBusUrl(loadConfig(baseConfigSchema, { EVENT_BUS_URL: 'nats://n', AMQP_URL: 'amqp://mq' }));
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues).toEqual([{ key: 'EVENT_BUS_URL', message: expect.stringMatching(/both set/) }]);
   });
 });

@@ -5,3 +5,4 @@ export { describeLogContract, sqlLogFixture, type LogFixture, type LogFixtureOpt
 export { readStartScript, startScriptArgs, stopProcesses, type StartScript } from './processes.ts';
 export { startTcpProxy, type TcpProxy } from './proxy.ts';
 export { startPostgresServer, type TestPostgres } from './postgres.ts';
+export { sharedBrokerUrl, startTestBroker, type TestBroker } from './brokers.ts';
