@@ -1,0 +1,273 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { errorMessage } from '../errors.ts';
+import { GROUP, parseEntry, parseHeaders, type RedisKeys, type StreamFields } from './redis-options.ts';
+import { attemptOf, failureHeaders, Headers, type Delivery, type FailureInfo, type QueueSpec } from './transport.ts';
+
+/** What a consumer needs from its transport. */
+export interface RedisConsumerContext {
+  /** The transport's command connection (acks, claims, retries). */
+  client: Redis;
+  keys: RedisKeys;
+  /** This consumer's name in the queue's group. */
+  consumerName: string;
+  logger: Logger;
+  claimMinIdleMs: number;
+  claimIntervalMs: number;
+  deliveryLimit: number;
+  exclusiveTtlMs: number;
+}
+
+/** How long one blocking read waits before it looks again (cancel does not wait for it: it disconnects). */
+const BLOCK_MS = 5_000;
+
+/**
+ * One consumer of a queue stream on a connection of its own (XREADGROUP blocks it). It reads its
+ * own pending entries first (those it held when it stopped: `redelivered`), then new ones, never
+ * holding more than `prefetch` unsettled; takes over entries a dead consumer held (XAUTOCLAIM);
+ * and dead-letters an entry delivered more than `deliveryLimit` times.
+ */
+export class RedisConsumer {
+  private readonly inFlight = new Map<string, RedisDelivery>();
+  private cancelled = false;
+  private subscribed = false;
+  private wake: (() => void) | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly connection: Redis;
+  private loop: Promise<void> | undefined;
+
+  constructor(
+    readonly spec: QueueSpec,
+    private readonly onDelivery: (delivery: Delivery) => void,
+    private readonly context: RedisConsumerContext,
+  ) {
+    this.connection = context.client.duplicate({ lazyConnect: true, maxRetriesPerRequest: null });
+    this.connection.on('error', () => {}); // reported by the loop's failed reads; ioredis reconnects
+  }
+
+  get key(): string {
+    return this.context.keys.queue(this.spec.queue);
+  }
+
+  /** Declare the queue (binding, group), then deliver until cancelled. */
+  async start(): Promise<void> {
+    await this.declare();
+    await this.connection.connect();
+    this.subscribed = true;
+    this.loop = this.run();
+    // An exclusive queue's binding must be refreshed well within its TTL, whatever the claim interval.
+    const every = this.spec.exclusive ? Math.min(this.context.claimIntervalMs, Math.floor(this.context.exclusiveTtlMs / 3)) : this.context.claimIntervalMs;
+    this.timer = setInterval(() => void this.tick(), Math.max(10, every));
+    this.timer.unref();
+  }
+
+  /**
+   * Register the binding and create the group (with its stream) if missing. A group created again
+   * after the consumer ran means the server lost the queue (a restart without persistence, an
+   * exclusive queue removed as expired): whatever was published meanwhile never reached it.
+   */
+  async declare(): Promise<void> {
+    const { client, keys } = this.context;
+    const binding: { patterns: readonly string[]; expiresAt?: number } = { patterns: this.spec.bindings };
+    if (this.spec.exclusive) binding.expiresAt = Date.now() + this.context.exclusiveTtlMs;
+    await client.hset(keys.bindings, this.spec.queue, JSON.stringify(binding));
+    let created = true;
+    try {
+      await client.xgroup('CREATE', this.key, GROUP, '0', 'MKSTREAM');
+    } catch (error) {
+      if (!errorMessage(error).includes('BUSYGROUP')) throw error;
+      created = false;
+    }
+    if (created && this.subscribed && !this.cancelled) {
+      this.context.logger.warn({ queue: this.spec.queue }, 'queue lost on the server: declared again');
+      this.spec.onResubscribed?.();
+    }
+  }
+
+  private async run(): Promise<void> {
+    let history: string | undefined = '0';
+    let failures = 0;
+    while (!this.cancelled) {
+      const room = this.spec.prefetch - this.inFlight.size;
+      if (room <= 0) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        continue;
+      }
+      try {
+        // callBuffer: ioredis types no Buffer variant of XREADGROUP; bodies must stay binary.
+        const args = ['GROUP', GROUP, this.context.consumerName, 'COUNT', room];
+        const reply = (await (history
+          ? this.connection.callBuffer('XREADGROUP', ...args, 'STREAMS', this.key, history)
+          : this.connection.callBuffer('XREADGROUP', ...args, 'BLOCK', BLOCK_MS, 'STREAMS', this.key, '>'))) as [Buffer, [Buffer, Buffer[] | null][]][] | null;
+        failures = 0;
+        const raw = reply?.[0]?.[1] ?? [];
+        const entries = raw.map(parseEntry);
+        if (history !== undefined) {
+          // Our own pending entries: each was delivered before, some maybe too often.
+          if (entries.length === 0) history = undefined;
+          else {
+            history = entries.at(-1)!.entryId;
+            await this.handOut(entries, await this.deliveryCounts(entries.map((e) => e.entryId)));
+          }
+        } else await this.handOut(entries, undefined);
+      } catch (error) {
+        if (this.cancelled) break;
+        failures++;
+        if (failures === 1 || failures % 20 === 0) this.context.logger.warn({ queue: this.spec.queue, err: errorMessage(error) }, 'consumer read failed: reading again');
+        await new Promise((r) => setTimeout(r, Math.min(100 * failures, 2_000)));
+        // The server may have lost the group (NOGROUP after a restart without persistence).
+        await this.declare().catch(() => {});
+        history = '0';
+      }
+    }
+  }
+
+  /** Each entry's delivery count, from the group's pending list. */
+  private async deliveryCounts(ids: string[]): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    if (ids.length === 0) return counts;
+    const rows = (await this.context.client.xpending(this.key, GROUP, ids[0]!, ids.at(-1)!, ids.length, this.context.consumerName)) as [string, string, number, number][];
+    for (const [id, , , count] of rows) counts.set(id, Number(count));
+    return counts;
+  }
+
+  private async handOut(entries: { entryId: string; fields: StreamFields | undefined }[], counts: Map<string, number> | undefined): Promise<void> {
+    for (const { entryId, fields } of entries) {
+      if (this.inFlight.has(entryId)) continue; // already handed out (a re-read after a failed read)
+      if (!fields) {
+        // Deleted while pending (settled by a consumer that lost it meanwhile): drop it.
+        await this.context.client.xack(this.key, GROUP, entryId);
+        continue;
+      }
+      const deliveries = counts?.get(entryId) ?? 1;
+      const delivery = new RedisDelivery(this, entryId, fields, deliveries > 1);
+      if (deliveries > this.context.deliveryLimit) {
+        this.context.logger.warn({ queue: this.spec.queue, messageId: delivery.messageId, deliveries }, 'delivery limit reached: dead-lettered');
+        await delivery.deadLetter({ code: 'DELIVERY_LIMIT', message: `delivered ${deliveries} times without being settled (limit ${this.context.deliveryLimit})` });
+        continue;
+      }
+      this.inFlight.set(entryId, delivery);
+      this.onDelivery(delivery);
+    }
+  }
+
+  /**
+   * Periodically: tell the group we still hold our unsettled entries (so no one takes over a slow
+   * handler's), refresh an exclusive queue's binding, and take over entries idle too long.
+   */
+  private async tick(): Promise<void> {
+    if (this.cancelled) return;
+    const { client, consumerName, claimMinIdleMs } = this.context;
+    try {
+      if (this.inFlight.size > 0) await client.xclaim(this.key, GROUP, consumerName, 0, ...this.inFlight.keys(), 'JUSTID');
+      if (this.spec.exclusive) await this.declare();
+      const room = this.spec.prefetch - this.inFlight.size;
+      if (room <= 0) return;
+      const reply = (await client.callBuffer('XAUTOCLAIM', this.key, GROUP, consumerName, claimMinIdleMs, '0-0', 'COUNT', room)) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+      const entries = (reply[1] ?? []).map(parseEntry).filter((e) => !this.inFlight.has(e.entryId));
+      if (entries.length === 0 || this.cancelled) return;
+      this.context.logger.info({ queue: this.spec.queue, count: entries.length }, 'took over entries another consumer held');
+      await this.handOut(entries, await this.deliveryCounts(entries.map((e) => e.entryId)));
+    } catch (error) {
+      if (!this.cancelled) this.context.logger.warn({ queue: this.spec.queue, err: errorMessage(error) }, 'claiming idle entries failed');
+    }
+  }
+
+  /** A delivery is settled: room for the next. */
+  settled(entryId: string): void {
+    this.inFlight.delete(entryId);
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  /** Stop reading. Unsettled deliveries stay pending under this consumer's name: the next consumer of that name reads them first, others take them over once idle. */
+  async cancel(): Promise<void> {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    clearInterval(this.timer);
+    this.wake?.();
+    this.connection.disconnect();
+    await this.loop?.catch(() => {});
+  }
+
+  /** An exclusive queue goes with its consumer. */
+  async removeExclusive(): Promise<void> {
+    if (!this.spec.exclusive) return;
+    const { client, keys } = this.context;
+    await client.multi().hdel(keys.bindings, this.spec.queue).del(this.key, keys.delayed(this.spec.queue), keys.dlq(this.spec.queue)).exec();
+  }
+
+  /** Settle one entry: `extra` (a retry or dead-letter copy) in the same MULTI as the ack, then XDEL so queue streams do not grow. */
+  async settle(entryId: string, extra?: (multi: ReturnType<Redis['multi']>) => void): Promise<void> {
+    const multi = this.context.client.multi();
+    extra?.(multi);
+    multi.xack(this.key, GROUP, entryId).xdel(this.key, entryId);
+    const results = await multi.exec();
+    const failed = results?.find(([error]) => error);
+    if (failed) throw failed[0];
+    this.settled(entryId);
+  }
+
+  get keys(): RedisKeys {
+    return this.context.keys;
+  }
+}
+
+/** One delivery of a queue entry. */
+export class RedisDelivery implements Delivery {
+  readonly body: Buffer;
+  readonly messageId: string | undefined;
+  readonly routingKey: string;
+  readonly headers: Record<string, unknown>;
+  readonly attempt: number;
+  private settledAlready = false;
+
+  constructor(
+    private readonly consumer: RedisConsumer,
+    private readonly entryId: string,
+    private readonly fields: StreamFields,
+    readonly redelivered: boolean,
+  ) {
+    this.headers = parseHeaders(fields.headers);
+    const original = this.headers[Headers.routingKey];
+    this.body = fields.body;
+    this.messageId = fields.id === '' ? undefined : fields.id;
+    this.routingKey = typeof original === 'string' ? original : fields.key;
+    this.attempt = attemptOf(this.headers);
+  }
+
+  async ack(): Promise<void> {
+    if (this.settledAlready) return;
+    this.settledAlready = true;
+    await this.consumer.settle(this.entryId);
+  }
+
+  async retry(tier: number, failure: FailureInfo): Promise<void> {
+    if (this.settledAlready) return;
+    this.settledAlready = true;
+    const { spec, keys } = this.consumer;
+    const headers = this.copyHeaders(failure);
+    const tiers = spec.retryDelaysMs.length;
+    if (tiers === 0) {
+      await this.consumer.settle(this.entryId, (m) => m.xadd(keys.queue(spec.queue), '*', 'id', this.fields.id, 'key', this.fields.key, 'headers', headers, 'body', this.body));
+      return;
+    }
+    const delay = spec.retryDelaysMs[Math.min(Math.max(tier, 0), tiers - 1)]!;
+    // The member carries the entry id, unique in its stream, so two copies never collapse.
+    const meta = Buffer.from(`${JSON.stringify([this.entryId, this.fields.id, this.fields.key, headers])}\n`);
+    await this.consumer.settle(this.entryId, (m) => m.zadd(keys.delayed(spec.queue), Date.now() + delay, Buffer.concat([meta, this.body])));
+  }
+
+  async deadLetter(failure: FailureInfo): Promise<void> {
+    if (this.settledAlready) return;
+    this.settledAlready = true;
+    const { spec, keys } = this.consumer;
+    const headers = this.copyHeaders(failure);
+    await this.consumer.settle(this.entryId, (m) => m.xadd(keys.dlq(spec.queue), '*', 'id', this.fields.id, 'key', this.fields.key, 'headers', headers, 'body', this.body));
+  }
+
+  private copyHeaders(failure: FailureInfo): string {
+    return JSON.stringify({ ...this.headers, ...failureHeaders(this.consumer.spec.queue, this.routingKey, this.attempt, failure) });
+  }
+}
