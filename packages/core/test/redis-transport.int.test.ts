@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deleteRedisNamespace, RedisStreamsTransport, type RedisTransportOptions } from '../src/events/redis.ts';
 import { Headers, type Delivery, type QueueSpec } from '../src/events/transport.ts';
-import { OwnRedisServer } from './fixtures/redis-server.ts';
+import { killRedisConnections, OwnRedisServer } from './fixtures/redis-server.ts';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const message = (routingKey = 'job.updated') => ({ routingKey, messageId: randomUUID(), body: Buffer.from(randomUUID()) });
@@ -206,4 +206,55 @@ describe.skipIf(!(await redisAvailable()))('Redis Streams transport: dead consum
     await t.log!.read({ from: 'beginning' }, (e) => void logged.add(e.messageId!));
     expect(confirmed.filter((id) => !logged.has(id))).toEqual([]);
   }, 60_000);
+
+  it('publishes and consumes again after its connections are cut', async () => {
+    const ns = namespace();
+    const t = await transport({ namespace: ns, log: false });
+    const got: string[] = [];
+    await t.consume({ queue: `${ns}.svc.cut`, bindings: ['job.*'], prefetch: 10, retryDelaysMs: [50] }, (d) => {
+      got.push(d.messageId!);
+      void d.ack();
+    });
+    const [before, after] = [message(), message()];
+    await t.publish([before]);
+    await waitFor(() => got.length === 1, 5_000, 'the first message');
+    // The command connection and the consumer's own.
+    expect(await killRedisConnections(TEST_REDIS_URL, ns)).toBeGreaterThanOrEqual(2);
+    await t.publish([after]);
+    await waitFor(() => got.includes(after.messageId), 10_000, 'a message after the cut');
+    expect(got).toEqual([before.messageId, after.messageId]);
+    expect(t.isReady()).toBe(true);
+  });
+
+  it('after a restart that lost every key: PUBLISH_TIMEOUT while down, then the queue is declared again and onResubscribed called', async () => {
+    const server = await OwnRedisServer.create();
+    servers.push(server);
+    await server.start(false);
+    const ns = testNamespace('rr');
+    const t = new RedisStreamsTransport({ url: server.url, namespace: ns, logger, connectionName: ns, publishTimeoutMs: 300 });
+    transports.push(t);
+    await t.start();
+    let resubscribed = 0;
+    const got: string[] = [];
+    const spec: QueueSpec = { queue: `${ns}.gateway.i1`, bindings: ['job.*'], prefetch: 10, retryDelaysMs: [50], exclusive: true, onResubscribed: () => resubscribed++ };
+    await t.consume(spec, (d) => {
+      got.push(d.messageId!);
+      void d.ack();
+    });
+    const [before, after] = [message(), message()];
+    await t.publish([before]);
+    await waitFor(() => got.length === 1, 5_000, 'the first message');
+    expect(resubscribed).toBe(0);
+
+    await server.stop();
+    await waitFor(() => !t.isReady(), 5_000, 'the transport to see the server gone');
+    await expect(t.publish([message()])).rejects.toMatchObject({ code: 'PUBLISH_TIMEOUT' });
+    await server.start(false);
+    await waitFor(() => resubscribed === 1, 10_000, 'onResubscribed');
+    await waitFor(() => t.isReady(), 5_000, 'ready again');
+    await t.publish([after]);
+    await waitFor(() => got.includes(after.messageId), 10_000, 'a message after the restart');
+    expect(got).toEqual([before.messageId, after.messageId]);
+    expect(resubscribed).toBe(1);
+  }, 30_000);
 });
