@@ -139,7 +139,11 @@ export class RedisEventLog implements EventLog {
   private startAfter(from: LogStart, info: StreamInfo): string {
     if (from === 'beginning') return '0-0';
     if (from === 'end') return info.lastId ?? '0-0';
-    if ('time' in from) return idOf((from.time.getTime() - EPOCH_MS) * SEQ_SPAN - 1);
+    if ('time' in from) {
+      // Entries stored at or after the time: after the last id of the millisecond before.
+      const ms = from.time.getTime();
+      return ms <= 0 ? '0-0' : `${ms - 1}-${SEQ_SPAN - 1}`;
+    }
     const last = info.lastId === undefined ? -1 : offsetOf(info.lastId);
     if (from.after > last) throw cursorPastEnd(from.after, last);
     if (info.added > info.length) {

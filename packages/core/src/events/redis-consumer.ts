@@ -32,6 +32,10 @@ export class RedisConsumer {
   private cancelled = false;
   private subscribed = false;
   private wake: (() => void) | undefined;
+  /** Entries were left pending in our name for want of room: the loop reads our pending list again. */
+  private reread = false;
+  /** Where the next XAUTOCLAIM scan goes on: each scans a bounded part of the pending list. */
+  private claimCursor = '0-0';
   private timer: NodeJS.Timeout | undefined;
   private readonly connection: Redis;
   private loop: Promise<void> | undefined;
@@ -88,6 +92,10 @@ export class RedisConsumer {
     let history: string | undefined = '0';
     let failures = 0;
     while (!this.cancelled) {
+      if (this.reread) {
+        this.reread = false;
+        history = '0';
+      }
       const room = this.spec.prefetch - this.inFlight.size;
       if (room <= 0) {
         await new Promise<void>((resolve) => (this.wake = resolve));
@@ -131,9 +139,18 @@ export class RedisConsumer {
     return counts;
   }
 
+  /**
+   * Hand entries to the handler, at most up to the prefetch: a blocking read and a claim can both
+   * return while the other filled the room. What does not fit stays pending in our name and is
+   * read again from our pending list once there is room.
+   */
   private async handOut(entries: { entryId: string; fields: StreamFields | undefined }[], counts: Map<string, number> | undefined): Promise<void> {
     for (const { entryId, fields } of entries) {
       if (this.inFlight.has(entryId)) continue; // already handed out (a re-read after a failed read)
+      if (this.inFlight.size >= this.spec.prefetch || this.cancelled) {
+        this.reread = true;
+        continue;
+      }
       if (!fields) {
         // Deleted while pending (settled by a consumer that lost it meanwhile): drop it.
         await this.context.client.xack(this.key, GROUP, entryId);
@@ -163,7 +180,8 @@ export class RedisConsumer {
       if (this.spec.exclusive) await this.declare();
       const room = this.spec.prefetch - this.inFlight.size;
       if (room <= 0) return;
-      const reply = (await client.callBuffer('XAUTOCLAIM', this.key, GROUP, consumerName, claimMinIdleMs, '0-0', 'COUNT', room)) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+      const reply = (await client.callBuffer('XAUTOCLAIM', this.key, GROUP, consumerName, claimMinIdleMs, this.claimCursor, 'COUNT', room)) as [Buffer, [Buffer, Buffer[] | null][], Buffer[]?];
+      this.claimCursor = reply[0].toString();
       const entries = (reply[1] ?? []).map(parseEntry).filter((e) => !this.inFlight.has(e.entryId));
       if (entries.length === 0 || this.cancelled) return;
       this.context.logger.info({ queue: this.spec.queue, count: entries.length }, 'took over entries another consumer held');
