@@ -34,6 +34,8 @@ const RETRY_MAX_PENDING = 1_000;
  */
 export const PULL_EXPIRES_MS = 2_000;
 
+
+
 /**
  * One queue: a pull consumer on the events stream (the queue proper) and one on the retry
  * stream (its retry tiers), sharing one prefetch. Several processes consuming the same durable
@@ -90,6 +92,11 @@ export class NatsQueue implements DeliveryOwner, ConsumerHandle {
       max_ack_pending: this.spec.prefetch,
       ack_wait: nanos(this.ctx.ackWaitMs),
       max_deliver: this.ctx.deliveryLimit,
+      // No `backoff`: tried (ack_wait doubling), a message given back by close() with an explicit
+      // nak delay (see release()) then came back far later than that delay on 2.9.10 (the
+      // delivery-limit test stalled), which looks like the backoff schedule overriding nak
+      // delays; not investigated further. A live consumer keeps its deliveries with working(), so ack_wait only paces the
+      // redelivery of a dead process's deliveries, and max_deliver bounds a crash loop.
     };
   }
 
@@ -135,6 +142,8 @@ export class NatsQueue implements DeliveryOwner, ConsumerHandle {
     }
     const { max_ack_pending = -1, ack_wait = 0, max_deliver } = config;
     if (existing.config.max_ack_pending !== max_ack_pending || existing.config.ack_wait !== ack_wait || (max_deliver !== undefined && existing.config.max_deliver !== max_deliver)) {
+      // Another process (or an older version) declared it otherwise: the last to start wins, as a
+      // RabbitMQ policy would; the settings come from the same configuration everywhere.
       await jsm.consumers.update(stream, this.consumer, { max_ack_pending, ack_wait, ...(max_deliver !== undefined ? { max_deliver } : {}) });
     }
   }

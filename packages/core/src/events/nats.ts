@@ -153,7 +153,11 @@ export class NatsJetStreamTransport implements Transport {
   /** A queue's messages not yet handed out (its consumer's num_pending); for `<queue>.dlq`, its dead letters. */
   async queueDepth(queue: string): Promise<number> {
     if (queue.endsWith('.dlq')) return this.deadLetters.depth(queue.slice(0, -'.dlq'.length));
-    const info = await this.jsm().consumers.info(this.names.eventsStream, natsToken(queue));
+    const info = await this.jsm()
+      .consumers.info(this.names.eventsStream, natsToken(queue))
+      .catch((error: unknown) => {
+        throw new TributaryError(CoreErrorCode.QUEUE_NOT_FOUND, `queue ${queue} does not exist`, { cause: error });
+      });
     return info.num_pending;
   }
 
