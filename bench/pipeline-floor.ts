@@ -9,7 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { connectAmqp, startFloorRelay } from './floor-relay.ts';
 import { inTransaction as inTransactionOn } from './pg.ts';
-import { benchNamespace, BROKER_URLS, CONSUMER_CONCURRENCY, DATABASE_URL, documentUploaded, EVENTS, MAX_BATCH, openBenchDatabase, PREFETCH, RELAY_BATCH, RELAY_CONCURRENCY, RETAIN_SENT_MS, writeAll, type Measured } from './pipeline-settings.ts';
+import { benchNamespace, BROKER_URLS, CONSUMER_CONCURRENCY, DATABASE_URL, documentUploaded, EVENTS, MAX_BATCH, onInterruptDelete, openBenchDatabase, PREFETCH, RELAY_BATCH, RELAY_CONCURRENCY, RETAIN_SENT_MS, writeAll, type Measured } from './pipeline-settings.ts';
 
 /** `($1, $2, …), (…)`: numbered placeholders for the hand-written floor's multi-row inserts. */
 function numbered(rows: number, columns: number): string {
@@ -40,6 +40,14 @@ export async function floor(): Promise<Measured> {
   pool.on('error', () => {});
   const exchange = `${ns}.floor.events`;
   const queue = `${ns}.floor.view`;
+  const forget = onInterruptDelete(async () => {
+    const connection = await connectAmqp(AMQP_URL);
+    const channel = await connection.createChannel();
+    await channel.deleteQueue(queue);
+    await channel.deleteExchange(exchange);
+    await connection.close();
+    await dropDatabase(DATABASE_URL, dbName);
+  });
   const relayConnection = await connectAmqp(AMQP_URL);
   const consumerConnection = await connectAmqp(AMQP_URL);
   const setup = await relayConnection.createChannel();
@@ -119,6 +127,7 @@ export async function floor(): Promise<Measured> {
   await consumerConnection.close();
   await pool.end();
   await dropDatabase(DATABASE_URL, dbName);
+  forget();
   return { rate, writeRate };
 }
 

@@ -104,3 +104,20 @@ export interface Measured {
   /** Outbox writes alone, events/s. */
   writeRate: number;
 }
+
+/** What each run still has to delete if the benchmark is interrupted (Ctrl-C) before it does so itself. */
+const leftovers = new Set<() => Promise<void>>();
+
+/** Remember `cleanup` until the returned function is called (the run cleaned up itself). */
+export function onInterruptDelete(cleanup: () => Promise<void>): () => void {
+  leftovers.add(cleanup);
+  return () => leftovers.delete(cleanup);
+}
+
+/** Run every pending clean-up (on SIGINT/SIGTERM, bench/results.ts `onInterrupt`); the problems they met. */
+export async function deleteLeftovers(): Promise<string[]> {
+  const problems: string[] = [];
+  for (const cleanup of [...leftovers]) await cleanup().catch((error: unknown) => problems.push(String(error)));
+  leftovers.clear();
+  return problems;
+}

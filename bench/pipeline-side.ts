@@ -4,8 +4,8 @@
  * through `createTransport` as a service builds it from `EVENT_BUS_URL`.
  */
 import { progress } from '@tributary/core';
-import { dropDatabase, queryRun, valuesPlaceholders, type Database } from '@tributary/core/db';
-import { createTransport, deadLetterQueueName, deleteBusNamespace, EventConsumer, OutboxRelay, publish, queueName, retryQueueName } from '@tributary/core/events';
+import { dropDatabase, queryRun, valuesPlaceholders } from '@tributary/core/db';
+import { createTransport, deadLetterQueueName, deleteBusNamespace, EventConsumer, OutboxRelay, publish, retryQueueName } from '@tributary/core/events';
 import { randomBytes } from 'node:crypto';
 import {
   benchNamespace,
@@ -15,6 +15,7 @@ import {
   EVENTS,
   logger,
   MAX_BATCH,
+  onInterruptDelete,
   openBenchDatabase,
   PREFETCH,
   RELAY_BATCH,
@@ -31,57 +32,70 @@ const RETENTION = { maxAgeMs: 7 * 86_400_000, maxBytes: 10e9 };
 export async function pipeline(url: string, log: boolean, label: string): Promise<Measured> {
   const ns = benchNamespace();
   const dbName = `tributary_bench_${randomBytes(4).toString('hex')}`;
-  const open = () => openBenchDatabase(dbName);
-  const writerDb: Database = await open();
-  const relayDb: Database = await open();
-  const consumerDb: Database = await open();
   const config = { EVENT_BUS_URL: url, TRIBUTARY_NAMESPACE: ns, EVENT_LOG: log ? ('on' as const) : ('off' as const), EVENT_LOG_RETENTION: RETENTION };
   const relayTransport = createTransport(config, logger, `${ns}-relay`);
   const consumerTransport = createTransport(config, logger, `${ns}-consumer`);
-  let consumer: EventConsumer | undefined;
-  let relay: OutboxRelay | undefined;
+  let applied = 0;
+  const bar = progress(label, EVENTS);
+  let finished!: () => void;
+  const all = new Promise<void>((resolve) => (finished = resolve));
+  const open = () => openBenchDatabase(dbName);
+  const [writerDb, relayDb, consumerDb] = [await open(), await open(), await open()];
+  const consumer = new EventConsumer({
+    service: 'bench',
+    name: 'view',
+    types: ['document.uploaded'],
+    db: consumerDb,
+    transport: consumerTransport,
+    logger,
+    prefetch: PREFETCH,
+    maxBatch: MAX_BATCH,
+    concurrency: CONSUMER_CONCURRENCY,
+    // A view fed in batches: one multi-row statement with bind parameters per transaction.
+    batchHandler: async (events, { em }) => {
+      const params: string[] = [];
+      for (const event of events) if (event.dataschema === 'document.uploaded/v1') params.push(event.data.documentId, event.data.jobId, event.data.title, event.tenantid);
+      if (params.length === 0) return;
+      await queryRun(em, `insert into bench_view (document_id, job_id, title, tenant_id) values ${valuesPlaceholders(params.length / 4, 4)}`, params);
+    },
+    onApplied: (n) => {
+      applied += n;
+      bar.tick(n);
+      if (applied >= EVENTS) finished();
+    },
+  });
+  const relay = new OutboxRelay({
+    db: relayDb,
+    transport: relayTransport,
+    logger,
+    batchSize: RELAY_BATCH,
+    concurrency: RELAY_CONCURRENCY,
+    retainSentMs: RETAIN_SENT_MS,
+  });
+  // RabbitMQ cannot list a namespace's queues over AMQP: the consumer's queue, its retry tiers and DLQ are named.
+  const queues = [consumer.queue, deadLetterQueueName(consumer.queue), ...consumer.retryDelaysMs.map((_, tier) => retryQueueName(consumer.queue, tier))];
+  // Stop everything, then delete what the run made: once, whether the run ends or is interrupted.
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      try {
+        await consumer.stop();
+        await relay.stop();
+        await relayTransport.close();
+        await consumerTransport.close();
+        for (const db of [writerDb, relayDb, consumerDb]) await db.close();
+      } finally {
+        await deleteBusNamespace(url, ns, queues);
+        await dropDatabase(DATABASE_URL, dbName);
+      }
+    })());
+  const forget = onInterruptDelete(cleanUp);
   // Whatever happens, nothing of this run stays behind on the broker or in PostgreSQL.
   try {
     await relayTransport.start();
     await consumerTransport.start();
-    let applied = 0;
-    const bar = progress(label, EVENTS);
-    let finished!: () => void;
-    const all = new Promise<void>((resolve) => (finished = resolve));
-    consumer = new EventConsumer({
-      service: 'bench',
-      name: 'view',
-      types: ['document.uploaded'],
-      db: consumerDb,
-      transport: consumerTransport,
-      logger,
-      prefetch: PREFETCH,
-      maxBatch: MAX_BATCH,
-      concurrency: CONSUMER_CONCURRENCY,
-      // A view fed in batches: one multi-row statement with bind parameters per transaction.
-      batchHandler: async (events, { em }) => {
-        const params: string[] = [];
-        for (const event of events) if (event.dataschema === 'document.uploaded/v1') params.push(event.data.documentId, event.data.jobId, event.data.title, event.tenantid);
-        if (params.length === 0) return;
-        await queryRun(em, `insert into bench_view (document_id, job_id, title, tenant_id) values ${valuesPlaceholders(params.length / 4, 4)}`, params);
-      },
-      onApplied: (n) => {
-        applied += n;
-        bar.tick(n);
-        if (applied >= EVENTS) finished();
-      },
-    });
     await consumer.start();
-    relay = new OutboxRelay({
-      db: relayDb,
-      transport: relayTransport,
-      logger,
-      batchSize: RELAY_BATCH,
-      concurrency: RELAY_CONCURRENCY,
-      retainSentMs: RETAIN_SENT_MS,
-    });
     await relay.start();
-
     const started = performance.now();
     const writeRate = await writeAll((n) => writerDb.fork().transactional((em) => publish(em, 'bench', Array.from({ length: n }, documentUploaded))).then(() => undefined));
     await all;
@@ -91,15 +105,7 @@ export async function pipeline(url: string, log: boolean, label: string): Promis
     if (Number(row!.n) !== EVENTS) throw new Error(`view has ${row!.n} rows, expected ${EVENTS}`);
     return { rate, writeRate };
   } finally {
-    await consumer?.stop();
-    await relay?.stop();
-    await relayTransport.close();
-    await consumerTransport.close();
-    // RabbitMQ cannot list a namespace's queues over AMQP: the consumer's queue, its retry tiers and DLQ are named.
-    const queue = queueName(ns, 'bench', 'view');
-    const retryTiers = consumer?.retryDelaysMs.map((_, tier) => retryQueueName(queue, tier)) ?? [];
-    await deleteBusNamespace(url, ns, [queue, deadLetterQueueName(queue), ...retryTiers]);
-    for (const db of [writerDb, relayDb, consumerDb]) await db.close();
-    await dropDatabase(DATABASE_URL, dbName);
+    await cleanUp();
+    forget();
   }
 }

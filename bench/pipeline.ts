@@ -42,22 +42,24 @@
  * names the file instead (with `all`, suffixed `-redis` and `-nats` for those two).
  */
 import { floor } from './pipeline-floor.ts';
-import { benchNamespace, BROKER_URLS, BROKERS, EVENTS, PREFETCH, RAW, RELAY_BATCH, RELAY_CONCURRENCY, ROUNDS, settings, type Broker, type Measured, type RawBatching } from './pipeline-settings.ts';
+import { benchNamespace, BROKER_URLS, BROKERS, deleteLeftovers, EVENTS, PREFETCH, RAW, RELAY_BATCH, RELAY_CONCURRENCY, ROUNDS, settings, type Broker, type Measured, type RawBatching } from './pipeline-settings.ts';
 import { pipeline } from './pipeline-side.ts';
 import { raw } from './raw-amqp.ts';
-import { median, ratioSummary, writeResult } from './results.ts';
+import { median, onInterrupt, ratioSummary, writeResult } from './results.ts';
 
 const BROKER = process.env.BENCH_BROKER ?? 'rabbitmq';
 if (BROKER !== 'all' && !(BROKERS as readonly string[]).includes(BROKER)) throw new Error(`BENCH_BROKER: "${BROKER}" is not one of ${BROKERS.join(', ')} or all`);
 const brokers: readonly Broker[] = BROKER === 'all' ? BROKERS : [BROKER as Broker];
 const resultName = process.env.BENCH_RESULT_NAME;
+// Ctrl-C: the run under way deletes its namespace, streams and database before the process exits.
+onInterrupt(deleteLeftovers);
 
 /**
- * `sides` run once each per round, the order rotating round by round; `run` measures one side.
- * Returns each round's order and measurements.
+ * `sides` run once each per round, the order rotating round by round; `run` measures one side,
+ * `summarize` turns a round's order and measurements into its result (printed as it ends).
  */
-async function interleave<Side extends string, M>(sides: readonly Side[], run: (side: Side) => Promise<M>, describe: (side: Side, measured: M) => string): Promise<{ round: number; order: Side[]; measured: Record<Side, M> }[]> {
-  const rounds: { round: number; order: Side[]; measured: Record<Side, M> }[] = [];
+async function interleave<Side extends string, M, R>(sides: readonly Side[], run: (side: Side) => Promise<M>, describe: (side: Side, measured: M) => string, summarize: (round: { round: number; order: Side[]; measured: Record<Side, M> }) => R): Promise<R[]> {
+  const rounds: R[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const order = sides.map((_, i) => sides[(i + round - 1) % sides.length]!);
     const measured: Partial<Record<Side, M>> = {};
@@ -65,7 +67,7 @@ async function interleave<Side extends string, M>(sides: readonly Side[], run: (
       measured[side] = await run(side);
       console.log(`[round ${round}] ${describe(side, measured[side]!)}`);
     }
-    rounds.push({ round, order, measured: measured as Record<Side, M> });
+    rounds.push(summarize({ round, order, measured: measured as Record<Side, M> }));
   }
   return rounds;
 }
@@ -88,16 +90,16 @@ async function rabbitMq(): Promise<void> {
   // warming up the code the other pipeline side then finds compiled.
   console.log('warm-up: one pipeline run, not counted');
   await pipeline(url, true, 'warm-up');
-  const measured = await interleave<Side, Measured>(
-    ['floor', 'pipeline', 'pipelineLogOff'],
+  const rounds = await interleave(
+    ['floor', 'pipeline', 'pipelineLogOff'] as const,
     (side) => (side === 'floor' ? floor() : pipeline(url, side === 'pipeline', side === 'pipeline' ? 'pipeline' : 'pipeline, log off')),
-    (side, m) => pipelineLine(LABELS[side], m),
+    (side, m: Measured) => pipelineLine(LABELS[side], m),
+    ({ round, order, measured: { floor: f, pipeline: on, pipelineLogOff: off } }) => {
+      const r = { round, order, floor: f, pipeline: on, pipelineLogOff: off, ratio: on.rate / f.rate, logOnToOff: on.rate / off.rate };
+      console.log(`[round ${round}] pipeline / by hand: ${r.ratio.toFixed(2)}; event log on / off: ${r.logOnToOff.toFixed(2)}`);
+      return r;
+    },
   );
-  const rounds = measured.map(({ round, order, measured: { floor: f, pipeline: on, pipelineLogOff: off } }) => {
-    const r = { round, order, floor: f, pipeline: on, pipelineLogOff: off, ratio: on.rate / f.rate, logOnToOff: on.rate / off.rate };
-    console.log(`[round ${round}] pipeline / by hand: ${r.ratio.toFixed(2)}; event log on / off: ${r.logOnToOff.toFixed(2)}`);
-    return r;
-  });
   const ratioToFloor = ratioSummary(rounds.map((r) => r.ratio));
   const logOnToOff = ratioSummary(rounds.map((r) => r.logOnToOff));
   const pipelineRate = median(rounds.map((r) => r.pipeline.rate));
@@ -145,16 +147,16 @@ async function againstRaw(broker: 'redis' | 'nats'): Promise<void> {
 
   type Side = 'raw' | 'pipeline' | 'pipelineLogOff';
   const LABELS: Record<Side, string> = { raw: client.label, pipeline: 'tributary pipeline', pipelineLogOff: 'pipeline, event log off' };
-  const measured = await interleave<Side, { rate: number; writeRate?: number }>(
-    ['raw', 'pipeline', 'pipelineLogOff'],
+  const rounds = await interleave(
+    ['raw', 'pipeline', 'pipelineLogOff'] as const,
     (side) => (side === 'raw' ? runRaw() : pipeline(url, side === 'pipeline', LABELS[side])),
-    (side, m) => (m.writeRate === undefined ? `${LABELS[side]}: ${m.rate.toFixed(0)} msg/s` : pipelineLine(LABELS[side], { rate: m.rate, writeRate: m.writeRate })),
+    (side, m: { rate: number; writeRate?: number }) => (m.writeRate === undefined ? `${LABELS[side]}: ${m.rate.toFixed(0)} msg/s` : pipelineLine(LABELS[side], { rate: m.rate, writeRate: m.writeRate })),
+    ({ round, order, measured: { raw: r, pipeline: on, pipelineLogOff: off } }) => {
+      const result = { round, order, raw: r, pipeline: on, pipelineLogOff: off, ratio: on.rate / r.rate, logOnToOff: on.rate / off.rate };
+      console.log(`[round ${round}] pipeline / raw: ${result.ratio.toFixed(2)}; event log on / off: ${result.logOnToOff.toFixed(2)}`);
+      return result;
+    },
   );
-  const rounds = measured.map(({ round, order, measured: { raw: r, pipeline: on, pipelineLogOff: off } }) => {
-    const result = { round, order, raw: r, pipeline: on, pipelineLogOff: off, ratio: on.rate / r.rate, logOnToOff: on.rate / off.rate };
-    console.log(`[round ${round}] pipeline / raw: ${result.ratio.toFixed(2)}; event log on / off: ${result.logOnToOff.toFixed(2)}`);
-    return result;
-  });
   const ratioToRaw = ratioSummary(rounds.map((r) => r.ratio));
   const logOnToOff = ratioSummary(rounds.map((r) => r.logOnToOff));
   const pipelineRate = median(rounds.map((r) => r.pipeline.rate));

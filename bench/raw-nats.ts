@@ -1,7 +1,7 @@
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { randomBytes } from 'node:crypto';
-import type { RawBatching } from './pipeline-settings.ts';
+import { onInterruptDelete, type RawBatching } from './pipeline-settings.ts';
 
 /**
  * Raw @nats-io/jetstream on one stream (file storage, the JetStream default), no database:
@@ -17,6 +17,9 @@ export async function rawNats(url: string, ns: string, messages: number, { batch
   const publisherConnection = await connect({ servers: url, name: `${ns}-raw-publisher` });
   const consumerConnection = await connect({ servers: url, name: `${ns}-raw-consumer` });
   const jsm = await jetstreamManager(publisherConnection);
+  const forget = onInterruptDelete(async () => {
+    await jsm.streams.delete(stream);
+  });
   try {
     await jsm.streams.add({ name: stream, subjects: [subject] });
     await jsm.consumers.add(stream, { durable_name: 'raw', ack_policy: AckPolicy.Explicit });
@@ -48,6 +51,7 @@ export async function rawNats(url: string, ns: string, messages: number, { batch
     return rate;
   } finally {
     await jsm.streams.delete(stream).catch(() => false);
+    forget();
     await consumerConnection.close();
     await publisherConnection.close();
   }

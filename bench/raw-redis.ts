@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { RawBatching } from './pipeline-settings.ts';
+import { onInterruptDelete, type RawBatching } from './pipeline-settings.ts';
 
 /** How long the reader may find nothing before the run counts as lost. */
 const STALL_MS = 30_000;
@@ -14,11 +14,14 @@ const BLOCK_MS = 1_000;
  * group) is deleted after.
  */
 export async function rawRedis(url: string, ns: string, messages: number, { batch, concurrency, prefetch }: RawBatching): Promise<number> {
-  const key = `${ns}.raw`;
+  const key = `${ns}:raw`; // `:` as the transport separates its keys
   const group = 'raw';
   // A blocking read holds its connection: the reader gets one of its own, as a real consumer would.
   const publisher = new Redis(url, { lazyConnect: true });
   const reader = new Redis(url, { lazyConnect: true });
+  const forget = onInterruptDelete(async () => {
+    await publisher.del(key);
+  });
   try {
     await publisher.connect();
     await reader.connect();
@@ -60,6 +63,7 @@ export async function rawRedis(url: string, ns: string, messages: number, { batc
     return messages / ((performance.now() - started) / 1000);
   } finally {
     await publisher.del(key).catch(() => {});
+    forget();
     reader.disconnect();
     await publisher.quit().catch(() => {});
   }
