@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '@tributary/core';
-import { describeTransportContract, redisAvailable, TEST_REDIS_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { describeTransportContract, freePort, redisAvailable, TEST_REDIS_URL, testNamespace, waitFor } from '@tributary/core/testing';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deleteRedisNamespace, RedisStreamsTransport, type RedisTransportOptions } from '../src/events/redis.ts';
@@ -257,4 +257,14 @@ describe.skipIf(!(await redisAvailable()))('Redis Streams transport: dead consum
     expect(got).toEqual([before.messageId, after.messageId]);
     expect(resubscribed).toBe(1);
   }, 30_000);
+
+  it('start() gives up with PUBLISH_TIMEOUT when no server answers within publishTimeoutMs', async () => {
+    const port = await freePort();
+    const t = new RedisStreamsTransport({ url: `redis://127.0.0.1:${port}`, namespace: testNamespace('rn'), logger, publishTimeoutMs: 400 });
+    const started = Date.now();
+    await expect(t.start()).rejects.toMatchObject({ code: 'PUBLISH_TIMEOUT' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+    expect(t.isReady()).toBe(false);
+    await expect(t.publish([message()])).rejects.toMatchObject({ code: 'TRANSPORT_CLOSED' });
+  });
 });

@@ -72,11 +72,15 @@ export class RedisStreamsTransport implements Transport {
     });
     defineScripts(client);
     let connectedBefore = false;
+    let connected = false;
     client.on('error', (error: Error) => this.logger.debug({ err: errorMessage(error) }, 'redis connection error'));
     client.on('close', () => {
-      if (connectedBefore && !this.closing) this.logger.warn('redis connection lost: reconnecting');
+      // Once per loss, not once per failed reconnection attempt.
+      if (connected && !this.closing) this.logger.warn('redis connection lost: reconnecting');
+      connected = false;
     });
     client.on('ready', () => {
+      connected = true;
       if (connectedBefore && !this.closing) {
         this.logger.info('redis connected again');
         // The server may have restarted without our groups: declare every queue again.
@@ -85,7 +89,38 @@ export class RedisStreamsTransport implements Transport {
       connectedBefore = true;
     });
     this.client = client;
-    await client.connect();
+    // ioredis retries a failed first connection by itself; like the RabbitMQ transport's few
+    // initial retries, start() waits for it a while (publishTimeoutMs), then gives up and stops it.
+    let lastError: unknown;
+    const onError = (error: unknown) => (lastError = error);
+    client.on('error', onError);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new TributaryError(CoreErrorCode.PUBLISH_TIMEOUT, `Redis not reachable within ${this.publishTimeoutMs} ms: ${errorMessage(lastError)}`)), this.publishTimeoutMs);
+        client.once('ready', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        client.connect().catch((error: unknown) => (lastError = error));
+      });
+    } catch (error) {
+      this.client = undefined;
+      client.disconnect();
+      throw error;
+    } finally {
+      client.off('error', onError);
+    }
+    await this.checkServer(client);
+  }
+
+  /** Redis 7 or later: the log needs XINFO STREAM's entries-added, the consumers XAUTOCLAIM (6.2). */
+  private async checkServer(client: Redis): Promise<void> {
+    const info = await client.info('server');
+    const version = /redis_version:(\d+)\./.exec(info)?.[1];
+    if (version !== undefined && Number(version) < 7) {
+      await this.close();
+      throw new TributaryError(CoreErrorCode.CONFIG_INVALID, `the Redis transport needs Redis 7 or later; ${this.options.url.replace(/\/\/[^@/]*@/, '//***@')} runs ${/redis_version:([^\r\n]+)/.exec(info)?.[1]}`);
+    }
   }
 
   isReady(): boolean {
@@ -95,7 +130,8 @@ export class RedisStreamsTransport implements Transport {
   /** The command connection, once it is ready; PUBLISH_TIMEOUT after publishTimeoutMs, TRANSPORT_CLOSED once closed. */
   private async connection(): Promise<Redis> {
     const client = this.client;
-    if (this.closing || !client) throw new TributaryError(CoreErrorCode.TRANSPORT_CLOSED, 'the Redis transport is closed');
+    if (this.closing) throw new TributaryError(CoreErrorCode.TRANSPORT_CLOSED, 'the Redis transport is closed');
+    if (!client) throw new TributaryError(CoreErrorCode.TRANSPORT_CLOSED, 'the Redis transport is not started');
     if (client.status === 'ready') return client;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
