@@ -49,6 +49,15 @@ export class RedisConsumer {
     this.connection.on('error', () => {}); // reported by the loop's failed reads; ioredis reconnects
   }
 
+  get name(): string {
+    return this.context.consumerName;
+  }
+
+  /** Not cancelled: still reading, and declared again after a reconnection. */
+  get active(): boolean {
+    return !this.cancelled;
+  }
+
   get key(): string {
     return this.context.keys.queue(this.spec.queue);
   }

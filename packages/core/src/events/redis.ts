@@ -84,7 +84,9 @@ export class RedisStreamsTransport implements Transport {
       if (connectedBefore && !this.closing) {
         this.logger.info('redis connected again');
         // The server may have restarted without our groups: declare every queue again.
-        for (const consumer of this.consumers) consumer.declare().catch((error) => this.logger.error({ queue: consumer.spec.queue, err: errorMessage(error) }, 'resubscribe failed'));
+        for (const consumer of this.consumers) {
+          if (consumer.active) consumer.declare().catch((error) => this.logger.error({ queue: consumer.spec.queue, err: errorMessage(error) }, 'resubscribe failed'));
+        }
       }
       connectedBefore = true;
     });
@@ -165,13 +167,16 @@ export class RedisStreamsTransport implements Transport {
 
   async consume(spec: QueueSpec, onDelivery: (delivery: Delivery) => void): Promise<ConsumerHandle> {
     const client = await this.connection();
-    // Two consumers of one queue in this process need names of their own: each reads its own pending entries.
-    const same = [...this.consumers].filter((c) => c.spec.queue === spec.queue).length;
+    // Two consumers of one queue in this transport need names of their own: each reads its own
+    // pending entries. The first free one, so a consumer opened again after a close gets its name back.
+    const taken = new Set([...this.consumers].filter((c) => c.spec.queue === spec.queue).map((c) => c.name));
+    let name = this.consumerName;
+    for (let n = 2; taken.has(name); n++) name = `${this.consumerName}#${n}`;
     const claimMinIdleMs = this.options.claimMinIdleMs ?? 30_000;
     const consumer = new RedisConsumer(spec, onDelivery, {
       client,
       keys: this.keys,
-      consumerName: same === 0 ? this.consumerName : `${this.consumerName}#${same + 1}`,
+      consumerName: name,
       logger: this.logger,
       claimMinIdleMs,
       claimIntervalMs: this.options.claimIntervalMs ?? Math.max(10, Math.floor(claimMinIdleMs / 3)),
@@ -207,7 +212,7 @@ export class RedisStreamsTransport implements Transport {
     try {
       const pipeline = client.pipeline();
       for (const queue of queues) pipeline.tributaryPromote(this.keys.delayed(queue), this.keys.queue(queue), 100);
-      await pipeline.exec();
+      for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error;
     } catch (error) {
       this.logger.warn({ err: errorMessage(error) }, 'moving due retries failed');
     } finally {
