@@ -34,6 +34,8 @@ export class RedisConsumer {
   private wake: (() => void) | undefined;
   /** Entries were left pending in our name for want of room: the loop reads our pending list again. */
   private reread = false;
+  /** Acks waiting for this turn's flush. */
+  private readonly acks: { entryId: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Where the next XAUTOCLAIM scan goes on: each scans a bounded part of the pending list. */
   private claimCursor = '0-0';
   private timer: NodeJS.Timeout | undefined;
@@ -227,18 +229,48 @@ export class RedisConsumer {
 
   /** Settle one entry: `extra` (a retry or dead-letter copy) in the same MULTI as the ack, then XDEL so queue streams do not grow. */
   async settle(entryId: string, extra?: (multi: ReturnType<Redis['multi']>) => void): Promise<void> {
+    if (!extra) return this.ack(entryId);
     const multi = this.context.client.multi();
-    extra?.(multi);
+    extra(multi);
     multi.xack(this.key, GROUP, entryId).xdel(this.key, entryId);
-    const results = await multi.exec();
-    const failed = results?.find(([error]) => error);
-    if (failed) throw failed[0];
+    await execOrThrow(multi);
     this.settled(entryId);
+  }
+
+  /**
+   * Plain acks settled in the same turn of the event loop go in one XACK + XDEL of all their ids
+   * (as the RabbitMQ transport coalesces its acks): one round trip instead of one per message.
+   */
+  private ack(entryId: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.acks.push({ entryId, resolve, reject });
+      if (this.acks.length === 1) setImmediate(() => void this.flushAcks());
+    });
+  }
+
+  private async flushAcks(): Promise<void> {
+    const batch = this.acks.splice(0);
+    const ids = batch.map((a) => a.entryId);
+    try {
+      await execOrThrow(this.context.client.multi().xack(this.key, GROUP, ...ids).xdel(this.key, ...ids));
+      for (const a of batch) {
+        this.settled(a.entryId);
+        a.resolve();
+      }
+    } catch (error) {
+      for (const a of batch) a.reject(error);
+    }
   }
 
   get keys(): RedisKeys {
     return this.context.keys;
   }
+}
+
+async function execOrThrow(multi: ReturnType<Redis['multi']>): Promise<void> {
+  const results = await multi.exec();
+  const failed = results?.find(([error]) => error);
+  if (failed) throw failed[0];
 }
 
 /** One delivery of a queue entry. */
