@@ -1,5 +1,5 @@
 import { createAnalysisService, type AnalysisServiceOptions } from '@tributary/analysis';
-import { baseConfigSchema, ConfigError, createLogger, loadConfig, type BaseConfig } from '@tributary/core';
+import { baseConfigSchema, ConfigError, createLogger, eventBusUrl, loadConfig, type BaseConfig } from '@tributary/core';
 import { databaseTarget, openDatabase, type Database } from '@tributary/core/db';
 import { eventLogMigrations, InMemoryTransport, SqlEventLog, type Transport } from '@tributary/core/events';
 import { startService, type RunningService, type ServiceDefinition, type SubgraphConfig } from '@tributary/core/service';
@@ -82,7 +82,7 @@ export async function createEmbeddedTransport(config: BaseConfig, env: Record<st
  * The gateway, every subgraph of the workspace (`loadSubgraphServices`, in name order) and their
  * consumers in one process: what `pnpm dev` runs, with the
  * demo page on the gateway's `/` (./demo) and GraphiQL opening on {@link GRAPHIQL_QUERY}.
- * Without AMQP_URL they share one in-memory bus ({@link createEmbeddedTransport}, its log in
+ * Without EVENT_BUS_URL (or AMQP_URL) they share one in-memory bus ({@link createEmbeddedTransport}, its log in
  * the `events` database); without DATABASE_URL each has its own PGlite
  * under TRIBUTARY_DATA_DIR. With both set, the same code runs on real services.
  */
@@ -97,7 +97,7 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     env.AUTH_JWT_SECRET = generateSecret();
   }
   const config = loadConfig(baseConfigSchema, env);
-  const bus = config.AMQP_URL ? undefined : await createEmbeddedTransport(config, env);
+  const bus = eventBusUrl(config) ? undefined : await createEmbeddedTransport(config, env);
   const shared = bus?.transport;
   const services: RunningService[] = [];
   const start = async <C extends SubgraphConfig>(definition: ServiceDefinition<C>) => {

@@ -67,7 +67,7 @@ describe.skipIf(!(await servicesAvailable()))('dlq CLI', () => {
     const lines: string[] = [];
     expect(await runDlqCli(['frobnicate'], {}, (l) => lines.push(l))).toBe(2);
     expect(await runDlqCli(['list', 'a.b'], {}, (l) => lines.push(l))).toBe(2);
-    expect(lines.pop()).toMatch(/AMQP_URL/);
+    expect(lines.pop()).toMatch(/EVENT_BUS_URL: required \(or AMQP_URL\)/);
     expect(await runDlqCli(['list', 'a.b', '--limit', 'x'], { AMQP_URL: TEST_AMQP_URL }, (l) => lines.push(l))).toBe(2);
   });
 });

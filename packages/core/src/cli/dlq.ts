@@ -1,22 +1,22 @@
 #!/usr/bin/env -S node --import tsx
 /**
- * `pnpm dlq` — list, inspect and replay dead-lettered events (RabbitMQ).
+ * `pnpm dlq` — list, inspect and replay dead-lettered events (on whichever broker EVENT_BUS_URL names).
  *
  *   pnpm dlq list    <queue> [--limit N] [--json]
  *   pnpm dlq inspect <queue> <event-id> [--json]
  *   pnpm dlq replay  <queue> (--id <event-id>... | --all) [--limit N]
  *
  * `<queue>` is `<service>.<consumer>` (prefixed with TRIBUTARY_NAMESPACE) or a full queue name.
- * Needs AMQP_URL. Exit codes: 0 done, 1 nothing matched, 2 usage or connection error.
+ * Needs EVENT_BUS_URL (or AMQP_URL). Exit codes: 0 done, 1 nothing matched, 2 usage or connection error.
  */
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { baseConfigSchema, ConfigError, loadConfig } from '../config.ts';
+import { baseConfigSchema, ConfigError, eventBusUrl, loadConfig } from '../config.ts';
 import { errorMessage } from '../errors.ts';
 import { createLogger } from '../log.ts';
 import { progress } from '../progress.ts';
-import { RabbitMqTransport } from '../events/rabbitmq.ts';
-import { Headers, type DeadLetter } from '../events/transport.ts';
+import { createTransport } from '../events/create.ts';
+import { Headers, type DeadLetter, type Transport } from '../events/transport.ts';
 
 const USAGE = `usage:
   pnpm dlq list    <queue> [--limit N] [--json]
@@ -24,7 +24,6 @@ const USAGE = `usage:
   pnpm dlq replay  <queue> (--id <event-id>... | --all) [--limit N]
 <queue> is <service>.<consumer> (e.g. analysis.document-uploaded) or a full queue name.`;
 
-const configSchema = baseConfigSchema.extend({ AMQP_URL: baseConfigSchema.shape.AMQP_URL.unwrap() });
 
 function summarize(letter: DeadLetter) {
   let event: { id?: unknown; type?: unknown; subject?: unknown; tenantid?: unknown } = {};
@@ -96,20 +95,16 @@ export async function runDlqCli(argv: string[], env: Record<string, string | und
   if (typeof cli === 'number') return cli;
   let config;
   try {
-    config = loadConfig(configSchema, env);
+    config = loadConfig(baseConfigSchema, env);
+    if (!eventBusUrl(config)) throw new ConfigError([{ key: 'EVENT_BUS_URL', message: 'required (or AMQP_URL): the broker whose dead-letter queues to read' }]);
   } catch (error) {
     out(error instanceof ConfigError ? error.message : errorMessage(error));
     return 2;
   }
   const namespace = config.TRIBUTARY_NAMESPACE;
   const queue = cli.queueArg.startsWith(`${namespace}.`) ? cli.queueArg : `${namespace}.${cli.queueArg}`;
-  const transport = new RabbitMqTransport({
-    url: config.AMQP_URL,
-    namespace,
-    logger: createLogger({ service: 'dlq-cli', level: 'silent' }),
-    connectionName: `${namespace}-dlq-cli`,
-    reconnect: { initialMaxRetries: 2 },
-  });
+  // With the services' own log settings: a broker where the tool declares first gets what they would.
+  const transport = createTransport(config, createLogger({ service: 'dlq-cli', level: 'silent' }), `${namespace}-dlq-cli`);
   try {
     await transport.start();
     if (cli.command === 'list') return await list(transport, queue, cli, out);
@@ -124,7 +119,7 @@ export async function runDlqCli(argv: string[], env: Record<string, string | und
 }
 
 /** `list`: one line per dead letter (or JSON), oldest first. */
-async function list(transport: RabbitMqTransport, queue: string, cli: DlqCommand, out: (line: string) => void): Promise<number> {
+async function list(transport: Transport, queue: string, cli: DlqCommand, out: (line: string) => void): Promise<number> {
   const rows = (await transport.listDeadLetters(queue, cli.limit ?? 50)).map(summarize);
   if (cli.json) out(JSON.stringify(rows, null, 2));
   else if (rows.length === 0) out(`${queue}.dlq is empty`);
@@ -133,7 +128,7 @@ async function list(transport: RabbitMqTransport, queue: string, cli: DlqCommand
 }
 
 /** `inspect`: one dead letter, its headers and its event (raw when it is not JSON); 1 when none has the id. */
-async function inspect(transport: RabbitMqTransport, queue: string, cli: DlqCommand, out: (line: string) => void): Promise<number> {
+async function inspect(transport: Transport, queue: string, cli: DlqCommand, out: (line: string) => void): Promise<number> {
   const letters = await transport.listDeadLetters(queue, cli.limit ?? 100_000);
   const letter = letters.find((l) => l.messageId === cli.eventId);
   if (!letter) {
@@ -152,7 +147,7 @@ async function inspect(transport: RabbitMqTransport, queue: string, cli: DlqComm
 }
 
 /** `replay`: move the named dead letters (or all, up to --limit) back to the queue, with a progress bar; 1 when none moved. */
-async function replay(transport: RabbitMqTransport, queue: string, cli: DlqCommand, out: (line: string) => void, progressOut: NodeJS.WriteStream): Promise<number> {
+async function replay(transport: Transport, queue: string, cli: DlqCommand, out: (line: string) => void, progressOut: NodeJS.WriteStream): Promise<number> {
   const waiting = await transport.queueDepth(`${queue}.dlq`).catch(() => undefined);
   const bar = progress(`replaying ${queue}.dlq`, cli.ids?.length ?? (cli.limit && waiting !== undefined ? Math.min(cli.limit, waiting) : waiting), progressOut);
   const options = { ...(cli.ids ? { messageIds: cli.ids } : {}), ...(cli.limit ? { limit: cli.limit } : {}), onMoved: () => bar.tick() };

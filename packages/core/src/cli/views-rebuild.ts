@@ -1,11 +1,11 @@
 /**
  * `pnpm views:rebuild <service>` — rebuild a service's views from the event log while it runs
  * (`rebuildViews` in views/). Run it with the service's own environment (DATABASE_URL or
- * <SERVICE>_DATABASE_URL, AMQP_URL, TRIBUTARY_NAMESPACE, the service's required settings).
+ * <SERVICE>_DATABASE_URL, EVENT_BUS_URL (or AMQP_URL), TRIBUTARY_NAMESPACE, the service's required settings).
  *
  *   pnpm views:rebuild <service> [--accept-partial] [--batch N] [--embedded]
  *
- * Embedded mode (no AMQP_URL): the log is the `events` database's table; on PGlite, with pnpm dev
+ * Embedded mode (no EVENT_BUS_URL or AMQP_URL): the log is the `events` database's table; on PGlite, with pnpm dev
  * stopped and `--embedded` (see {@link embeddedRefusal}).
  *
  * Exit codes: 0 rebuilt and swapped, 1 refused or failed (the live views untouched; the code is
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { ConfigError, loadConfig } from '../config.ts';
+import { ConfigError, eventBusUrl, loadConfig } from '../config.ts';
 import { databaseTarget, openDatabase, type Database } from '../db/index.ts';
 import { errorCode, errorMessage } from '../errors.ts';
 import { createTransport } from '../events/create.ts';
@@ -170,14 +170,14 @@ interface LogSource {
 }
 
 /**
- * Why embedded mode cannot be rebuilt from here, if it cannot. Without AMQP_URL the log is a table
+ * Why embedded mode cannot be rebuilt from here, if it cannot. Without a broker the log is a table
  * in the `events` database and the views are in the service's; on PostgreSQL (DATABASE_URL) other
  * processes can use them while pnpm dev runs, but a PGlite data directory must be opened by one
  * process at a time (a second one corrupts it, and PGlite leaves no lock to find it by): there the
  * operator stops pnpm dev and says so with --embedded.
  */
 function embeddedRefusal(cli: Command, service: string, config: SubgraphConfig, env: Record<string, string | undefined>): string | undefined {
-  if (config.AMQP_URL || config.EVENT_LOG === 'off') return undefined;
+  if (eventBusUrl(config) || config.EVENT_LOG === 'off') return undefined;
   const targets = [databaseTarget('events', env), databaseTarget(service, env)];
   if (targets.some((t) => t.kind === 'pglite' && t.dataDir === 'memory://')) return `${ViewsErrorCode.VIEWS_LOG_OFF}: TRIBUTARY_DATA_DIR is memory://: nothing outlives the pnpm dev process`;
   if (targets.some((t) => t.kind === 'pglite') && !cli.embedded) {
@@ -187,7 +187,7 @@ function embeddedRefusal(cli: Command, service: string, config: SubgraphConfig, 
 }
 
 async function openLog(config: SubgraphConfig, env: Record<string, string | undefined>, logger: Logger, service: string): Promise<LogSource> {
-  if (config.AMQP_URL) {
+  if (eventBusUrl(config)) {
     const transport = createTransport(config, logger, `${config.TRIBUTARY_NAMESPACE}.${service}.views-rebuild.${process.pid}`);
     await transport.start();
     return { log: transport.log, transport, close: () => transport.close() };

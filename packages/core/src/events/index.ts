@@ -6,8 +6,12 @@ export { SqlEventLog, eventLogMigrations, type SqlEventLogOptions } from './log-
 export { RabbitMqEventLog, logStreamName, type LogRetention, type RabbitMqLogOptions } from './log-rabbitmq.ts';
 export { coalesceWrites } from './amqplib-writes.ts';
 export { deleteNamespace, RabbitMqTransport, type RabbitMqTransportOptions } from './rabbitmq.ts';
+export { deleteRedisNamespace, RedisStreamsTransport, type RedisTransportOptions } from './redis.ts';
+export { RedisEventLog } from './log-redis.ts';
+export { deleteNatsNamespace, NatsJetStreamTransport, type NatsTransportOptions } from './nats.ts';
+export { NatsEventLog } from './log-nats.ts';
 export { publish, type NewEvent } from './publish.ts';
 export { OutboxRelay, type OutboxRelayOptions } from './relay.ts';
 export { EventConsumer, type BatchEventHandler, type EventConsumerHandler, type EventConsumerOptions, type EventConsumerSettings, type EventHandler, type HandlerContext, type StagedEventHandler, type StagedHandlerContext, type TransactionContext } from './consumer.ts';
-export { createTransport } from './create.ts';
+export { createTransport, deleteBusNamespace, type TransportConfig } from './create.ts';
 export { beforeWatermark, DEFAULT_INBOX_RETENTION_HOURS, INBOX_PRUNE_BATCH, InboxRetentionErrorCode, lockWatermark, pruneInbox, replayWatermark, type InboxPruneResult } from './inbox-retention.ts';
