@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OfflineAnalyzer, type Analyzer } from '@tributary/ai';
 import { startOpenAITestServer, type OpenAITestServer } from '@tributary/ai/testing';
 import { closeBrokerConnections, servicesAvailable, waitFor } from '@tributary/core/testing';
-import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
+import { collect, deployedBrokers, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
 const CACHE_ENV = { GATEWAY_CACHE_TYPES: 'Job,Document,Stats,ThemeStat' };
 const UPLOAD = 'mutation Upload($input: UploadDocumentInput!) { uploadDocument(input: $input) { document { id } job { id } } }';
@@ -38,18 +38,22 @@ const slowAnalyzer: Analyzer = { provider: offline.provider, model: offline.mode
 
 const modes: [string, () => Promise<TestSystem>][] = [
   ['embedded (in-memory bus)', () => startEmbeddedSystem({ env: CACHE_ENV, analysis: { analyzer: slowAnalyzer } })],
-  [
-    'separate processes on PostgreSQL and RabbitMQ',
-    async () => {
-      // The same for processes: a model that answers after 400 ms (the OpenAI-compatible test
-      // server, over the real wire) keeps a job RUNNING long enough for repeat reads to be cached.
-      slowModel = await startOpenAITestServer({ apiKey: 'sk-test', latencyMs: 400 });
-      return startProcessSystem({ gatewayEnv: CACHE_ENV, serviceEnv: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: slowModel.baseURL } });
-    },
-  ],
 ];
 let slowModel: OpenAITestServer | undefined;
 const available = await servicesAvailable();
+if (available) {
+  for (const broker of await deployedBrokers()) {
+    modes.push([
+      `separate processes on PostgreSQL and ${broker.name}`,
+      async () => {
+        // The same for processes: a model that answers after 400 ms (the OpenAI-compatible test
+        // server, over the real wire) keeps a job RUNNING long enough for repeat reads to be cached.
+        slowModel = await startOpenAITestServer({ apiKey: 'sk-test', latencyMs: 400 });
+        return startProcessSystem({ gatewayEnv: CACHE_ENV, serviceEnv: { OPENAI_API_KEY: 'sk-test', OPENAI_BASE_URL: slowModel.baseURL }, eventBusUrl: broker.url });
+      },
+    ]);
+  }
+}
 
 describe.skipIf(!available).each(modes)('the event-invalidated cache, %s', (name, start) => {
   let system: TestSystem;

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { servicesAvailable, waitFor } from '@tributary/core/testing';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { collect, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
+import { collect, deployedBrokers, startEmbeddedSystem, startProcessSystem, type GraphQLResponse, type TestSystem } from './fixtures/system.ts';
 
 const UPLOAD = `mutation Upload($input: UploadDocumentInput!) {
   uploadDocument(input: $input) { document { id title } job { id status attempts createdAt } }
@@ -26,9 +26,9 @@ async function upload(system: TestSystem, title = 'Energy report', content = TEX
 
 const modes: [string, () => Promise<TestSystem>][] = [
   ['embedded defaults (pnpm dev)', () => startEmbeddedSystem()],
-  ['separate processes on PostgreSQL and RabbitMQ', () => startProcessSystem()],
 ];
 const available = await servicesAvailable();
+if (available) for (const broker of await deployedBrokers()) modes.push([`separate processes on PostgreSQL and ${broker.name}`, () => startProcessSystem({ eventBusUrl: broker.url })]);
 
 describe.skipIf(!available).each(modes)('the pipeline, %s', (_name, start) => {
   let system: TestSystem;

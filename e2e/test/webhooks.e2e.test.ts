@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { servicesAvailable, waitFor } from '@tributary/core/testing';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEmbeddedSystem, startProcessSystem, type TestSystem } from './fixtures/system.ts';
+import { deployedBrokers, startEmbeddedSystem, startProcessSystem, type TestSystem } from './fixtures/system.ts';
 
 // Short retry tiers (the production default spans about 24 h): 6 attempts over 31 s.
 const WEBHOOK_ENV = { WEBHOOK_ALLOW_PRIVATE_NETWORKS: 'true', WEBHOOK_RETRY_DELAYS_MS: '1000,2000,4000,8000,16000', WEBHOOK_TIMEOUT_MS: '3000' };
@@ -95,9 +95,9 @@ async function deliveries(query: Query, webhookId: string) {
 
 const modes: [string, () => Promise<TestSystem>][] = [
   ['embedded defaults (pnpm dev)', () => startEmbeddedSystem({ env: WEBHOOK_ENV })],
-  ['separate processes on PostgreSQL and RabbitMQ', () => startProcessSystem({ serviceEnv: WEBHOOK_ENV })],
 ];
 const available = await servicesAvailable();
+if (available) for (const broker of await deployedBrokers()) modes.push([`separate processes on PostgreSQL and ${broker.name}`, () => startProcessSystem({ serviceEnv: WEBHOOK_ENV, eventBusUrl: broker.url })]);
 
 describe.skipIf(!available).each(modes)('webhooks, %s', (_name, start) => {
   let system: TestSystem;
