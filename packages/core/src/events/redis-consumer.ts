@@ -34,6 +34,8 @@ export class RedisConsumer {
   private wake: (() => void) | undefined;
   /** Entries were left pending in our name for want of room: the loop reads our pending list again. */
   private reread = false;
+  /** A tick is under way (a slow server must not stack them up). */
+  private ticking = false;
   /** Acks waiting for this turn's flush. */
   private readonly acks: { entryId: string; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Where the next XAUTOCLAIM scan goes on: each scans a bounded part of the pending list. */
@@ -145,7 +147,8 @@ export class RedisConsumer {
   private async deliveryCounts(ids: string[]): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
     if (ids.length === 0) return counts;
-    const rows = (await this.context.client.xpending(this.key, GROUP, ids[0]!, ids.at(-1)!, ids.length, this.context.consumerName)) as [string, string, number, number][];
+    // Ids in order; our entries in flight may lie between them in the pending list, so the count allows for them.
+    const rows = (await this.context.client.xpending(this.key, GROUP, ids[0]!, ids.at(-1)!, ids.length + this.inFlight.size, this.context.consumerName)) as [string, string, number, number][];
     for (const [id, , , count] of rows) counts.set(id, Number(count));
     return counts;
   }
@@ -184,7 +187,8 @@ export class RedisConsumer {
    * handler's), refresh an exclusive queue's binding, and take over entries idle too long.
    */
   private async tick(): Promise<void> {
-    if (this.cancelled) return;
+    if (this.cancelled || this.ticking) return;
+    this.ticking = true;
     const { client, consumerName, claimMinIdleMs } = this.context;
     try {
       if (this.inFlight.size > 0) await client.xclaim(this.key, GROUP, consumerName, 0, ...this.inFlight.keys(), 'JUSTID');
@@ -199,6 +203,8 @@ export class RedisConsumer {
       await this.handOut(entries, await this.deliveryCounts(entries.map((e) => e.entryId)));
     } catch (error) {
       if (!this.cancelled) this.context.logger.warn({ queue: this.spec.queue, err: errorMessage(error) }, 'claiming idle entries failed');
+    } finally {
+      this.ticking = false;
     }
   }
 
