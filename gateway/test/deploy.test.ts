@@ -104,6 +104,7 @@ const isRequired = (type: z.ZodType) => !type.safeParse(undefined).success;
 
 /** Schema keys compose deliberately leaves out, and why. */
 const NOT_IN_COMPOSE: Record<string, string> = {
+  AMQP_URL: 'compose names the broker with EVENT_BUS_URL (AMQP_URL beside it would be a second, conflicting setting)',
   DATABASE_URL: 'each subgraph gets <SERVICE>_DATABASE_URL, naming its own database',
   TRIBUTARY_DATA_DIR: 'embedded PGlite only; the image sets it',
   SUPERGRAPH_PATH: 'the image puts the supergraph where the gateway looks by default',
@@ -121,7 +122,9 @@ interface ComposeService {
   build?: { context?: string; dockerfile?: string; args?: Record<string, ComposeValue> };
   environment?: Record<string, ComposeValue>;
   healthcheck?: { test?: string[] | string };
-  depends_on?: Record<string, { condition?: string }>;
+  depends_on?: Record<string, { condition?: string; required?: boolean }>;
+  profiles?: string[];
+  command?: string[];
   ports?: (string | number)[];
   volumes?: string[];
 }
@@ -138,19 +141,52 @@ const host: Environment = { INTERNAL_SIGNING_SECRET: 's'.repeat(48), AUTH_JWT_SE
 
 /**
  * Compose's substitution: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error},
- * ${VAR?error}, ${VAR:+replacement}, ${VAR+replacement} (the argument itself interpolated).
+ * ${VAR?error}, ${VAR:+replacement}, ${VAR+replacement} (the argument itself interpolated, so a
+ * default may hold further substitutions: `${A:-x${B:-y}}`).
  */
 function interpolate(text: string, env: Environment): string {
-  return text.replace(/\$\$|\$\{([A-Za-z_]\w*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_]\w*)/g, (match: string, braced?: string, operator?: string, argument?: string, bare?: string) => {
-    if (match === '$$') return '$';
-    const name = must(braced ?? bare, match);
+  let out = '';
+  let i = 0;
+  while (i < text.length) {
+    const rest = text.slice(i);
+    if (rest.startsWith('$$')) {
+      out += '$';
+      i += 2;
+      continue;
+    }
+    const bare = /^\$([A-Za-z_]\w*)/.exec(rest);
+    if (bare) {
+      out += env[bare[1]!] ?? '';
+      i += bare[0].length;
+      continue;
+    }
+    const braced = /^\$\{([A-Za-z_]\w*)(:?[-?+])?/.exec(rest);
+    if (!braced) {
+      out += text[i];
+      i += 1;
+      continue;
+    }
+    // The argument runs to the matching brace: nested ${…} inside it are its own.
+    let depth = 1;
+    let end = i + braced[0].length;
+    for (; end < text.length && depth > 0; end++) {
+      if (text.startsWith('${', end)) {
+        depth++;
+        end++;
+      } else if (text[end] === '}') depth--;
+    }
+    if (depth > 0) throw new Error(`unclosed substitution in ${text}`);
+    const [, name, operator] = braced as unknown as [string, string, string | undefined];
+    const argument = text.slice(i + braced[0].length, end - 1);
+    i = end;
     const value = env[name];
     const missing = operator?.startsWith(':') ? !value : value === undefined;
-    if (operator?.endsWith('+')) return missing ? '' : interpolate(argument ?? '', env);
-    if (missing && operator?.endsWith('?')) throw new Error(`${name}: ${argument ?? ''}`);
-    if (missing && operator?.endsWith('-')) return interpolate(argument ?? '', env);
-    return value ?? '';
-  });
+    if (operator?.endsWith('+')) out += missing ? '' : interpolate(argument, env);
+    else if (missing && operator?.endsWith('?')) throw new Error(`${name}: ${argument}`);
+    else if (missing && operator?.endsWith('-')) out += interpolate(argument, env);
+    else out += value ?? '';
+  }
+  return out;
 }
 
 /** The container's environment: a key without a value passes the host's through, if set. */
@@ -366,15 +402,38 @@ describe('docker-compose.yml', () => {
   });
 
   it('shares the namespace, the broker and the signing secret across services', () => {
-    for (const key of ['TRIBUTARY_NAMESPACE', 'AMQP_URL', 'INTERNAL_SIGNING_SECRET', 'NODE_ENV']) {
+    for (const key of ['TRIBUTARY_NAMESPACE', 'EVENT_BUS_URL', 'INTERNAL_SIGNING_SECRET', 'NODE_ENV']) {
       const values = new Set(specs.map((s) => containerEnv(s.name)[key]));
       expect([...values], key).toHaveLength(1);
     }
-    const amqp = new URL(must(containerEnv('gateway').AMQP_URL, 'AMQP_URL'));
+    const amqp = new URL(must(containerEnv('gateway').EVENT_BUS_URL, 'EVENT_BUS_URL'));
     const rabbitmq = containerEnv('rabbitmq');
     expect([amqp.protocol, amqp.hostname, amqp.port || '5672']).toEqual(['amqp:', 'rabbitmq', '5672']);
     expect([decodeURIComponent(amqp.username), decodeURIComponent(amqp.password)]).toEqual([rabbitmq.RABBITMQ_DEFAULT_USER, rabbitmq.RABBITMQ_DEFAULT_PASS]);
+    const custom = { ...host, RABBITMQ_USER: 'mq-user', RABBITMQ_PASSWORD: 'mq-pass' };
+    expect(containerEnv('documents', custom).EVENT_BUS_URL).toBe('amqp://mq-user:mq-pass@rabbitmq:5672');
     expect(service('rabbitmq').image).toMatch(/^rabbitmq:.*management/);
+    expect(NOT_IN_COMPOSE.AMQP_URL).toBeDefined();
+  });
+
+  it('runs Redis Streams or NATS JetStream instead under their profile, with the data kept on a volume', () => {
+    const brokers = { redis: { service: 'redis-events', url: 'redis://redis-events:6379' }, nats: { service: 'nats', url: 'nats://nats:4222' } };
+    for (const [profile, broker] of Object.entries(brokers)) {
+      const s = service(broker.service);
+      expect(s.profiles, broker.service).toEqual([profile]);
+      expect(s.healthcheck?.test, broker.service).toBeDefined();
+      expect(s.volumes?.map(volume).map((v) => v.source), broker.service).toHaveLength(1);
+      // Every service takes the URL given, and accepts it.
+      for (const spec of specs) {
+        const env = containerEnv(spec.name, { ...host, EVENT_BUS_URL: broker.url });
+        expect(env.EVENT_BUS_URL, spec.name).toBe(broker.url);
+        expect(() => spec.load(env), spec.name).not.toThrow();
+      }
+    }
+    // Redis answers only once the write is in its append-only file, fsynced: a confirmed publish survives a crash.
+    expect(service('redis-events').command).toEqual(expect.arrayContaining(['--appendonly', 'yes', '--appendfsync', 'always']));
+    expect(service('nats').command).toEqual(expect.arrayContaining(['-js', '-sd', '/data']));
+    expect(service('rabbitmq').profiles).toBeUndefined(); // the default broker
   });
 
   it('gives each subgraph its own database, which the PostgreSQL init script creates', () => {
@@ -412,13 +471,16 @@ describe('docker-compose.yml', () => {
     const needs = (name: string) => Object.keys(service(name).depends_on ?? {}).sort();
     // A service given REDIS_URL waits for Redis as well.
     const redis = (name: string) => (containerEnv(name).REDIS_URL ? ['redis'] : []);
-    for (const s of subgraphs) expect(needs(s.name), s.name).toEqual(['postgres', 'rabbitmq', ...redis(s.name)].sort());
-    expect(needs('gateway')).toEqual(['rabbitmq', ...redis('gateway'), ...subgraphs.map((s) => s.name)].sort());
+    // Each broker only when its profile runs it (`required: false`); the others always.
+    const brokers = ['nats', 'rabbitmq', 'redis-events'];
+    for (const s of subgraphs) expect(needs(s.name), s.name).toEqual(['postgres', ...brokers, ...redis(s.name)].sort());
+    expect(needs('gateway')).toEqual([...brokers, ...redis('gateway'), ...subgraphs.map((s) => s.name)].sort());
     for (const s of specs) {
       const dependsOn = service(s.name).depends_on;
       if (Array.isArray(dependsOn)) throw new Error(`${s.name}: depends_on needs conditions`);
-      for (const [dependency, { condition }] of Object.entries(dependsOn ?? {})) {
+      for (const [dependency, { condition, required }] of Object.entries(dependsOn ?? {})) {
         expect(condition, `${s.name} → ${dependency}`).toBe('service_healthy');
+        expect(required, `${s.name} → ${dependency}`).toBe(brokers.includes(dependency) ? false : undefined);
         expect(service(dependency).healthcheck?.test, `${dependency} has a health check`).toBeDefined();
       }
     }
