@@ -34,7 +34,7 @@ const PROMOTE_EVERY_MS = 25;
  * by a lost connection may land twice: the inbox makes that harmless, as with RabbitMQ.
  *
  * Its parts: the options and keys (`redis-options.ts`), the scripts, the consumers and their
- * deliveries (`redis-consumer.ts`) and the log (`log-redis.ts`).
+ * deliveries (`redis-consumer.ts`, `redis-delivery.ts`) and the log (`log-redis.ts`).
  */
 export class RedisStreamsTransport implements Transport {
   readonly kind = 'redis' as const;
