@@ -6,8 +6,9 @@
  * `createTransport` with the broker's URL (as `EVENT_BUS_URL`), and runs twice a round, with the
  * event log on as it ships and off: their ratio is what the log costs. Every side gets the same
  * settings and work; each pipeline run has a namespace and database of its own, deleted after
- * (`deleteBusNamespace`), as are the raw clients' queues and streams. A benchmark, not a test: it
- * prints figures and asserts nothing.
+ * (`deleteBusNamespace`), as are the raw clients' queues and streams, also on Ctrl-C (SIGINT or
+ * SIGTERM: the run under way is stopped and deleted before the process exits). A benchmark, not a
+ * test: it prints figures and asserts nothing.
  *
  * - `rabbitmq` (the default): raw amqplib (confirm-publish → consume/ack, no database; on a
  *   classic and a quorum queue, once before the rounds, bench/raw-amqp.ts); then, interleaved,
