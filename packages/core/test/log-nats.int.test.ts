@@ -1,10 +1,17 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLogger } from '@tributary/core';
-import { describeLogContract, natsAvailable, TEST_NATS_URL } from '@tributary/core/testing';
-import { describe } from 'vitest';
+import { describeLogContract, freePort, natsAvailable, TEST_NATS_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { LogEntry } from '../src/events/log.ts';
+import { OwnNatsServer } from './fixtures/nats-server.ts';
 // Not yet exported from @tributary/core/events (the lead wires it there).
 import { deleteNatsNamespace, NatsJetStreamTransport } from '../src/events/nats.ts';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+const message = (text: string) => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });
 
 describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream', () => {
   describeLogContract('nats jetstream', async (namespace, { tinyRetention }) => {
@@ -20,5 +27,75 @@ describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream', () => {
         await deleteNatsNamespace(TEST_NATS_URL, namespace);
       },
     };
+  });
+});
+
+describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream: recovery and declaration', () => {
+  let server: OwnNatsServer | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await server?.stop();
+    server = undefined;
+    if (dir) await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('a follower carries on after a server restart and hands out every entry exactly once; a read after it gets the rest', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tributary-nats-log-'));
+    server = new OwnNatsServer(await freePort(), dir);
+    await server.start();
+    const namespace = testNamespace('nl');
+    const transport = new NatsJetStreamTransport({ url: server.url, namespace, logger, connectionName: namespace, publishTimeoutMs: 5_000 });
+    await transport.start();
+    try {
+      await transport.publish(['a', 'b', 'c'].map(message));
+      const got: LogEntry[] = [];
+      const handle = await transport.log!.follow({ from: 'beginning' }, (e) => got.push(e));
+      await waitFor(() => got.length === 3, 10_000, 'the history');
+      await server.stop();
+      await server.start();
+      // publish waits for the reconnection (within its timeout).
+      await transport.publish(['d', 'e'].map(message));
+      await waitFor(() => got.length >= 5, 20_000, 'entries after the restart');
+      await transport.publish([message('f')]);
+      await waitFor(() => got.length >= 6, 10_000, 'a live entry');
+      await handle.close();
+      expect(got.map((e) => e.body.toString())).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+      expect(got.map((e) => e.offset)).toEqual([1, 2, 3, 4, 5, 6]);
+      const rest: string[] = [];
+      const last = await transport.log!.read({ from: { after: 3 } }, (e) => void rest.push(e.body.toString()));
+      expect(rest).toEqual(['d', 'e', 'f']);
+      expect(last).toBe(6);
+    } finally {
+      await transport.close();
+      await deleteNatsNamespace(server.url, namespace).catch(() => {});
+    }
+  }, 60_000);
+
+  it('keeps the stream it finds when another process created it with other retention, and says so', async () => {
+    const namespace = testNamespace('nm');
+    const warnings: string[] = [];
+    const capture = createLogger({ service: 'test', level: 'warn' });
+    const spy = Object.assign(Object.create(capture) as typeof capture, {
+      child: () => spy,
+      warn: (_: unknown, text?: string) => void warnings.push(String(text)),
+    });
+    const first = new NatsJetStreamTransport({ url: TEST_NATS_URL, namespace, logger, connectionName: namespace, log: { maxBytes: 5_000_000 } });
+    const second = new NatsJetStreamTransport({ url: TEST_NATS_URL, namespace, logger: spy, connectionName: `${namespace}-2`, log: { maxBytes: 9_000_000, maxAgeMs: 60_000 } });
+    try {
+      await first.start();
+      await second.start();
+      expect(warnings.some((w) => w.includes('exists with other settings'))).toBe(true);
+      await second.publish([message('through the second')]);
+      const texts: string[] = [];
+      await first.log!.read({ from: 'beginning' }, (e) => void texts.push(e.body.toString()));
+      expect(texts).toEqual(['through the second']);
+      const stats = await first.log!.stats();
+      expect(stats.entries).toBe(1);
+    } finally {
+      await first.close();
+      await second.close();
+      await deleteNatsNamespace(TEST_NATS_URL, namespace);
+    }
   });
 });

@@ -272,9 +272,25 @@ export class NatsQueue implements DeliveryOwner, ConsumerHandle {
     for (const delivery of [...this.handedOut.values()]) delivery.release(PULL_EXPIRES_MS + 500);
     clearInterval(this.keepAlive);
     if (this.spec.exclusive) {
-      const jsm = this.ctx.jsm();
-      await jsm.consumers.delete(this.ctx.names.eventsStream, this.consumer).catch(() => {});
-      await jsm.consumers.delete(this.ctx.names.retryStream, this.consumer).catch(() => {});
+      await this.deleteConsumer(this.ctx.names.eventsStream);
+      await this.deleteConsumer(this.ctx.names.retryStream);
+    }
+  }
+
+  /**
+   * An exclusive queue's consumer goes with it. 2.9.10 sometimes refuses a delete while the
+   * consumer writes its state ("unlinkat …: directory not empty"): try again; inactive_threshold
+   * removes it in the end anyway.
+   */
+  private async deleteConsumer(stream: string): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await this.ctx.jsm().consumers.delete(stream, this.consumer);
+        return;
+      } catch (error) {
+        if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   }
 }

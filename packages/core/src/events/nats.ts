@@ -19,6 +19,21 @@ function defaultRetention(): NatsLogOptions {
   return typeof parsed === 'string' ? {} : parsed;
 }
 
+/** One publish request's own timeout; a publish tries again within its whole timeout. */
+const PUBLISH_ATTEMPT_MS = 2_000;
+
+/**
+ * No answer (timeout) or nobody to answer yet: right after a server restart the connection is
+ * back before JetStream is, and a publish gets "no responders" (the client says
+ * JetStreamNotEnabled). Worth another try within the publish's timeout.
+ */
+function isTransient(error: unknown): boolean {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if (e.name === 'TimeoutError' || e.name === 'NoRespondersError' || e.name === 'JetStreamNotEnabled' || /timeout|no responders/i.test(e.message)) return true;
+  }
+  return false;
+}
+
 const servers = (url: string) =>
   url
     .split(',')
@@ -100,19 +115,34 @@ export class NatsJetStreamTransport implements Transport {
    * the copy a later retry sends if the first one landed after all.
    */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
-    const js = this.js();
+    this.js();
     if (messages.length === 0) return;
+    const deadline = Date.now() + this.publishTimeoutMs;
     try {
-      await Promise.all(
-        messages.map((m) =>
-          js.publish(`${this.names.eventPrefix}${m.routingKey}`, m.body, { msgID: m.messageId, headers: toNatsHeaders(m.headers), timeout: this.publishTimeoutMs }),
-        ),
-      );
+      await Promise.all(messages.map((m) => this.publishOne(m, deadline)));
     } catch (error) {
       if (this.closed) throw new TributaryError(CoreErrorCode.TRANSPORT_CLOSED, 'the NATS transport closed during a publish', { cause: error });
-      const name = error instanceof Error ? error.name : '';
-      if (name === 'TimeoutError' || !this.connected) throw new TributaryError(CoreErrorCode.PUBLISH_TIMEOUT, `JetStream did not ack ${messages.length} message(s) within ${this.publishTimeoutMs} ms`, { cause: error });
+      if (isTransient(error)) throw new TributaryError(CoreErrorCode.PUBLISH_TIMEOUT, `JetStream did not ack ${messages.length} message(s) within ${this.publishTimeoutMs} ms`, { cause: error });
       throw new TributaryError(CoreErrorCode.PUBLISH_NACKED, `JetStream refused a publish: ${errorMessage(error)}`, { cause: error });
+    }
+  }
+
+  /**
+   * One message, tried again until the deadline when the request got no answer: a request sent
+   * just as the server went away, or before JetStream was back after a restart, is never
+   * answered. Safe to repeat: the `Nats-Msg-Id` makes the stream keep one copy.
+   */
+  private async publishOne(m: OutgoingMessage, deadline: number): Promise<void> {
+    const subject = `${this.names.eventPrefix}${m.routingKey}`;
+    for (;;) {
+      const left = deadline - Date.now();
+      try {
+        await this.js().publish(subject, m.body, { msgID: m.messageId, headers: toNatsHeaders(m.headers), timeout: Math.max(1, Math.min(left, PUBLISH_ATTEMPT_MS)) });
+        return;
+      } catch (error) {
+        if (this.closed || !isTransient(error) || deadline - Date.now() <= 0) throw error;
+        await new Promise((r) => setTimeout(r, Math.min(100, Math.max(0, deadline - Date.now()))));
+      }
     }
   }
 
