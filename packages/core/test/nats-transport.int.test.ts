@@ -81,6 +81,25 @@ describe.skipIf(!(await natsAvailable()))('NATS JetStream transport: consumers',
     await waitFor(async () => (await transport.queueDepth(spec.queue)) === 0, 5_000, 'an empty queue');
   });
 
+  it('shares a queue between processes consuming it (competing consumers), each message to one of them', async () => {
+    const namespace = fresh();
+    const one = await open(namespace);
+    const two = await open(namespace);
+    const spec: QueueSpec = { queue: `${namespace}.svc.shared`, bindings: ['job.updated'], prefetch: 2, retryDelaysMs: [100] };
+    const byOne: string[] = [];
+    const byTwo: string[] = [];
+    // Slow handlers, so neither can take everything before the other asks.
+    const slow = (into: string[]) => (d: Delivery) => void setTimeout(() => void d.ack().then(() => into.push(String(d.messageId))), 20);
+    await one.consume(spec, slow(byOne));
+    await two.consume(spec, slow(byTwo));
+    const sent = Array.from({ length: 40 }, () => message('job.updated'));
+    await one.publish(sent);
+    await waitFor(() => byOne.length + byTwo.length === sent.length, 15_000, 'every message');
+    expect(byOne.length).toBeGreaterThan(0);
+    expect(byTwo.length).toBeGreaterThan(0);
+    expect([...byOne, ...byTwo].sort()).toEqual(sent.map((m) => m.messageId).sort());
+  });
+
   it('dead-letters a message delivered the delivery limit times without being settled', async () => {
     const namespace = fresh();
     const transport = await open(namespace, { deliveryLimit: 3 });

@@ -149,11 +149,12 @@ export class NatsQueue implements DeliveryOwner, ConsumerHandle {
   }
 
   private async run(stream: string, kind: 'main' | 'retry'): Promise<void> {
-    const consumer = await this.ctx.js().consumers.get(stream, this.consumer);
-    const messages = await consumer.consume({ max_messages: Math.min(this.spec.prefetch, 256), expires: PULL_EXPIRES_MS });
-    this.running.push(messages);
-    void this.watch(messages);
     try {
+      const consumer = await this.ctx.js().consumers.get(stream, this.consumer);
+      const messages = await consumer.consume({ max_messages: Math.min(this.spec.prefetch, 256), expires: PULL_EXPIRES_MS });
+      this.running.push(messages);
+      if (this.stopped) messages.stop();
+      void this.watch(messages);
       for await (const message of messages) {
         if (this.stopped) {
           message.nak(PULL_EXPIRES_MS + 500);
