@@ -56,9 +56,21 @@ export class NatsEventLog implements EventLog {
     };
   }
 
-  private async open(start: NonNullable<Start>): Promise<ConsumerMessages> {
+  /** An ordered consumer from `start`, and how to be rid of it. */
+  private async open(start: NonNullable<Start>): Promise<{ messages: ConsumerMessages; dispose(): void }> {
     const consumer = await this.ctx.js().consumers.get(this.ctx.stream, start.opts);
-    return consumer.consume({ max_messages: 256 });
+    const messages = await consumer.consume({ max_messages: 256 });
+    return {
+      messages,
+      dispose: () => {
+        messages.stop();
+        // Else it stays on the server for the client's inactive_threshold (5 min); a failure
+        // here (connection gone) leaves it to that threshold.
+        void Promise.resolve()
+          .then(() => consumer.delete())
+          .catch(() => {});
+      },
+    };
   }
 
   async read(options: LogReadOptions, onEntry: (entry: LogEntry) => Promise<void> | void, signal?: AbortSignal): Promise<number | undefined> {
@@ -73,7 +85,7 @@ export class NatsEventLog implements EventLog {
       if (!last || last.time.getTime() < start.from.getTime()) return undefined;
     }
     const matches = (key: string) => !options.types || options.types.some((t) => topicMatches(t, key));
-    const messages = await this.open(start);
+    const { messages, dispose } = await this.open(start);
     let last: number | undefined;
     try {
       for await (const message of messages) {
@@ -85,7 +97,7 @@ export class NatsEventLog implements EventLog {
         if (message.seq >= end || signal?.aborted) break;
       }
     } finally {
-      messages.stop();
+      dispose();
     }
     return last;
   }
@@ -94,7 +106,7 @@ export class NatsEventLog implements EventLog {
     const start = this.start(options.from, await this.state());
     if (!start) throw new Error('unreachable: every start has a position');
     const matches = (key: string) => !options.types || options.types.some((t) => topicMatches(t, key));
-    const messages = await this.open(start);
+    const { messages, dispose } = await this.open(start);
     let closed = false;
     const loop = (async () => {
       for await (const message of messages) {
@@ -106,7 +118,7 @@ export class NatsEventLog implements EventLog {
     return {
       close: async () => {
         closed = true;
-        messages.stop();
+        dispose();
         await loop.catch(() => {});
       },
     };

@@ -30,17 +30,24 @@ export class NatsDeadLetters {
     const count = Math.min(await this.depth(queue), limit);
     if (count <= 0) return;
     const consumer = await this.js().consumers.get(this.names.dlqStream, { filter_subjects: this.subject(queue), deliver_policy: DeliverPolicy.All });
-    let left = count;
-    while (left > 0) {
-      const batch = await consumer.fetch({ max_messages: Math.min(left, 256), expires: 2_000 });
-      let got = 0;
-      for await (const message of batch) {
-        got++;
-        left--;
-        yield message;
-        if (left <= 0) break;
+    try {
+      let left = count;
+      while (left > 0) {
+        const batch = await consumer.fetch({ max_messages: Math.min(left, 256), expires: 2_000 });
+        let got = 0;
+        for await (const message of batch) {
+          got++;
+          left--;
+          yield message;
+          if (left <= 0) break;
+        }
+        if (got === 0) return;
       }
-      if (got === 0) return;
+    } finally {
+      // Else it stays for the client's inactive_threshold (5 min).
+      void Promise.resolve()
+        .then(() => consumer.delete())
+        .catch(() => {});
     }
   }
 
