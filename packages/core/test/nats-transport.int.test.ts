@@ -257,7 +257,11 @@ describe.skipIf(!(await natsAvailable()))('NATS JetStream transport: server rest
       await server.stop();
       await waitFor(() => !transport.isReady(), 5_000, 'the transport to see the loss');
       const beforeRestart = confirmed.length;
-      await new Promise((r) => setTimeout(r, 2_000));
+      // While the server is down a publish waits its timeout (1.5 s here), then refuses with a code.
+      const t0 = Date.now();
+      await expect(transport.publish([message('job.updated', 'while down')])).rejects.toMatchObject({ code: 'PUBLISH_TIMEOUT' });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_400);
+      await new Promise((r) => setTimeout(r, 500));
       await server.start();
       await waitFor(() => transport.isReady(), 15_000, 'the reconnection');
       await waitFor(() => confirmed.length >= beforeRestart + 100, 20_000, 'publishes after the restart');
