@@ -28,7 +28,7 @@ describe.skipIf(!available).each(brokers)('uploads while the broker restarts, as
   }, 180_000);
   afterAll(async () => {
     await system?.stop().catch(() => {});
-    await broker?.stop();
+    await broker?.dispose();
   }, 60_000);
 
   it(`completes all ${UPLOADS} uploads in flight when it went down, each analysed once`, async () => {

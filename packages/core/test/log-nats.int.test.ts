@@ -1,14 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createLogger } from '@tributary/core';
-import { describeLogContract, freePort, natsAvailable, TEST_NATS_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { describeLogContract, natsAvailable, startTestBroker, TEST_NATS_URL, testNamespace, waitFor, type TestBroker } from '@tributary/core/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LogEntry } from '../src/events/log.ts';
-import { OwnNatsServer } from './fixtures/nats-server.ts';
-// Not yet exported from @tributary/core/events (the lead wires it there).
-import { deleteNatsNamespace, NatsJetStreamTransport } from '../src/events/nats.ts';
+import { deleteNatsNamespace, NatsJetStreamTransport } from '@tributary/core/events';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const message = (text: string) => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });
@@ -31,19 +26,14 @@ describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream', () => {
 });
 
 describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream: recovery and declaration', () => {
-  let server: OwnNatsServer | undefined;
-  let dir: string | undefined;
+  let server: TestBroker | undefined;
   afterEach(async () => {
-    await server?.stop();
+    await server?.dispose();
     server = undefined;
-    if (dir) await rm(dir, { recursive: true, force: true });
-    dir = undefined;
   });
 
   it('a follower carries on after a server restart and hands out every entry exactly once; a read after it gets the rest', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'tributary-nats-log-'));
-    server = new OwnNatsServer(await freePort(), dir);
-    await server.start();
+    server = await startTestBroker('nats');
     const namespace = testNamespace('nl');
     const transport = new NatsJetStreamTransport({ url: server.url, namespace, logger, connectionName: namespace, publishTimeoutMs: 5_000 });
     await transport.start();

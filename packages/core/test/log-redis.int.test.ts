@@ -4,7 +4,7 @@ import { describeLogContract, redisAvailable, TEST_REDIS_URL, testNamespace, wai
 import type { LogEntry } from '@tributary/core/events';
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { killRedisConnections } from './fixtures/redis-server.ts';
+import { killRedisConnections } from './fixtures/redis-connections.ts';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const message = (text: string) => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });

@@ -1,15 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { createLogger } from '@tributary/core';
-import { describeTransportContract, freePort, natsAvailable, TEST_NATS_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { describeTransportContract, natsAvailable, startTestBroker, TEST_NATS_URL, testNamespace, waitFor, type TestBroker } from '@tributary/core/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-// Not yet exported from @tributary/core/events (the lead wires it there).
-import { deleteNatsNamespace, NatsJetStreamTransport, type NatsTransportOptions } from '../src/events/nats.ts';
+import { deleteNatsNamespace, NatsJetStreamTransport, type NatsTransportOptions } from '@tributary/core/events';
 import { Headers, type Delivery, type QueueSpec } from '../src/events/transport.ts';
-import { OwnNatsServer } from './fixtures/nats-server.ts';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 
@@ -206,19 +202,14 @@ describe.skipIf(!(await natsAvailable()))('NATS JetStream transport: consumers',
 });
 
 describe.skipIf(!(await natsAvailable()))('NATS JetStream transport: server restart', () => {
-  let server: OwnNatsServer | undefined;
-  let dir: string | undefined;
+  let server: TestBroker | undefined;
   afterEach(async () => {
-    await server?.stop();
+    await server?.dispose();
     server = undefined;
-    if (dir) await rm(dir, { recursive: true, force: true });
-    dir = undefined;
   });
 
   it('loses nothing that was published and acked, and its consumers resume, across a server restart', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'tributary-nats-'));
-    server = new OwnNatsServer(await freePort(), dir);
-    await server.start();
+    server = await startTestBroker('nats');
     const namespace = testNamespace('nr');
     const transport = new NatsJetStreamTransport({ url: server.url, namespace, logger, connectionName: namespace, publishTimeoutMs: 1_500 });
     await transport.start();

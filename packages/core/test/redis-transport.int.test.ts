@@ -3,12 +3,12 @@ import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '@tributary/core';
-import { describeTransportContract, freePort, redisAvailable, TEST_REDIS_URL, testNamespace, waitFor } from '@tributary/core/testing';
+import { describeTransportContract, freePort, redisAvailable, startTestBroker, TEST_REDIS_URL, testNamespace, waitFor, type TestBroker } from '@tributary/core/testing';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deleteRedisNamespace, RedisStreamsTransport, type RedisTransportOptions } from '../src/events/redis.ts';
 import { Headers, type Delivery, type QueueSpec } from '../src/events/transport.ts';
-import { killRedisConnections, OwnRedisServer } from './fixtures/redis-server.ts';
+import { killRedisConnections } from './fixtures/redis-connections.ts';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 const message = (routingKey = 'job.updated') => ({ routingKey, messageId: randomUUID(), body: Buffer.from(randomUUID()) });
@@ -30,7 +30,7 @@ describe.skipIf(!(await redisAvailable()))('Redis Streams transport: dead consum
   const transports: RedisStreamsTransport[] = [];
   const children: ChildProcess[] = [];
   const namespaces: string[] = [];
-  const servers: OwnRedisServer[] = [];
+  const servers: TestBroker[] = [];
   let admin: Redis | undefined;
 
   afterEach(async () => {
@@ -159,9 +159,8 @@ describe.skipIf(!(await redisAvailable()))('Redis Streams transport: dead consum
   });
 
   it('loses nothing published and confirmed across a server restart (append-only file), and its consumer resumes', async () => {
-    const server = await OwnRedisServer.create();
+    const server = await startTestBroker('redis');
     servers.push(server);
-    await server.start();
     const ns = testNamespace('rr');
     const t = new RedisStreamsTransport({ url: server.url, namespace: ns, logger, connectionName: ns, publishTimeoutMs: 2_000 });
     transports.push(t);
@@ -227,9 +226,9 @@ describe.skipIf(!(await redisAvailable()))('Redis Streams transport: dead consum
   });
 
   it('after a restart that lost every key: PUBLISH_TIMEOUT while down, then the queue is declared again and onResubscribed called', async () => {
-    const server = await OwnRedisServer.create();
+    // No append-only file: the restart loses every key (groups, bindings, streams).
+    const server = await startTestBroker('redis', { persistent: false });
     servers.push(server);
-    await server.start(false);
     const ns = testNamespace('rr');
     const t = new RedisStreamsTransport({ url: server.url, namespace: ns, logger, connectionName: ns, publishTimeoutMs: 300 });
     transports.push(t);
@@ -249,7 +248,7 @@ describe.skipIf(!(await redisAvailable()))('Redis Streams transport: dead consum
     await server.stop();
     await waitFor(() => !t.isReady(), 5_000, 'the transport to see the server gone');
     await expect(t.publish([message()])).rejects.toMatchObject({ code: 'PUBLISH_TIMEOUT' });
-    await server.start(false);
+    await server.start();
     await waitFor(() => resubscribed === 1, 10_000, 'onResubscribed');
     await waitFor(() => t.isReady(), 5_000, 'ready again');
     await t.publish([after]);

@@ -14,10 +14,14 @@ const run = promisify(execFile);
 export interface TestBroker {
   kind: EventBusKind;
   url: string;
-  /** Stop the broker, wait `downMs`, start it again on the same data, and wait until it answers. */
+  /** Stop it, keeping its data (SIGTERM: Redis flushes its AOF, NATS its store). */
+  stop(): Promise<void>;
+  /** Start it again on the same port and data, and wait until it answers. */
+  start(): Promise<void>;
+  /** {@link stop}, wait `downMs`, {@link start}. */
   restart(downMs?: number): Promise<void>;
   /** Stop it for good and remove its data (nothing for the machine's shared RabbitMQ). */
-  stop(): Promise<void>;
+  dispose(): Promise<void>;
 }
 
 /**
@@ -29,65 +33,62 @@ export function sharedBrokerUrl(kind: EventBusKind): string {
 }
 
 /**
- * A broker the test may restart. Redis and NATS: a server of the test's own on a free port, with
- * its data in a temporary folder (Redis with the AOF fsynced on every write, as docs/operations.md
- * asks of a deployment; NATS with JetStream's file store). RabbitMQ: the machine's broker, its
+ * A broker the test may stop and start. Redis and NATS: a server of the test's own on a free
+ * port, with its data in a temporary folder (Redis with the AOF fsynced on every write, as
+ * docs/brokers.md asks of a deployment, or with `persistent: false` nothing on disk, so a restart
+ * loses every key; NATS with JetStream's file store). RabbitMQ: the machine's broker, its
  * application stopped and started with `rabbitmqctl` (a second node would take a minute to boot
  * here); integration test files run one at a time, so no other test sees it down.
  */
-export async function startTestBroker(kind: EventBusKind): Promise<TestBroker> {
+export async function startTestBroker(kind: EventBusKind, options: { persistent?: boolean } = {}): Promise<TestBroker> {
   if (kind === 'rabbitmq') return sharedRabbitMq();
   const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), `tributary-${kind}-`));
-  const args =
-    kind === 'redis'
-      ? ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '']
-      : ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir];
+  const aof = options.persistent === false ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always'];
+  const args = kind === 'redis' ? ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...aof, '--save', ''] : ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir];
   const command = kind === 'redis' ? 'redis-server' : 'nats-server';
   let child: ChildProcess | undefined;
   const start = async () => {
-    child = spawn(command, args, { stdio: 'ignore' });
-    const started = child;
+    const started = spawn(command, args, { stdio: 'ignore' });
+    child = started;
     await waitForPort(port, 15_000, () => started.exitCode !== null || started.signalCode !== null);
   };
-  const halt = async () => {
+  const stop = async () => {
     const current = child;
     child = undefined;
     if (!current || current.exitCode !== null || current.signalCode !== null) return;
-    // SIGTERM: Redis flushes its AOF and NATS its store, as on a planned restart.
     await new Promise<void>((resolve) => {
-      current.once('exit', () => resolve());
+      const timer = setTimeout(() => current.kill('SIGKILL'), 10_000);
+      current.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
       current.kill('SIGTERM');
     });
   };
   await start();
-  return {
-    kind,
-    url: kind === 'redis' ? `redis://127.0.0.1:${port}` : `nats://127.0.0.1:${port}`,
-    restart: async (downMs = 2_000) => {
-      await halt();
-      await sleep(downMs);
-      await start();
-    },
-    stop: async () => {
-      await halt();
-      await rm(dir, { recursive: true, force: true });
-    },
+  return testBroker(kind, kind === 'redis' ? `redis://127.0.0.1:${port}` : `nats://127.0.0.1:${port}`, stop, start, async () => {
+    await stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+}
+
+function testBroker(kind: EventBusKind, url: string, stop: () => Promise<void>, start: () => Promise<void>, dispose: () => Promise<void>): TestBroker {
+  const restart = async (downMs = 2_000) => {
+    await stop();
+    await sleep(downMs);
+    await start();
   };
+  return { kind, url, stop, start, restart, dispose };
 }
 
 function sharedRabbitMq(): TestBroker {
-  return {
-    kind: 'rabbitmq',
-    url: TEST_AMQP_URL,
-    restart: async (downMs = 2_000) => {
-      await run('rabbitmqctl', ['-q', 'stop_app'], { timeout: 60_000 });
-      await sleep(downMs);
-      await run('rabbitmqctl', ['-q', 'start_app'], { timeout: 120_000 });
-      await run('rabbitmqctl', ['-q', 'await_startup'], { timeout: 120_000 });
-    },
-    stop: async () => {},
+  const stop = async () => void (await run('rabbitmqctl', ['-q', 'stop_app'], { timeout: 60_000 }));
+  const start = async () => {
+    await run('rabbitmqctl', ['-q', 'start_app'], { timeout: 120_000 });
+    await run('rabbitmqctl', ['-q', 'await_startup'], { timeout: 120_000 });
   };
+  return testBroker('rabbitmq', TEST_AMQP_URL, stop, start, async () => {});
 }
 
 async function waitForPort(port: number, timeoutMs: number, exited: () => boolean): Promise<void> {
