@@ -18,7 +18,11 @@ const git = (args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding:
 /** What every result file opens with. */
 export interface RunInfo {
   commit: string;
-  /** True when any tracked file differs from `commit` (untracked files are not counted). */
+  /**
+   * True when any tracked file differs from `commit` (untracked files are not counted, nor the
+   * result files under bench/results/: a run that writes several, as bench:pipeline with
+   * BENCH_BROKER=all, must not call its own earlier output a change to the code measured).
+   */
   dirty: boolean;
   node: string;
   cpus: number;
@@ -28,7 +32,7 @@ export interface RunInfo {
 export function runInfo(): RunInfo {
   return {
     commit: git(['rev-parse', 'HEAD']),
-    dirty: git(['status', '--porcelain', '--untracked-files=no']) !== '',
+    dirty: git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results']) !== '',
     node: process.version,
     cpus: cpus().length,
     date: new Date().toISOString(),
