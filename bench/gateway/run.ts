@@ -14,7 +14,7 @@
  *                `{ topProducts { name price upc weight } }` on products, half the
  *                connections each, at the same time; one request = one subgraph call. No
  *                gateway request can be cheaper than this single hop.
- *   apollo, apollo-fast, hive, hive-cache, ours, ours-before, ours-undici, ours-dedup: see target.ts.
+ *   apollo, apollo-fast, hive, hive-cache, hive-rust, ours, ours-before, ours-undici, ours-dedup: see target.ts.
  *   Equal terms: every gateway runs with the same node flags. A target without `@` gets those of
  *   our gateway's start script (how it ships: `exec node --enable-source-maps
  *   --max-semi-space-size=64 dist/main.js`), whichever gateway it is; `apollo@` (`@` and nothing after it) runs on node's

@@ -5,6 +5,9 @@
  *   apollo-fast  the same with FastDataSource as every subgraph's data source
  *   hive         @graphql-hive/gateway's createGatewayRuntime({ supergraph }) on node:http
  *   hive-cache   the same with Hive Gateway's response cache on (see hiveCache)
+ *   hive-rust    the same with Hive Router's Rust query planner and its executor
+ *                (@graphql-hive/router-runtime's unifiedGraphHandler, what the `hive-gateway` CLI's
+ *                --hive-router-runtime flag turns on); loaded only for this target
  *   ours         Tributary's startGateway (auth, signed identity to subgraphs, limits, tracing
  *                context, metrics, graphql-ws) as the tree has it: IdentityDataSource extends
  *                FastDataSource (undici keep-alive pools, de-duplicated representations);
@@ -52,9 +55,12 @@ async function startApollo(fast: boolean): Promise<{ url: string; stop: () => Pr
  */
 const hiveCache = () => ({ session: () => null, ttl: Number(process.env.BENCH_HIVE_CACHE_TTL_MS ?? 10_000) });
 
-async function startHive(cached: boolean): Promise<{ url: string; stop: () => Promise<void> }> {
+async function startHive(variant: 'hive' | 'hive-cache' | 'hive-rust'): Promise<{ url: string; stop: () => Promise<void> }> {
+  // Imported here so that no other target loads the Rust planner's native addon.
+  const rust = variant === 'hive-rust' ? { unifiedGraphHandler: (await import('@graphql-hive/router-runtime')).unifiedGraphHandler } : {};
   // The cache store the `hive-gateway` CLI makes when none is configured (localforage, in memory on Node).
-  const gateway = createGatewayRuntime({ supergraph: supergraphSdl, logging: 'error', ...(cached ? { cache: new LocalForageCacheStorage(), responseCaching: hiveCache() } : {}) });
+  const cache = variant === 'hive-cache' ? { cache: new LocalForageCacheStorage(), responseCaching: hiveCache() } : {};
+  const gateway = createGatewayRuntime({ supergraph: supergraphSdl, logging: 'error', ...cache, ...rust });
   const server = createServer(gateway);
   await new Promise<void>((resolve) => server.listen(0, host, resolve));
   return {
@@ -96,7 +102,7 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
   return { url: gateway.url, stop: () => gateway.stop() };
 }
 
-const running = kind === 'apollo' || kind === 'apollo-fast' ? await startApollo(kind === 'apollo-fast') : kind === 'hive' || kind === 'hive-cache' ? await startHive(kind === 'hive-cache') : kind.startsWith('ours') ? await startOurs() : undefined;
+const running = kind === 'apollo' || kind === 'apollo-fast' ? await startApollo(kind === 'apollo-fast') : kind === 'hive' || kind === 'hive-cache' || kind === 'hive-rust' ? await startHive(kind) : kind.startsWith('ours') ? await startOurs() : undefined;
 if (!running) throw new Error(`unknown gateway "${kind}"`);
 // A CPU profile of the measured window only (not start-up, not tsx's loader thread).
 const inspector = new Session();
