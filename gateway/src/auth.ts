@@ -2,7 +2,6 @@ import { createRemoteJWKSet, importSPKI, jwtVerify, SignJWT, type JWTPayload, ty
 import { randomBytes } from 'node:crypto';
 import { unauthenticated, type Identity } from '@tributary/core';
 import type { GatewayConfig } from './config.ts';
-import { cachedAuthenticator } from './token-cache.ts';
 
 /** A verified caller: identity plus when the token stops being valid (epoch ms). */
 export interface Principal extends Identity {
@@ -48,8 +47,7 @@ export async function createAuthenticator(config: GatewayConfig): Promise<Authen
     ...(config.AUTH_AUDIENCE ? { audience: config.AUTH_AUDIENCE } : {}),
     clockTolerance: 5,
   };
-  // Each distinct token is verified once a minute at most (see cachedAuthenticator: why, and its limits).
-  return cachedAuthenticator({
+  return {
     async verify(token) {
       if (!token) throw unauthenticated('missing bearer token');
       let payload: JWTPayload;
@@ -65,7 +63,7 @@ export async function createAuthenticator(config: GatewayConfig): Promise<Authen
       if (typeof payload.sub !== 'string' || payload.sub.length === 0) throw unauthenticated('token has no `sub` claim');
       return { tenantId: tenant, userId: payload.sub, expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null };
     },
-  });
+  };
 }
 
 /** A random HS256 secret for development setups that have none. */
