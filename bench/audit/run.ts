@@ -5,8 +5,8 @@
  * The audit is a server of its own: per test suite, a few subgraphs (under /<suite>/<subgraph>),
  * the supergraph composed from them (/<suite>/supergraph) and the cases (/<suite>/tests: a query
  * and the expected `data`, and whether errors are expected). Its code runs here unchanged, in its
- * own process (see checkout.ts for where it comes from). For every suite and target this script
- * starts the gateway as bench:gateway does (bench/gateway/target.ts) on that suite's supergraph,
+ * own process (see checkout.ts for where it comes from), one server per target. For every suite
+ * this script starts the gateway as bench:gateway does (bench/gateway/target.ts) on the suite's supergraph,
  * sends each case's query and judges the answer as the audit's own test runner does (src/test.ts):
  * `data` deep-equal to the expected `data` (null when absent), and, when the case says whether
  * errors are expected, errors present exactly then.
@@ -126,59 +126,66 @@ async function ask(url: string, headers: Record<string, string>, query: string):
   }
 }
 
-async function main() {
-  const audit = prepareAudit();
-  const server = await startAuditServer(audit.dir);
-  const authSecret = randomBytes(32).toString('base64url');
-  // Our gateway wants a signed token (as in bench:gateway); the others ignore the header.
-  const headers = { authorization: `Bearer ${await signToken(authSecret, { sub: 'audit', tenant: 'audit', expiresIn: '2h' })}` };
-  const results: Record<string, TargetResult> = Object.fromEntries(TARGETS.map((t) => [t, { passed: 0, failed: 0, total: 0, suites: {}, failures: [] }]));
+/** One suite on one gateway: start it on the suite's supergraph, ask every case, stop it. */
+async function runSuite(target: string, id: string, base: string, auth: { secret: string; headers: Record<string, string> }, result: TargetResult): Promise<void> {
   const supergraphPath = join(tmpdir(), `tributary-audit-supergraph-${process.pid}.graphql`);
+  writeFileSync(supergraphPath, await fetch(`${base}/${id}/supergraph`).then((r) => r.text()));
+  // Fetched per run, as the audit's runner does: some suites' cases are made afresh each time
+  // (mutations draws a new request id, which its subgraph refuses to see twice).
+  const cases = await getJson<Case[]>(`${base}/${id}/tests`);
+  let marks = '';
+  let url: string | undefined;
+  let child: ChildProcess | undefined;
+  let startError: string | undefined;
   try {
-    const ids = (await getJson<string[]>(`${server.base}/ids`)).filter((id) => !SUITES || SUITES.includes(id));
-    console.log(`audit ${audit.commit} (${audit.source}): ${ids.length} suites, targets ${TARGETS.join(', ')}`);
-    for (const id of ids) {
-      if (state.interrupted) break;
-      const supergraph = await fetch(`${server.base}/${id}/supergraph`).then((r) => r.text());
-      writeFileSync(supergraphPath, supergraph);
-      const cases = await getJson<Case[]>(`${server.base}/${id}/tests`);
-      for (const target of TARGETS) {
-        const result = results[target]!;
-        let marks = '';
-        let url: string | undefined;
-        let child: ChildProcess | undefined;
-        let startError: string | undefined;
-        try {
-          const gateway = await start(join(here, '..', 'gateway', 'target.ts'), [target], { env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: authSecret } });
-          child = gateway.child;
-          children.add(child);
-          url = gateway.ready.url;
-        } catch (error) {
-          // A gateway that refuses the suite's supergraph fails each of its cases.
-          startError = error instanceof Error ? error.message : String(error);
-        }
-        try {
-          for (const [index, testCase] of cases.entries()) {
-            const response = url ? await ask(url, headers, testCase.query) : { errors: [{ message: `gateway did not start: ${startError}` }] };
-            const verdict = judge(testCase.expected, response);
-            marks += verdict.pass ? '.' : 'X';
-            result.total++;
-            if (verdict.pass) result.passed++;
-            else {
-              result.failed++;
-              result.failures.push({ suite: id, index, query: testCase.query, expected: verdict.expected, received: verdict.received });
-            }
-          }
-        } finally {
-          if (child) await stopChild(child);
-        }
-        result.suites[id] = marks;
-        console.log(`${target.padEnd(8)} ${id.padEnd(40)} ${marks}`);
+    const gateway = await start(join(here, '..', 'gateway', 'target.ts'), [target], { env: { NODE_ENV: 'production', BENCH_SUPERGRAPH: supergraphPath, BENCH_AUTH_SECRET: auth.secret } });
+    child = gateway.child;
+    children.add(child);
+    url = gateway.ready.url;
+  } catch (error) {
+    // A gateway that refuses the suite's supergraph fails each of its cases.
+    startError = error instanceof Error ? error.message : String(error);
+  }
+  try {
+    for (const [index, testCase] of cases.entries()) {
+      const response = url ? await ask(url, auth.headers, testCase.query) : { errors: [{ message: `gateway did not start: ${startError}` }] };
+      const verdict = judge(testCase.expected, response);
+      marks += verdict.pass ? '.' : 'X';
+      result.total++;
+      if (verdict.pass) result.passed++;
+      else {
+        result.failed++;
+        result.failures.push({ suite: id, index, query: testCase.query, expected: verdict.expected, received: verdict.received });
       }
     }
   } finally {
+    if (child) await stopChild(child);
     rmSync(supergraphPath, { force: true });
-    await stopChild(server.child);
+  }
+  result.suites[id] = marks;
+  console.log(`${target.padEnd(8)} ${id.padEnd(40)} ${marks}`);
+}
+
+async function main() {
+  const audit = prepareAudit();
+  const secret = randomBytes(32).toString('base64url');
+  // Our gateway wants a signed token (as in bench:gateway); the others ignore the header.
+  const auth = { secret, headers: { authorization: `Bearer ${await signToken(secret, { sub: 'audit', tenant: 'audit', expiresIn: '2h' })}` } };
+  const results: Record<string, TargetResult> = Object.fromEntries(TARGETS.map((t) => [t, { passed: 0, failed: 0, total: 0, suites: {}, failures: [] }]));
+  console.log(`audit ${audit.commit} (${audit.source}), targets ${TARGETS.join(', ')}`);
+  for (const target of TARGETS) {
+    // A fresh audit server per gateway, as the audit runs them: its subgraphs keep state (the
+    // mutations suite's writes), which one gateway's run must not leave to the next.
+    const server = await startAuditServer(audit.dir);
+    try {
+      const ids = (await getJson<string[]>(`${server.base}/ids`)).filter((id) => !SUITES || SUITES.includes(id));
+      for (const id of ids) {
+        if (state.interrupted) break;
+        await runSuite(target, id, server.base, auth, results[target]!);
+      }
+    } finally {
+      await stopChild(server.child);
+    }
   }
 
   console.log('');
