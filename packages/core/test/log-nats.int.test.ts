@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createLogger } from '@tributary/core';
-import { describeLogContract, natsAvailable, startTestBroker, TEST_NATS_URL, testNamespace, waitFor, type TestBroker } from '@tributary/core/testing';
+import { describeLogContract, expectFollowerAcrossLoss, natsAvailable, transportLogFixture, startTestBroker, TEST_NATS_URL, testNamespace, type TestBroker } from '@tributary/core/testing';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { LogEntry } from '../src/events/log.ts';
 import { deleteNatsNamespace, NatsJetStreamTransport } from '@tributary/core/events';
 
 const logger = createLogger({ service: 'test', level: process.env.TEST_LOG_LEVEL ?? 'silent' });
@@ -13,15 +12,7 @@ describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream', () => {
     // JetStream discards single messages (not segments): a few kB or a few dozen entries show retention at once.
     const log = tinyRetention ? { maxBytes: 8_000, maxMessages: 40 } : {};
     const transport = new NatsJetStreamTransport({ url: TEST_NATS_URL, namespace, logger, connectionName: namespace, log });
-    await transport.start();
-    return {
-      log: transport.log!,
-      publish: (messages) => transport.publish(messages),
-      cleanup: async () => {
-        await transport.close();
-        await deleteNatsNamespace(TEST_NATS_URL, namespace);
-      },
-    };
+    return transportLogFixture(transport, () => deleteNatsNamespace(TEST_NATS_URL, namespace));
   });
 });
 
@@ -38,19 +29,7 @@ describe.skipIf(!(await natsAvailable()))('event log on NATS JetStream: recovery
     const transport = new NatsJetStreamTransport({ url: server.url, namespace, logger, connectionName: namespace, publishTimeoutMs: 5_000 });
     await transport.start();
     try {
-      await transport.publish(['a', 'b', 'c'].map(message));
-      const got: LogEntry[] = [];
-      const handle = await transport.log!.follow({ from: 'beginning' }, (e) => got.push(e));
-      await waitFor(() => got.length === 3, 10_000, 'the history');
-      await server.stop();
-      await server.start();
-      // publish waits for the reconnection (within its timeout).
-      await transport.publish(['d', 'e'].map(message));
-      await waitFor(() => got.length >= 5, 20_000, 'entries after the restart');
-      await transport.publish([message('f')]);
-      await waitFor(() => got.length >= 6, 10_000, 'a live entry');
-      await handle.close();
-      expect(got.map((e) => e.body.toString())).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+      const got = await expectFollowerAcrossLoss(transport, () => server!.restart(0));
       expect(got.map((e) => e.offset)).toEqual([1, 2, 3, 4, 5, 6]);
       const rest: string[] = [];
       const last = await transport.log!.read({ from: { after: 3 } }, (e) => void rest.push(e.body.toString()));

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CoreErrorCode } from '../errors.ts';
 import type { EventLog, LogEntry, LogReadOptions } from '../events/log.ts';
-import type { OutgoingMessage } from '../events/transport.ts';
+import type { OutgoingMessage, Transport } from '../events/transport.ts';
 import type { Database } from '../db/index.ts';
 import { SqlEventLog } from '../events/log-sql.ts';
 import { InMemoryTransport } from '../events/memory.ts';
@@ -44,6 +44,44 @@ export async function sqlLogFixture(db: Database, namespace: string, options: Lo
       await dispose();
     },
   };
+}
+
+/**
+ * A broker transport's own log (RabbitMQ, Redis, NATS), started; `dispose` removes what the test
+ * declared on the broker once the transport is closed.
+ */
+export async function transportLogFixture(transport: Transport, dispose: () => Promise<void>): Promise<LogFixture> {
+  await transport.start();
+  return {
+    log: transport.log!,
+    publish: (messages) => transport.publish(messages),
+    cleanup: async () => {
+      await transport.close();
+      await dispose();
+    },
+  };
+}
+
+/**
+ * A follower across a lost connection (what `lose` does: connections cut, the server restarted):
+ * three entries of history, the loss, two published after it, one more live; it must hand out
+ * all six, in order, exactly once. Returns what it handed out.
+ */
+export async function expectFollowerAcrossLoss(transport: Transport, lose: () => Promise<void>): Promise<LogEntry[]> {
+  const message = (text: string): OutgoingMessage => ({ routingKey: 'doc.x', messageId: randomUUID(), body: Buffer.from(text) });
+  await transport.publish(['a', 'b', 'c'].map(message));
+  const got: LogEntry[] = [];
+  const handle = await transport.log!.follow({ from: 'beginning' }, (e) => got.push(e));
+  await waitFor(() => got.length === 3, 10_000, 'the history');
+  await lose();
+  // publish waits for the transport's reconnection (within its timeout).
+  await transport.publish(['d', 'e'].map(message));
+  await waitFor(() => got.length >= 5, 20_000, 'entries after the loss');
+  await transport.publish([message('f')]);
+  await waitFor(() => got.length >= 6, 10_000, 'a live entry');
+  await handle.close();
+  expect(got.map((e) => e.body.toString())).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+  return got;
 }
 
 interface Ctx {
