@@ -143,6 +143,26 @@ describe('invalidation', () => {
     expect(store(cache, 'a', JOB, jobData('j1', 'd1'), { id: 'j1' }, since2)).toBe(true);
   });
 
+  it("shares a miss in flight with identical queries, unless one of its answer's entities was invalidated since it began", () => {
+    const cache = cacheWith();
+    const plan = planOf(cache, JOB);
+    if (!plan.cacheable) throw new Error(plan.reason);
+    const data = jobData('j1', 'd1');
+    const tags = cache.tagsOf(plan, data, { id: 'j1' });
+    const flight = cache.takeOff('a', 'k');
+    expect(cache.inFlight('a', 'k')).toBe(flight);
+    expect(cache.inFlight('b', 'k')).toBeUndefined();
+    // Another entity's, or another tenant's, invalidation meanwhile: still shared.
+    cache.invalidate('a', [{ type: 'Job', id: 'j9' }], 'event');
+    cache.invalidate('b', [{ type: 'Job', id: 'j1' }], 'event');
+    expect(cache.sharable('a', flight, tags)).toBe(true);
+    // One of its own: the answer may predate the change.
+    cache.invalidate('a', [{ type: 'Document', id: 'd1' }], 'event');
+    expect(cache.sharable('a', flight, tags)).toBe(false);
+    flight.land(data);
+    expect(cache.inFlight('a', 'k')).toBeUndefined();
+  });
+
   it('drops everything on clear, and refuses results read before it', () => {
     const cache = cacheWith();
     store(cache, 'a', JOB, jobData('j1', 'd1'), { id: 'j1' });

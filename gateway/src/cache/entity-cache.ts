@@ -120,9 +120,18 @@ export class EntityCache {
     return true;
   }
 
-  /** The tenant's identical miss on its way, begun after the latest invalidation: its answer may be shared. */
+  /** The tenant's identical miss on its way: its answer may be shared ({@link sharable}). */
   inFlight(tenant: string, key: string): Flight | undefined {
-    return this.flights.joinable(scoped(tenant, key), this.log.current);
+    return this.flights.get(scoped(tenant, key));
+  }
+
+  /**
+   * Whether a flight's answer, holding `tags`, may be given to a follower: no invalidation since
+   * the flight began touched one of them (as {@link set} decides whether to store it). Another
+   * entity's or tenant's invalidation meanwhile does not stop the sharing.
+   */
+  sharable(tenant: string, flight: Flight, tags: readonly string[]): boolean {
+    return !this.log.overtook(flight.since, tags.map((t) => scoped(tenant, t)));
   }
 
   /** Register a miss on its way to the subgraphs; identical queries wait for it instead of going too. */

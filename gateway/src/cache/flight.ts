@@ -3,7 +3,7 @@ const FLIGHT_TIMEOUT_MS = 10_000;
 
 /** A miss being answered: followers of the same query share its result. */
 export interface Flight {
-  /** The invalidation sequence it began at: a follower joins only if nothing was invalidated since. */
+  /** The invalidation sequence it began at: its answer is shared only if no invalidation since touched it. */
   since: number;
   result: Promise<Record<string, unknown> | undefined>;
   land(data: Record<string, unknown> | undefined): void;
@@ -13,10 +13,9 @@ export interface Flight {
 export class Flights {
   private readonly flights = new Map<string, Flight>();
 
-  /** The miss of `key` on its way, if it began at invalidation sequence `sequence`. */
-  joinable(key: string, sequence: number): Flight | undefined {
-    const flight = this.flights.get(key);
-    return flight && flight.since === sequence ? flight : undefined;
+  /** The miss of `key` on its way, if any. */
+  get(key: string): Flight | undefined {
+    return this.flights.get(key);
   }
 
   /** Register a miss on its way to the subgraphs, begun at invalidation sequence `since`. */

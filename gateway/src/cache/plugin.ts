@@ -41,11 +41,12 @@ export function cachePlugin(cache: EntityCache): ApolloServerPlugin<GatewayConte
           };
           const data = cache.get(tenant, key);
           if (data) return hit(data, 'hit');
-          // The same query already on its way, begun after the latest invalidation: share its answer.
+          // The same query already on its way: share its answer, unless a change to what it holds
+          // was invalidated since it began (the answer may predate it).
           const flight = cache.inFlight(tenant, key);
           if (flight) {
             const shared = await flight.result;
-            if (shared) return hit(shared, 'shared');
+            if (shared && cache.sharable(tenant, flight, cache.tagsOf(plan, shared, rc.request.variables))) return hit(shared, 'shared');
           }
           requests.inc({ result: 'miss' });
           rc.response.http.headers.set('x-tributary-cache', 'miss');
