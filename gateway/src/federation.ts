@@ -3,6 +3,7 @@ import { signIdentity, type Logger } from '@tributary/core';
 import type { GraphQLSchema } from 'graphql';
 import type { GatewayContext } from './context.ts';
 import { FastDataSource } from './datasource.ts';
+import { PlanExecutingGateway } from './executor/index.ts';
 
 /**
  * Forwards the caller's identity, signed (with a mutation's Idempotency-Key, if any), and the trace to every subgraph request; sends them
@@ -41,7 +42,8 @@ export interface FederationOptions {
  * it sends each subgraph's requests (with the caller's identity).
  */
 export class Federation {
-  readonly gateway: ApolloGateway;
+  /** What Apollo Server serves: Apollo Gateway's schema handling, with plans run by our executor. */
+  readonly gateway: PlanExecutingGateway;
   /** The API schema being served; undefined until Apollo has loaded the supergraph. */
   apiSchema: GraphQLSchema | undefined;
   /** Where a subgraph Apollo meets for the first time is sent. */
@@ -51,11 +53,13 @@ export class Federation {
   private applied: Promise<void> = Promise.resolve();
   private onReload: ((sdl: string, schema: GraphQLSchema) => Promise<void>) | undefined;
   private readonly dataSources: IdentityDataSource[] = [];
+  /** The data source each service's requests go through now (Apollo builds one again when a service's URL changes). */
+  private readonly services = new Map<string, IdentityDataSource>();
 
   constructor(options: FederationOptions) {
     const { logger } = options;
     this.overrides = options.overrides;
-    this.gateway = new ApolloGateway({
+    const apollo = new ApolloGateway({
       supergraphSdl: async ({ update }) => {
         this.update = update;
         return { supergraphSdl: options.sdl };
@@ -63,11 +67,17 @@ export class Federation {
       buildService: ({ name, url }) => {
         const source = new IdentityDataSource({ url: this.overrides[name] ?? url ?? '' }, options.secret);
         this.dataSources.push(source);
+        this.services.set(name, source);
         return source;
       },
       logger: { debug: () => {}, info: (m) => logger.info(String(m)), warn: (m) => logger.warn(String(m)), error: (m) => logger.error(String(m)) },
     });
-    this.gateway.onSchemaLoadOrUpdate(({ apiSchema, coreSupergraphSdl }) => {
+    this.gateway = new PlanExecutingGateway({
+      apollo,
+      services: this.services,
+      onError: (error) => logger.error({ err: error }, 'the supergraph cannot be planned by our executor: Apollo Gateway executes every operation'),
+    });
+    apollo.onSchemaLoadOrUpdate(({ apiSchema, coreSupergraphSdl }) => {
       this.apiSchema = apiSchema;
       if (this.onReload) this.applied = this.onReload(coreSupergraphSdl, apiSchema);
     });

@@ -1,0 +1,286 @@
+/**
+ * Runs a query plan of Apollo's planner against the subgraphs and merges their answers into one
+ * tree: Apollo Gateway's `executeNode`/`executeFetch` (executeQueryPlan.js, 2.14) step for step,
+ * without what this gateway does not use on that path (usage-reporting trace nodes, an
+ * OpenTelemetry span per node and fetch) and with the representations' selections compiled once
+ * per fetch node instead of interpreted per entity. The merged tree is the same as Apollo's, and
+ * so are the errors and their order: the answer is then shaped by ./shape.ts.
+ */
+import type { ApolloGateway, GraphQLDataSource, GraphQLDataSourceProcessOptions } from '@apollo/gateway';
+import { ERRORS, assert, errorCodeDef, type Operation } from '@apollo/federation-internals';
+import { evaluateCondition, type FetchNode, type PlanNode, type QueryPlanSelectionNode, type ResponsePath } from '@apollo/query-planner';
+import { GraphQLError, isAbstractType, isInterfaceType, isObjectType, type GraphQLSchema } from 'graphql';
+
+type Json = Record<string, unknown>;
+type SubgraphError = NonNullable<Awaited<ReturnType<GraphQLDataSource['process']>>['errors']>[number];
+/** The request context Apollo Server hands a gateway's executor. */
+export type RequestContext = Parameters<ApolloGateway['executor']>[0];
+
+/**
+ * `GraphQLDataSourceRequestKind.INCOMING_OPERATION`: @apollo/gateway declares the enum but does not
+ * export it. A data source tells a client's operation from its own health checks by it (Apollo's
+ * `RemoteGraphQLDataSource` passes the client's request context to `willSendRequest` only then);
+ * executor.test.ts checks that Apollo's own executor sends this value.
+ */
+export const INCOMING_OPERATION = 'incoming operation' as Extract<GraphQLDataSourceProcessOptions, { incomingRequestContext: unknown }>['kind'];
+
+export interface PlanRun {
+  readonly services: ReadonlyMap<string, GraphQLDataSource>;
+  readonly requestContext: RequestContext;
+  /** The operation, on the API schema (for @skip/@include conditions' defaults). */
+  readonly operation: Operation;
+  /** The supergraph as a graphql-js schema (what Apollo tests representations' fragments against). */
+  readonly supergraph: GraphQLSchema;
+  /** The whole merged result so far (error paths are found in it). */
+  readonly data: Json;
+  /** The subgraphs' errors and failed fetches, in the order Apollo records them. */
+  readonly errors: GraphQLError[];
+}
+
+const hasOwn = Object.prototype.hasOwnProperty;
+
+/** Apollo's `executeNode` (without trace nodes). */
+export async function executeNode(run: PlanRun, node: PlanNode, path: ResponsePath, data: unknown): Promise<void> {
+  switch (node.kind) {
+    case 'Sequence':
+      for (const child of node.nodes) await executeNode(run, child, path, data);
+      return;
+    case 'Parallel':
+      await Promise.all(node.nodes.map((child) => executeNode(run, child, path, data)));
+      return;
+    case 'Flatten': {
+      const inner = flattenAt(data, node.path, 0);
+      // Apollo's moveIntoCursor: nothing at the path (null, undefined) runs nothing below it.
+      if (!inner) return;
+      await executeNode(run, node.node, path.concat(node.path), inner);
+      return;
+    }
+    case 'Fetch':
+      try {
+        await executeFetch(run, node, path, data);
+      } catch (error) {
+        run.errors.push(error as GraphQLError);
+      }
+      return;
+    case 'Condition': {
+      const value = evaluateCondition(node, run.operation.variableDefinitions, run.requestContext.request.variables);
+      const branch = value ? node.ifClause : node.elseClause;
+      if (branch) await executeNode(run, branch, path, data);
+      return;
+    }
+    case 'Defer':
+      assert(false, '@defer support is not available in the gateway');
+  }
+}
+
+/** Apollo's `flattenResultsAtPath`. */
+function flattenAt(value: unknown, path: ResponsePath, from: number): unknown {
+  if (from === path.length || value === undefined || value === null) return value;
+  const current = path[from];
+  if (current === '@') return (value as unknown[]).flatMap((element) => flattenAt(element, path, from + 1));
+  assert(typeof current === 'string', () => `Unexpected ${typeof current} found in path`);
+  assert(!Array.isArray(value), () => `Unexpected array in result for path element ${current}`);
+  return flattenAt(hasOwn.call(value, current) ? (value as Json)[current] : undefined, path, from + 1);
+}
+
+async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, data: unknown): Promise<void> {
+  const service = run.services.get(fetch.serviceName);
+  if (!service) throw new Error(`Couldn't find service with name "${fetch.serviceName}"`);
+  const entities: Json[] = Array.isArray(data) ? data.filter((entity) => entity !== null && entity !== undefined) : [data as Json];
+  if (entities.length < 1) return;
+  const variables: Json = Object.create(null);
+  const provided = run.requestContext.request.variables;
+  if (fetch.variableUsages && provided) {
+    for (const name of fetch.variableUsages) {
+      if (hasOwn.call(provided, name) && provided[name] !== undefined) variables[name] = provided[name];
+    }
+  }
+  if (!fetch.requires) {
+    const received = await send(run, fetch, path, variables);
+    for (const entity of entities) deepMerge(entity, received);
+    return;
+  }
+  const represent = representationsOf(fetch);
+  const representations: Json[] = [];
+  const entityOf: number[] = [];
+  for (let i = 0; i < entities.length; i++) {
+    const representation = represent(run.supergraph, entities[i]);
+    if (representation && representation.__typename) {
+      representations.push(representation);
+      entityOf.push(i);
+    }
+  }
+  if (representations.length < 1) return;
+  if ('representations' in variables) throw new Error(`Variables cannot contain key "representations"`);
+  const received = await send(run, fetch, path, { ...variables, representations });
+  if (!received) return;
+  const receivedEntities = received._entities;
+  if (!(receivedEntities && Array.isArray(receivedEntities))) throw new Error(`Expected "data._entities" in response to be an array`);
+  if (receivedEntities.length !== representations.length) throw new Error(`Expected "data._entities" to contain ${representations.length} elements`);
+  for (let i = 0; i < receivedEntities.length; i++) {
+    const receivedEntity = receivedEntities[i] as Json | null;
+    const existing = entities[entityOf[i]!]!;
+    if (receivedEntity && !receivedEntity.__typename) receivedEntity.__typename = existing.__typename;
+    deepMerge(existing, receivedEntity);
+  }
+}
+
+async function send(run: PlanRun, fetch: FetchNode, path: ResponsePath, variables: Json): Promise<Json | null | undefined> {
+  const { requestContext } = run;
+  const service = run.services.get(fetch.serviceName)!;
+  const response = await service.process({
+    kind: INCOMING_OPERATION,
+    request: { query: fetch.operation, variables, ...(fetch.operationName !== undefined ? { operationName: fetch.operationName } : {}) },
+    incomingRequestContext: requestContext,
+    context: requestContext.context,
+    ...(fetch.operationDocumentNode ? { document: fetch.operationDocumentNode } : {}),
+    pathInIncomingRequest: path as never,
+  });
+  if (response.errors) {
+    const errorPath = lazyErrorPath(fetch, path, run.data);
+    for (const error of response.errors) run.errors.push(downstreamServiceError(error, fetch.serviceName, errorPath));
+    if (!response.extensions?.ftv1) {
+      const errorPaths = response.errors.map((error) => ({ subgraph: fetch.serviceName, path: error.path }));
+      const metrics = requestContext.metrics as { nonFtv1ErrorPaths?: typeof errorPaths };
+      if (metrics.nonFtv1ErrorPaths) metrics.nonFtv1ErrorPaths.push(...errorPaths);
+      else metrics.nonFtv1ErrorPaths = errorPaths;
+    }
+  }
+  return response.data as Json | null | undefined;
+}
+
+/** Apollo's `makeLazyErrorPathGenerator`: an entity error's path, through the entity it is about. */
+function lazyErrorPath(fetch: FetchNode, path: ResponsePath, data: Json): (errorPath: SubgraphError['path']) => (string | number)[] | undefined {
+  let hydrated: (string | number)[][] | undefined;
+  return (errorPath) => {
+    if (fetch.requires && typeof errorPath?.[1] === 'number') {
+      if (!hydrated) {
+        hydrated = [];
+        hydratedPaths([], path, 0, data, hydrated);
+      }
+      return [...(hydrated[errorPath[1]] ?? []), ...errorPath.slice(2)];
+    }
+    return errorPath ? [...path, ...errorPath] : undefined;
+  };
+}
+
+/** Apollo's `generateHydratedPaths`. */
+function hydratedPaths(parent: (string | number)[], path: ResponsePath, from: number, data: unknown, result: (string | number)[][]): void {
+  if (data === null || data === undefined) return;
+  const head = path[from];
+  if (head === undefined) {
+    result.push(parent.slice());
+  } else if (head === '@') {
+    assert(Array.isArray(data), 'expected array when encountering `@`');
+    for (let i = 0; i < data.length; i++) {
+      parent.push(i);
+      hydratedPaths(parent, path, from + 1, data[i], result);
+      parent.pop();
+    }
+  } else if (typeof head === 'string') {
+    if (Array.isArray(data)) {
+      for (let i = 0; i < data.length; i++) {
+        parent.push(i);
+        hydratedPaths(parent, path, from, data[i], result);
+        parent.pop();
+      }
+    } else if (hasOwn.call(data, head)) {
+      parent.push(head);
+      hydratedPaths(parent, path, from + 1, (data as Json)[head], result);
+      parent.pop();
+    }
+  } else {
+    assert(false, `unknown path part "${String(head)}"`);
+  }
+}
+
+/** Apollo's `downstreamServiceError`: the subgraph's error, its path in the client's answer, and the service's name. */
+function downstreamServiceError(original: SubgraphError, serviceName: string, errorPath: (path: SubgraphError['path']) => (string | number)[] | undefined): GraphQLError {
+  const message = original.message || `Error while fetching subquery from service "${serviceName}"`;
+  const { extensions } = original;
+  const options = { originalError: original as Error, path: errorPath(original.path), extensions: { ...extensions, serviceName } };
+  const codeDef = errorCodeDef(original as GraphQLError);
+  if (!codeDef && extensions?.code) return new GraphQLError(message, options);
+  return (codeDef ?? ERRORS.DOWNSTREAM_SERVICE_ERROR).err(message, options);
+}
+
+type Represent = (schema: GraphQLSchema, entity: unknown) => Json | null;
+const compiled = new WeakMap<FetchNode, Represent>();
+
+/** A fetch's `requires` as a function from an entity to its representation (Apollo's `executeSelectionSet`). */
+function representationsOf(fetch: FetchNode): Represent {
+  let represent = compiled.get(fetch);
+  if (!represent) {
+    represent = compileRequires(fetch.requires!);
+    compiled.set(fetch, represent);
+  }
+  return represent;
+}
+
+function compileRequires(selections: readonly QueryPlanSelectionNode[]): Represent {
+  const steps = selections.map((selection) =>
+    selection.kind === 'Field'
+      ? { field: true as const, responseName: selection.alias ?? selection.name, sub: selection.selections ? compileRequires(selection.selections) : undefined }
+      : { field: false as const, typeCondition: selection.typeCondition, sub: compileRequires(selection.selections) },
+  );
+  const represent: Represent = (schema, source) => {
+    if (source === null) return null;
+    const result: Json = Object.create(null);
+    for (const step of steps) {
+      if (step.field) {
+        const value = hasOwn.call(source, step.responseName) ? (source as Json)[step.responseName] : undefined;
+        if (value === undefined) return null;
+        const sub = step.sub;
+        if (Array.isArray(value)) result[step.responseName] = sub ? value.map((element) => sub(schema, element)) : value;
+        else result[step.responseName] = sub ? sub(schema, value) : value;
+      } else {
+        if (!step.typeCondition || !source) continue;
+        if (isObjectOfType(schema, source as Json, step.typeCondition)) deepMerge(result, step.sub(schema, source));
+      }
+    }
+    return result;
+  };
+  return represent;
+}
+
+/** Apollo's `isObjectOfType` (dataRewrites.js). */
+function isObjectOfType(schema: GraphQLSchema, object: Json, typeCondition: string): boolean {
+  const typename = object.__typename as string | undefined;
+  if (!typename) return false;
+  if (typeCondition === typename) return true;
+  const type = schema.getType(typename);
+  if (!type) return false;
+  const conditionType = schema.getType(typeCondition);
+  if (!conditionType) return false;
+  if (isAbstractType(conditionType)) return (isObjectType(type) || isInterfaceType(type)) && schema.isSubType(conditionType, type);
+  return false;
+}
+
+const isObject = (value: unknown): value is Json => value !== undefined && value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** Apollo's `deepMerge` (utilities/deepMerge.js). */
+function deepMerge(target: Json, source: Json | null | undefined): Json {
+  if (source === undefined || source === null) return target;
+  for (const key of Object.keys(source)) {
+    const value = source[key];
+    if (value === undefined) continue;
+    defineOwn(target, key);
+    const existing = target[key];
+    if (existing && isObject(value)) {
+      deepMerge(existing as Json, value);
+    } else if (Array.isArray(value) && Array.isArray(existing) && value.length === existing.length) {
+      for (let i = 0; i < value.length; i++) {
+        if (isObject(existing[i]) && isObject(value[i])) deepMerge(existing[i] as Json, value[i] as Json);
+        else existing[i] = value[i];
+      }
+    } else {
+      target[key] = value;
+    }
+  }
+  return target;
+}
+
+/** Apollo's `defineOwn`: a key the object inherits (`constructor`, `toString`) becomes its own before it is written. */
+function defineOwn(object: Json, key: string): void {
+  if (!hasOwn.call(object, key) && key in object) Object.defineProperty(object, key, { configurable: true, enumerable: true, value: undefined, writable: true });
+}
