@@ -46,6 +46,8 @@ interface TargetResult {
   /** Per suite, one character per case in the audit's order: `.` passed, `X` failed. */
   suites: Record<string, string>;
   failures: Failure[];
+  /** Each case's answer as the gateway sent it (JSON text), by `<suite>_<index>`: ours is compared with Apollo's byte for byte. */
+  answers: Record<string, string>;
 }
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -116,13 +118,15 @@ function judge(expectedResult: Case['expected'], response: { data?: unknown; err
   }
 }
 
-async function ask(url: string, headers: Record<string, string>, query: string): Promise<{ data?: unknown; errors?: unknown[] }> {
+async function ask(url: string, headers: Record<string, string>, query: string): Promise<{ text: string; body: { data?: unknown; errors?: unknown[] } }> {
   try {
     const response = await fetch(url, { method: 'POST', headers: { accept: 'application/json', 'content-type': 'application/json', ...headers }, body: JSON.stringify({ query }), signal: AbortSignal.timeout(CASE_TIMEOUT_MS) });
-    return (await response.json()) as { data?: unknown; errors?: unknown[] };
+    const text = await response.text();
+    return { text, body: JSON.parse(text) as { data?: unknown; errors?: unknown[] } };
   } catch (error) {
     // A failed request is a failed case, with the reason kept for the report.
-    return { errors: [{ message: `request failed: ${error instanceof Error ? error.message : String(error)}` }] };
+    const body = { errors: [{ message: `request failed: ${error instanceof Error ? error.message : String(error)}` }] };
+    return { text: JSON.stringify(body), body };
   }
 }
 
@@ -148,7 +152,9 @@ async function runSuite(target: string, id: string, base: string, auth: { secret
   }
   try {
     for (const [index, testCase] of cases.entries()) {
-      const response = url ? await ask(url, auth.headers, testCase.query) : { errors: [{ message: `gateway did not start: ${startError}` }] };
+      const answer = url ? await ask(url, auth.headers, testCase.query) : { text: '', body: { errors: [{ message: `gateway did not start: ${startError}` }] } };
+      const response = answer.body;
+      result.answers[`${id}_${index}`] = answer.text;
       const verdict = judge(testCase.expected, response);
       marks += verdict.pass ? '.' : 'X';
       result.total++;
@@ -171,7 +177,7 @@ async function main() {
   const secret = randomBytes(32).toString('base64url');
   // Our gateway wants a signed token (as in bench:gateway); the others ignore the header.
   const auth = { secret, headers: { authorization: `Bearer ${await signToken(secret, { sub: 'audit', tenant: 'audit', expiresIn: '2h' })}` } };
-  const results: Record<string, TargetResult> = Object.fromEntries(TARGETS.map((t) => [t, { passed: 0, failed: 0, total: 0, suites: {}, failures: [] }]));
+  const results: Record<string, TargetResult> = Object.fromEntries(TARGETS.map((t) => [t, { passed: 0, failed: 0, total: 0, suites: {}, failures: [], answers: {} }]));
   console.log(`audit ${audit.commit} (${audit.source}), targets ${TARGETS.join(', ')}`);
   for (const target of TARGETS) {
     // A fresh audit server per gateway, as the audit runs them: its subgraphs keep state (the
@@ -193,12 +199,22 @@ async function main() {
     console.log(`${target}: ${result.passed}/${result.total} passed`);
     for (const f of result.failures) console.log(`  ✗ ${f.suite}_${f.index}: expected ${JSON.stringify(f.expected)}\n      received ${JSON.stringify(f.received)}`);
   }
-  const file = writeResult('audit', { audit: { repository: 'graphql-hive/federation-gateway-audit', commit: audit.commit, source: audit.source }, targets: results });
+  // Our executor's promise: the very answer Apollo Gateway's gives, on every case.
+  const ours = results.ours;
+  const apollo = results.apollo;
+  const sameAsApollo = ours && apollo ? compareAnswers(ours.answers, apollo.answers) : undefined;
+  if (sameAsApollo) {
+    console.log(`\nours answers ${sameAsApollo.identical}/${sameAsApollo.compared} cases with Apollo Gateway's bytes`);
+    for (const id of sameAsApollo.different) console.log(`  ≠ ${id}\n      apollo ${apollo!.answers[id]}\n      ours   ${ours!.answers[id]}`);
+  }
+  const file = writeResult('audit', {
+    audit: { repository: 'graphql-hive/federation-gateway-audit', commit: audit.commit, source: audit.source },
+    ...(sameAsApollo ? { sameAsApollo } : {}),
+    targets: Object.fromEntries(Object.entries(results).map(([target, { answers: _, ...rest }]) => [target, rest])),
+  });
   console.log(`\nwrote ${file}`);
 
   // Our promise: every case plain Apollo Gateway passes, ours passes too.
-  const ours = results.ours;
-  const apollo = results.apollo;
   if (ours && apollo) {
     const apolloFailed = new Set(apollo.failures.map((f) => `${f.suite}_${f.index}`));
     const regressions = ours.failures.filter((f) => !apolloFailed.has(`${f.suite}_${f.index}`));
@@ -207,6 +223,18 @@ async function main() {
       process.exitCode = 1;
     }
   }
+}
+
+/** Cases both answered, and those whose JSON text differs. */
+function compareAnswers(ours: Record<string, string>, apollo: Record<string, string>): { compared: number; identical: number; different: string[] } {
+  const different: string[] = [];
+  let compared = 0;
+  for (const [id, text] of Object.entries(ours)) {
+    if (apollo[id] === undefined) continue;
+    compared++;
+    if (apollo[id] !== text) different.push(id);
+  }
+  return { compared, identical: compared - different.length, different };
 }
 
 await main();
