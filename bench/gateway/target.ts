@@ -15,6 +15,8 @@
  *   ours-before  ours with FastDataSource's additions undone (Apollo's default fetcher, every
  *                representation sent): the gateway as it was before FastDataSource
  *   ours-undici  ours without de-duplication; ours-dedup: ours with Apollo's default fetcher
+ *   ours-apollo-executor  ours with GATEWAY_EXECUTOR=apollo: Apollo Gateway runs the plans, as
+ *                before our executor (gateway/src/executor)
  *   ours-cache   ours with the event-invalidated cache on for User, Product and Review, its
  *                invalidations read from RabbitMQ (BENCH_AMQP_URL, BENCH_NAMESPACE), where the
  *                fixture's mutations announce their changes
@@ -79,7 +81,7 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
   if (kind === 'ours-before') configureFastDataSource({ fetcher: 'default', dedupe: false });
   if (kind === 'ours-undici') configureFastDataSource({ fetcher: 'undici', dedupe: false });
   if (kind === 'ours-dedup') configureFastDataSource({ fetcher: 'default', dedupe: true });
-  if (!['ours', 'ours-before', 'ours-undici', 'ours-dedup', 'ours-cache'].includes(kind)) throw new Error(`unknown gateway "${kind}"`);
+  if (!['ours', 'ours-before', 'ours-undici', 'ours-dedup', 'ours-cache', 'ours-apollo-executor'].includes(kind)) throw new Error(`unknown gateway "${kind}"`);
   const cache =
     kind === 'ours-cache'
       ? { GATEWAY_CACHE_TYPES: 'User,Product,Review', AMQP_URL: process.env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672', TRIBUTARY_NAMESPACE: process.env.BENCH_NAMESPACE ?? `bench_${process.pid}` }
@@ -92,6 +94,7 @@ async function startOurs(): Promise<{ url: string; stop: () => Promise<void> }> 
       INTERNAL_SIGNING_SECRET: randomBytes(32).toString('base64url'),
       SUPERGRAPH_PATH: supergraphPath,
       ...cache,
+      ...(kind === 'ours-apollo-executor' ? { GATEWAY_EXECUTOR: 'apollo' } : {}),
       // The benchmark query is deeper and costlier than our defaults allow; the rules still run.
       QUERY_MAX_DEPTH: process.env.BENCH_QUERY_MAX_DEPTH ?? '20',
       QUERY_MAX_COST: process.env.BENCH_QUERY_MAX_COST ?? '1000000',

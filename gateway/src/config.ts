@@ -81,6 +81,12 @@ export const configSchema = baseConfigSchema.extend({
   QUERY_MAX_ALIASES: z.coerce.number().int().min(0).default(15),
   QUERY_MAX_COST: z.coerce.number().int().min(1).default(5000),
   /**
+   * Who runs Apollo's query plans: `tributary`, our executor (gateway/src/executor, the same
+   * answers, less CPU per request), or `apollo`, Apollo Gateway's own (a way back without a
+   * release, should an answer ever differ).
+   */
+  GATEWAY_EXECUTOR: z.enum(['tributary', 'apollo']).default('tributary'),
+  /**
    * Entity types whose query results the gateway caches, comma-separated (e.g. `Order,Customer`);
    * empty: no cache. Results are dropped by the events that change them (see the README).
    */

@@ -34,6 +34,8 @@ export interface FederationOptions {
   overrides: Record<string, string>;
   /** Signs the caller's identity on every subgraph request (INTERNAL_SIGNING_SECRET). */
   secret: string;
+  /** Who runs the query plans (GATEWAY_EXECUTOR). Default `tributary`. */
+  executor?: 'tributary' | 'apollo';
   logger: Logger;
 }
 
@@ -42,8 +44,8 @@ export interface FederationOptions {
  * it sends each subgraph's requests (with the caller's identity).
  */
 export class Federation {
-  /** What Apollo Server serves: Apollo Gateway's schema handling, with plans run by our executor. */
-  readonly gateway: PlanExecutingGateway;
+  /** What Apollo Server serves: Apollo Gateway, with its plans run by our executor unless `executor` is `apollo`. */
+  readonly gateway: PlanExecutingGateway | ApolloGateway;
   /** The API schema being served; undefined until Apollo has loaded the supergraph. */
   apiSchema: GraphQLSchema | undefined;
   /** Where a subgraph Apollo meets for the first time is sent. */
@@ -72,11 +74,14 @@ export class Federation {
       },
       logger: { debug: () => {}, info: (m) => logger.info(String(m)), warn: (m) => logger.warn(String(m)), error: (m) => logger.error(String(m)) },
     });
-    this.gateway = new PlanExecutingGateway({
-      apollo,
-      services: this.services,
-      onError: (error) => logger.error({ err: error }, 'the supergraph cannot be planned by our executor: Apollo Gateway executes every operation'),
-    });
+    this.gateway =
+      options.executor === 'apollo'
+        ? apollo
+        : new PlanExecutingGateway({
+            apollo,
+            services: this.services,
+            onError: (error) => logger.error({ err: error }, 'the supergraph cannot be planned by our executor: Apollo Gateway executes every operation'),
+          });
     apollo.onSchemaLoadOrUpdate(({ apiSchema, coreSupergraphSdl }) => {
       this.apiSchema = apiSchema;
       if (this.onReload) this.applied = this.onReload(coreSupergraphSdl, apiSchema);

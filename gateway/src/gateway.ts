@@ -134,7 +134,7 @@ class Gateway implements RunningGateway {
       config.GATEWAY_CACHE_TYPES.length > 0
         ? new EntityCache({ types: config.GATEWAY_CACHE_TYPES, ...cacheInput(initial, sdl), ttlMs: config.GATEWAY_CACHE_TTL_MS, maxEntries: config.GATEWAY_CACHE_MAX_ENTRIES, logger })
         : undefined;
-    const federation = new Federation({ sdl, overrides: routing.overrides, secret: config.INTERNAL_SIGNING_SECRET, logger });
+    const federation = new Federation({ sdl, overrides: routing.overrides, secret: config.INTERNAL_SIGNING_SECRET, executor: config.GATEWAY_EXECUTOR, logger });
     initTracing({ serviceName: 'gateway', endpoint: config.OTEL_EXPORTER_OTLP_ENDPOINT });
     const authenticator = await createAuthenticator(config);
     const http = createServer();

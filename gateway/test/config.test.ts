@@ -35,6 +35,14 @@ describe('gateway configuration', () => {
     expect(issues(() => loadGatewayConfig({ INTERNAL_SIGNING_SECRET: 'short', AUTH_JWT_SECRET: 'short' }))).toHaveLength(2);
   });
 
+  it('runs plans with our executor unless GATEWAY_EXECUTOR=apollo, and names the choices otherwise', () => {
+    const base = { INTERNAL_SIGNING_SECRET: secret, AUTH_JWT_SECRET: secret };
+    expect(loadGatewayConfig(base).GATEWAY_EXECUTOR).toBe('tributary');
+    expect(loadGatewayConfig({ ...base, GATEWAY_EXECUTOR: 'apollo' }).GATEWAY_EXECUTOR).toBe('apollo');
+    const [problem] = issues(() => loadGatewayConfig({ ...base, GATEWAY_EXECUTOR: 'graphql-js' }));
+    expect(problem).toMatch(/^GATEWAY_EXECUTOR: .*tributary.*apollo/);
+  });
+
   it('makes subgraphs require the internal signing secret', () => {
     expect(issues(() => loadConfig(subgraphConfigSchema, {}))[0]).toMatch(/^INTERNAL_SIGNING_SECRET/);
   });
