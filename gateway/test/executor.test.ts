@@ -59,13 +59,14 @@ const subgraphs = {
   },
   products: {
     typeDefs: `${LINK}
-      type Query { topProducts(first: Int = 3): [Product] product(upc: String!): Product }
+      type Query { topProducts(first: Int = 3): [Product] product(upc: String!): Product grid: [[Product]] }
       type Mutation { setPrice(upc: String!, price: Int!): Product }
       type Product @key(fields: "upc") { upc: String! name: String price: Int weight: Int }`,
     resolvers: {
       Query: {
         topProducts: (_: unknown, { first }: { first: number }) => PRODUCTS.slice(0, first),
         product: (_: unknown, { upc }: { upc: string }) => PRODUCTS.find((p) => p.upc === upc),
+        grid: () => [[PRODUCTS[0], null, PRODUCTS[1]], null, [], [PRODUCTS[3]]],
       },
       Mutation: { setPrice: (_: unknown, { upc, price }: { upc: string; price: number }) => ({ ...PRODUCTS.find((p) => p.upc === upc), price }) },
       Product: { __resolveReference: (ref: { upc: string }) => PRODUCTS.find((p) => p.upc === ref.upc) },
@@ -184,6 +185,7 @@ describe('our plan executor answers as Apollo Gateway does', () => {
     ['variables passed through to a subgraph, with an argument default', `query V($upc: String!) { product(upc: $upc) { name inStock reviews { body } } topProducts { upc } }`, { upc: '1' }],
     ['a mutation followed by entity fetches', `mutation { setPrice(upc: "1", price: 5) { upc price shippingEstimate inStock } }`],
     ['the operation named among several', `query A { me { id } } query B { users { name reviews { body } } }`, undefined, 'B'],
+    ['lists of lists with null elements and null lists on the way to entities', `{ grid { upc inStock reviews { id author { name } } } }`],
     ['an inherited property name as an entity key', `{ topProducts(first: 4) { upc reviews { id product { upc name } } } }`],
   ];
   for (const [what, query, variables, operationName] of cases) {
