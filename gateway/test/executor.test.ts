@@ -202,6 +202,18 @@ describe('our plan executor answers as Apollo Gateway does', () => {
     expect(answer.handedOver).toBe(true);
   });
 
+  it('sends the entity fetches of one operation that start together as one request', async () => {
+    for (const source of [...apolloSources.values(), ...ourSources.values()]) source.kinds.length = 0;
+    const answer = await both(NESTED);
+    expect(answer.ours).toBe(answer.apollo);
+    const requests = (sources: Map<string, Recording>) => Object.fromEntries([...sources].map(([name, source]) => [name, source.kinds.length]));
+    // Apollo's plan fetches the same entity fields at several paths in parallel branches:
+    // name/price/weight from products and inStock from inventory at two paths each (then
+    // shippingEstimate at both), and the authors' names from accounts in both halves.
+    expect(requests(apolloSources)).toEqual({ accounts: 3, products: 3, reviews: 2, inventory: 5 });
+    expect(requests(ourSources)).toEqual({ accounts: 2, products: 2, reviews: 2, inventory: 3 });
+  });
+
   it('sends subgraphs the request kind Apollo sends for a client operation', async () => {
     await both(NESTED);
     const apolloKinds = new Set([...apolloSources.values()].flatMap((s) => s.kinds));

@@ -9,6 +9,7 @@
 import type { ApolloGateway, GraphQLDataSource, GraphQLDataSourceProcessOptions } from '@apollo/gateway';
 import { ERRORS, assert, errorCodeDef, type Operation } from '@apollo/federation-internals';
 import { evaluateCondition, type FetchNode, type PlanNode, type QueryPlanSelectionNode, type ResponsePath } from '@apollo/query-planner';
+import { EntityBatcher } from './batch.ts';
 import { GraphQLError, isAbstractType, isInterfaceType, isObjectType, type GraphQLSchema } from 'graphql';
 
 type Json = Record<string, unknown>;
@@ -35,6 +36,8 @@ export interface PlanRun {
   readonly data: Json;
   /** The subgraphs' errors and failed fetches, in the order Apollo records them. */
   readonly errors: GraphQLError[];
+  /** Sends this request's entity fetches that are the same operation and start together as one. */
+  readonly batcher: EntityBatcher;
 }
 
 const hasOwn = Object.prototype.hasOwnProperty;
@@ -140,7 +143,7 @@ async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, 
   }
   if (representations.length < 1) return;
   if ('representations' in variables) throw new Error(`Variables cannot contain key "representations"`);
-  const received = await send(run, fetch, path, { ...variables, representations });
+  const received = await send(run, fetch, path, { ...variables, representations }, variables);
   if (!received) return;
   const receivedEntities = received._entities;
   if (!(receivedEntities && Array.isArray(receivedEntities))) throw new Error(`Expected "data._entities" in response to be an array`);
@@ -153,17 +156,21 @@ async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, 
   }
 }
 
-async function send(run: PlanRun, fetch: FetchNode, path: ResponsePath, variables: Json): Promise<Json | null | undefined> {
+/** One fetch's request and what Apollo does with its answer; an entity fetch (`otherVariables` given) goes through the batcher. */
+async function send(run: PlanRun, fetch: FetchNode, path: ResponsePath, variables: Json, otherVariables?: Json): Promise<Json | null | undefined> {
   const { requestContext } = run;
   const service = run.services.get(fetch.serviceName)!;
-  const response = await service.process({
+  const options: Parameters<GraphQLDataSource['process']>[0] = {
     kind: INCOMING_OPERATION,
     request: { query: fetch.operation, variables, ...(fetch.operationName !== undefined ? { operationName: fetch.operationName } : {}) },
     incomingRequestContext: requestContext,
     context: requestContext.context,
     ...(fetch.operationDocumentNode ? { document: fetch.operationDocumentNode } : {}),
     pathInIncomingRequest: path as never,
-  });
+  };
+  const response = otherVariables
+    ? await run.batcher.process(service, batchKeyOf(fetch), options, variables.representations as unknown[], otherVariables)
+    : await service.process(options);
   if (response.errors) {
     const errorPath = lazyErrorPath(fetch, path, run.data);
     for (const error of response.errors) run.errors.push(downstreamServiceError(error, fetch.serviceName, errorPath));
@@ -175,6 +182,20 @@ async function send(run: PlanRun, fetch: FetchNode, path: ResponsePath, variable
     }
   }
   return response.data as Json | null | undefined;
+}
+
+const batchKeys = new WeakMap<FetchNode, string>();
+
+/** The service and the fetch's operation without its name: Apollo's planner names every fetch of a plan apart (`Op__products__2`, `Op__products__6`). */
+function batchKeyOf(fetch: FetchNode): string {
+  let key = batchKeys.get(fetch);
+  if (key === undefined) {
+    const name = fetch.operationName;
+    const at = name ? fetch.operation.indexOf(name) : -1;
+    key = `${fetch.serviceName}\n${at < 0 ? fetch.operation : fetch.operation.slice(0, at) + fetch.operation.slice(at + name!.length)}`;
+    batchKeys.set(fetch, key);
+  }
+  return key;
 }
 
 /** Apollo's `makeLazyErrorPathGenerator`: an entity error's path, through the entity it is about. */

@@ -14,6 +14,7 @@ import type { ApolloGateway, GraphQLDataSource } from '@apollo/gateway';
 import { Supergraph, operationFromDocument, type Operation, type Schema } from '@apollo/federation-internals';
 import { QueryPlanner, type PlanNode, type QueryPlan } from '@apollo/query-planner';
 import { GraphQLError, Kind, getVariableValues, type DocumentNode, type ExecutionResult, type GraphQLSchema, type OperationDefinitionNode } from 'graphql';
+import { EntityBatcher } from './batch.ts';
 import { executeNode, type PlanRun, type RequestContext } from './execute.ts';
 import { compileShape, shapeResponse, type Shape } from './shape.ts';
 
@@ -143,7 +144,7 @@ export class PlanExecutingGateway {
       if (errors) return { errors };
     }
     const data: Json = Object.create(null);
-    const run: PlanRun = { services: this.services, requestContext, operation: planned.operation, supergraph: state.supergraph, data, errors: [] };
+    const run: PlanRun = { services: this.services, requestContext, operation: planned.operation, supergraph: state.supergraph, data, errors: [], batcher: new EntityBatcher() };
     await executeNode(run, planned.plan.node, [], data);
     const { errors } = run;
     try {
