@@ -7,13 +7,13 @@
  * so are the errors and their order: the answer is then shaped by ./shape.ts.
  */
 import type { ApolloGateway, GraphQLDataSource, GraphQLDataSourceProcessOptions } from '@apollo/gateway';
-import { ERRORS, assert, errorCodeDef, type Operation } from '@apollo/federation-internals';
+import { assert, type Operation } from '@apollo/federation-internals';
 import { evaluateCondition, type FetchNode, type PlanNode, type QueryPlanSelectionNode, type ResponsePath } from '@apollo/query-planner';
-import { EntityBatcher } from './batch.ts';
-import { GraphQLError, isAbstractType, isInterfaceType, isObjectType, type GraphQLSchema } from 'graphql';
+import type { EntityBatcher } from './batch.ts';
+import { downstreamServiceError, lazyErrorPath } from './errors.ts';
+import { isAbstractType, isInterfaceType, isObjectType, type GraphQLError, type GraphQLSchema } from 'graphql';
 
 type Json = Record<string, unknown>;
-type SubgraphError = NonNullable<Awaited<ReturnType<GraphQLDataSource['process']>>['errors']>[number];
 /** The request context Apollo Server hands a gateway's executor. */
 export type RequestContext = Parameters<ApolloGateway['executor']>[0];
 
@@ -93,9 +93,8 @@ function flattenAt(value: unknown, path: ResponsePath, from: number): unknown {
 function collect(value: unknown, path: ResponsePath, from: number, out: unknown[]): void {
   // Where Apollo's `value.flatMap` fails on a value that is no list.
   if (!Array.isArray(value)) throw new TypeError('value.flatMap is not a function');
-  const list = value;
-  for (let i = 0; i < list.length; i++) {
-    let element = list[i];
+  for (let i = 0; i < value.length; i++) {
+    let element: unknown = value[i];
     let at = from + 1;
     // Follow field names down to the next `@` or the end, as the recursion would.
     while (at < path.length && element !== undefined && element !== null && path[at] !== '@') element = step(element, path[at++]);
@@ -127,7 +126,7 @@ async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, 
     }
   }
   if (!fetch.requires) {
-    const received = await send(run, fetch, path, variables);
+    const received = await send(run, service, fetch, path, variables);
     for (const entity of entities) deepMerge(entity, received);
     return;
   }
@@ -143,7 +142,7 @@ async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, 
   }
   if (representations.length < 1) return;
   if ('representations' in variables) throw new Error(`Variables cannot contain key "representations"`);
-  const received = await send(run, fetch, path, { ...variables, representations }, variables);
+  const received = await send(run, service, fetch, path, { ...variables, representations }, variables);
   if (!received) return;
   const receivedEntities = received._entities;
   if (!(receivedEntities && Array.isArray(receivedEntities))) throw new Error(`Expected "data._entities" in response to be an array`);
@@ -157,9 +156,8 @@ async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, 
 }
 
 /** One fetch's request and what Apollo does with its answer; an entity fetch (`otherVariables` given) goes through the batcher. */
-async function send(run: PlanRun, fetch: FetchNode, path: ResponsePath, variables: Json, otherVariables?: Json): Promise<Json | null | undefined> {
+async function send(run: PlanRun, service: GraphQLDataSource, fetch: FetchNode, path: ResponsePath, variables: Json, otherVariables?: Json): Promise<Json | null | undefined> {
   const { requestContext } = run;
-  const service = run.services.get(fetch.serviceName)!;
   const options: Parameters<GraphQLDataSource['process']>[0] = {
     kind: INCOMING_OPERATION,
     request: { query: fetch.operation, variables, ...(fetch.operationName !== undefined ? { operationName: fetch.operationName } : {}) },
@@ -196,61 +194,6 @@ function batchKeyOf(fetch: FetchNode): string {
     batchKeys.set(fetch, key);
   }
   return key;
-}
-
-/** Apollo's `makeLazyErrorPathGenerator`: an entity error's path, through the entity it is about. */
-function lazyErrorPath(fetch: FetchNode, path: ResponsePath, data: Json): (errorPath: SubgraphError['path']) => (string | number)[] | undefined {
-  let hydrated: (string | number)[][] | undefined;
-  return (errorPath) => {
-    if (fetch.requires && typeof errorPath?.[1] === 'number') {
-      if (!hydrated) {
-        hydrated = [];
-        hydratedPaths([], path, 0, data, hydrated);
-      }
-      return [...(hydrated[errorPath[1]] ?? []), ...errorPath.slice(2)];
-    }
-    return errorPath ? [...path, ...errorPath] : undefined;
-  };
-}
-
-/** Apollo's `generateHydratedPaths`. */
-function hydratedPaths(parent: (string | number)[], path: ResponsePath, from: number, data: unknown, result: (string | number)[][]): void {
-  if (data === null || data === undefined) return;
-  const head = path[from];
-  if (head === undefined) {
-    result.push(parent.slice());
-  } else if (head === '@') {
-    assert(Array.isArray(data), 'expected array when encountering `@`');
-    for (let i = 0; i < data.length; i++) {
-      parent.push(i);
-      hydratedPaths(parent, path, from + 1, data[i], result);
-      parent.pop();
-    }
-  } else if (typeof head === 'string') {
-    if (Array.isArray(data)) {
-      for (let i = 0; i < data.length; i++) {
-        parent.push(i);
-        hydratedPaths(parent, path, from, data[i], result);
-        parent.pop();
-      }
-    } else if (hasOwn.call(data, head)) {
-      parent.push(head);
-      hydratedPaths(parent, path, from + 1, (data as Json)[head], result);
-      parent.pop();
-    }
-  } else {
-    assert(false, `unknown path part "${String(head)}"`);
-  }
-}
-
-/** Apollo's `downstreamServiceError`: the subgraph's error, its path in the client's answer, and the service's name. */
-function downstreamServiceError(original: SubgraphError, serviceName: string, errorPath: (path: SubgraphError['path']) => (string | number)[] | undefined): GraphQLError {
-  const message = original.message || `Error while fetching subquery from service "${serviceName}"`;
-  const { extensions } = original;
-  const options = { originalError: original as Error, path: errorPath(original.path), extensions: { ...extensions, serviceName } };
-  const codeDef = errorCodeDef(original as GraphQLError);
-  if (!codeDef && extensions?.code) return new GraphQLError(message, options);
-  return (codeDef ?? ERRORS.DOWNSTREAM_SERVICE_ERROR).err(message, options);
 }
 
 type Represent = (schema: GraphQLSchema, entity: unknown) => Json | null;
