@@ -13,6 +13,7 @@ import { ApolloServer } from '@apollo/server';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { GraphQLError, parse } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { split } from '../src/executor/batch.ts';
 import { INCOMING_OPERATION } from '../src/executor/execute.ts';
 import { PlanExecutingGateway } from '../src/executor/index.ts';
 
@@ -178,6 +179,7 @@ describe('our plan executor answers as Apollo Gateway does', () => {
     ['@skip and @include on fields of other subgraphs, true', `query S($r: Boolean!, $s: Boolean = false) { users { id reviews @include(if: $r) { id product @skip(if: $s) { name inStock } } name @skip(if: $r) } }`, { r: true }],
     ['@skip and @include on fields of other subgraphs, false', `query S($r: Boolean!, $s: Boolean = false) { users { id reviews @include(if: $r) { id product @skip(if: $s) { name inStock } } name @skip(if: $r) } }`, { r: false, s: true }],
     ['a subgraph error at an entity path, with its code', `{ topProducts(first: 4) { upc flaky name } }`],
+    ['entity errors inside fetches sent as one request, each at its own path', `{ a: topProducts(first: 4) { upc flaky } b: topProducts(first: 2) { flaky name } }`],
     ['null propagation from a non-null field an entity fetch could not fill', `{ topProducts(first: 4) { upc stock name } }`],
     ['an enum value the API schema does not have', `{ users { id role } }`],
     ['a variable that is missing', `query V($upc: String!) { product(upc: $upc) { name } }`, {}],
@@ -220,5 +222,38 @@ describe('our plan executor answers as Apollo Gateway does', () => {
     const ourKinds = new Set([...ourSources.values()].flatMap((s) => s.kinds));
     expect([...apolloKinds]).toEqual([INCOMING_OPERATION]);
     expect([...ourKinds]).toEqual([INCOMING_OPERATION]);
+  });
+});
+
+describe('splitting a batched answer', () => {
+  const members = [{ representations: [1, 2] }, { representations: [3] }, { representations: [4, 5] }];
+  const error = (message: string, path?: (string | number)[]) => ({ message, ...(path ? { path } : {}) });
+
+  it('gives each fetch its slice of _entities and the errors about its entities, re-indexed', () => {
+    const parts = split({ data: { _entities: ['a', 'b', 'c', 'd', 'e'] }, errors: [error('on c', ['_entities', 2, 'x']), error('on e', ['_entities', 4]), error('on a', ['_entities', 0, 'y', 1])] }, members);
+    expect(parts).toEqual([
+      { data: { _entities: ['a', 'b'] }, errors: [error('on a', ['_entities', 0, 'y', 1])] },
+      { data: { _entities: ['c'] }, errors: [error('on c', ['_entities', 0, 'x'])] },
+      { data: { _entities: ['d', 'e'] }, errors: [error('on e', ['_entities', 1])] },
+    ]);
+  });
+
+  it('gives an error about no entity, and an answer without data, to every fetch', () => {
+    const whole = error('subgraph down');
+    expect(split({ data: null, errors: [whole] }, members)).toEqual([
+      { data: null, errors: [whole] },
+      { data: null, errors: [whole] },
+      { data: null, errors: [whole] },
+    ]);
+    expect(split({ data: { _entities: ['a', 'b', 'c', 'd', 'e'] }, errors: [error('at _entities', ['_entities'])] }, members).map((p) => p.errors)).toEqual([
+      [error('at _entities', ['_entities'])],
+      [error('at _entities', ['_entities'])],
+      [error('at _entities', ['_entities'])],
+    ]);
+  });
+
+  it('hands a wrong number of entities to every fetch as it came, for each to report', () => {
+    const wrong = { data: { _entities: ['a'] } };
+    expect(split(wrong, members)).toEqual([wrong, wrong, wrong]);
   });
 });
