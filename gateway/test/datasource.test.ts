@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createUndiciFetcher, deduplicateRepresentations, FastDataSource, type SubgraphResponse } from '../src/datasource.ts';
+import { INCOMING_OPERATION } from '../src/executor/execute.ts';
 
 interface Received {
   body: { query: string; variables?: { representations?: unknown[] } };
@@ -52,8 +53,7 @@ const product = (upc: string) => ({ __typename: 'Product', upc });
 /** What Apollo Gateway passes to `process` for one fetch of an incoming operation. */
 function fetchOptions(query: string, variables: Record<string, unknown>, context: Record<string, unknown> = {}): GraphQLDataSourceProcessOptions {
   return {
-    // GraphQLDataSourceRequestKind.INCOMING_OPERATION (the enum is not exported at run time).
-    kind: 'incoming operation' as GraphQLDataSourceProcessOptions['kind'] & 'incoming operation',
+    kind: INCOMING_OPERATION,
     request: { query, variables },
     context,
     incomingRequestContext: { context, request: {}, overallCachePolicy: undefined } as never,

@@ -14,9 +14,9 @@
  * fetch has just been answered.
  */
 import type { GraphQLDataSource } from '@apollo/gateway';
+import type { SubgraphResponse } from '../datasource.ts';
 
 type ProcessOptions = Parameters<GraphQLDataSource['process']>[0];
-type SubgraphResponse = Awaited<ReturnType<GraphQLDataSource['process']>>;
 type SubgraphError = NonNullable<SubgraphResponse['errors']>[number];
 
 interface Member {

@@ -3,16 +3,14 @@
  * each with its path in the client's answer (an entity's error through the entity it is about)
  * and the service's name.
  */
-import type { GraphQLDataSource } from '@apollo/gateway';
 import { ERRORS, assert, errorCodeDef } from '@apollo/federation-internals';
 import type { FetchNode, ResponsePath } from '@apollo/query-planner';
 import { GraphQLError } from 'graphql';
+import type { SubgraphResponse } from '../datasource.ts';
 
 type Json = Record<string, unknown>;
-type SubgraphError = NonNullable<Awaited<ReturnType<GraphQLDataSource['process']>>['errors']>[number];
+type SubgraphError = NonNullable<SubgraphResponse['errors']>[number];
 type ErrorPath = (path: SubgraphError['path']) => (string | number)[] | undefined;
-
-const hasOwn = Object.prototype.hasOwnProperty;
 
 /** Apollo's `makeLazyErrorPathGenerator`: an entity error's path, through the entity it is about. */
 export function lazyErrorPath(fetch: FetchNode, path: ResponsePath, data: Json): ErrorPath {
@@ -49,7 +47,7 @@ function hydratedPaths(parent: (string | number)[], path: ResponsePath, from: nu
         hydratedPaths(parent, path, from, data[i], result);
         parent.pop();
       }
-    } else if (hasOwn.call(data, head)) {
+    } else if (Object.hasOwn(data as object, head)) {
       parent.push(head);
       hydratedPaths(parent, path, from + 1, (data as Json)[head], result);
       parent.pop();

@@ -40,8 +40,6 @@ export interface PlanRun {
   readonly batcher: EntityBatcher;
 }
 
-const hasOwn = Object.prototype.hasOwnProperty;
-
 /** Apollo's `executeNode` (without trace nodes). */
 export async function executeNode(run: PlanRun, node: PlanNode, path: ResponsePath, data: unknown): Promise<void> {
   switch (node.kind) {
@@ -110,7 +108,7 @@ function collect(value: unknown, path: ResponsePath, from: number, out: unknown[
 function step(value: unknown, key: string | number | undefined): unknown {
   assert(typeof key === 'string', () => `Unexpected ${typeof key} found in path`);
   assert(!Array.isArray(value), () => `Unexpected array in result for path element ${key}`);
-  return hasOwn.call(value, key) ? (value as Json)[key] : undefined;
+  return Object.hasOwn(value as object, key) ? (value as Json)[key] : undefined;
 }
 
 async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, data: unknown): Promise<void> {
@@ -122,7 +120,7 @@ async function executeFetch(run: PlanRun, fetch: FetchNode, path: ResponsePath, 
   const provided = run.requestContext.request.variables;
   if (fetch.variableUsages && provided) {
     for (const name of fetch.variableUsages) {
-      if (hasOwn.call(provided, name) && provided[name] !== undefined) variables[name] = provided[name];
+      if (Object.hasOwn(provided, name) && provided[name] !== undefined) variables[name] = provided[name];
     }
   }
   if (!fetch.requires) {
@@ -220,7 +218,7 @@ function compileRequires(selections: readonly QueryPlanSelectionNode[]): Represe
     const result: Json = Object.create(null);
     for (const step of steps) {
       if (step.field) {
-        const value = hasOwn.call(source, step.responseName) ? (source as Json)[step.responseName] : undefined;
+        const value = Object.hasOwn(source as object, step.responseName) ? (source as Json)[step.responseName] : undefined;
         if (value === undefined) return null;
         const sub = step.sub;
         if (Array.isArray(value)) result[step.responseName] = sub ? value.map((element) => sub(schema, element)) : value;
@@ -274,5 +272,5 @@ function deepMerge(target: Json, source: Json | null | undefined): Json {
 
 /** Apollo's `defineOwn`: a key the object inherits (`constructor`, `toString`) becomes its own before it is written. */
 function defineOwn(object: Json, key: string): void {
-  if (!hasOwn.call(object, key) && key in object) Object.defineProperty(object, key, { configurable: true, enumerable: true, value: undefined, writable: true });
+  if (!Object.hasOwn(object, key) && key in object) Object.defineProperty(object, key, { configurable: true, enumerable: true, value: undefined, writable: true });
 }

@@ -136,8 +136,7 @@ function completionOf(type: OutputType): Completion {
   return { kind: 'leaf', type: type as ScalarType | EnumType, custom: isCustomScalarType(type) };
 }
 
-const hasOwn = Object.prototype.hasOwnProperty;
-const getOwn = (object: object, key: string): unknown => (hasOwn.call(object, key) ? (object as Json)[key] : undefined);
+const getOwn = (object: object, key: string): unknown => (Object.hasOwn(object, key) ? (object as Json)[key] : undefined);
 
 interface Run {
   readonly schema: Schema;
